@@ -1,0 +1,3 @@
+"""edge-agent: the daemon (supervisor, config, store, local API, pipelines, CLI)."""
+
+__version__ = "0.1.0"

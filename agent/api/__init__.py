@@ -1,0 +1,1 @@
+"""The local REST + WebSocket API (aiohttp), imported only when the API is first used."""

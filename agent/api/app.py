@@ -1,0 +1,109 @@
+"""Build the aiohttp application: middlewares, route table, shutdown of live sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+import weakref
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from agent import __version__, metrics
+from agent.api.routes import Route, openapi_document
+from agent.context import AgentContext
+from agent.errors import EdgeAgentError
+
+log = logging.getLogger("edge_agent.api")
+
+CTX = web.AppKey("ctx", AgentContext)
+ROUTES_KEY = web.AppKey("routes", list)
+WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet)
+
+#: modules that contribute routes; each exposes ROUTES
+ROUTE_MODULES: tuple[str, ...] = ("agent.api.core_routes",)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Every failure leaves as ``{"error": {"code", "message"}}`` with a fitting status."""
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 413:
+            limit = request.app[CTX].settings.api.max_body_bytes
+            message = f"request body too large: the limit is {limit} bytes (api.max_body_bytes)"
+        return json_error(exc.status, _STATUS_CODES.get(exc.status, "http_error"), message)
+    except EdgeAgentError as exc:
+        status = exc.http_status
+        return json_error(exc.http_status, exc.code, str(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal", "internal error; the daemon's log has the details")
+    finally:
+        metrics.API_REQUESTS.labels(request.method, route, str(status)).inc()
+        metrics.API_LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
+def collect_routes(modules: Iterable[str] = ROUTE_MODULES) -> list[Route]:
+    routes: list[Route] = []
+    for name in modules:
+        routes.extend(importlib.import_module(name).ROUTES)
+    return routes
+
+
+def create_app(ctx: AgentContext, modules: Iterable[str] = ROUTE_MODULES) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=ctx.settings.api.max_body_bytes,
+    )
+    app[CTX] = ctx
+    app[WEBSOCKETS] = weakref.WeakSet()
+    routes = collect_routes(modules)
+    app[ROUTES_KEY] = routes
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_get("/openapi.json", _openapi)
+    app.on_shutdown.append(_close_websockets)
+    return app
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document, generated from the same route table as the router."""
+    openapi_route = Route("GET", "/openapi.json", _openapi, "This document.")
+    doc = openapi_document([*request.app[ROUTES_KEY], openapi_route], version=__version__)
+    return web.json_response(doc)
+
+
+async def _close_websockets(app: web.Application) -> None:
+    for ws in list(app[WEBSOCKETS]):
+        await ws.close(code=1001, message=b"edge-agent is shutting down")

@@ -1,0 +1,124 @@
+"""Health, readiness, metrics, daemon info and the live event feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import platform
+import sys
+
+from aiohttp import WSMsgType, web
+
+from agent import __version__, metrics
+from agent.api.app import CTX, WEBSOCKETS
+from agent.api.routes import Route
+from agent.errors import BadRequestError
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers. Cheap on purpose; probes call it often."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: every supervised service runs and the daemon is not stopping."""
+    ctx = request.app[CTX]
+    services = {name: st.state for name, st in ctx.supervisor.status.items()}
+    not_running = sorted(name for name, state in services.items() if state != "running")
+    ready = ctx.ready and not ctx.stopping and not not_running
+    body = {"ready": ready, "services": services}
+    if not ready:
+        body["not_running"] = not_running
+        if ctx.stopping:
+            body["reason"] = "stopping"
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    ctx.bus.update_depth_metrics()
+    return web.Response(body=metrics.render_metrics(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def info(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    loop = asyncio.get_running_loop()
+    hardware = await loop.run_in_executor(None, ctx.hardware_summary)
+    return web.json_response(
+        {
+            "version": __version__,
+            "device_id": ctx.settings.device_id,
+            "uptime_s": round(ctx.uptime_s, 3),
+            "started_at": ctx.started_at,
+            "python": platform.python_version(),
+            "platform": sys.platform,
+            "config_source": ctx.settings.source,
+            "data_dir": ctx.settings.data_dir,
+            "mqtt": {"configured": ctx.settings.mqtt.enabled},
+            "schema_version": ctx.store.schema_version,
+            "services": [st.to_dict() for st in ctx.supervisor.status.values()],
+            "hardware": hardware,
+        }
+    )
+
+
+async def events_feed(request: web.Request) -> web.StreamResponse:
+    """Live bus events as JSON text messages; ``?types=a,b`` filters by event type.
+
+    The subscriber queue drops the oldest events when a slow viewer falls
+    behind: a live feed wants what is happening now, and the drops are
+    counted per connection in edge_bus_events_dropped_total.
+    """
+    ctx = request.app[CTX]
+    raw_types = request.query.get("types", "")
+    types = [t for t in raw_types.split(",") if t] or None
+    try:
+        queue_size = int(request.query.get("queue", "256"))
+    except ValueError:
+        raise BadRequestError("queue must be an integer number of events") from None
+    if not 1 <= queue_size <= 10_000:
+        raise BadRequestError("queue must be between 1 and 10000 events")
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    request.app[WEBSOCKETS].add(ws)
+    peer = request.remote or "?"
+    sub = ctx.bus.subscribe(f"ws:{peer}:{id(ws):x}", types, maxsize=queue_size, policy="drop_oldest")
+    reader = asyncio.create_task(_drain_incoming(ws))
+    try:
+        await ws.send_str(json.dumps({"type": "feed.hello", "types": types, "queue": queue_size}))
+        while not ws.closed:
+            getter = asyncio.ensure_future(sub.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            event = getter.result()
+            await ws.send_str(json.dumps(event.to_dict(), default=str))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        sub.close()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await ws.close()
+    return ws
+
+
+async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+    """The feed is one-way; reading is how we notice the client went away."""
+    async for msg in ws:
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break
+
+
+_STATUS_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}}
+
+ROUTES = [
+    Route("GET", "/healthz", healthz, "Liveness: the daemon's event loop answers.", response=_STATUS_SCHEMA),
+    Route("GET", "/readyz", readyz, "Readiness: all services running.", extra_responses={503: "not ready"}),
+    Route("GET", "/metrics", metrics_text, "Prometheus metrics.", content_type=metrics.CONTENT_TYPE),
+    Route("GET", "/v1/info", info, "Version, device id, uptime, services and a hardware summary."),
+    Route("GET", "/v1/events", events_feed, "Live feed of bus events (WebSocket).", websocket=True),
+]

@@ -1,0 +1,103 @@
+"""The API as a supervised service, with the web stack loaded on first use.
+
+The port is bound and listening as soon as the service starts, so clients
+can connect at once and nothing else can take the port. With ``api.lazy``
+the aiohttp application is imported and built only when the first
+connection is pending on the socket (it waits in the kernel's backlog for
+the ~0.2 s this takes); an idle box whose API nobody calls does not carry
+the web stack's ~15 MB. This is the socket-activation idea, inside the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from agent.context import AgentContext
+from agent.errors import EdgeAgentError
+from agent.supervisor import Service
+
+log = logging.getLogger("edge_agent.api")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket; a clear error when the address is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise EdgeAgentError(f"api.host {host!r} does not resolve: {exc.strerror}", code="api_bind") from None
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_ | socket.SOCK_CLOEXEC, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise EdgeAgentError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; is another edge-agent running? "
+            "Stop it or set api.port (EDGE_AGENT_API__PORT)",
+            code="api_bind",
+        ) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class ApiService(Service):
+    name = "api"
+    signals_ready = True
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.port: int | None = None
+
+    async def run(self) -> None:
+        settings = self.ctx.settings.api
+        sock = bind_socket(settings.host, settings.port)
+        self.port = sock.getsockname()[1]
+        log.info(
+            "local API listening on http://%s:%d%s",
+            settings.host,
+            self.port,
+            " (loads on first connection)" if settings.lazy else "",
+        )
+        self.ready.set()
+        try:
+            if settings.lazy:
+                await _first_connection(sock)
+            await self._serve(sock)
+        finally:
+            sock.close()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        from aiohttp import web
+
+        from agent.api.app import create_app
+
+        app = create_app(self.ctx)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.SockSite(runner, sock)
+            await site.start()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+
+async def _first_connection(sock: socket.socket) -> None:
+    """Return when a connection is waiting to be accepted."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not pending.done():
+            pending.set_result(None)
+
+    loop.add_reader(sock.fileno(), readable)
+    try:
+        await pending
+    finally:
+        loop.remove_reader(sock.fileno())

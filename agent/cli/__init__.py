@@ -1,0 +1,63 @@
+"""The ``edge-agent`` command: a thin layer over the library, one module per command group.
+
+Each command module exposes ``register(subparsers)``; a command's handler
+takes the parsed arguments and returns the exit code. Exit codes: 0 ok,
+1 failure, 2 bad configuration or usage, 3 the daemon is not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.errors import ConfigError, EdgeAgentError
+
+#: command modules, in the order their commands appear in --help
+COMMAND_MODULES: tuple[str, ...] = (
+    "agent.cli.run_cmd",
+    "agent.cli.status_cmd",
+    "agent.cli.config_cmd",
+    "agent.cli.version_cmd",
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="edge-agent: a small, hardened daemon for edge AI boxes.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file (default: /etc/edge-agent/agent.toml when it exists, "
+        "else the embedded default; also EDGE_AGENT_CONFIG)",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except EdgeAgentError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

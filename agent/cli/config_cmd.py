@@ -1,0 +1,46 @@
+"""``edge-agent config check|show``: validate and display the effective configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from agent.config import load_settings, settings_to_dict, settings_to_toml
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config",
+        help="check or show the configuration",
+        description="Validate the configuration or print the effective settings.",
+    )
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = csub.add_parser(
+        "check",
+        help="validate the config file and environment; exit 2 when bad",
+        description="Load the config exactly as `run` would and report problems.",
+    )
+    check.set_defaults(handler=check_config)
+    show = csub.add_parser(
+        "show",
+        help="print the effective configuration (secrets masked)",
+        description="Print the settings after defaults, file and EDGE_AGENT_ "
+        "variables are merged. Secrets are masked.",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    show.set_defaults(handler=show_config)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    print(f"config OK ({settings.source})")
+    return 0
+
+
+def show_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.json:
+        print(json.dumps({"source": settings.source, **settings_to_dict(settings)}, indent=2))
+    else:
+        print(settings_to_toml(settings), end="")
+    return 0

@@ -1,0 +1,62 @@
+"""What every part of the running daemon shares, built once by the daemon.
+
+Passed explicitly to services and API handlers (style practice 2: no config
+globals read deep in the code). Later features hang their managers here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.bus import Bus
+from agent.config import Settings
+from agent.sdnotify import Notifier
+from agent.store import Store
+from agent.supervisor import Supervisor
+
+
+@dataclass
+class AgentContext:
+    settings: Settings
+    store: Store
+    bus: Bus
+    supervisor: Supervisor
+    notifier: Notifier
+    started_at: float = field(default_factory=time.time)
+    ready: bool = False
+    stopping: bool = False
+    #: cached hardware summary; probing /sys and the runtimes is done once, lazily
+    _hardware: dict[str, Any] | None = None
+
+    @property
+    def uptime_s(self) -> float:
+        return time.time() - self.started_at
+
+    def hardware_summary(self) -> dict[str, Any]:
+        """A short hardware description for /v1/info, probed on first use."""
+        if self._hardware is None:
+            self._hardware = _probe_summary()
+        return self._hardware
+
+
+def _probe_summary() -> dict[str, Any]:
+    import os
+    import platform
+
+    import psutil
+
+    summary: dict[str, Any] = {
+        "arch": platform.machine(),
+        "cpu_count": os.cpu_count() or 1,
+        "memory_mb": psutil.virtual_memory().total // (1024 * 1024),
+    }
+    try:
+        import hal
+
+        profile = hal.probe(runtimes=False)
+        summary.update(profile.summary())
+    except (ImportError, AttributeError):
+        summary["note"] = "hardware probe not available in this build"
+    return summary

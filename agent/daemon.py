@@ -1,0 +1,103 @@
+"""The daemon: build the shared context, run the services, stop cleanly on a signal.
+
+Order matters: the store opens (and migrates) before any service starts, so
+a bad or newer database stops the start with a clear message instead of a
+half-running daemon; READY goes to systemd only when every service is ready;
+on SIGTERM, services are cancelled first and the store is closed last, so
+everything a service committed is on disk before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from agent.bus import Bus, DaemonStateChanged
+from agent.config import Settings
+from agent.context import AgentContext
+from agent.sdnotify import Notifier
+from agent.store import Store
+from agent.supervisor import FunctionService, Service, Supervisor
+
+log = logging.getLogger("edge_agent.daemon")
+
+#: how long services get to become ready before READY is sent anyway (with a warning)
+READY_TIMEOUT_S = 30.0
+
+
+def build_context(settings: Settings) -> AgentContext:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    store = Store.open(
+        settings.database_path,
+        synchronous=settings.store.synchronous,
+        check=settings.store.check_on_open,
+    )
+    bus = Bus(default_queue_size=settings.bus.queue_size)
+    return AgentContext(
+        settings=settings,
+        store=store,
+        bus=bus,
+        supervisor=Supervisor(bus, settings.supervisor),
+        notifier=Notifier(),
+    )
+
+
+def build_services(ctx: AgentContext) -> list[Service]:
+    """Every long-lived part of the daemon, in start order."""
+    services: list[Service] = []
+    if ctx.settings.api.enabled:
+        from agent.api.server import ApiService
+
+        services.append(ApiService(ctx))
+    if ctx.notifier.watchdog_interval:
+        services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
+    return services
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ctx: AgentContext | None = None
+        self._stop = asyncio.Event()
+
+    def request_stop(self, reason: str = "") -> None:
+        if not self._stop.is_set():
+            log.info("stopping%s", f" ({reason})" if reason else "")
+            self._stop.set()
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        ctx = self.ctx = build_context(self.settings)
+        try:
+            for service in build_services(ctx):
+                ctx.supervisor.add(service)
+            ctx.supervisor.start()
+            not_ready = await ctx.supervisor.wait_ready(READY_TIMEOUT_S)
+            if not_ready:
+                log.warning("services not ready after %.0f s: %s", READY_TIMEOUT_S, ", ".join(not_ready))
+            ctx.store.record_event("daemon.started", "daemon", {"pid": os.getpid()})
+            ctx.ready = True
+            ctx.notifier.ready(f"running; device {self.settings.device_id}")
+            await ctx.bus.publish(DaemonStateChanged(source="daemon", state="ready"))
+            log.info(
+                "edge-agent ready",
+                extra={"device_id": self.settings.device_id, "data_dir": self.settings.data_dir},
+            )
+            await self._stop.wait()
+            ctx.stopping = True
+            ctx.notifier.stopping("stopping")
+            await ctx.bus.publish(DaemonStateChanged(source="daemon", state="stopping"))
+            hung = await ctx.supervisor.stop()
+            ctx.store.record_event("daemon.stopped", "daemon", {"pid": os.getpid(), "hung_services": hung})
+            return 0 if not hung else 1
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            ctx.store.close()
+            ctx.notifier.close()
+            log.info("edge-agent stopped")
