@@ -319,7 +319,11 @@ def _parse_env(raw: str, hint: Any) -> Any:
 
 def _expected(hint: Any, f: dataclasses.Field) -> str:
     lo, hi = f.metadata.get("min"), f.metadata.get("max")
-    bounds = f" between {lo:g} and {hi:g}" if lo is not None and hi is not None else ""
+
+    def num(v: float) -> str:
+        return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    bounds = f" between {num(lo)} and {num(hi)}" if lo is not None and hi is not None else ""
     if get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

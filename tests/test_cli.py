@@ -33,3 +33,15 @@ def test_every_command_has_help_text() -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
     assert capsys.readouterr().out.startswith("edge-agent 0.")
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from agent.config import reference_rows
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [key for key, *_ in reference_rows() if f"`{key}`" not in readme]
+    assert not missing, (
+        f"README's configuration reference lacks {missing}; paste `edge-agent config reference`"
+    )

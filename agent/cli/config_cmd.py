@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agent.config import load_settings, settings_to_dict, settings_to_toml
+from agent.config import load_settings, reference_rows, settings_to_dict, settings_to_toml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(handler=show_config)
+    ref = csub.add_parser(
+        "reference",
+        help="print every setting with its type, default and meaning",
+        description="Print the configuration reference as a Markdown table "
+        "(the README's reference is made with it).",
+    )
+    ref.set_defaults(handler=reference)
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -43,4 +50,12 @@ def show_config(args: argparse.Namespace) -> int:
         print(json.dumps({"source": settings.source, **settings_to_dict(settings)}, indent=2))
     else:
         print(settings_to_toml(settings), end="")
+    return 0
+
+
+def reference(args: argparse.Namespace) -> int:
+    print("| key | type | default | what it does |")
+    print("|---|---|---|---|")
+    for key, type_name, default, doc in reference_rows():
+        print(f"| `{key}` | {type_name} | `{default}` | {doc} |")
     return 0
