@@ -49,7 +49,7 @@ def _probe_summary() -> dict[str, Any]:
 
     summary: dict[str, Any] = {
         "arch": platform.machine(),
-        "cpu_count": os.cpu_count() or 1,
+        "cores": os.cpu_count() or 1,
         "memory_mb": psutil.virtual_memory().total // (1024 * 1024),
     }
     try:

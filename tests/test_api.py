@@ -56,7 +56,7 @@ async def test_info(client, ctx: AgentContext) -> None:  # type: ignore[no-untyp
     assert info["device_id"] == ctx.settings.device_id
     assert info["uptime_s"] >= 0 and info["version"]
     assert info["mqtt"] == {"configured": False}
-    assert info["hardware"]["cpu_count"] >= 1 and info["hardware"]["memory_mb"] > 0
+    assert info["hardware"]["cores"] >= 1 and info["hardware"]["memory_mb"] > 0
     assert info["services"][0]["name"] == "idle"
 
 
@@ -124,3 +124,12 @@ async def test_websocket_feed_streams_bus_events(client, ctx: AgentContext) -> N
 async def test_websocket_feed_rejects_bad_queue(client) -> None:  # type: ignore[no-untyped-def]
     resp = await client.get("/v1/events?queue=0")
     assert resp.status == 400 and "between 1 and 10000" in (await resp.json())["error"]["message"]
+
+
+async def test_hardware_profile(client) -> None:  # type: ignore[no-untyped-def]
+    resp = await client.get("/v1/hardware")
+    profile = await resp.json()
+    assert resp.status == 200
+    assert profile["cpu"]["architecture"] and any(a["kind"] == "cpu" for a in profile["accelerators"])
+    names = {r["name"] for r in profile["runtimes"]}
+    assert "onnxruntime" in names

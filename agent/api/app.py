@@ -23,7 +23,7 @@ ROUTES_KEY = web.AppKey("routes", list)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet)
 
 #: modules that contribute routes; each exposes ROUTES
-ROUTE_MODULES: tuple[str, ...] = ("agent.api.core_routes",)
+ROUTE_MODULES: tuple[str, ...] = ("agent.api.core_routes", "agent.api.hardware_routes")
 
 _STATUS_CODES = {
     400: "bad_request",

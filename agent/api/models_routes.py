@@ -1,0 +1,185 @@
+"""``/v1/models``: installed and loaded models, load/unload, and inference.
+
+Inference takes JSON tensors (``{"inputs": {"x": {"dtype", "shape", "data"}},
+"priority": "interactive"}``) or, for single-input models, a raw ``.npy`` body
+(``Content-Type: application/x-npy``, priority in ``?priority=``). The answer
+is JSON unless ``Accept`` asks for ``application/x-npz`` (every output) or
+``application/x-npy`` (single-output models): binary tensors never pass
+through JSON when the client does not want them to.
+
+The manager lives on the daemon context as ``ctx.models`` (None when the
+models service is off); nothing here imports numpy or an engine at import.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from agent.api.app import CTX
+from agent.api.routes import Route
+from agent.errors import BadRequestError, UnavailableError
+
+if TYPE_CHECKING:
+    from models.manager import ModelManager
+
+NPY = "application/x-npy"
+NPZ = "application/x-npz"
+_INFER_KEYS = {"inputs", "priority"}
+
+
+def _manager(request: web.Request) -> ModelManager:
+    manager = getattr(request.app[CTX], "models", None)
+    if manager is None:
+        raise UnavailableError("the model manager is not running on this daemon", code="models_disabled")
+    return manager
+
+
+async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    """An optional JSON object body with known keys only (an empty body is ``{}``)."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequestError(f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    return body
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response(await _manager(request).status_async())
+
+
+async def get_model(request: web.Request) -> web.Response:
+    manager = _manager(request)
+    await manager.status_async()
+    return web.json_response(manager.model_status(request.match_info["name"]))
+
+
+async def load_model(request: web.Request) -> web.Response:
+    manager = _manager(request)
+    name = request.match_info["name"]
+    body = await _json_body(request, {"version", "pin"})
+    version = body.get("version")
+    if version is not None and not isinstance(version, str):
+        raise BadRequestError("version must be a string")
+    status = await manager.load(name, version)
+    if body.get("pin"):
+        await manager.pin(name)
+        status = manager.model_status(name)
+    return web.json_response(status)
+
+
+async def unload_model(request: web.Request) -> web.Response:
+    manager = _manager(request)
+    name = request.match_info["name"]
+    body = await _json_body(request, {"force"})
+    unloaded = await manager.unload(name, force=bool(body.get("force", False)))
+    return web.json_response({"name": name, "unloaded": unloaded})
+
+
+async def infer(request: web.Request) -> web.StreamResponse:
+    from models.tensors import decode_npy, decode_tensors, encode_npy, encode_npz, encode_tensors
+
+    manager = _manager(request)
+    name = request.match_info["name"]
+    priority: Any = request.query.get("priority", "batch")
+    ctype = request.content_type
+    npy_body: bytes | None = None
+    feed: dict[str, Any] = {}
+    if ctype == "application/json":
+        body = await _json_body(request, _INFER_KEYS)
+        if "inputs" not in body:
+            raise BadRequestError('send {"inputs": {"<name>": {"dtype", "shape", "data"}}}')
+        feed = decode_tensors(body["inputs"])
+        priority = body.get("priority", priority)
+    elif ctype in (NPY, "application/octet-stream"):
+        npy_body = await request.read()
+    else:
+        raise web.HTTPUnsupportedMediaType(text=f"send application/json or {NPY}, not {ctype or 'no type'}")
+    accept = request.headers.get("Accept", "")
+    async with manager.use(name, priority) as lease:
+        if npy_body is not None:
+            if len(lease.session.inputs) != 1:
+                names = [s.name for s in lease.session.inputs]
+                raise BadRequestError(f"model {name} takes {len(names)} inputs {names}; send JSON tensors")
+            feed = {lease.session.inputs[0].name: decode_npy(npy_body)}
+        t0 = time.perf_counter()
+        outputs = await lease.infer(feed)
+        latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+        version = lease.version
+    headers = {"X-Model-Version": version, "X-Latency-Ms": str(latency_ms)}
+    if NPZ in accept:
+        return web.Response(body=encode_npz(outputs), content_type=NPZ, headers=headers)
+    if NPY in accept:
+        if len(outputs) != 1:
+            raise BadRequestError(f"model {name} has {len(outputs)} outputs; ask for {NPZ} or JSON")
+        return web.Response(body=encode_npy(next(iter(outputs.values()))), content_type=NPY, headers=headers)
+    return web.json_response(
+        {"model": name, "version": version, "latency_ms": latency_ms, "outputs": encode_tensors(outputs)}
+    )
+
+
+_TENSOR = {
+    "type": "object",
+    "required": ["dtype", "shape", "data"],
+    "properties": {
+        "dtype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array"},
+    },
+}
+_INFER_BODY = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "inputs": {"type": "object", "additionalProperties": _TENSOR},
+        "priority": {"type": "string", "enum": ["realtime", "interactive", "batch"]},
+    },
+}
+_LOAD_BODY = {"type": "object", "properties": {"version": {"type": "string"}, "pin": {"type": "boolean"}}}
+_UNLOAD_BODY = {"type": "object", "properties": {"force": {"type": "boolean"}}}
+
+ROUTES = [
+    Route("GET", "/v1/models", list_models, "Installed and loaded models, memory, devices, latency.", tag="models"),
+    Route("GET", "/v1/models/{name}", get_model, "One model's status.", tag="models", extra_responses={404: "unknown"}),
+    Route(
+        "POST",
+        "/v1/models/{name}/load",
+        load_model,
+        "Load a model now (optionally a version, optionally pinned).",
+        tag="models",
+        body=_LOAD_BODY,
+        role="operator",
+        extra_responses={404: "not installed", 503: "no engine or device", 507: "memory budget"},
+    ),
+    Route(
+        "POST",
+        "/v1/models/{name}/unload",
+        unload_model,
+        "Unload a model (refused while in use; pinned only with force).",
+        tag="models",
+        body=_UNLOAD_BODY,
+        role="operator",
+        extra_responses={409: "in use or pinned"},
+    ),
+    Route(
+        "POST",
+        "/v1/models/{name}/infer",
+        infer,
+        "Run the model on JSON tensors, or on a .npy body for single-input models.",
+        tag="models",
+        body=_INFER_BODY,
+        role="operator",
+        extra_responses={404: "not installed", 415: "unsupported body type", 507: "queue or memory full"},
+    ),
+]
