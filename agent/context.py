@@ -29,6 +29,8 @@ class AgentContext:
     stopping: bool = False
     #: cached hardware summary; probing /sys and the runtimes is done once, lazily
     _hardware: dict[str, Any] | None = None
+    #: the full probed profile (engines' devices included), cached by /v1/hardware
+    hardware_profile: dict[str, Any] | None = None
 
     @property
     def uptime_s(self) -> float:

@@ -16,19 +16,18 @@ from aiohttp import web
 from agent.api.app import CTX
 from agent.api.routes import Route
 
-PROFILE = web.AppKey("hardware_profile", dict)
-
 
 async def hardware(request: web.Request) -> web.Response:
-    cached: dict[str, Any] | None = request.app.get(PROFILE)
+    ctx = request.app[CTX]
+    cached: dict[str, Any] | None = ctx.hardware_profile
     if cached is None or request.query.get("refresh") in ("1", "true"):
         import hal
 
         loop = asyncio.get_running_loop()
         profile = await loop.run_in_executor(None, hal.probe)
         cached = profile.to_dict()
-        request.app[PROFILE] = cached
-        request.app[CTX]._hardware = profile.summary()
+        ctx.hardware_profile = cached
+        ctx._hardware = profile.summary()
     return web.json_response(cached)
 
 
