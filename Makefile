@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Extras installed by `make run` / `make test` (voice and llm are heavy; added by their features).
 EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,dev
 # Debian packages: the venv module, a broker for the tests, audio tools for test speech.
-DEB_PACKAGES ?= python3-venv mosquitto espeak-ng sox
+DEB_PACKAGES ?= python3-venv mosquitto espeak-ng sox systemd openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 

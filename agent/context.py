@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.bus import Bus
 from agent.config import Settings
 from agent.sdnotify import Notifier
 from agent.store import Store
 from agent.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from agent.security.identity import DeviceIdentity
+    from models.manager import ModelManager
 
 
 @dataclass
@@ -25,6 +29,10 @@ class AgentContext:
     supervisor: Supervisor
     notifier: Notifier
     started_at: float = field(default_factory=time.time)
+    #: the model manager (models/), built with the context, started by its service
+    models: ModelManager | None = None
+    #: this device's Ed25519 identity (made at first start)
+    identity: DeviceIdentity | None = None
     ready: bool = False
     stopping: bool = False
     #: cached hardware summary; probing /sys and the runtimes is done once, lazily

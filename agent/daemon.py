@@ -35,13 +35,23 @@ def build_context(settings: Settings) -> AgentContext:
         check=settings.store.check_on_open,
     )
     bus = Bus(default_queue_size=settings.bus.queue_size)
-    return AgentContext(
+    ctx = AgentContext(
         settings=settings,
         store=store,
         bus=bus,
         supervisor=Supervisor(bus, settings.supervisor),
         notifier=Notifier(),
     )
+    import hal
+    from agent.security import identity
+    from models.service import build_manager
+
+    ctx.identity = identity.load_or_create(settings.data_dir, settings.device_id)
+
+    # hardware evidence only (a few ms): thread counts and device choice; engines are asked lazily
+    profile = hal.probe(runtimes=False)
+    ctx.models = build_manager(settings.data_path, settings.models, profile)
+    return ctx
 
 
 def build_services(ctx: AgentContext) -> list[Service]:
@@ -51,6 +61,10 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from agent.api.server import ApiService
 
         services.append(ApiService(ctx))
+    if ctx.models is not None:
+        from models.service import ModelsService
+
+        services.append(ModelsService(ctx.models))
     if ctx.notifier.watchdog_interval:
         services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
     return services

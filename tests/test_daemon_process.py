@@ -26,7 +26,8 @@ def test_starts_serves_and_stops_cleanly_on_sigterm(start_daemon) -> None:  # ty
         if status == 200:
             break
         time.sleep(0.05)
-    assert ready["ready"] is True and ready["services"] == {"api": "running"}
+    assert ready["ready"] is True
+    assert ready["services"]["api"] == "running" and ready["services"]["models"] == "running"
 
     # `edge-agent status` talks to it through the API
     env = {**daemon.env}
@@ -71,7 +72,7 @@ def test_status_when_nothing_runs(tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 3
-    assert "not running" in result.stdout and "edge-agent run" in result.stdout
+    assert "not running" in result.stdout and "edge-agent run" in result.stdout, result.stdout
 
 
 def test_speaks_the_notify_protocol(start_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

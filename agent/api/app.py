@@ -21,9 +21,15 @@ log = logging.getLogger("edge_agent.api")
 CTX = web.AppKey("ctx", AgentContext)
 ROUTES_KEY = web.AppKey("routes", list)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet)
+#: the body limit the 413 message quotes; set by every app that uses error_middleware (the hub too)
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 
 #: modules that contribute routes; each exposes ROUTES
-ROUTE_MODULES: tuple[str, ...] = ("agent.api.core_routes", "agent.api.hardware_routes")
+ROUTE_MODULES: tuple[str, ...] = (
+    "agent.api.core_routes",
+    "agent.api.hardware_routes",
+    "agent.api.models_routes",
+)
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -58,7 +64,7 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             raise
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         if exc.status == 413:
-            limit = request.app[CTX].settings.api.max_body_bytes
+            limit = request.app[MAX_BODY_BYTES]
             message = f"request body too large: the limit is {limit} bytes (api.max_body_bytes)"
         return json_error(exc.status, _STATUS_CODES.get(exc.status, "http_error"), message)
     except EdgeAgentError as exc:
@@ -87,9 +93,14 @@ def create_app(ctx: AgentContext, modules: Iterable[str] = ROUTE_MODULES) -> web
         client_max_size=ctx.settings.api.max_body_bytes,
     )
     app[CTX] = ctx
+    app[MAX_BODY_BYTES] = ctx.settings.api.max_body_bytes
     app[WEBSOCKETS] = weakref.WeakSet()
     routes = collect_routes(modules)
     app[ROUTES_KEY] = routes
+    # tokens and roles, rate and size limits, audit of every change (agent/security/api_auth.py)
+    from agent.security import api_auth
+
+    api_auth.install(app, ctx.settings, ctx.store, routes)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/openapi.json", _openapi)

@@ -43,6 +43,8 @@ class Route:
     websocket: bool = False
     #: least role allowed (viewer, operator, admin), used once API tokens exist
     role: str = "viewer"
+    #: write state-changing calls to the audit log; False for high-rate data paths (inference, readings)
+    audit: bool = True
     extra_responses: dict[int, str] = field(default_factory=dict)
 
 

@@ -80,7 +80,9 @@ class ApiService(Service):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.SockSite(runner, sock)
+            from agent.security.api_auth import server_ssl_context
+
+            site = web.SockSite(runner, sock, ssl_context=server_ssl_context(self.ctx.settings))
             await site.start()
             await asyncio.Event().wait()
         finally:

@@ -21,6 +21,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.status_cmd",
     "agent.cli.config_cmd",
     "agent.cli.hardware_cmd",
+    "agent.cli.models_cmd",
+    "agent.cli.keys_cmd",
+    "agent.cli.tokens_cmd",
+    "agent.cli.secrets_cmd",
+    "agent.cli.audit_cmd",
+    "agent.cli.update_cmd",
+    "agent.cli.licence_cmd",
     "agent.cli.version_cmd",
 )
 
@@ -37,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML config file (default: /etc/edge-agent/agent.toml when it exists, "
         "else the embedded default; also EDGE_AGENT_CONFIG)",
+    )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="bearer token for commands that talk to the running daemon (default: $EDGE_AGENT_TOKEN)",
     )
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -8,8 +8,9 @@ loading a model into this short-lived process would help no one. ``bench``
 loads the model here, through the same manager the daemon uses.
 
 Trusted publisher keys (hex, one per line): ``--trusted-keys FILE``, else
-``models.trusted_keys`` from the config when it has one, else
-``<data_dir>/keys/model_publishers.pub``. The key that signs quantized
+every key from ``models.trusted_keys`` (when the config has it),
+``sync.trusted_keys``, ``sync.trusted_keys_file`` (default
+``<data_dir>/hub_keys.txt``) and ``<data_dir>/keys/model_publishers.pub``. The key that signs quantized
 versions: ``--key FILE``, else ``<data_dir>/keys/model_signing.key`` (make it
 with ``models keygen`` and add its public key to the trusted file).
 """
@@ -18,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from agent.cli.output import print_json, table
 from agent.config import Settings, load_settings
-from agent.errors import BadRequestError, ConfigError, EdgeAgentError
+from agent.errors import BadRequestError, ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,41 +104,30 @@ def _trusted(settings: Settings, path: Path | None) -> list[str]:
 
     if path is not None:
         return load_trusted_keys_file(path)
-    configured = getattr(getattr(settings, "models", None), "trusted_keys", None)
-    if configured:
-        return list(configured)
-    default = settings.data_path / "keys" / "model_publishers.pub"
-    if default.is_file():
-        return load_trusted_keys_file(default)
-    raise ConfigError(
-        f"no trusted model keys: pass --trusted-keys FILE, set models.trusted_keys, or write {default}"
-    )
+    keys: list[str] = list(getattr(getattr(settings, "models", None), "trusted_keys", ()) or ())
+    # the hub signs model manifests with the key it signs commands with (design: Security)
+    sync = getattr(settings, "sync", None)
+    keys += list(getattr(sync, "trusted_keys", ()) or ())
+    hub_file = getattr(sync, "trusted_keys_file", "") or ""
+    candidates = [Path(hub_file)] if hub_file else [settings.data_path / "hub_keys.txt"]
+    candidates.append(settings.data_path / "keys" / "model_publishers.pub")
+    for candidate in candidates:
+        if candidate.is_file():
+            keys += load_trusted_keys_file(candidate)
+    if not keys:
+        raise ConfigError(
+            "no trusted model keys: pass --trusted-keys FILE, set sync.trusted_keys (the hub's key), "
+            f"or write publisher keys (hex, one per line) to {candidates[-1]}"
+        )
+    return list(dict.fromkeys(keys))
 
 
-def _base_url(settings: Settings) -> str:
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
-    return f"http://{host}:{settings.api.port}"
+def _post(
+    settings: Settings, path: str, body: dict[str, Any], timeout: float, token: str | None = None
+) -> dict[str, Any]:
+    from agent.cli.apiclient import DaemonClient
 
-
-def _post(settings: Settings, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-    req = urllib.request.Request(
-        _base_url(settings) + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", {})
-        raise EdgeAgentError(detail.get("message", f"HTTP {exc.code}"), code=detail.get("code")) from None
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise EdgeAgentError(
-            f"no daemon answers at {_base_url(settings)} ({getattr(exc, 'reason', exc)}); "
-            "start it with `edge-agent run`",
-            code="daemon_unreachable",
-        ) from None
+    return DaemonClient(settings, token, timeout).call("POST", path, body)
 
 
 # -- commands ----------------------------------------------------------------------------------------------
@@ -186,7 +173,9 @@ def list_models(args: argparse.Namespace) -> int:
 
 def install(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    m = _store(settings).install(args.bundle, _trusted(settings, args.trusted_keys), activate=not args.no_activate)
+    m = _store(settings).install(
+        args.bundle, _trusted(settings, args.trusted_keys), activate=not args.no_activate
+    )
     print(f"installed {m.name} {m.version}" + (" (active)" if m.active else ""))
     return 0
 
@@ -229,7 +218,7 @@ def load(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"pin": args.pin}
     if args.version:
         body["version"] = args.version
-    st = _post(settings, f"/v1/models/{args.name}/load", body, args.timeout)
+    st = _post(settings, f"/v1/models/{args.name}/load", body, args.timeout, args.token)
     print(
         f"{st['name']} {st.get('version')} loaded on {st.get('runtime')}/{st.get('device')} "
         f"({st.get('precision')}, {st.get('memory_bytes', 0) / 1e6:.1f} MB, {st.get('load_ms')} ms)"
@@ -242,7 +231,7 @@ def load(args: argparse.Namespace) -> int:
 
 def unload(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    res = _post(settings, f"/v1/models/{args.name}/unload", {"force": args.force}, args.timeout)
+    res = _post(settings, f"/v1/models/{args.name}/unload", {"force": args.force}, args.timeout, args.token)
     print(f"{args.name}: {'unloaded' if res['unloaded'] else 'was not loaded'}")
     return 0
 
@@ -277,13 +266,19 @@ def quantize(args: argparse.Namespace) -> int:
         return 0
     print(f"{d['name']} {d['version']}: {d['method']} from {d['source_version']}")
     print(f"  size {d['source_size_bytes']} -> {d['size_bytes']} bytes (x{d['size_ratio']})")
-    print(f"  smoke vector: max abs error {d['smoke_max_abs_error']:.3g}, relative {d['smoke_max_rel_error']:.3g}")
+    print(
+        f"  smoke vector: max abs error {d['smoke_max_abs_error']:.3g}, relative {d['smoke_max_rel_error']:.3g}"
+    )
     if d["calibration_samples"]:
         print(
             f"  calibration ({d['calibration_samples']} samples): max abs error "
             f"{d['calibration_max_abs_error']:.3g}, relative {d['calibration_max_rel_error']:.3g}"
         )
-    print("  active" if d["active"] else f"  not active: `edge-agent models activate {d['name']} {d['version']}`")
+    print(
+        "  active"
+        if d["active"]
+        else f"  not active: `edge-agent models activate {d['name']} {d['version']}`"
+    )
     return 0
 
 
@@ -297,7 +292,17 @@ def _bench_feed(model: Any) -> dict[str, Any]:
         return smoke_inputs(model.manifest)
     feed = {}
     for spec in model.manifest.inputs:
-        if spec.dtype not in ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"):
+        if spec.dtype not in (
+            "float32",
+            "float16",
+            "float64",
+            "int8",
+            "uint8",
+            "int16",
+            "int32",
+            "int64",
+            "bool",
+        ):
             raise BadRequestError(f"cannot make a bench input of dtype {spec.dtype}")
         shape = [d if d is not None and d > 0 else 1 for d in spec.shape]
         feed[spec.name] = np.zeros(shape, dtype=spec.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
 from agent.config import load_settings
 from agent.logs import setup_logging
@@ -20,8 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    from agent.security import api_auth
+    from agent.security.seal import apply_secrets
+
+    settings = apply_secrets(load_settings(args.config))
+    warnings = api_auth.check_settings(settings)  # unsafe API settings stop the start (exit 2)
     setup_logging(settings.log.level, settings.log.format)
+    for warning in warnings:
+        logging.getLogger("edge_agent.security").warning(warning)
     from agent.daemon import Daemon
 
     return asyncio.run(Daemon(settings).run())

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import urllib.error
-import urllib.request
-from typing import Any
 
+from agent.cli.apiclient import DaemonClient, DaemonUnreachable
 from agent.cli.output import print_json, table
 from agent.config import load_settings
 
@@ -24,31 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=status)
 
 
-def _get(url: str, timeout: float) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 def status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
-    base = f"http://{host}:{settings.api.port}"
+    client = DaemonClient(settings, args.token, args.timeout)
     try:
-        _, info = _get(base + "/v1/info", args.timeout)
-        code, ready = _get(base + "/readyz", args.timeout)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        msg = {"running": False, "error": f"no daemon answers at {base}: {reason}"}
+        info = client.call("GET", "/v1/info")
+        code, ready = client.request("GET", "/readyz")
+    except DaemonUnreachable as exc:
         if args.json:
-            print_json(msg)
+            print_json({"running": False, "error": str(exc)})
         else:
-            print(
-                f"edge-agent is not running (no answer at {base}: {reason}).\n"
-                "Start it with `edge-agent run` or `systemctl start edge-agent`."
-            )
+            print(f"edge-agent is not running: {exc}.")
         return 3
     info["ready"] = code == 200 and ready.get("ready", False)
     if args.json:

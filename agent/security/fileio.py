@@ -25,6 +25,19 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def adopt_dir_owner(path: Path) -> None:
+    """When running as root (``sudo edge-agent ...``), give ``path`` to the owner of its directory.
+
+    The state directory belongs to the service user; a key or trust file
+    left owned by root there would be unreadable by the daemon.
+    """
+    if os.geteuid() != 0:
+        return
+    st = path.parent.stat()
+    if st.st_uid != 0 or st.st_gid != 0:
+        os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically; the file is created with ``mode`` (never wider)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +49,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)  # an existing tmp of a crashed run may have kept another mode
+        adopt_dir_owner(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -97,6 +97,24 @@ class TrustStore:
         data = self._read()
         return [entry["public"] for kid, entry in sorted(data["keys"].items()) if kid not in data["revoked"]]
 
+    def merged(self, extra: Iterable[str]) -> list[str]:
+        """Stored keys plus ``extra`` (config, hub_keys.txt), with every revoked key removed.
+
+        What the command processor should trust: revocation must also beat a
+        key that still sits in an old config file.
+        """
+        data = self._read()
+        out: dict[str, str] = {}
+        for key in [*self.keys(), *extra]:
+            public = str(key).strip().lower()
+            try:
+                kid = signing.key_id(public)
+            except BadRequestError:
+                continue  # a malformed configured key is reported where it is loaded
+            if kid not in data["revoked"]:
+                out.setdefault(kid, public)
+        return list(out.values())
+
     def key_ids(self) -> list[str]:
         return [signing.key_id(k) for k in self.keys()]
 
@@ -126,9 +144,7 @@ class TrustStore:
             data["keys"].setdefault(kid, {"public": public, "added_at": time.time(), "source": source})
         return kid
 
-    def rotate(
-        self, new_key_hex: str, announcement: Mapping[str, Any], *, now: float | None = None
-    ) -> str:
+    def rotate(self, new_key_hex: str, announcement: Mapping[str, Any], *, now: float | None = None) -> str:
         """Accept ``new_key_hex`` when ``announcement`` (see ``make_rotation``) is signed by a trusted key.
 
         Raises BadRequestError with code ``bad_schema``, ``expired``,
@@ -139,7 +155,9 @@ class TrustStore:
         public = _norm_key(new_key_hex)
         body = {k: v for k, v in announcement.items() if k != "sig"}
         if body.get("kind") != ROTATION_KIND or not isinstance(body.get("retire"), list):
-            raise BadRequestError(f"not a key rotation announcement (kind {ROTATION_KIND!r})", code="bad_schema")
+            raise BadRequestError(
+                f"not a key rotation announcement (kind {ROTATION_KIND!r})", code="bad_schema"
+            )
         if str(body.get("new_key", "")).lower() != public:
             raise BadRequestError("the announcement names a different new key", code="bad_schema")
         expires = body.get("expires")
@@ -151,8 +169,9 @@ class TrustStore:
         new_kid = signing.key_id(public)
         with self._locked() as data:
             if new_kid in data["revoked"]:
-                raise BadRequestError(f"key {new_kid} is revoked and can never be trusted again",
-                                      code="key_revoked")
+                raise BadRequestError(
+                    f"key {new_kid} is revoked and can never be trusted again", code="key_revoked"
+                )
             trusted = [e["public"] for k, e in data["keys"].items() if k not in data["revoked"]]
             try:
                 signing.verify(canonical_json(body), signing.Signature(key_id=kid, value=sig), trusted)
@@ -204,7 +223,9 @@ class TrustStore:
                 "the hub keys with `edge-agent trust add`"
             ) from None
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ConfigError(f"trust store {self.path} has an unknown format; it was written by another version")
+            raise ConfigError(
+                f"trust store {self.path} has an unknown format; it was written by another version"
+            )
         data.setdefault("keys", {})
         data.setdefault("revoked", {})
         return data
@@ -218,9 +239,11 @@ class TrustStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._stamp = None
             data = self._read() if self.path.exists() else {"format": _FORMAT, "keys": {}, "revoked": {}}
-            data = json.loads(json.dumps(data))  # work on a copy: a failed change leaves the cache intact
+            before = json.dumps(data, sort_keys=True)
+            data = json.loads(before)  # work on a copy: a failed change leaves the cache intact
             yield data
-            atomic_write_json(self.path, data, mode=0o600)
+            if json.dumps(data, sort_keys=True) != before or not self.path.exists():
+                atomic_write_json(self.path, data, mode=0o600)
             self._data, self._stamp = data, None
         finally:
             os.close(fd)

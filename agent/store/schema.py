@@ -66,3 +66,91 @@ def core_tables(db: Any) -> None:
         "BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END"
     )
     db["kv"].create({"key": str, "value": str, "updated_at": float}, pk="key", not_null={"updated_at"})
+
+
+# ---------------------------------------------------------------- sync (10-19)
+
+
+@migration(10, "sync: outbox, its running totals and drop counters")
+def sync_outbox(db: Any) -> None:
+    # seq = priority << 56 | a per-priority counter that never goes back, so the primary key alone
+    # gives the drain order (priority first, FIFO within it) with no second index to maintain.
+    db.execute(
+        "CREATE TABLE sync_outbox ("
+        " seq INTEGER PRIMARY KEY,"
+        " id TEXT NOT NULL,"
+        " topic TEXT NOT NULL,"
+        " payload BLOB NOT NULL,"
+        " size INTEGER NOT NULL,"
+        " expires REAL)"
+    )
+    # Running totals, in the same transaction as the rows: the byte bound is checked without a
+    # scan and a rolled-back enqueue leaves them right. Inserts add to them once per batch (the
+    # outbox is the only writer; a per-row trigger costs ~25% of a batched insert); any delete
+    # subtracts through the trigger, whoever deletes.
+    db.execute(
+        "CREATE TABLE sync_outbox_totals ("
+        " priority INTEGER PRIMARY KEY, count INTEGER NOT NULL, bytes INTEGER NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO sync_outbox_totals (priority, count, bytes) VALUES (0, 0, 0), (1, 0, 0), (2, 0, 0)"
+    )
+    db.execute(
+        "CREATE TRIGGER sync_outbox_del AFTER DELETE ON sync_outbox BEGIN"
+        " UPDATE sync_outbox_totals SET count = count - 1, bytes = bytes - OLD.size"
+        " WHERE priority = OLD.seq >> 56; END"
+    )
+    db.execute(
+        "CREATE TABLE sync_outbox_drops ("
+        " reason TEXT NOT NULL, priority INTEGER NOT NULL, count INTEGER NOT NULL,"
+        " PRIMARY KEY (reason, priority))"
+    )
+
+
+@migration(11, "sync: command inbox (exactly-once execution)")
+def sync_inbox(db: Any) -> None:
+    db.execute(
+        "CREATE TABLE sync_inbox ("
+        " id TEXT PRIMARY KEY,"
+        " name TEXT NOT NULL,"
+        " state TEXT NOT NULL,"  # received | done | failed
+        " received_at REAL NOT NULL,"
+        " finished_at REAL,"
+        " ok INTEGER,"
+        " result TEXT)"
+    )
+    db.execute("CREATE INDEX sync_inbox_state ON sync_inbox (state)")
+    db.execute("CREATE INDEX sync_inbox_received ON sync_inbox (received_at)")
+
+
+# ---------------------------------------------------------------- security (40-49)
+
+
+@migration(40, "security: hashed API tokens")
+def security_api_tokens(db: Any) -> None:
+    # Only the SHA-256 of each token is stored (agent/security/tokens.py says why that suffices).
+    db["api_tokens"].create(
+        {
+            "id": str,
+            "name": str,
+            "role": str,
+            "hash": str,
+            "created_at": float,
+            "expires_at": float,
+            "revoked_at": float,
+        },
+        pk="id",
+        not_null={"name", "role", "hash", "created_at"},
+    )
+    db["api_tokens"].create_index(["name"])
+
+
+@migration(20, "sensors: learned baselines per machine")
+def sensor_baselines(db: Any) -> None:
+    # One row per machine, replaced at each fit: what the detectors learned and when
+    # (shown by GET /v1/sensors); the detectors themselves are refitted at start.
+    db["sensor_baselines"].create(
+        {"machine": str, "fitted_at": float, "rows": int, "data": str},
+        pk="machine",
+        not_null={"fitted_at"},
+    )

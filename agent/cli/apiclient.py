@@ -1,0 +1,77 @@
+"""How CLI commands talk to the running daemon: its local API, with the token and TLS it needs.
+
+Standard-library HTTP only (urllib), so commands like ``status`` start fast
+and work where aiohttp's client is not imported. The bearer token comes from
+``--token`` or ``EDGE_AGENT_TOKEN``; with ``security.api_tls_cert`` set the
+daemon serves HTTPS and its own certificate is the CA we check it against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+
+from agent.config import Settings
+from agent.errors import EdgeAgentError
+
+TOKEN_ENV = "EDGE_AGENT_TOKEN"
+
+
+class DaemonUnreachable(EdgeAgentError):
+    code = "daemon_unreachable"
+
+
+class DaemonClient:
+    def __init__(self, settings: Settings, token: str | None = None, timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.token = token or os.environ.get(TOKEN_ENV) or None
+        self.timeout = timeout
+        host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        cert = getattr(getattr(settings, "security", None), "api_tls_cert", "")
+        self.base_url = f"{'https' if cert else 'http'}://{host}:{settings.api.port}"
+        self._ssl: ssl.SSLContext | None = None
+        if cert:
+            self._ssl = ssl.create_default_context(cafile=cert)
+            self._ssl.check_hostname = False  # the daemon's own certificate, pinned as the only CA
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        """(status, JSON body); HTTP errors are returned, not raised; no answer raises DaemonUnreachable."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except json.JSONDecodeError:
+                return exc.code, {"error": {"code": "http_error", "message": f"HTTP {exc.code}"}}
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DaemonUnreachable(
+                f"no daemon answers at {self.base_url} ({reason}); start it with `edge-agent run` "
+                "or `systemctl start edge-agent`"
+            ) from None
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """Like ``request`` but an error status raises EdgeAgentError with the daemon's message."""
+        status, data = self.request(method, path, body)
+        if status >= 400:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            message = err.get("message", f"HTTP {status}")
+            if status == 401:
+                message += f" (pass --token or set {TOKEN_ENV}; make one with `edge-agent tokens create`)"
+            raise EdgeAgentError(message, code=err.get("code") or "http_error")
+        return data

@@ -1,0 +1,44 @@
+"""``edge-agent keys show``: the device's public key and fingerprint, for enrolment at the hub."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.cli.output import print_json
+from agent.config import load_settings
+from agent.security import identity
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "keys",
+        help="show the device identity key",
+        description="The device's Ed25519 identity (made at first start; the private key never leaves the box).",
+    )
+    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    show = ksub.add_parser(
+        "show",
+        help="print the public key and fingerprint to enrol this device at the hub",
+        description="Print the device id, public key (hex), key id and fingerprint.",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument(
+        "--create", action="store_true", help="create the key pair now if the daemon has not made it yet"
+    )
+    show.set_defaults(handler=show_keys)
+
+
+def show_keys(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.create:
+        ident = identity.load_or_create(settings.data_dir, settings.device_id)
+    else:
+        ident = identity.load(settings.data_dir, settings.device_id)
+    if args.json:
+        print_json(ident.to_dict())
+    else:
+        print(f"device id:   {ident.device_id}")
+        print(f"public key:  {ident.public_hex}")
+        print(f"key id:      {ident.key_id}")
+        print(f"fingerprint: {ident.fingerprint}")
+    return 0

@@ -1,0 +1,241 @@
+"""The tamper-evident audit log: an append-only table where each row carries the hash of the previous one.
+
+Two layers, because each alone is weak:
+- SQL triggers (migration 1) refuse UPDATE and DELETE, so no code path of
+  ours, and no careless ``sqlite3`` session, changes history by accident;
+- a hash chain: ``hash = SHA-256(canonical JSON of id, ts, actor, action,
+  target, detail, prev_hash)`` and ``prev_hash`` is the previous row's hash.
+  Someone who drops the triggers and edits or deletes a row breaks the chain,
+  and ``verify`` says which row. The newest row's id and hash are also kept
+  as the head marker (kv ``audit.head``, written in the same transaction), so
+  cutting rows off the end shows too.
+
+What a chain cannot do on its own: someone with write access to the file
+can recompute every hash after an edit. ``verify(anchor=...)`` takes a head
+(id, hash) recorded elsewhere earlier — printed by ``edge-agent audit head``,
+or sent to the hub — and proves the log still extends it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.security.fileio import canonical_json
+from agent.store import Store
+
+GENESIS = "0" * 64
+HEAD_KEY = "audit.head"
+
+
+def row_hash(
+    row_id: int, ts: float, actor: str, action: str, target: str, detail: str, prev_hash: str
+) -> str:
+    payload = canonical_json([row_id, ts, actor, action, target, detail, prev_hash])
+    return hashlib.sha256(payload).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    row_id: int
+    kind: str  # edited | deleted | truncated | reordered | anchor
+    message: str
+
+
+@dataclass
+class AuditReport:
+    rows: int = 0
+    head: tuple[int, str] | None = None
+    problems: list[AuditProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "head": {"id": self.head[0], "hash": self.head[1]} if self.head else None,
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+
+class AuditLog:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def append(
+        self,
+        actor: str,
+        action: str,
+        target: str = "",
+        detail: Mapping[str, Any] | None = None,
+        *,
+        ts: float | None = None,
+    ) -> AuditEntry:
+        """Append one entry (its own transaction, or a savepoint inside the caller's ``atomic``).
+
+        BEGIN IMMEDIATE holds the write lock while the last hash is read, so
+        two processes appending at once (daemon and CLI) still make one chain.
+        """
+        ts = time.time() if ts is None else ts
+        detail_text = json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":"), default=str)
+        with self.store.atomic() as conn:
+            last = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            row_id = (last[0] + 1) if last else 1
+            prev = last[1] if last else GENESIS
+            digest = row_hash(row_id, ts, actor, action, target, detail_text, prev)
+            conn.execute(
+                "INSERT INTO audit (id, ts, actor, action, target, detail, prev_hash, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row_id, ts, actor, action, target, detail_text, prev, digest),
+            )
+            conn.execute(
+                "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (HEAD_KEY, f"{row_id}:{digest}", ts),
+            )
+        return AuditEntry(row_id, ts, actor, action, target, dict(detail or {}), digest)
+
+    def head(self) -> tuple[int, str] | None:
+        row = self.store.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def entries(
+        self, *, limit: int = 50, actor: str | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        """The newest entries first."""
+        sql = "SELECT id, ts, actor, action, target, detail, hash FROM audit"
+        where, params = [], []
+        if actor:
+            where.append("actor = ?")
+            params.append(actor)
+        if action:
+            where.append("action LIKE ?")
+            params.append(action.replace("*", "%"))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        out = []
+        for r in self.store.execute(sql, params).fetchall():
+            try:
+                detail = json.loads(r[5] or "{}")
+            except ValueError:
+                detail = {"unparsed": r[5]}
+            out.append(AuditEntry(r[0], r[1], r[2], r[3], r[4] or "", detail, r[6]))
+        return out
+
+    def verify(self, *, anchor: tuple[int, str] | None = None) -> AuditReport:
+        """Walk the whole chain; every edit, deletion or truncation is reported with the row where it shows."""
+        report = AuditReport()
+        prev_id, prev_hash = 0, GENESIS
+        seen_anchor = False
+        cur = self.store.execute(
+            "SELECT id, ts, actor, action, target, detail, prev_hash, hash FROM audit ORDER BY id"
+        )
+        for row_id, ts, actor, action, target, detail, stored_prev, stored_hash in cur:
+            report.rows += 1
+            if row_id != prev_id + 1:
+                first, last = prev_id + 1, row_id - 1
+                span = f"row {first}" if first == last else f"rows {first}-{last}"
+                report.problems.append(
+                    AuditProblem(
+                        row_id, "deleted", f"{span} deleted: the log jumps from row {prev_id} to {row_id}"
+                    )
+                )
+            elif stored_prev != prev_hash:
+                report.problems.append(
+                    AuditProblem(
+                        row_id,
+                        "edited",
+                        f"row {row_id} does not follow row {prev_id}: its prev_hash is not row {prev_id}'s hash "
+                        f"(row {prev_id} was changed, or rows were rewritten)",
+                    )
+                )
+            computed = row_hash(row_id, ts, actor, action, target or "", detail or "", stored_prev or "")
+            if computed != stored_hash:
+                report.problems.append(
+                    AuditProblem(
+                        row_id, "edited", f"row {row_id} was changed after it was written (hash mismatch)"
+                    )
+                )
+            if anchor and row_id == anchor[0]:
+                seen_anchor = True
+                if stored_hash != anchor[1]:
+                    report.problems.append(
+                        AuditProblem(
+                            row_id,
+                            "anchor",
+                            f"row {row_id} is not the row recorded in the anchor: "
+                            "history up to it was rewritten",
+                        )
+                    )
+            prev_id, prev_hash = row_id, stored_hash
+        report.head = (prev_id, prev_hash) if prev_id else None
+        marker = self.store.kv_get(HEAD_KEY)
+        if marker:
+            head_id_text, _, head_hash = marker.partition(":")
+            head_id = int(head_id_text)
+            if head_id > prev_id:
+                report.problems.append(
+                    AuditProblem(
+                        prev_id + 1,
+                        "truncated",
+                        f"rows {prev_id + 1}-{head_id} deleted from the end: the head marker names row {head_id}, "
+                        f"the log ends at row {prev_id}",
+                    )
+                )
+            elif head_id < prev_id:
+                report.problems.append(
+                    AuditProblem(
+                        head_id + 1,
+                        "inserted",
+                        f"rows {head_id + 1}-{prev_id} were added behind the audit log's back (the head marker "
+                        f"names row {head_id})",
+                    )
+                )
+            elif head_hash != prev_hash:
+                report.problems.append(
+                    AuditProblem(
+                        prev_id, "edited", f"row {prev_id} differs from the head marker written with it"
+                    )
+                )
+        elif prev_id:
+            report.problems.append(
+                AuditProblem(prev_id, "truncated", "the head marker is missing (kv audit.head was deleted)")
+            )
+        if anchor and not seen_anchor:
+            report.problems.append(
+                AuditProblem(
+                    anchor[0], "anchor", f"row {anchor[0]} named by the anchor is missing from the log"
+                )
+            )
+        return report

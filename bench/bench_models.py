@@ -1,0 +1,366 @@
+"""The model manager against raw onnxruntime, and FP32 vs FP16 vs INT8, measured in the same run.
+
+- load + unload cycle through ``ModelManager`` (store read, choose, load,
+  warm-up, smoke test, RSS accounting, close) vs constructing and dropping an
+  identically configured ``InferenceSession`` (1 thread), on the ~1 ms MLP;
+  also the manager with the smoke test off, to show what the check costs;
+- two models served concurrently through the manager (``asyncio.gather``,
+  1 intra-op thread each, 2 executor threads) vs the same calls one after the
+  other on raw sessions (the gain), and vs each raw session driven by its own
+  thread (the ceiling: what the manager's scheduling costs); inferences/s;
+- what one ``await manager.infer()`` adds to ``session.run`` on a tiny model
+  (lease, priority slots, executor hand-off, latency stats);
+- the ~1 ms MLP (tests/modelzoo MLP_MS, batch 64) as FP32, FP16
+  (keep_io_types) and INT8 (dynamic, static): latency on raw onnxruntime
+  sessions (1 thread; INT8/FP16 vs FP32 as the peer), file size, and the
+  drift from FP32 as the largest error relative to the largest output.
+
+Rounds interleave ours and the peer so drift and noisy neighbours hit both;
+figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a source checkout
+    sys.path.insert(0, str(ROOT))
+
+MiB = 1 << 20
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty():
+        print(f"  bench_models: {message}", file=sys.stderr, flush=True)
+
+
+def row(name: str, ours: float, peer: float | None, peer_name: str, unit: str, target: str) -> dict[str, Any]:
+    ratio = ours / peer if peer else None
+    return {
+        "name": name,
+        "ours": round(ours, 4),
+        "peer": None if peer is None else round(peer, 4),
+        "peer_name": peer_name,
+        "unit": unit,
+        "ratio": None if ratio is None else round(ratio, 4),
+        "target": target,
+    }
+
+
+def _interleaved(ours: Callable[[], float], peer: Callable[[], float], rounds: int) -> tuple[float, float]:
+    a: list[float] = []
+    b: list[float] = []
+    for r in range(rounds):
+        if r % 2:
+            b.append(peer())
+            a.append(ours())
+        else:
+            a.append(ours())
+            b.append(peer())
+    return statistics.median(a), statistics.median(b)
+
+
+def _setup(tmp: Path) -> tuple[Any, Path]:
+    from models.store import ModelStore
+    from tests.models_fixtures import build_bundle, signing_key
+    from tests.modelzoo import MLP_MS
+
+    store = ModelStore(tmp / "store")
+    store.install(build_bundle(tmp / "ms", MLP_MS, memory_bytes=64 * MiB), [signing_key().public_hex])
+    from tests.modelzoo import MlpSpec
+
+    second = MlpSpec("mlp_ms2", MLP_MS.dims, MLP_MS.batch, seed=21)
+    store.install(
+        build_bundle(tmp / "ms2", second, name="mlp-ms2", memory_bytes=64 * MiB), [signing_key().public_hex]
+    )
+    return store, store.get("mlp-ms").file_path("model.onnx")
+
+
+def _load_cycle(store: Any, model_file: Path, quick: bool) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    from models.manager import ManagerSettings, ModelManager
+    from runtimes.base import LoadOptions
+    from runtimes.onnxrt import OnnxRuntime
+
+    so = OnnxRuntime().session_options(LoadOptions(threads=1))
+    rounds = 5 if quick else 15
+    loop = asyncio.new_event_loop()
+    results = []
+    try:
+        for smoke in (True, False):
+            settings = ManagerSettings(
+                memory_budget_bytes=1 << 30, idle_timeout_s=None, threads=1, smoke_test_on_load=smoke
+            )
+            mgr = ModelManager(store, settings)
+            loop.run_until_complete(mgr.start())
+
+            def ours(mgr: ModelManager = mgr) -> float:
+                t0 = time.perf_counter()
+                loop.run_until_complete(mgr.load("mlp-ms"))
+                loop.run_until_complete(mgr.unload("mlp-ms"))
+                return (time.perf_counter() - t0) * 1000
+
+            def peer() -> float:
+                t0 = time.perf_counter()
+                sess = ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
+                del sess
+                gc.collect()
+                return (time.perf_counter() - t0) * 1000
+
+            ours()
+            peer()  # first loads pay imports and allocator growth: not what we measure
+            a, b = _interleaved(ours, peer, rounds)
+            loop.run_until_complete(mgr.close())
+            label = "with smoke test" if smoke else "smoke test off"
+            results.append(
+                row(
+                    f"models: load+unload cycle, mlp_ms ({label})",
+                    a,
+                    b,
+                    "InferenceSession() + del",
+                    "ms",
+                    "overhead <= 5 ms" if not smoke else "info: includes warm-up and smoke run",
+                )
+            )
+    finally:
+        loop.close()
+    return results
+
+
+def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
+    import numpy as np
+    import onnxruntime as ort
+
+    from models.manager import ManagerSettings, ModelManager
+    from runtimes.base import LoadOptions
+    from runtimes.onnxrt import OnnxRuntime
+    from tests.modelzoo import MLP_MS, mlp_input
+
+    calls = 40 if quick else 200
+    x = mlp_input(MLP_MS)
+    so = OnnxRuntime().session_options(LoadOptions(threads=1))
+    raw = [
+        ort.InferenceSession(
+            str(store.get(n).file_path("model.onnx")), so, providers=["CPUExecutionProvider"]
+        )
+        for n in ("mlp-ms", "mlp-ms2")
+    ]
+    settings = ManagerSettings(
+        memory_budget_bytes=1 << 30, idle_timeout_s=None, threads=1, workers=2, max_waiting=4 * calls
+    )
+
+    async def ours_async(mgr: ModelManager) -> float:
+        t0 = time.perf_counter()
+        outs = await asyncio.gather(
+            *(mgr.infer(name, {"x": x}) for _ in range(calls) for name in ("mlp-ms", "mlp-ms2"))
+        )
+        elapsed = time.perf_counter() - t0
+        assert all(np.isfinite(o["y"]).all() for o in outs)
+        return 2 * calls / elapsed
+
+    def sequential() -> float:
+        t0 = time.perf_counter()
+        for sess in raw:
+            for _ in range(calls):
+                sess.run(None, {"x": x})
+        return 2 * calls / (time.perf_counter() - t0)
+
+    def threaded() -> float:
+        """The ceiling: each raw session driven by its own thread, no scheduling at all."""
+
+        def drive(sess: Any) -> None:
+            for _ in range(calls):
+                sess.run(None, {"x": x})
+
+        threads = [threading.Thread(target=drive, args=(s,)) for s in raw]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return 2 * calls / (time.perf_counter() - t0)
+
+    rounds = 3 if quick else 7
+    loop = asyncio.new_event_loop()
+    try:
+        mgr = ModelManager(store, settings)
+        loop.run_until_complete(mgr.start())
+        loop.run_until_complete(mgr.load("mlp-ms"))
+        loop.run_until_complete(mgr.load("mlp-ms2"))
+
+        def ours() -> float:
+            return loop.run_until_complete(ours_async(mgr))
+
+        ours()
+        a1, seq = _interleaved(ours, sequential, rounds)
+        a2, thr = _interleaved(ours, threaded, rounds)
+        loop.run_until_complete(mgr.close())
+    finally:
+        loop.close()
+    cores = os.cpu_count() or 1
+    name = "models: two models concurrently via manager (mlp_ms x2)"
+    return [
+        row(name, a1, seq, "raw sessions, one after the other", "infer/s", f"> 1x ({cores} cores here)"),
+        row(
+            name,
+            a2,
+            thr,
+            "raw sessions, one thread each",
+            "infer/s",
+            ">= 0.75x on 2 cores (the event loop shares them)",
+        ),
+    ]
+
+
+def _call_overhead(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    """What one ``await manager.infer()`` adds to ``session.run`` (tiny model: the engine costs ~10 us)."""
+    import onnxruntime as ort
+
+    from models.manager import ManagerSettings, ModelManager
+    from models.store import ModelStore
+    from runtimes.base import LoadOptions
+    from runtimes.onnxrt import OnnxRuntime
+    from tests.models_fixtures import build_bundle, signing_key
+    from tests.modelzoo import MLP_TINY, mlp_input
+
+    store = ModelStore(tmp / "tiny-store")
+    store.install(build_bundle(tmp / "tiny", MLP_TINY), [signing_key().public_hex])
+    x = mlp_input(MLP_TINY)
+    so = OnnxRuntime().session_options(LoadOptions(threads=1))
+    raw = ort.InferenceSession(
+        str(store.get("mlp-tiny").file_path("model.onnx")), so, providers=["CPUExecutionProvider"]
+    )
+    calls = 300 if quick else 2000
+    loop = asyncio.new_event_loop()
+    try:
+        mgr = ModelManager(
+            store, ManagerSettings(memory_budget_bytes=1 << 30, idle_timeout_s=None, threads=1)
+        )
+        loop.run_until_complete(mgr.start())
+        loop.run_until_complete(mgr.load("mlp-tiny"))
+
+        async def many() -> None:
+            for _ in range(calls):
+                await mgr.infer("mlp-tiny", {"x": x})
+
+        def ours() -> float:
+            t0 = time.perf_counter()
+            loop.run_until_complete(many())
+            return (time.perf_counter() - t0) / calls * 1e6
+
+        def peer() -> float:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                raw.run(None, {"x": x})
+            return (time.perf_counter() - t0) / calls * 1e6
+
+        ours()
+        a, b = _interleaved(ours, peer, 5 if quick else 9)
+        loop.run_until_complete(mgr.close())
+    finally:
+        loop.close()
+    return [
+        row(
+            "models: await manager.infer() per call, mlp_tiny",
+            a,
+            b,
+            "InferenceSession.run",
+            "us/call",
+            "overhead <= 150 us (executor hand-off)",
+        )
+    ]
+
+
+def _precisions(tmp: Path, model_file: Path, quick: bool) -> list[dict[str, Any]]:
+    import numpy as np
+    import onnxruntime as ort
+
+    from models.quantize import convert
+    from runtimes.base import LoadOptions
+    from runtimes.onnxrt import OnnxRuntime
+    from tests.modelzoo import MLP_MS, mlp_input
+
+    x = mlp_input(MLP_MS)
+    calib = [{"x": mlp_input(MLP_MS, seed=50 + i)} for i in range(8)]
+    files = {"fp32": model_file}
+    for method in ("fp16", "int8-dynamic", "int8-static"):
+        _progress(f"converting {method}")
+        files[method] = convert(model_file, tmp / f"ms.{method}.onnx", method, calib)
+    so = OnnxRuntime().session_options(LoadOptions(threads=1))
+    sessions = {
+        k: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for k, p in files.items()
+    }
+    ref = sessions["fp32"].run(None, {"x": x})[0]
+    calls = 20 if quick else 100
+    rounds = 5 if quick else 11
+
+    def timed(sess: Any) -> Callable[[], float]:
+        def go() -> float:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                sess.run(None, {"x": x})
+            return (time.perf_counter() - t0) / calls * 1000
+
+        return go
+
+    for s in sessions.values():
+        timed(s)()
+    rows = []
+    fp32_size = files["fp32"].stat().st_size / MiB
+    for method in ("fp16", "int8-dynamic", "int8-static"):
+        a, b = _interleaved(timed(sessions[method]), timed(sessions["fp32"]), rounds)
+        rows.append(
+            row(f"models: {method} latency, mlp_ms batch 64", a, b, "fp32", "ms", "info (CPU, 1 thread)")
+        )
+        rows.append(
+            row(
+                f"models: {method} file size, mlp_ms",
+                files[method].stat().st_size / MiB,
+                fp32_size,
+                "fp32",
+                "MiB",
+                "<= 0.55x" if method == "fp16" else "<= 0.3x",
+            )
+        )
+        got = sessions[method].run(None, {"x": x})[0]
+        rel = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref))) * 100
+        rows.append(row(f"models: {method} max error vs fp32, mlp_ms", rel, None, "-", "% of range", "info"))
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="bench_models_") as tmp_name:
+        tmp = Path(tmp_name)
+        _progress("building models")
+        store, model_file = _setup(tmp)
+        _progress("load/unload cycles")
+        rows = _load_cycle(store, model_file, quick)
+        _progress("two models concurrently")
+        rows += _concurrency(store, quick)
+        _progress("per-call overhead")
+        rows += _call_overhead(tmp, quick)
+        _progress("fp32 / fp16 / int8")
+        rows += _precisions(tmp, model_file, quick)
+    return rows
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    start = time.perf_counter()
+    for r in run(quick):
+        ratio = "" if r["ratio"] is None else f"  x{r['ratio']:.3f}"
+        peer = "" if r["peer"] is None else f" vs {r['peer']:.3f}"
+        print(f"{r['name']:<58} {r['ours']:>10.3f}{peer} {r['unit']}{ratio}  [{r['target']}]")
+    print(f"({time.perf_counter() - start:.1f} s)")
