@@ -65,6 +65,10 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from models.service import ModelsService
 
         services.append(ModelsService(ctx.models))
+    if ctx.settings.sensors.enabled:
+        from agent.sensors.service import SensorService
+
+        services.append(SensorService(ctx))
     if ctx.notifier.watchdog_interval:
         services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
     return services

@@ -26,8 +26,10 @@ def test_every_command_has_help_text() -> None:
         assert short_help, f"`edge-agent {' '.join(path)}` has no help line"
         assert sub.description or sub.format_help().strip(), f"`{' '.join(path)}` has no description"
         for action in sub._actions:
-            if action.option_strings and action.dest != "help":
-                assert action.help, f"option {action.option_strings} of `{' '.join(path)}` has no help"
+            if isinstance(action, argparse._SubParsersAction) or action.dest == "help":
+                continue
+            what = action.option_strings or [action.dest]
+            assert action.help, f"argument {what} of `{' '.join(path)}` has no help"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

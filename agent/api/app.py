@@ -29,6 +29,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "agent.api.core_routes",
     "agent.api.hardware_routes",
     "agent.api.models_routes",
+    "agent.api.sensors_routes",
 )
 
 _STATUS_CODES = {

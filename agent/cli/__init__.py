@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.config_cmd",
     "agent.cli.hardware_cmd",
     "agent.cli.models_cmd",
+    "agent.cli.sensors_cmd",
+    "agent.cli.alerts_cmd",
     "agent.cli.keys_cmd",
     "agent.cli.tokens_cmd",
     "agent.cli.secrets_cmd",

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="exit 0 when a feature may run here, 1 with the reason otherwise",
         description="Check one feature against the licence.",
     )
-    check.add_argument("feature")
+    check.add_argument("feature", help="the feature name, e.g. voice")
     check.set_defaults(handler=check_feature)
 
 

@@ -1,0 +1,155 @@
+"""Sensor pipeline and alerts: status, HTTP ingest of reading batches, alert list/show/acknowledge.
+
+Alerts are read from the store, so they can be listed even while the sensor
+service is stopped or disabled; ingest and acknowledge go through the running
+service (ack also works without it: the row and its outbox message are
+written directly).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.api.app import CTX
+from agent.api.routes import Route
+from agent.errors import BadRequestError, UnavailableError
+
+
+def _service(request: web.Request):  # type: ignore[no-untyped-def]
+    from agent.sensors.service import sensor_service
+
+    return sensor_service(request.app[CTX])
+
+
+async def sensors_status(request: web.Request) -> web.Response:
+    service = _service(request)
+    if service is None:
+        return web.json_response({"running": False, "enabled": request.app[CTX].settings.sensors.enabled})
+    return web.json_response(service.status())
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """Reading batches from equipment that pushes over HTTP; validated like every other source."""
+    service = _service(request)
+    if service is None or not service.started_at:
+        raise UnavailableError(
+            "the sensor pipeline is not running (sensors.enabled = false, or it is starting)"
+        )
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequestError("the body is not JSON") from None
+    return web.json_response(service.ingest_http(body), status=202)
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    from agent.sensors.sink import list_alerts as query
+
+    q = request.query
+    state = q.get("state", "all")
+    if state not in ("open", "cleared", "unacked", "all"):
+        raise BadRequestError("state must be open, cleared, unacked or all")
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise BadRequestError("limit must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise BadRequestError("limit must be between 1 and 1000")
+    level = q.get("level") or None
+    if level is not None and level not in ("warning", "minor", "major", "critical"):
+        raise BadRequestError("level must be warning, minor, major or critical")
+    alerts = query(
+        request.app[CTX].store, state=state, machine=q.get("machine") or None, level=level, limit=limit
+    )
+    return web.json_response({"alerts": alerts})
+
+
+async def get_alert(request: web.Request) -> web.Response:
+    from agent.sensors.sink import get_alert as fetch
+
+    return web.json_response(fetch(request.app[CTX].store, request.match_info["id"]))
+
+
+async def ack_alert(request: web.Request) -> web.Response:
+    by = ""
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequestError("the body is not JSON") from None
+        if isinstance(body, dict) and isinstance(body.get("by"), str):
+            by = body["by"][:200]
+    service = _service(request)
+    alert_id = request.match_info["id"]
+    if service is not None:
+        return web.json_response(await service.ack(alert_id, by))
+    import asyncio
+
+    from agent.sensors.sink import AlertSink
+
+    ctx = request.app[CTX]
+    return web.json_response(
+        await asyncio.to_thread(AlertSink(ctx.store, ctx.settings.device_id).ack, alert_id, by)
+    )
+
+
+_INGEST_BODY = {
+    "type": "object",
+    "required": ["machine", "rows"],
+    "properties": {
+        "machine": {"type": "string"},
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["ts", "values"],
+                "properties": {"ts": {"type": "number"}, "values": {"type": "object"}},
+            },
+        },
+    },
+}
+
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/sensors",
+        sensors_status,
+        "Sensor pipeline: machines, phases, queue, sources.",
+        tag="sensors",
+    ),
+    Route(
+        "POST",
+        "/v1/sensors/readings",
+        ingest,
+        "Push a batch of readings of one machine (or {batches: [...]}).",
+        tag="sensors",
+        body=_INGEST_BODY,
+        role="operator",
+        audit=False,  # a data path: readings arrive many times a second
+        extra_responses={503: "sensor pipeline not running"},
+    ),
+    Route(
+        "GET",
+        "/v1/alerts",
+        list_alerts,
+        "Alerts, newest first (?state=open|cleared|unacked|all&machine=&level=&limit=).",
+        tag="alerts",
+    ),
+    Route(
+        "GET",
+        "/v1/alerts/{id}",
+        get_alert,
+        "One alert with its history and root-cause hint.",
+        tag="alerts",
+        extra_responses={404: "no such alert"},
+    ),
+    Route(
+        "POST",
+        "/v1/alerts/{id}/ack",
+        ack_alert,
+        "Acknowledge an alert (optional body {by}).",
+        tag="alerts",
+        role="operator",
+        extra_responses={404: "no such alert"},
+    ),
+]
