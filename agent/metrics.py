@@ -1,42 +1,122 @@
-"""Prometheus metrics shared by the daemon's parts, defined once at import.
+"""Prometheus metrics of the daemon's core, cheap until someone scrapes them.
+
+prometheus_client costs ~3.5 MB of resident memory to import (it pulls in
+http.server, wsgiref and email), which is a tenth of an idle daemon. The core's
+counters and gauges (bus, supervisor) are therefore plain Python objects with
+the same ``labels(...).inc()/.set()`` interface; prometheus_client is imported
+when ``/metrics`` is first rendered, and a collector then exposes them beside
+every metric registered with prometheus_client itself (the API's, and those of
+features that import it anyway: sync, sensors, voice).
 
 Metric objects are module-level so that tests creating many buses or
-supervisors in one process never register the same name twice; per-instance
-detail goes into labels.
+supervisors in one process never register a name twice; per-instance detail
+goes into labels.
 """
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+import threading
+from collections.abc import Iterator
+from typing import Any
 
-BUS_PUBLISHED = Counter("edge_bus_events_published_total", "Events published on the bus.", ["type"])
-BUS_DELIVERED = Counter("edge_bus_events_delivered_total", "Events queued to a subscriber.", ["subscriber"])
-BUS_DROPPED = Counter(
-    "edge_bus_events_dropped_total",
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Child:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+
+class LightMetric:
+    """A labelled counter or gauge held in a dict; rendered by prometheus_client on demand."""
+
+    def __init__(self, kind: str, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.kind = kind  # counter | gauge
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._children: dict[tuple[str, ...], _Child] = {}
+        self._lock = threading.Lock()
+        _LIGHT.append(self)
+
+    def labels(self, *values: str) -> _Child:
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                child = self._children.setdefault(key, _Child())
+        return child
+
+    def value(self, *values: str) -> float | None:
+        """The current value for these labels (None when never touched); for tests and status."""
+        child = self._children.get(tuple(str(v) for v in values))
+        return None if child is None else child.value
+
+    def samples(self) -> list[tuple[tuple[str, ...], float]]:
+        return [(k, c.value) for k, c in list(self._children.items())]
+
+
+_LIGHT: list[LightMetric] = []
+
+
+def counter(name: str, documentation: str, labelnames: list[str]) -> LightMetric:
+    return LightMetric("counter", name, documentation, tuple(labelnames))
+
+
+def gauge(name: str, documentation: str, labelnames: list[str]) -> LightMetric:
+    return LightMetric("gauge", name, documentation, tuple(labelnames))
+
+
+BUS_PUBLISHED = counter("edge_bus_events_published", "Events published on the bus.", ["type"])
+BUS_DELIVERED = counter("edge_bus_events_delivered", "Events queued to a subscriber.", ["subscriber"])
+BUS_DROPPED = counter(
+    "edge_bus_events_dropped",
     "Events a subscriber lost because its queue was full, by overflow policy.",
     ["subscriber", "policy"],
 )
-BUS_QUEUE_DEPTH = Gauge("edge_bus_queue_depth", "Events waiting in a subscriber's queue.", ["subscriber"])
+BUS_QUEUE_DEPTH = gauge("edge_bus_queue_depth", "Events waiting in a subscriber's queue.", ["subscriber"])
+SERVICE_RESTARTS = counter(
+    "edge_service_restarts", "Times the supervisor restarted a failed service.", ["service"]
+)
+SERVICE_UP = gauge("edge_service_up", "1 while a supervised service is running.", ["service"])
 
-SERVICE_RESTARTS = Counter(
-    "edge_service_restarts_total", "Times the supervisor restarted a failed service.", ["service"]
-)
-SERVICE_UP = Gauge("edge_service_up", "1 while a supervised service is running.", ["service"])
+_registered = False
+_register_lock = threading.Lock()
 
-API_REQUESTS = Counter(
-    "edge_api_requests_total", "Local API requests by route and status.", ["method", "route", "status"]
-)
-API_LATENCY = Histogram(
-    "edge_api_request_seconds",
-    "Local API request latency.",
-    ["route"],
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
-)
+
+def _ensure_registered() -> Any:
+    """Import prometheus_client and expose the light metrics through its default registry."""
+    global _registered
+    from prometheus_client import REGISTRY
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    with _register_lock:
+        if not _registered:
+
+            class LightCollector:
+                def collect(self) -> Iterator[Any]:
+                    for metric in list(_LIGHT):
+                        family_cls = CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily
+                        family = family_cls(metric.name, metric.documentation, labels=list(metric.labelnames))
+                        for labels, value in metric.samples():
+                            family.add_metric(list(labels), value)
+                        yield family
+
+            REGISTRY.register(LightCollector())
+            _registered = True
+    return REGISTRY
 
 
 def render_metrics() -> bytes:
-    """The Prometheus text exposition of every registered metric."""
-    return generate_latest(REGISTRY)
+    """The Prometheus text exposition of every metric, light and prometheus_client alike."""
+    from prometheus_client import generate_latest
 
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+    return generate_latest(_ensure_registered())

@@ -154,6 +154,13 @@ class ModelManager:
         self.budget_bytes = settings.memory_budget_bytes or self._default_budget()
 
     def _default_budget(self) -> int:
+        """A share of RAM (or of the container's memory limit, when lower)."""
+        memory = getattr(self.profile, "memory", None)
+        total_mb = getattr(memory, "total_mb", 0)
+        if total_mb:
+            limit_mb = getattr(memory, "limit_mb", None)
+            total_mb = min(total_mb, limit_mb) if limit_mb else total_mb
+            return int(total_mb * 1024 * 1024 * self.settings.memory_share)
         import psutil
 
         return int(psutil.virtual_memory().total * self.settings.memory_share)

@@ -6,8 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
-from prometheus_client import REGISTRY
-
+from agent import metrics
 from agent.bus import EVENT_TYPES, Bus, Event
 
 
@@ -23,10 +22,7 @@ class Tock(Event):
 
 
 def dropped(name: str, policy: str) -> float:
-    return (
-        REGISTRY.get_sample_value("edge_bus_events_dropped_total", {"subscriber": name, "policy": policy})
-        or 0
-    )
+    return metrics.BUS_DROPPED.value(name, policy) or 0
 
 
 async def test_fan_out_and_type_filter() -> None:

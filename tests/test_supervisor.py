@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import REGISTRY
-
+from agent import metrics
 from agent.bus import Bus
 from agent.config import SupervisorSettings
 from agent.supervisor import FunctionService, Service, Supervisor
@@ -35,7 +34,7 @@ async def test_failed_service_is_restarted_with_reason() -> None:
     st = sup.status["flaky-test"]
     assert (runs, st.state, st.restarts) == (3, "running", 2)
     assert "sensor unplugged (run 2)" in st.last_error
-    assert REGISTRY.get_sample_value("edge_service_restarts_total", {"service": "flaky-test"}) >= 2
+    assert metrics.SERVICE_RESTARTS.value("flaky-test") >= 2
     seen = []
     while not states.queue.empty():
         seen.append(states.queue.get_nowait().state)

@@ -10,13 +10,24 @@ import weakref
 from collections.abc import Iterable
 
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
-from agent import __version__, metrics
+from agent import __version__
 from agent.api.routes import Route, openapi_document
 from agent.context import AgentContext
 from agent.errors import EdgeAgentError
 
 log = logging.getLogger("edge_agent.api")
+
+API_REQUESTS = Counter(
+    "edge_api_requests_total", "Local API requests by route and status.", ["method", "route", "status"]
+)
+API_LATENCY = Histogram(
+    "edge_api_request_seconds",
+    "Local API request latency.",
+    ["route"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+)
 
 CTX = web.AppKey("ctx", AgentContext)
 ROUTES_KEY = web.AppKey("routes", list)
@@ -77,8 +88,8 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal", "internal error; the daemon's log has the details")
     finally:
-        metrics.API_REQUESTS.labels(request.method, route, str(status)).inc()
-        metrics.API_LATENCY.labels(route).observe(time.perf_counter() - started)
+        API_REQUESTS.labels(request.method, route, str(status)).inc()
+        API_LATENCY.labels(route).observe(time.perf_counter() - started)
 
 
 def collect_routes(modules: Iterable[str] = ROUTE_MODULES) -> list[Route]:

@@ -80,7 +80,7 @@ class ApiService(Service):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            from agent.security.api_auth import server_ssl_context
+            from agent.security.api_settings import server_ssl_context
 
             site = web.SockSite(runner, sock, ssl_context=server_ssl_context(self.ctx.settings))
             await site.start()

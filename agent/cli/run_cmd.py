@@ -21,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.security import api_auth
+    from agent.security import api_settings
     from agent.security.seal import apply_secrets
 
     settings = apply_secrets(load_settings(args.config))
-    warnings = api_auth.check_settings(settings)  # unsafe API settings stop the start (exit 2)
+    warnings = api_settings.check_settings(settings)  # unsafe API settings stop the start (exit 2)
     setup_logging(settings.log.level, settings.log.format)
     for warning in warnings:
         logging.getLogger("edge_agent.security").warning(warning)

@@ -27,9 +27,7 @@ to set a role must not let read-only tokens change things.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -38,65 +36,17 @@ from typing import Any
 from aiohttp import web
 
 from agent.config import Settings
-from agent.errors import ConfigError
+from agent.security.api_settings import check_settings, is_loopback, server_ssl_context
 from agent.security.audit import AuditLog
 from agent.security.tokens import TokenInfo, TokenStore, role_rank
 
 log = logging.getLogger("edge_agent.security")
 
+__all__ = ["check_settings", "install", "is_loopback", "server_ssl_context"]
+
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_BUCKETS = 4096
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_settings(settings: Settings) -> list[str]:
-    """Refuse unsafe API settings at start; return warnings worth logging.
-
-    Call it where the daemon starts (before the API binds), so a bad setting
-    stops the start with exit 2 rather than surfacing on the first request.
-    """
-    api, sec = settings.api, settings.security
-    warnings: list[str] = []
-    loopback = is_loopback(api.host)
-    if not loopback and sec.api_auth == "off":
-        raise ConfigError(
-            f"security.api_auth = 'off' with api.host = {api.host!r}: an API reachable from the network "
-            "must require tokens. Set api.host = '127.0.0.1' or security.api_auth = 'auto'"
-        )
-    if bool(sec.api_tls_cert) != bool(sec.api_tls_key):
-        raise ConfigError("security.api_tls_cert and security.api_tls_key must be set together")
-    if not loopback and not sec.api_tls_cert:
-        warnings.append(
-            f"the local API listens on {api.host} without TLS: tokens cross the network in clear; "
-            "set security.api_tls_cert and security.api_tls_key"
-        )
-    return warnings
-
-
-def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """The TLS context for the API's listening socket, or None for plain HTTP."""
-    sec = settings.security
-    if not sec.api_tls_cert:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(sec.api_tls_cert, sec.api_tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"cannot load the API's TLS certificate {sec.api_tls_cert} / key {sec.api_tls_key}: {exc}; "
-            "check the paths, that they are PEM, and that the key matches the certificate"
-        ) from None
-    return ctx
 
 
 class RateLimiter:
