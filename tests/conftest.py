@@ -21,6 +21,9 @@ from agent.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
+# shared fixtures: a real Mosquitto on a free loopback port, and the hub's (broker, databases, hubs)
+pytest_plugins = ["tests.hub_fixtures"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -1,0 +1,439 @@
+"""The hub's operator REST API (aiohttp): registry, commands, alerts, bundles, deployments, keys.
+
+Built on the agent's API pieces: one ``Route`` table feeds both the router and
+``/openapi.json``, and ``error_middleware`` gives every failure the shape
+``{"error": {"code", "message"}}``. Blocking database work runs in threads
+(``asyncio.to_thread``) so a slow query never stalls the event loop. The API
+binds to loopback by default: it has no authentication of its own yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agent import __version__
+from agent.api.app import MAX_BODY_BYTES, error_middleware
+from agent.api.routes import Route, openapi_document
+from agent.errors import BadRequestError, EdgeAgentError, NotFoundError
+from sync.hub import metrics, registry
+from sync.hub.context import HubContext
+from sync.hub.deploy import parse_percent
+
+HUB = web.AppKey("hub", HubContext)
+HUB_ROUTES = web.AppKey("hub_routes", list)
+
+_MAX_WAIT_S = 600.0
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequestError("the request body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return data
+
+
+def _number(
+    data: dict[str, Any], key: str, default: float, *, lo: float = 0, hi: float = _MAX_WAIT_S
+) -> float:
+    value = data.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise BadRequestError(f"{key} must be a number between {lo:g} and {hi:g}")
+    return float(value)
+
+
+def _query_int(request: web.Request, key: str, default: int, hi: int = 10_000) -> int:
+    try:
+        value = int(request.query.get(key, default))
+    except ValueError:
+        raise BadRequestError(f"{key} must be an integer") from None
+    if not 1 <= value <= hi:
+        raise BadRequestError(f"{key} must be between 1 and {hi}")
+    return value
+
+
+def _selector(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return registry.parse_selector(value)
+    if isinstance(value, str):
+        return registry.parse_selector(value)
+    raise BadRequestError("'to' must be a selector: 'all', 'label=value[,label=value]' or a JSON object")
+
+
+def _name(data: dict[str, Any]) -> str:
+    name = data.get("name")
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise BadRequestError("'name' must be the command's name (1-64 characters), e.g. ping or config.set")
+    return name
+
+
+def _args(data: dict[str, Any]) -> dict[str, Any]:
+    args = data.get("args", {})
+    if not isinstance(args, dict):
+        raise BadRequestError("'args' must be a JSON object")
+    return args
+
+
+# ------------------------------------------------------------ health, info
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the hub's event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: connected to the broker."""
+    hub = request.app[HUB]
+    ready = hub.broker_connected()
+    return web.json_response({"ready": ready, "broker": ready}, status=200 if ready else 503)
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    from agent.metrics import CONTENT_TYPE, render_metrics
+
+    hub = request.app[HUB]
+    stats = await asyncio.to_thread(registry.counts, hub.db)
+    metrics.DEVICES_ONLINE.set(stats["online"])
+    return web.Response(body=render_metrics(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def info(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    stats = await asyncio.to_thread(registry.counts, hub.db)
+    key = hub.keys.current()
+    intake = hub.intake
+    return web.json_response(
+        {
+            "version": __version__,
+            "instance": hub.instance_id,
+            "uptime_s": round(time.time() - hub.started_at, 3),
+            "config_source": hub.settings.source,
+            "database": {
+                "dialect": hub.db.dialect,
+                "url": hub.db.describe(),
+                "schema_version": hub.db.schema_version,
+            },
+            "broker": {
+                "url": hub.settings.mqtt.url,
+                "connected": hub.broker_connected(),
+                "share_group": hub.settings.mqtt.share_group,
+            },
+            "key_id": key.key_id,
+            "registry": stats,
+            "intake": {
+                **(intake.totals if intake else {}),
+                "rejected_by_reason": dict(intake.rejected_by_reason) if intake else {},
+                "queued": intake.queue.qsize() if intake else 0,
+            },
+        }
+    )
+
+
+# ------------------------------------------------------------ registry
+
+
+async def devices(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    selector = registry.parse_selector(request.query.get("to", "all"))
+    online_q = request.query.get("online")
+    online = None if online_q is None else online_q.lower() in ("1", "true", "yes")
+    rows = await asyncio.to_thread(registry.list_devices, hub.db, selector, online=online)
+    return web.json_response({"devices": rows})
+
+
+async def device_show(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    row = await asyncio.to_thread(registry.get_device, hub.db, request.match_info["device"])
+    return web.json_response(row)
+
+
+async def alerts(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    q = request.query
+    rows = await asyncio.to_thread(
+        registry.list_alerts,
+        hub.db,
+        device=q.get("device"),
+        state=q.get("state"),
+        level=q.get("level"),
+        limit=_query_int(request, "limit", 100),
+    )
+    return web.json_response({"alerts": rows})
+
+
+async def messages(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    q = request.query
+    rows = await asyncio.to_thread(
+        registry.list_messages,
+        hub.db,
+        device=q.get("device"),
+        kind=q.get("kind"),
+        limit=_query_int(request, "limit", 100),
+    )
+    return web.json_response({"messages": rows})
+
+
+# ------------------------------------------------------------ commands
+
+
+async def device_command(request: web.Request) -> web.Response:
+    """Send one signed command; with ``wait_s`` > 0, wait for the device's result."""
+    hub = request.app[HUB]
+    data = await _body(request)
+    name, args = _name(data), _args(data)
+    wait_s = _number(data, "wait_s", 0)
+    ttl_s = _number(data, "ttl_s", hub.settings.command_ttl_s, lo=1, hi=7 * 86400)
+    cmd = await asyncio.to_thread(hub.commands.send, request.match_info["device"], name, args, ttl_s=ttl_s)
+    if wait_s > 0:
+        cmd = (await hub.commands.wait([cmd["id"]], wait_s))[cmd["id"]]
+    return web.json_response({"command": cmd, "timed_out": wait_s > 0 and cmd["status"] == "sent"})
+
+
+async def fleet_command(request: web.Request) -> web.Response:
+    """Send one signed command to every device matching ``to`` (e.g. config.set)."""
+    hub = request.app[HUB]
+    data = await _body(request)
+    name, args = _name(data), _args(data)
+    selector = _selector(data.get("to"))
+    wait_s = _number(data, "wait_s", 0)
+    online_only = bool(data.get("online_only", False))
+    targets = await asyncio.to_thread(
+        registry.list_devices, hub.db, selector, online=True if online_only else None
+    )
+    if not targets:
+        raise NotFoundError(f"no registered device matches {registry.selector_text(selector)}")
+    sent: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for device in targets:
+        try:
+            sent.append(await asyncio.to_thread(hub.commands.send, device["device"], name, args))
+        except EdgeAgentError as exc:
+            failed.append({"device": device["device"], "error": str(exc)})
+    if wait_s > 0 and sent:
+        rows = await hub.commands.wait([c["id"] for c in sent], wait_s)
+        sent = [rows.get(c["id"], c) for c in sent]
+    timed_out = sum(1 for c in sent if c["status"] == "sent") if wait_s > 0 else 0
+    return web.json_response({"commands": sent, "unsent": failed, "timed_out": timed_out})
+
+
+async def command_show(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response(await asyncio.to_thread(hub.commands.get, request.match_info["command_id"]))
+
+
+# ------------------------------------------------------------ bundles and deployments
+
+
+async def bundle_upload(request: web.Request) -> web.Response:
+    """Upload a bundle (a tar with manifest.json at its top) as the raw request body."""
+    hub = request.app[HUB]
+    row = await hub.bundles.receive(request.content.iter_chunked(1 << 20))
+    return web.json_response(row, status=201)
+
+
+async def bundle_list(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response({"bundles": await asyncio.to_thread(hub.bundles.list)})
+
+
+async def bundle_download(request: web.Request) -> web.StreamResponse:
+    """The bundle's bytes; honours Range (206) so an interrupted download resumes."""
+    hub = request.app[HUB]
+    sha = request.match_info["sha256"]
+    path = hub.bundles.path(sha)
+    await asyncio.to_thread(hub.bundles.get, sha)  # 404 for what we do not know
+    return web.FileResponse(path, headers={"Content-Type": "application/x-tar", "ETag": f'"{sha}"'})
+
+
+async def deployment_start(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    data = await _body(request)
+    bundle = data.get("bundle")
+    if not isinstance(bundle, str):
+        raise BadRequestError("'bundle' must be the sha256 of an uploaded bundle (POST /v1/bundles)")
+    selector = _selector(data.get("to"))
+    canary = parse_percent(data.get("canary", "10%"))
+    timeout_s = _number(data, "timeout_s", 600, lo=1, hi=86400)
+    row = await hub.deployer.start(bundle, selector, canary, timeout_s)
+    return web.json_response(row, status=202)
+
+
+async def deployment_list(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response({"deployments": await asyncio.to_thread(hub.deployer.list)})
+
+
+async def deployment_show(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response(await asyncio.to_thread(hub.deployer.get, request.match_info["deployment_id"]))
+
+
+async def keys(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    key = hub.keys.current()
+    prev = hub.keys.previous()
+    return web.json_response(
+        {
+            "key_id": key.key_id,
+            "public_key": key.public_hex,
+            "previous": {"key_id": prev.key_id, "public_key": prev.public_hex} if prev else None,
+        }
+    )
+
+
+_COMMAND_BODY = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "args": {"type": "object"},
+        "wait_s": {"type": "number"},
+        "ttl_s": {"type": "number"},
+    },
+}
+_SELECTOR = {
+    "oneOf": [{"type": "string"}, {"type": "object"}, {"type": "array", "items": {"type": "string"}}]
+}
+
+ROUTES = [
+    Route("GET", "/healthz", healthz, "Liveness.", tag="hub"),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "Readiness: connected to the broker.",
+        tag="hub",
+        extra_responses={503: "not ready"},
+    ),
+    Route("GET", "/metrics", metrics_text, "Prometheus metrics.", tag="hub", content_type="text/plain"),
+    Route(
+        "GET", "/v1/info", info, "Version, database, broker, key id, registry and intake counts.", tag="hub"
+    ),
+    Route(
+        "GET", "/v1/devices", devices, "Registered devices; ?to=label=value, ?online=true.", tag="registry"
+    ),
+    Route(
+        "GET",
+        "/v1/devices/{device}",
+        device_show,
+        "One device with recent alerts and commands.",
+        tag="registry",
+        extra_responses={404: "unknown device"},
+    ),
+    Route(
+        "POST",
+        "/v1/devices/{device}/commands",
+        device_command,
+        "Send a signed command; wait_s waits for the result.",
+        tag="commands",
+        body=_COMMAND_BODY,
+        role="operator",
+        extra_responses={404: "unknown device", 503: "no broker"},
+    ),
+    Route(
+        "POST",
+        "/v1/commands",
+        fleet_command,
+        "Send a signed command to every device matching 'to'.",
+        tag="commands",
+        body={**_COMMAND_BODY, "properties": {**_COMMAND_BODY["properties"], "to": _SELECTOR}},
+        role="operator",
+    ),
+    Route(
+        "GET",
+        "/v1/commands/{command_id}",
+        command_show,
+        "One command and its result.",
+        tag="commands",
+        extra_responses={404: "unknown command"},
+    ),
+    Route(
+        "GET", "/v1/alerts", alerts, "Alerts, newest first; ?device= ?state= ?level= ?limit=.", tag="registry"
+    ),
+    Route(
+        "GET",
+        "/v1/messages",
+        messages,
+        "Stored messages, newest first; ?device= ?kind= ?limit=.",
+        tag="registry",
+    ),
+    Route(
+        "POST",
+        "/v1/bundles",
+        bundle_upload,
+        "Upload a model bundle (tar, raw body).",
+        tag="deploy",
+        role="operator",
+        extra_responses={507: "bundle too large"},
+    ),
+    Route("GET", "/v1/bundles", bundle_list, "Uploaded bundles.", tag="deploy"),
+    Route(
+        "GET",
+        "/v1/bundles/{sha256}",
+        bundle_download,
+        "Download a bundle (Range supported).",
+        tag="deploy",
+        content_type="application/x-tar",
+        extra_responses={404: "unknown bundle"},
+    ),
+    Route(
+        "POST",
+        "/v1/deployments",
+        deployment_start,
+        "Start a staged deployment (canary first).",
+        tag="deploy",
+        role="operator",
+        body={
+            "type": "object",
+            "required": ["bundle", "to"],
+            "properties": {
+                "bundle": {"type": "string"},
+                "to": _SELECTOR,
+                "canary": {"type": "string"},
+                "timeout_s": {"type": "number"},
+            },
+        },
+    ),
+    Route("GET", "/v1/deployments", deployment_list, "Deployments, newest first.", tag="deploy"),
+    Route(
+        "GET",
+        "/v1/deployments/{deployment_id}",
+        deployment_show,
+        "One deployment with per-device status.",
+        tag="deploy",
+        extra_responses={404: "unknown deployment"},
+    ),
+    Route("GET", "/v1/keys", keys, "The hub's command-signing public key (and the previous one).", tag="hub"),
+]
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    routes = [*request.app[HUB_ROUTES], Route("GET", "/openapi.json", _openapi, "This document.", tag="hub")]
+    doc = openapi_document(routes, version=__version__)
+    doc["info"]["title"] = "edge-hub operator API"
+    return web.json_response(doc)
+
+
+def create_hub_app(hub: HubContext) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=hub.settings.api.max_body_bytes)
+    app[HUB] = hub
+    app[MAX_BODY_BYTES] = hub.settings.api.max_body_bytes
+    app[HUB_ROUTES] = ROUTES
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_get("/openapi.json", _openapi)
+    return app
+
+
+__all__ = ["HUB", "ROUTES", "create_hub_app"]

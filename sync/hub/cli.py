@@ -1,0 +1,137 @@
+"""The ``edge-hub`` command: ``run`` and ``keys`` act locally; everything else asks the running hub's API.
+
+A thin layer, like ``edge-agent``: each command builds one request, prints a
+table for people or ``--json`` for scripts, and returns an exit code:
+0 ok, 1 failure (a command or deployment failed or timed out), 2 bad
+configuration or usage, 3 no hub answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from agent import __version__
+from agent.errors import ConfigError, EdgeAgentError
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class HubUnreachable(EdgeAgentError):
+    code = "hub_unreachable"
+
+
+class HubClient:
+    """JSON over HTTP to the hub's operator API (urllib: no extra dependency for the CLI)."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        data: bytes | Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+        length: int | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            data = json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = content_type
+            if length is not None:
+                headers["Content-Length"] = str(length)
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read() or b"{}"
+            try:
+                err = json.loads(raw).get("error", {})
+            except ValueError:
+                err = {}
+            raise EdgeAgentError(
+                err.get("message") or f"the hub answered HTTP {exc.code}",
+                code=err.get("code") or "http_error",
+            ) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HubUnreachable(
+                f"no hub answers at {self.base} ({reason}); start it with `edge-hub run` or point --hub at it"
+            ) from None
+        return json.loads(raw) if raw else None
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, body, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sync.hub import cli_fleet, cli_local
+
+    parser = argparse.ArgumentParser(
+        prog="edge-hub",
+        description="edge-hub: the fleet manager (device registry, telemetry and alerts, signed commands, "
+        "staged model rollout).",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file (default: /etc/edge-hub/hub.toml when it exists; also EDGE_HUB_CONFIG)",
+    )
+    parser.add_argument(
+        "--hub",
+        metavar="URL",
+        help="the running hub's API (default: from api.host/api.port in the config, or EDGE_HUB_URL)",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-hub {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    cli_local.register(sub)
+    cli_fleet.register(sub)
+    return parser
+
+
+def client_for(args: argparse.Namespace, timeout: float = 10.0) -> HubClient:
+    import os
+
+    url = args.hub or os.environ.get("EDGE_HUB_URL")
+    if not url:
+        from sync.hub.settings import load_hub_settings
+
+        url = load_hub_settings(args.config).api_base_url
+    return HubClient(url, timeout=timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"edge-hub: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except HubUnreachable as exc:
+        print(f"edge-hub: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except EdgeAgentError as exc:
+        print(f"edge-hub: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if exc.code == "bad_request" else EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

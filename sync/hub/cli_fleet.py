@@ -1,0 +1,436 @@
+"""Fleet commands of ``edge-hub``, each one or two requests to the running hub's API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.cli.output import print_json, table
+from agent.errors import BadRequestError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="is the hub running; its database, broker and counts",
+        description="Ask the running hub for its version, database, broker and intake counts.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=status)
+
+    p = sub.add_parser(
+        "devices",
+        help="list registered devices",
+        description="List the device registry: online state, last seen, version, labels.",
+    )
+    p.add_argument(
+        "--to", action="append", default=[], metavar="SEL", help="only devices matching label=value"
+    )
+    p.add_argument("--online", action="store_true", help="only devices that are online")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=devices)
+
+    p = sub.add_parser("device", help="one device in detail", description="Show one device in detail.")
+    dsub = p.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+    show = dsub.add_parser(
+        "show",
+        help="registry entry, message counts, recent alerts and commands",
+        description="Registry entry, message counts, recent alerts and commands of one device.",
+    )
+    show.add_argument("device", help="device id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=device_show)
+
+    p = sub.add_parser(
+        "cmd",
+        help="send a signed command to one device and wait for its result",
+        description="Sign a command with the hub key, publish it, wait for the device's result.",
+    )
+    p.add_argument("device", help="device id")
+    p.add_argument("name", help="command name, e.g. ping")
+    p.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument (VALUE is parsed as JSON when it can be, else taken as text)",
+    )
+    p.add_argument("--args", metavar="JSON", help="all arguments as one JSON object")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the result (0: do not wait)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd)
+
+    p = sub.add_parser(
+        "config",
+        help="change settings on devices; show the hub's own",
+        description="Change settings on devices (set), or show this hub's settings (show).",
+    )
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    cset = csub.add_parser(
+        "set",
+        help="send a signed config.set to every matching device",
+        description='Send config.set with args {"values": {KEY: VALUE, ...}} to every '
+        "device matching --to, and wait for their results.",
+    )
+    cset.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        metavar="SEL",
+        help="label=value (repeatable, all must match) or 'all'",
+    )
+    cset.add_argument(
+        "pairs", nargs="+", metavar="KEY=VALUE", help="settings (VALUE parsed as JSON when it can be)"
+    )
+    cset.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for results")
+    cset.add_argument("--json", action="store_true", help="print JSON")
+    cset.set_defaults(handler=config_set)
+    cshow = csub.add_parser(
+        "show",
+        help="print this hub's own effective settings (secrets masked)",
+        description="Print the hub's settings after defaults, the config file and "
+        "EDGE_HUB_ variables are merged (local; no running hub needed).",
+    )
+    cshow.add_argument("--json", action="store_true", help="print JSON")
+    cshow.set_defaults(handler=config_show)
+
+    p = sub.add_parser(
+        "deploy",
+        help="staged rollout of a model bundle (canary first)",
+        description="Upload a model bundle (a directory with manifest.json, or a tar of one) "
+        "to the hub, send it to the canary share of the matching online devices, and to the "
+        "rest only if every canary succeeded.",
+    )
+    p.add_argument("bundle", metavar="MODEL_BUNDLE", help="bundle directory or .tar file")
+    p.add_argument("--to", action="append", required=True, metavar="SEL", help="label=value or 'all'")
+    p.add_argument("--canary", default="10%", help="share deployed first, e.g. 10%% (0: all at once)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds each stage may take")
+    p.add_argument(
+        "--no-wait", action="store_true", help="start it and return (see `edge-hub deployments ID`)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=deploy)
+
+    p = sub.add_parser(
+        "deployments",
+        help="list deployments, or show one",
+        description="List deployments (newest first), or show one with per-device status.",
+    )
+    p.add_argument("id", nargs="?", help="a deployment id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=deployments)
+
+    p = sub.add_parser("alerts", help="list alerts from the fleet", description="Alerts, newest first.")
+    p.add_argument("--device", help="only this device")
+    p.add_argument("--state", help="only alerts in this state (e.g. open)")
+    p.add_argument("--level", help="only this level (e.g. critical)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=alerts)
+
+
+def _client(args: argparse.Namespace, timeout: float = 10.0) -> Any:
+    from sync.hub.cli import client_for
+
+    return client_for(args, timeout)
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    age = max(0.0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if age >= size:
+            return f"{age / size:.0f}{unit} ago"
+    return f"{age:.0f}s ago"
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadRequestError(f"{pair!r}: expected KEY=VALUE")
+        out[key] = parse_value(value)
+    return out
+
+
+# ------------------------------------------------------------ handlers
+
+
+def status(args: argparse.Namespace) -> int:
+    info = _client(args).get("/v1/info")
+    if args.json:
+        print_json(info)
+        return 0
+    reg, intake = info["registry"], info["intake"]
+    print(
+        f"edge-hub {info['version']}  instance {info['instance']}  up {info['uptime_s']:.0f} s  key {info['key_id']}"
+    )
+    print(f"database: {info['database']['dialect']} {info['database']['url']}")
+    broker = info["broker"]
+    print(
+        f"broker: {broker['url']} ({'connected' if broker['connected'] else 'NOT CONNECTED'}, "
+        f"group {broker['share_group']})"
+    )
+    print(f"devices: {reg['devices']} ({reg['online']} online)  messages: {reg['messages']}")
+    print(
+        f"intake: stored {intake.get('stored', 0)}, duplicates {intake.get('duplicates', 0)}, rejected "
+        f"{intake.get('rejected', 0)} {intake.get('rejected_by_reason') or ''}"
+    )
+    return 0
+
+
+def devices(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query = {"to": ",".join(args.to) or "all"}
+    if args.online:
+        query["online"] = "true"
+    rows = _client(args).get("/v1/devices?" + urlencode(query))["devices"]
+    if args.json:
+        print_json(rows)
+        return 0
+    print(
+        table(
+            [
+                (
+                    d["device"],
+                    "online" if d["online"] else "offline",
+                    _ago(d["last_seen"]),
+                    d["agent_version"] or "-",
+                    ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
+                    len(d["models"] or []),
+                )
+                for d in rows
+            ],
+            ["device", "state", "last seen", "version", "labels", "models"],
+        )
+    )
+    return 0
+
+
+def device_show(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    d = _client(args).get(f"/v1/devices/{quote(args.device, safe='')}")
+    if args.json:
+        print_json(d)
+        return 0
+    print(f"{d['device']}  {'online' if d['online'] else 'offline'}  version {d['agent_version'] or '-'}")
+    print(f"first seen {_ago(d['first_seen'])}, last seen {_ago(d['last_seen'])}")
+    print(f"labels: {json.dumps(d['labels'], sort_keys=True)}")
+    print(f"models: {json.dumps(d['models'], sort_keys=True)}")
+    print(f"public key: {d['public_key'] or '-'}")
+    print(f"messages: {json.dumps(d['messages'], sort_keys=True)}")
+    if d["recent_alerts"]:
+        print(
+            table(
+                [(_ago(a["ts"]), a["level"], a["state"], a["title"]) for a in d["recent_alerts"]],
+                ["when", "level", "state", "title"],
+            )
+        )
+    if d["recent_commands"]:
+        print(
+            table(
+                [
+                    (c["id"], c["name"], c["status"], _ago(c["created_at"]), c["error"] or "")
+                    for c in d["recent_commands"]
+                ],
+                ["command", "name", "status", "sent", "error"],
+            )
+        )
+    return 0
+
+
+def cmd(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    cmd_args: dict[str, Any] = {}
+    if args.args:
+        loaded = parse_value(args.args)
+        if not isinstance(loaded, dict):
+            raise BadRequestError("--args must be a JSON object")
+        cmd_args.update(loaded)
+    cmd_args.update(parse_pairs(args.arg))
+    body = {"name": args.name, "args": cmd_args, "wait_s": max(0.0, args.timeout)}
+    out = _client(args, timeout=args.timeout + 10).post(
+        f"/v1/devices/{quote(args.device, safe='')}/commands", body
+    )
+    c = out["command"]
+    if args.json:
+        print_json(out)
+    elif args.timeout <= 0:
+        print(f"sent {c['name']} to {c['device']} as {c['id']}")
+    elif out["timed_out"]:
+        print(f"{c['device']}: no result for {c['name']} ({c['id']}) within {args.timeout:g} s")
+    elif c["ok"]:
+        print(f"{c['device']}: {c['name']} ok: {json.dumps(c['result'], sort_keys=True)}")
+    else:
+        print(f"{c['device']}: {c['name']} failed: {c['error']}")
+    if args.timeout <= 0:
+        return 0
+    return 0 if (not out["timed_out"] and c["ok"]) else 1
+
+
+def config_set(args: argparse.Namespace) -> int:
+    body = {
+        "to": ",".join(args.to),
+        "name": "config.set",
+        "args": {"values": parse_pairs(args.pairs)},
+        "wait_s": max(0.0, args.timeout),
+    }
+    out = _client(args, timeout=args.timeout + 30).post("/v1/commands", body)
+    if args.json:
+        print_json(out)
+    else:
+        rows = [(c["device"], c["status"], c["error"] or "") for c in out["commands"]]
+        rows += [(u["device"], "unsent", u["error"]) for u in out["unsent"]]
+        print(table(rows, ["device", "status", "error"]))
+    failed = out["unsent"] or any(c["status"] != "ok" for c in out["commands"])
+    return 1 if failed else 0
+
+
+def config_show(args: argparse.Namespace) -> int:
+    from agent.config import settings_to_dict
+    from sync.hub.settings import load_hub_settings
+
+    settings = load_hub_settings(args.config)
+    data = {"source": settings.source, **settings_to_dict(settings)}
+    if args.json:
+        print_json(data)
+        return 0
+    flat: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat += [(f"{key}.{k}", json.dumps(v)) for k, v in value.items()]
+        else:
+            flat.append((key, json.dumps(value)))
+    print(table(flat, ["setting", "value"]))
+    return 0
+
+
+def deploy(args: argparse.Namespace) -> int:
+    from sync.hub.bundles import make_bundle_tar
+
+    client = _client(args, timeout=60)
+    source = Path(args.bundle)
+    if source.is_dir():
+        data = make_bundle_tar(source)
+        bundle = client.post("/v1/bundles", data=data, content_type="application/x-tar", timeout=600)
+    elif source.is_file():
+        with source.open("rb") as fh:
+            bundle = client.post(
+                "/v1/bundles",
+                data=fh,
+                content_type="application/x-tar",
+                length=os.fstat(fh.fileno()).st_size,
+                timeout=600,
+            )
+    else:
+        raise BadRequestError(f"{source} is neither a bundle directory nor a bundle file")
+    started = client.post(
+        "/v1/deployments",
+        {
+            "bundle": bundle["sha256"],
+            "to": ",".join(args.to),
+            "canary": args.canary,
+            "timeout_s": args.timeout,
+        },
+    )
+    dep = started
+    if not args.no_wait:
+        if not args.json:
+            print(
+                f"deployment {dep['id']}: {bundle['model']} {bundle['version']} to "
+                f"{len(dep['devices'])} devices ({dep['summary']})"
+            )
+        deadline = time.monotonic() + 2 * args.timeout + 30
+        while dep["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.25)
+            dep = client.get(f"/v1/deployments/{dep['id']}")
+    if args.json:
+        print_json(dep)
+    else:
+        _print_deployment(dep)
+    if args.no_wait:
+        return 0
+    return 0 if dep["status"] == "succeeded" else 1
+
+
+def _print_deployment(dep: dict[str, Any]) -> None:
+    print(
+        f"deployment {dep['id']}: {dep['model']} {dep['version']}  status {dep['status']}  {dep.get('detail') or ''}"
+    )
+    print(
+        table(
+            [(d["device"], d["phase"], d["status"], d["error"] or "") for d in dep["devices"]],
+            ["device", "phase", "status", "error"],
+        )
+    )
+
+
+def deployments(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.id:
+        dep = client.get(f"/v1/deployments/{args.id}")
+        if args.json:
+            print_json(dep)
+        else:
+            _print_deployment(dep)
+        return 0
+    rows = client.get("/v1/deployments")["deployments"]
+    if args.json:
+        print_json(rows)
+        return 0
+    print(
+        table(
+            [
+                (
+                    d["id"],
+                    _ago(d["created_at"]),
+                    d["model"],
+                    d["version"],
+                    ",".join(f"{k}={v}" for k, v in d["selector"].items()) or "all",
+                    d["status"],
+                )
+                for d in rows
+            ],
+            ["deployment", "started", "model", "version", "to", "status"],
+        )
+    )
+    return 0
+
+
+def alerts(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query = {k: v for k, v in (("device", args.device), ("state", args.state), ("level", args.level)) if v}
+    query["limit"] = str(args.limit)
+    rows = _client(args).get("/v1/alerts?" + urlencode(query))["alerts"]
+    if args.json:
+        print_json(rows)
+        return 0
+    print(
+        table(
+            [(_ago(a["ts"]), a["device"], a["level"], a["state"], a["title"]) for a in rows],
+            ["when", "device", "level", "state", "title"],
+        )
+    )
+    return 0
+
+
+__all__ = ["parse_pairs", "register"]

@@ -1,0 +1,237 @@
+"""The hub's MQTT 5 connection (paho): shared subscriptions in, signed commands out.
+
+Why not the device's client: the hub needs MQTT 5 shared subscriptions
+(``$share/hub/...``: instances in one group split the messages), manual
+acknowledgement (a QoS 1 message is acknowledged only once its batch is
+stored, so a crash before the commit means redelivery, not loss) and a large
+receive window (batches need many messages in flight).
+
+Shared subscriptions never deliver retained messages, so after each connect
+the hub also reads ``edge/v1/+/state`` unshared for ``retained_catchup_s``:
+the retained states of devices that connected while no hub was running. The
+overlap with live traffic is harmless: intake de-duplicates by message id.
+
+paho runs its network loop in its own thread; ``on_message`` hands each
+message to the intake's bounded queue and blocks when it is full, which stops
+reading the socket: back-pressure to the broker, which holds the messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from agent.errors import UnavailableError
+from sync import topics
+from sync.hub.settings import HubMqttSettings
+from sync.hub.validate import Incoming
+
+log = logging.getLogger("edge_hub.mqtt")
+
+OnMessage = Callable[[Incoming], object]
+#: MQTT 5 subscription identifier of the retained-state catch-up subscription
+_CATCHUP_SUB_ID = 7
+
+
+class HubMqtt:
+    """One connection. ``start()`` returns at once; paho connects (and reconnects) in its thread."""
+
+    def __init__(
+        self,
+        settings: HubMqttSettings,
+        *,
+        on_message: OnMessage | None = None,
+        subscribe: bool = True,
+        client_id: str | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.settings = settings
+        self._on_incoming = on_message
+        self._subscribe = subscribe and on_message is not None
+        self.client_id = client_id or settings.client_id or f"edge-hub-{uuid.uuid4().hex[:12]}"
+        self._persistent = bool(settings.client_id)
+        parts = urlsplit(settings.url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise UnavailableError(
+                f"mqtt.url {settings.url!r}: expected mqtt://host:port or mqtts://host:port"
+            )
+        self.host = parts.hostname
+        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if parts.scheme == "mqtts":
+            self.client.tls_set(
+                ca_certs=settings.ca_file or None,
+                certfile=settings.cert_file or None,
+                keyfile=settings.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password or None)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_connect_fail = self._on_connect_fail
+        self.connected = threading.Event()
+        #: set once the broker acknowledged our subscriptions (or at connect when we take no messages)
+        self.ready = threading.Event()
+        self._sub_mid: int | None = None
+        self.connects = 0
+        self._catchup_timer: threading.Timer | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = self.settings.receive_maximum
+        if self._persistent:
+            props.SessionExpiryInterval = self.settings.session_expiry_s
+        self.client.connect_async(
+            self.host,
+            self.port,
+            keepalive=self.settings.keepalive,
+            clean_start=not self._persistent,
+            properties=props,
+        )
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> None:
+        """Until connected and, when taking messages, subscribed (SUBACK received)."""
+        if not self.ready.wait(timeout):
+            raise UnavailableError(
+                f"the MQTT broker at {self.settings.url} did not accept a connection within {timeout:g} s; "
+                "check mqtt.url and that the broker runs"
+            )
+
+    def unsubscribe_all(self) -> None:
+        """Stop taking new messages (the first step of a graceful stop: what is queued still gets stored).
+
+        A clean session unsubscribes, so the broker hands new messages to the other instances. A
+        persistent session keeps its subscriptions (the broker queues for it while it is away) and
+        leaves what still arrives unacknowledged: the broker delivers it again on the next connect.
+        """
+        self._stopping = True
+        if self._catchup_timer:
+            self._catchup_timer.cancel()
+        if self._subscribe and self.connected.is_set() and not self._persistent:
+            self.client.unsubscribe(topics.hub_subscriptions(self.settings.share_group or None))
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._catchup_timer:
+            self._catchup_timer.cancel()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # ------------------------------------------------------------ publishing
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float = 10.0
+    ) -> None:
+        """Publish and wait for the broker's PUBACK (blocking: call it from a thread)."""
+        if not self.connected.is_set():
+            raise UnavailableError(
+                f"not connected to the MQTT broker at {self.settings.url}; try again shortly"
+            )
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise UnavailableError(f"publishing to {topic} failed: {exc}") from None
+        if not info.is_published():
+            raise UnavailableError(f"the broker did not acknowledge {topic} within {timeout:g} s")
+
+    def ack(self, msg: Incoming) -> None:
+        self.client.ack(msg.mid, msg.qos)
+
+    # ------------------------------------------------------------ paho callbacks (its thread)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            log.warning("broker %s refused the connection: %s", self.settings.url, reason_code)
+            return
+        self.connects += 1
+        log.info(
+            "connected to %s as %s (session present: %s)",
+            self.settings.url,
+            self.client_id,
+            getattr(flags, "session_present", False),
+        )
+        if self._subscribe and not self._stopping:
+            from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            subs = [
+                (t, SubscribeOptions(qos=1))
+                for t in topics.hub_subscriptions(self.settings.share_group or None)
+            ]
+            _, self._sub_mid = client.subscribe(subs)
+            if self.settings.share_group and self.settings.retained_catchup_s > 0:
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                state = f"{topics.ROOT}/+/state"
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = _CATCHUP_SUB_ID
+                client.subscribe([(state, SubscribeOptions(qos=1))], properties=props)
+                self._catchup_timer = threading.Timer(
+                    self.settings.retained_catchup_s, self._end_catchup, (state,)
+                )
+                self._catchup_timer.daemon = True
+                self._catchup_timer.start()
+        self.connected.set()
+        if not self._subscribe:
+            self.ready.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # type: ignore[no-untyped-def]
+        if mid != self._sub_mid:
+            return
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            # e.g. "Shared Subscriptions not supported": intake would silently get nothing
+            log.error("the broker refused the hub's subscriptions: %s", ", ".join(refused))
+            return
+        self.ready.set()
+
+    def _end_catchup(self, topic: str) -> None:
+        if self.connected.is_set():
+            self.client.unsubscribe(topic)
+
+    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+        log.warning("cannot reach the broker %s; retrying (readyz stays 503 meanwhile)", self.settings.url)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self.connected.clear()
+        self.ready.clear()
+        if not self._stopping:
+            log.warning("lost the broker %s (%s); reconnecting", self.settings.url, reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        if self._on_incoming is None or self._stopping:
+            return  # not acknowledged: redelivered to this session, or lost with a clean one
+        if not message.retain and message.qos:
+            # a live state seen through the catch-up subscription: the shared one delivers it too
+            ids = getattr(message.properties, "SubscriptionIdentifier", None) or []
+            if _CATCHUP_SUB_ID in ids:
+                client.ack(message.mid, message.qos)
+                return
+        self._on_incoming(Incoming(message.topic, message.payload, time.time(), message.mid, message.qos))
+
+
+__all__ = ["HubMqtt"]

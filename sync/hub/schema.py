@@ -1,0 +1,144 @@
+"""The hub's own database schema: portable SQL that SQLite and PostgreSQL both run.
+
+The hub's database is not the device's: these migrations are an explicit
+list passed to ``Store.migrate(known=...)`` (SQLite) or to the PostgreSQL
+runner in ``db.py``, never registered in the device's migration registry.
+
+Portability rules kept here: TEXT / INTEGER / BIGINT / DOUBLE PRECISION only;
+booleans are INTEGER 0/1; JSON is TEXT; primary keys are natural (message
+ULIDs, device ids), so no AUTOINCREMENT / SERIAL difference to paper over;
+every upsert is ``INSERT ... ON CONFLICT``. A released migration is never
+edited; a change is a new migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.store.migrations import Migration
+
+
+@dataclass(frozen=True)
+class SqlMigration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+HUB_MIGRATIONS: tuple[SqlMigration, ...] = (
+    SqlMigration(
+        1,
+        "hub: registry, messages, alerts, commands, deployments, bundles",
+        (
+            # The registry. last_state_id is the latest state message applied:
+            # states apply in arrival order (a last will is dated when the device
+            # connected, so timestamps cannot order it after the online state).
+            """CREATE TABLE devices (
+                device TEXT PRIMARY KEY,
+                first_seen DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL,
+                online INTEGER NOT NULL DEFAULT 0,
+                online_changed_at DOUBLE PRECISION,
+                last_state_id TEXT,
+                agent_version TEXT,
+                public_key TEXT,
+                labels TEXT NOT NULL DEFAULT '{}',
+                models TEXT NOT NULL DEFAULT '[]'
+            )""",
+            # Every accepted message, once: the primary key is the de-duplication.
+            """CREATE TABLE messages (
+                id TEXT PRIMARY KEY,
+                device TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                ts DOUBLE PRECISION NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                body TEXT NOT NULL
+            )""",
+            "CREATE INDEX messages_device_kind_ts ON messages (device, kind, ts)",
+            "CREATE INDEX messages_kind_ts ON messages (kind, ts)",
+            # Alert messages with the fields operators filter on pulled out.
+            """CREATE TABLE alerts (
+                id TEXT PRIMARY KEY,
+                device TEXT NOT NULL,
+                ts DOUBLE PRECISION NOT NULL,
+                alert_id TEXT,
+                level TEXT NOT NULL,
+                title TEXT NOT NULL,
+                state TEXT NOT NULL,
+                body TEXT NOT NULL
+            )""",
+            "CREATE INDEX alerts_ts ON alerts (ts)",
+            "CREATE INDEX alerts_device_ts ON alerts (device, ts)",
+            # Signed commands sent, and the first result each got.
+            """CREATE TABLE commands (
+                id TEXT PRIMARY KEY,
+                device TEXT NOT NULL,
+                name TEXT NOT NULL,
+                args TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires DOUBLE PRECISION NOT NULL,
+                key_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                deployment_id TEXT,
+                result_id TEXT,
+                result_at DOUBLE PRECISION,
+                ok INTEGER,
+                result TEXT,
+                error TEXT
+            )""",
+            "CREATE INDEX commands_device_created ON commands (device, created_at)",
+            "CREATE INDEX commands_deployment ON commands (deployment_id)",
+            """CREATE TABLE bundles (
+                sha256 TEXT PRIMARY KEY,
+                size BIGINT NOT NULL,
+                path TEXT NOT NULL,
+                url TEXT NOT NULL,
+                model TEXT,
+                version TEXT,
+                manifest TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE TABLE deployments (
+                id TEXT PRIMARY KEY,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                finished_at DOUBLE PRECISION,
+                bundle_sha256 TEXT NOT NULL,
+                model TEXT,
+                version TEXT,
+                selector TEXT NOT NULL,
+                canary_percent DOUBLE PRECISION NOT NULL,
+                status TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT ''
+            )""",
+            """CREATE TABLE deployment_devices (
+                deployment_id TEXT NOT NULL,
+                device TEXT NOT NULL,
+                phase TEXT NOT NULL,
+                status TEXT NOT NULL,
+                command_id TEXT,
+                error TEXT,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (deployment_id, device)
+            )""",
+        ),
+    ),
+)
+
+
+def _sqlite_apply(statements: Sequence[str]) -> Any:
+    def apply(db: Any) -> None:  # a sqlite_utils.Database over the store's connection
+        for sql in statements:
+            db.execute(sql)
+
+    return apply
+
+
+def sqlite_migrations() -> list[Migration]:
+    """The same migrations in the form ``agent.store.Store.migrate(known=...)`` takes."""
+    return [Migration(m.version, m.name, _sqlite_apply(m.statements)) for m in HUB_MIGRATIONS]
+
+
+__all__ = ["HUB_MIGRATIONS", "SqlMigration", "sqlite_migrations"]

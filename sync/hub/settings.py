@@ -1,0 +1,220 @@
+"""The hub's settings: frozen dataclasses from TOML + ``EDGE_HUB_...`` variables + CLI flags.
+
+Built with the same machinery as the agent's (``agent.config``): every field
+is a documented ``setting(...)``, a bad value stops the start with a
+ConfigError naming where it came from. Precedence: embedded defaults < TOML
+file < ``EDGE_HUB_...`` variables < ``edge-hub run`` flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.config import LogSettings, _apply_env, _build, _read_toml, setting
+from agent.errors import ConfigError
+
+DEFAULT_HUB_CONFIG_PATH = Path("/etc/edge-hub/hub.toml")
+HUB_ENV_PREFIX = "EDGE_HUB_"
+
+
+@dataclass(frozen=True)
+class HubApiSettings:
+    host: str = setting(
+        "127.0.0.1",
+        "Address the operator API binds to. It has no authentication yet: keep it on loopback "
+        "(or behind a reverse proxy that authenticates).",
+    )
+    port: int = setting(8480, "TCP port of the operator API.", minimum=0, maximum=65535)
+    max_body_bytes: int = setting(
+        1_048_576, "Largest JSON request body accepted; bigger ones get 413.", minimum=1024, maximum=1 << 30
+    )
+    max_bundle_bytes: int = setting(
+        4 << 30, "Largest model bundle an operator may upload.", minimum=1024, maximum=1 << 40
+    )
+    public_url: str = setting(
+        "",
+        "Base URL devices use to download bundles from this hub (e.g. http://hub.lan:8480); "
+        "empty: http://{host}:{port}, which only works for devices that can reach that address.",
+    )
+
+
+@dataclass(frozen=True)
+class HubMqttSettings:
+    url: str = setting("mqtt://127.0.0.1:1883", "Broker, mqtt://host:port or mqtts://host:port.")
+    username: str = setting("", "MQTT user name.")
+    password: str = setting("", "MQTT password.", secret=True)
+    ca_file: str = setting("", "CA bundle for mqtts:// (empty: the system's).")
+    cert_file: str = setting("", "Client certificate for mutual TLS.")
+    key_file: str = setting("", "Client key for mutual TLS.")
+    keepalive: int = setting(30, "MQTT keepalive in seconds.", minimum=5, maximum=3600)
+    client_id: str = setting(
+        "",
+        "This instance's MQTT client id. Set it (unique per instance) to keep a persistent session: "
+        "messages that arrive while the hub restarts wait at the broker. Empty: a random id and a "
+        "clean session.",
+    )
+    session_expiry_s: int = setting(
+        3600,
+        "How long the broker keeps a named instance's session while it is away.",
+        minimum=0,
+        maximum=7 * 86400,
+    )
+    share_group: str = setting(
+        "hub",
+        "MQTT 5 shared-subscription group: instances in one group split the messages.",
+    )
+    receive_maximum: int = setting(
+        2000,
+        "QoS 1 messages the broker may have in flight to this instance. Messages are acknowledged "
+        "only once stored, so this bounds how many a batch can hold.",
+        minimum=1,
+        maximum=65535,
+    )
+    retained_catchup_s: float = setting(
+        2.0,
+        "After connecting, also read the retained device states for this many seconds (shared "
+        "subscriptions never deliver retained messages); 0 turns it off.",
+        minimum=0,
+        maximum=60,
+    )
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    batch_size: int = setting(500, "Most messages written in one transaction.", minimum=1, maximum=100_000)
+    linger_s: float = setting(
+        0.0,
+        "How long a batch waits for more messages after the first (0: take what is queued; "
+        "batches still grow under load while the previous one commits).",
+        minimum=0,
+        maximum=5,
+    )
+    queue_size: int = setting(
+        20_000,
+        "Messages waiting to be stored. When full, the MQTT reader blocks (back-pressure to the "
+        "broker, which holds them): nothing is dropped.",
+        minimum=10,
+        maximum=10_000_000,
+    )
+    max_message_bytes: int = setting(
+        256 * 1024,
+        "Largest message payload accepted; bigger ones are rejected.",
+        minimum=1024,
+        maximum=64 << 20,
+    )
+    synchronous: Literal["full", "normal"] = setting(
+        "full",
+        "SQLite synchronous mode. full: a message acknowledged to the broker survives power loss; "
+        "normal: faster, may lose the last batches on power loss.",
+    )
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    data_dir: str = setting(
+        "",
+        "Where the hub keeps its database, signing key and bundles (default: $STATE_DIRECTORY, "
+        "else $XDG_DATA_HOME/edge-hub).",
+    )
+    db: str = setting(
+        "",
+        "SQLite file path, or a PostgreSQL DSN postgresql://user@host/dbname (needs psycopg). "
+        "Empty: {data_dir}/hub.db.",
+        secret=True,
+    )
+    key_file: str = setting("", "The hub's Ed25519 signing key (hex, mode 0600). Empty: {data_dir}/hub.key.")
+    command_ttl_s: float = setting(
+        300.0, "How long a command stays valid after it is signed.", minimum=5, maximum=7 * 86400
+    )
+    api: HubApiSettings = field(default_factory=HubApiSettings)
+    mqtt: HubMqttSettings = field(default_factory=HubMqttSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    source: str = field(default="<embedded default>", compare=False, metadata={"internal": True})
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def db_url(self) -> str:
+        return self.db or str(self.data_path / "hub.db")
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.key_file) if self.key_file else self.data_path / "hub.key"
+
+    @property
+    def bundles_path(self) -> Path:
+        return self.data_path / "bundles"
+
+    @property
+    def api_base_url(self) -> str:
+        """Where the CLI reaches this hub's API."""
+        host = "127.0.0.1" if self.api.host in ("0.0.0.0", "::", "") else self.api.host
+        return f"http://{host}:{self.api.port}"
+
+    @property
+    def public_base_url(self) -> str:
+        return (self.api.public_url or self.api_base_url).rstrip("/")
+
+
+def default_hub_data_dir(env: Mapping[str, str]) -> str:
+    if env.get("STATE_DIRECTORY"):
+        return env["STATE_DIRECTORY"].split(":")[0]
+    if env.get("INVOCATION_ID"):
+        return "/var/lib/edge-hub"
+    xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".local" / "share")
+    return str(Path(xdg) / "edge-hub")
+
+
+def load_hub_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> HubSettings:
+    """Defaults < TOML file < EDGE_HUB_ variables < ``overrides`` (dotted keys from CLI flags).
+
+    ``path=None`` uses /etc/edge-hub/hub.toml when it exists (or $EDGE_HUB_CONFIG, which must exist).
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get(HUB_ENV_PREFIX + "CONFIG"))
+    file_path = Path(path or env.get(HUB_ENV_PREFIX + "CONFIG") or DEFAULT_HUB_CONFIG_PATH)
+    data: dict[str, Any] = {}
+    source = "<embedded default>"
+    if file_path.exists():
+        data = _read_toml(file_path)
+        source = str(file_path)
+    elif explicit:
+        raise ConfigError(f"config file {file_path} does not exist; create it or drop --config")
+    _apply_env(data, env, source, prefix=HUB_ENV_PREFIX)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *sections, key = dotted.split(".")
+        target = data
+        for part in sections:
+            target = target.setdefault(part, {})
+        target[key] = value
+    settings = _build(HubSettings, data, source, prefix="")
+    fill: dict[str, Any] = {"source": source}
+    if not settings.data_dir:
+        fill["data_dir"] = default_hub_data_dir(env)
+    if settings.mqtt.share_group and any(c in settings.mqtt.share_group for c in "/+#"):
+        raise ConfigError(f"{source}: mqtt.share_group must be one topic level (no '/', '+', '#')")
+    return dataclasses.replace(settings, **fill)
+
+
+__all__ = [
+    "HubApiSettings",
+    "HubMqttSettings",
+    "HubSettings",
+    "IntakeSettings",
+    "load_hub_settings",
+]
