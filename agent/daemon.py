@@ -50,7 +50,13 @@ def build_context(settings: Settings) -> AgentContext:
 
     # hardware evidence only (a few ms): thread counts and device choice; engines are asked lazily
     profile = hal.probe(runtimes=False)
-    ctx.models = build_manager(settings.data_path, settings.models, profile)
+    voice_settings = None
+    if settings.voice.enabled != "off":
+        from agent.voice.service import voice_enabled
+
+        if voice_enabled(settings.voice)[0]:
+            voice_settings = settings.voice
+    ctx.models = build_manager(settings.data_path, settings.models, profile, voice=voice_settings)
     return ctx
 
 
@@ -65,6 +71,12 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from models.service import ModelsService
 
         services.append(ModelsService(ctx.models))
+    if ctx.settings.voice.enabled != "off":
+        from agent.voice.service import build_voice_service
+
+        voice = build_voice_service(ctx)
+        if voice is not None:
+            services.append(voice)
     if ctx.settings.sensors.enabled:
         from agent.sensors.service import SensorService
 

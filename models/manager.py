@@ -179,6 +179,11 @@ class ModelManager:
             except EdgeAgentError as exc:  # a broken pinned model must not stop the daemon
                 log.error("pinned model %s did not load: %s", name, exc)
 
+    @property
+    def started(self) -> bool:
+        """True between ``start()`` and ``close()``: the inference executors exist."""
+        return self._executor is not None
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -38,8 +38,31 @@ def manager_settings(settings: ModelsSettings) -> ManagerSettings:
     )
 
 
-def build_manager(data_dir: Path, settings: ModelsSettings, profile: Any = None) -> ModelManager:
-    return ModelManager(ModelStore(data_dir / "models"), manager_settings(settings), profile=profile)
+def build_manager(
+    data_dir: Path,
+    settings: ModelsSettings,
+    profile: Any = None,
+    *,
+    voice: Any = None,
+) -> ModelManager:
+    """The daemon's one manager; with ``voice`` settings it also serves the packaged voice models.
+
+    One manager means one memory budget for every model on the box: the
+    voice models (pinned wake word and VAD, an evictable LLM) compete with
+    sensor and user models under the same LRU, instead of two managers each
+    believing it owns the RAM.
+    """
+    mgr_settings = manager_settings(settings)
+    if voice is None:
+        return ModelManager(ModelStore(data_dir / "models"), mgr_settings, profile=profile)
+    import dataclasses
+
+    from agent.voice.factory import manager_parts, wake_pool_sizes
+
+    store, runtimes = manager_parts(data_dir / "models")
+    pools = {**wake_pool_sizes(voice.wake_words, voice.max_streams + 1), **mgr_settings.pool_sizes}
+    mgr_settings = dataclasses.replace(mgr_settings, pool_sizes=pools)
+    return ModelManager(store, mgr_settings, profile=profile, runtimes=runtimes)
 
 
 class ModelsService(Service):

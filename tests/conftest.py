@@ -104,6 +104,8 @@ def start_daemon(tmp_path: Path) -> Iterator:
             "EDGE_AGENT_API__PORT": str(port),
             "EDGE_AGENT_LOG__FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            # the voice models (~500 MB) load only in the tests that are about voice
+            "EDGE_AGENT_VOICE__ENABLED": "off",
         }
         env.pop("NOTIFY_SOCKET", None)
         env.update(extra_env or {})

@@ -41,6 +41,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "agent.api.hardware_routes",
     "agent.api.models_routes",
     "agent.api.sensors_routes",
+    "agent.api.voice_routes",
+    "agent.api.openai_routes",
 )
 
 _STATUS_CODES = {

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.models_cmd",
     "agent.cli.sensors_cmd",
     "agent.cli.alerts_cmd",
+    "agent.cli.voice_cmd",
     "agent.cli.keys_cmd",
     "agent.cli.tokens_cmd",
     "agent.cli.secrets_cmd",

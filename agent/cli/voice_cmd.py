@@ -1,0 +1,309 @@
+"""Voice commands: ``say``, ``listen``, ``ask``, ``chat``, ``wake`` and ``audio devices``.
+
+Each runs the voice engines in this process (through the same model manager
+and packaged models as the daemon), so they work on a box where the daemon
+is stopped, and they are how a person checks a microphone, a wake word or a
+voice before enabling the assistant. Audio files in, WAV files out; the
+microphone and speaker when no file is given (PortAudio, extra 'voice').
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from agent.cli.output import print_json, table
+from agent.config import Settings, VoiceSettings, load_settings
+from agent.errors import BadRequestError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def cmd(name: str, help_text: str, handler: Any, description: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text, description=description)
+        c.set_defaults(handler=handler)
+        return c
+
+    c = cmd(
+        "say", "speak text (to a WAV file or the speaker)", say, "Synthesise text with the configured voice."
+    )
+    c.add_argument("text", help="what to say")
+    c.add_argument("--out", type=Path, help="write a WAV file instead of playing it")
+    c.add_argument("--voice", help="piper model name or espeak:<voice> (default: voice.tts_voice)")
+    c.add_argument("--speed", type=float, help="speaking rate (1 normal)")
+    c.add_argument(
+        "--alert", metavar="SEVERITY", help="broadcast as an alert: info, warning, minor, major or critical"
+    )
+
+    c = cmd("listen", "transcribe speech from a file or the microphone", listen, "Transcribe one utterance.")
+    c.add_argument("--input", default="mic", help="WAV/FLAC file, or mic[:<name or index>] (default mic)")
+    c.add_argument("--engine", choices=["whisper", "vosk"], help="recognizer (default: voice.asr_engine)")
+    c.add_argument("--phrases", help="comma-separated phrases to favour")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("ask", "answer a question or command, typed or spoken", ask, "Run one dialogue turn.")
+    c.add_argument("text", nargs="?", help="the question (or use --input)")
+    c.add_argument("--input", help="a WAV/FLAC file with the spoken question")
+    c.add_argument("--out", type=Path, help="also write the spoken answer to this WAV file")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd(
+        "chat", "chat with the local LLM (multi-turn)", chat, "Chat with the local LLM; an empty line ends."
+    )
+    c.add_argument("--system", help="system prompt (default: voice.system_prompt)")
+
+    c = cmd("wake", "watch a file or the microphone for wake words", wake, "Print wake word detections.")
+    c.add_argument("--input", default="mic", help="WAV/FLAC file, or mic[:<name or index>] (default mic)")
+    c.add_argument("--words", help="comma-separated wake words (default: voice.wake_words)")
+    c.add_argument(
+        "--seconds", type=float, default=0, help="stop after this long on the microphone (0: Ctrl-C)"
+    )
+
+    a = sub.add_parser("audio", help="audio devices", description="Audio devices of this box.")
+    asub = a.add_subparsers(dest="audio_command", metavar="ACTION", required=True)
+    d = asub.add_parser(
+        "devices", help="list microphones and speakers", description="List audio devices (PortAudio)."
+    )
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.set_defaults(handler=devices)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, VoiceSettings]:
+    settings = load_settings(args.config)
+    return settings, settings.voice
+
+
+def _manager(settings: Settings, voice: VoiceSettings) -> Any:
+    from agent.voice.factory import voice_manager
+
+    return voice_manager(settings.data_path / "models", threads=voice.threads, idle_timeout_s=None)
+
+
+async def _pipeline_audio(spec: str) -> AsyncIterator[bytes]:
+    from agent.voice.resample import Resampler
+    from agent.voice.sources import open_source
+
+    source = open_source(spec, realtime=False)
+    resampler = None
+    try:
+        async for raw in source.chunks():
+            if resampler is None:
+                resampler = Resampler(source.format)
+            yield resampler.process(raw)
+        if resampler is not None:
+            yield resampler.flush()
+    finally:
+        await source.close()
+
+
+async def _write_or_play(
+    tts: Any, text: str, out: Path | None, speed: float | None, prelude: Any = None
+) -> float:
+    from agent.voice.sinks import SpeakerSink, WavSink
+    from agent.voice.turn import Stamps, one_piece, speak
+
+    sink = WavSink(out) if out else SpeakerSink()
+
+    async def ignore(event: Any) -> None:
+        return None
+
+    try:
+        _, played = await speak(
+            one_piece(text), tts, sink, ignore, "cli", Stamps(), speed=speed, prelude=prelude
+        )
+    finally:
+        await sink.aclose()
+    return played
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def say(args: argparse.Namespace) -> int:
+    from agent.voice.tts import SpeechAudio, alert_text, chime, make_tts
+
+    settings, voice = _settings(args)
+
+    async def run() -> float:
+        async with _manager(settings, voice) as manager:
+            tts = make_tts(
+                manager, args.voice or voice.tts_voice, args.speed or voice.tts_rate, voice.tts_pitch
+            )
+            await tts.load()
+            text, prelude, speed = args.text, None, args.speed
+            if args.alert:
+                text = alert_text(args.alert, args.text)
+                prelude = SpeechAudio(tts.rate, chime(args.alert.lower(), tts.rate), "")
+                speed = speed or 0.85
+            return await _write_or_play(tts, text, args.out, speed, prelude)
+
+    seconds = asyncio.run(run())
+    print(f"{seconds:.2f} s of speech" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
+def listen(args: argparse.Namespace) -> int:
+    from agent.voice.factory import build_engines, pipeline_config
+    from agent.voice.pipeline import VoicePipeline
+
+    settings, voice = _settings(args)
+    if args.engine:
+        from dataclasses import replace
+
+        voice = replace(voice, asr_engine=args.engine, asr_model="")
+    phrases = tuple(p.strip() for p in (args.phrases or "").split(",") if p.strip()) or voice.phrases
+    result: dict[str, Any] = {}
+
+    async def run() -> None:
+        async with _manager(settings, voice) as manager:
+            engines = build_engines(manager, voice, llm_available=False)
+            cfg = pipeline_config(voice, start="listen", end="transcript", single_turn=True, phrases=phrases)
+            pipeline = VoicePipeline(engines, cfg, stream="cli")
+
+            def keep(event: Any) -> None:
+                if event.type == "voice.asr.partial" and sys.stderr.isatty():
+                    print(f"\r… {event.text}", end="", file=sys.stderr)
+                elif event.type == "voice.asr.transcript":
+                    result.update(
+                        text=event.text, raw_text=event.raw_text, audio_ms=event.audio_ms, asr_ms=event.asr_ms
+                    )
+
+            pipeline.listeners.append(keep)
+            async with pipeline:
+                await pipeline.run(_pipeline_audio(args.input))
+
+    asyncio.run(run())
+    if args.json:
+        print_json(result)
+    else:
+        print(result.get("text", ""))
+    return 0 if result else 1
+
+
+def ask(args: argparse.Namespace) -> int:
+    from agent.voice.dialogue import TurnResult
+    from agent.voice.factory import build_engines
+
+    settings, voice = _settings(args)
+    if not args.text and not args.input:
+        raise BadRequestError("give the question as text or as --input FILE")
+    out: dict[str, Any] = {}
+
+    async def run() -> None:
+        async with _manager(settings, voice) as manager:
+            engines = build_engines(manager, voice)
+            question = args.text
+            if args.input:
+                from agent.voice.decode import decode_file
+                from agent.voice.resample import to_pipeline
+
+                decoded = decode_file(args.input)
+                question = engines.postprocess(
+                    await engines.asr.transcribe(to_pipeline(decoded.pcm, decoded.format))
+                )
+                out["transcript"] = question
+            result = TurnResult()
+            parts = []
+            async for piece in engines.dialogue.respond(question, "cli", result):
+                parts.append(piece)
+                if not args.json:
+                    print(piece, end="", flush=True)
+            if not args.json:
+                print()
+            out.update(answer="".join(parts), source=result.source)
+            if result.intent is not None:
+                out["intent"] = {"name": result.intent.name, "slots": result.intent.slots}
+            if args.out and out["answer"]:
+                await _write_or_play(engines.tts, out["answer"], args.out, None)
+
+    asyncio.run(run())
+    if args.json:
+        print_json(out)
+    return 0
+
+
+def chat(args: argparse.Namespace) -> int:
+    from agent.voice.llm import LlmChat
+
+    settings, voice = _settings(args)
+
+    async def run() -> None:
+        async with _manager(settings, voice) as manager:
+            llm = LlmChat(
+                manager,
+                voice.llm_model,
+                system_prompt=args.system or voice.system_prompt,
+                max_tokens=voice.llm_max_tokens,
+                tools=False,
+            )
+            loop = asyncio.get_running_loop()
+            while True:
+                if sys.stdin.isatty():
+                    print("> ", end="", flush=True, file=sys.stderr)
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                if not line.strip():
+                    return
+                async for piece in llm.reply(line.strip(), "cli"):
+                    print(piece, end="", flush=True)
+                print()
+
+    asyncio.run(run())
+    return 0
+
+
+def wake(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.voice.wake import WakeDetector
+
+    settings, voice = _settings(args)
+    words = [w.strip() for w in (args.words or "").split(",") if w.strip()] or list(voice.wake_words)
+    hits = 0
+
+    async def run() -> None:
+        nonlocal hits
+        async with (
+            _manager(settings, voice) as manager,
+            WakeDetector(manager, words, threshold=voice.wake_threshold) as det,
+        ):
+            t0 = time.monotonic()
+            async for pcm in _pipeline_audio(args.input):
+                for hit in await det.process(pcm):
+                    hits += 1
+                    print(
+                        f"{hit.timestamp_ms / 1000:8.2f} s  {hit.phrase}  (p={hit.probability:.2f})",
+                        flush=True,
+                    )
+                if args.seconds and time.monotonic() - t0 > args.seconds:
+                    return
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    print(f"{hits} detection(s)", file=sys.stderr)
+    return 0
+
+
+def devices(args: argparse.Namespace) -> int:
+    from agent.voice.sources import list_devices
+
+    found = list_devices()
+    if args.json:
+        print_json(found)
+    elif not found:
+        print("no audio devices (PortAudio sees none)")
+    else:
+        print(
+            table(
+                [[d["index"], d["name"], d["inputs"], d["outputs"], d["default_rate"]] for d in found],
+                ["index", "name", "in", "out", "rate"],
+            )
+        )
+    return 0

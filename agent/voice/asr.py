@@ -1,0 +1,226 @@
+"""Speech recognition behind one interface: faster-whisper and vosk, partials and a phrase list.
+
+``AsrEngine.open()`` starts an utterance; ``AsrStream.feed(pcm)`` takes audio
+as it arrives and may return a partial transcript; ``finish()`` returns the
+final text. Vosk decodes as audio arrives (partials for free, finals at
+once). Whisper decodes the whole utterance at the end; with
+``partial_interval_s`` it also re-decodes the audio so far in the background
+(skipped while one is running), which costs CPU a 2-core box may not have.
+
+Both go through the model manager at INTERACTIVE priority, so a wake word
+call (REALTIME) is never queued behind a long decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from agent.bus import Event
+from agent.voice import metrics
+from agent.voice.audio import BYTES_PER_MS, pcm16_to_float
+
+if TYPE_CHECKING:
+    from models.manager import ModelManager
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transcript(Event):
+    """The final text of an utterance (post-processed); ``raw_text`` is what the recognizer said."""
+
+    type: ClassVar[str] = "voice.asr.transcript"
+    stream: str = ""
+    text: str = ""
+    raw_text: str = ""
+    language: str = ""
+    audio_ms: float = 0.0
+    asr_ms: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartialTranscript(Event):
+    type: ClassVar[str] = "voice.asr.partial"
+    stream: str = ""
+    text: str = ""
+
+
+class AsrStream(ABC):
+    """One utterance. Not reusable."""
+
+    missing_words: list[str]
+
+    @abstractmethod
+    async def feed(self, pcm: bytes) -> str | None:
+        """Take 16 kHz mono s16 audio; return a new partial text, or None."""
+
+    @abstractmethod
+    async def finish(self) -> str:
+        """The final text of everything fed."""
+
+    async def cancel(self) -> None:
+        """Drop the utterance without decoding it."""
+        return None
+
+
+class AsrEngine(ABC):
+    name: ClassVar[str]
+    model: str
+    language: str
+
+    @abstractmethod
+    async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream: ...
+
+    async def transcribe(self, pcm: bytes, phrases: tuple[str, ...] | list[str] = ()) -> str:
+        stream = await self.open(phrases)
+        await stream.feed(pcm)
+        return await stream.finish()
+
+    async def load(self) -> None:
+        """Load the model now (so the first utterance does not pay for it)."""
+        await self.manager.load(self.model)  # type: ignore[attr-defined]
+
+
+# -- whisper ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _WhisperStream(AsrStream):
+    engine: WhisperAsr
+    phrases: tuple[str, ...]
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    missing_words: list[str] = field(default_factory=list)
+    _partial_task: asyncio.Task[str] | None = None
+    _last_partial_at: int = 0
+    _last_partial: str = ""
+
+    async def feed(self, pcm: bytes) -> str | None:
+        self.chunks.append(pcm)
+        self.size += len(pcm)
+        interval = self.engine.partial_interval_s
+        if interval <= 0:
+            return None
+        result = None
+        task = self._partial_task
+        if task is not None and task.done():
+            self._partial_task = None
+            with contextlib.suppress(Exception):
+                text = task.result()
+                if text and text != self._last_partial:
+                    self._last_partial = result = text
+        if self._partial_task is None and self.size - self._last_partial_at >= interval * 1000 * BYTES_PER_MS:
+            self._last_partial_at = self.size
+            audio = b"".join(self.chunks)
+            self._partial_task = asyncio.create_task(self.engine._decode(audio, self.phrases, partial=True))
+        return result
+
+    async def cancel(self) -> None:
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._partial_task
+            self._partial_task = None
+
+    async def finish(self) -> str:
+        await self.cancel()
+        return await self.engine._decode(b"".join(self.chunks), self.phrases)
+
+
+class WhisperAsr(AsrEngine):
+    name: ClassVar[str] = "whisper"
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        model: str = "whisper-tiny-en",
+        language: str = "en",
+        partial_interval_s: float = 0.0,
+    ) -> None:
+        self.manager = manager
+        self.model = model
+        self.language = language
+        self.partial_interval_s = partial_interval_s
+
+    async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream:
+        return _WhisperStream(self, tuple(phrases))
+
+    async def _decode(self, pcm: bytes, phrases: tuple[str, ...], partial: bool = False) -> str:
+        from models.scheduling import Priority
+
+        if len(pcm) < 100 * BYTES_PER_MS:  # under 0.1 s: nothing Whisper could read
+            return ""
+        feed: dict[str, Any] = {"audio": pcm16_to_float(pcm), "language": self.language.split("-")[0]}
+        if phrases:
+            feed["hotwords"] = ", ".join(phrases)
+        t0 = time.perf_counter()
+        out = await self.manager.infer(self.model, feed, Priority.BATCH if partial else Priority.INTERACTIVE)
+        if not partial:
+            metrics.STAGE_RTF.labels("asr").observe((time.perf_counter() - t0) / max(out["duration"], 1e-3))
+        return str(out["text"])
+
+
+# -- vosk ------------------------------------------------------------------------------------------
+
+
+class _VoskStream(AsrStream):
+    def __init__(self, engine: VoskAsr, state: Any, missing: list[str]) -> None:
+        self.engine = engine
+        self.state = state
+        self.missing_words = missing
+        self._last = ""
+        self.audio_bytes = 0
+        self.busy_s = 0.0
+
+    async def feed(self, pcm: bytes) -> str | None:
+        from models.scheduling import Priority
+
+        self.audio_bytes += len(pcm)
+        t0 = time.perf_counter()
+        out = await self.engine.manager.infer(
+            self.engine.model, {"op": "feed", "stream": self.state, "audio": pcm}, Priority.INTERACTIVE
+        )
+        self.busy_s += time.perf_counter() - t0
+        partial = str(out.get("partial", ""))
+        if partial and partial != self._last:
+            self._last = partial
+            return partial
+        return None
+
+    async def finish(self) -> str:
+        from models.scheduling import Priority
+
+        t0 = time.perf_counter()
+        out = await self.engine.manager.infer(
+            self.engine.model, {"op": "finish", "stream": self.state}, Priority.INTERACTIVE
+        )
+        self.busy_s += time.perf_counter() - t0
+        if self.audio_bytes:
+            metrics.STAGE_RTF.labels("asr").observe(self.busy_s / (self.audio_bytes / (1000 * BYTES_PER_MS)))
+        return str(out.get("text", ""))
+
+
+class VoskAsr(AsrEngine):
+    name: ClassVar[str] = "vosk"
+
+    def __init__(self, manager: ModelManager, model: str = "vosk-ko", language: str = "ko") -> None:
+        self.manager = manager
+        self.model = model
+        self.language = language
+
+    async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream:
+        from models.scheduling import Priority
+
+        out = await self.manager.infer(
+            self.model, {"op": "open", "phrases": list(phrases)}, Priority.INTERACTIVE
+        )
+        return _VoskStream(self, out["stream"], list(out.get("missing_words", [])))
+
+
+def make_asr(manager: ModelManager, engine: str, model: str = "", language: str = "en") -> AsrEngine:
+    if engine == "vosk":
+        return VoskAsr(manager, model or "vosk-ko", language if language != "en" else "ko")
+    return WhisperAsr(manager, model or "whisper-tiny-en", language)

@@ -1,0 +1,130 @@
+"""Vosk (Kaldi) as a runtime: a streaming recognizer per utterance, partials and finals.
+
+A vosk ``Model`` is shared and thread-safe; each utterance gets its own
+``KaldiRecognizer`` (``{"op": "open"}``), is fed chunk by chunk (partials
+come back), and is finished for the final text. A phrase list becomes a
+grammar; words the model does not know are reported instead of being
+silently dropped (Kaldi only logs a warning).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from agent.errors import BadRequestError, EdgeAgentError
+from agent.voice.engines import EngineRuntime, EngineSession
+from runtimes.base import LoadOptions, closed_session_error, require_model_file
+
+
+class VoskStream:
+    """One utterance's recognizer and the text finalised so far."""
+
+    def __init__(self, recognizer: Any) -> None:
+        self.recognizer = recognizer
+        self.finals: list[str] = []
+
+
+class VoskSession(EngineSession):
+    feed_keys: ClassVar[dict[str, tuple[tuple[type, ...], bool]]] = {
+        "op": ((str,), True),  # open | feed | finish
+        "stream": ((VoskStream,), False),
+        "audio": ((bytes, bytearray, memoryview), False),
+        "phrases": ((list, tuple), False),
+    }
+
+    def __init__(self, model: Any, path: Path) -> None:
+        self.runtime = VoskRuntime.name
+        self.device = "CPU"
+        self._model = model
+        self.path = path
+
+    @property
+    def engine(self) -> Any:
+        return self._model
+
+    def missing_words(self, phrases: list[str] | tuple[str, ...]) -> list[str]:
+        words = {w for p in phrases for w in p.lower().split()}
+        return sorted(w for w in words if self._model.vosk_model_find_word(w) < 0)
+
+    def run(self, feed: Any, *, validate: bool = False) -> dict[str, Any]:
+        if validate:
+            self.check_feed(feed)
+        if self._model is None:
+            raise closed_session_error(self.runtime, self.device)
+        import vosk
+
+        op = feed["op"]
+        try:
+            if op == "open":
+                phrases = list(feed.get("phrases") or ())
+                missing = self.missing_words(phrases) if phrases else []
+                known = [p for p in phrases if not any(w in missing for w in p.lower().split())]
+                if known:
+                    rec = vosk.KaldiRecognizer(self._model, 16000, json.dumps([*known, "[unk]"]))
+                else:
+                    rec = vosk.KaldiRecognizer(self._model, 16000)
+                return {"stream": VoskStream(rec), "missing_words": missing}
+            stream = feed.get("stream")
+            if not isinstance(stream, VoskStream):
+                raise BadRequestError("vosk: op feed/finish needs the stream from op open")
+            if op == "feed":
+                if stream.recognizer.AcceptWaveform(bytes(feed.get("audio") or b"")):
+                    text = json.loads(stream.recognizer.Result()).get("text", "")
+                    if text:
+                        stream.finals.append(text)
+                    return {"partial": " ".join(stream.finals), "final_segment": text}
+                partial = json.loads(stream.recognizer.PartialResult()).get("partial", "")
+                return {"partial": " ".join([*stream.finals, partial]).strip()}
+            if op == "finish":
+                text = json.loads(stream.recognizer.FinalResult()).get("text", "")
+                if text:
+                    stream.finals.append(text)
+                return {"text": " ".join(stream.finals).strip()}
+        except EdgeAgentError:
+            raise
+        except Exception as exc:
+            raise EdgeAgentError(f"vosk failed: {exc}", code="inference_failed") from None
+        raise BadRequestError(f"vosk: unknown op {op!r}; use open, feed or finish")
+
+    def warm_up(self) -> float:
+        t0 = time.perf_counter()
+        stream = self.run({"op": "open"})["stream"]
+        self.run({"op": "feed", "stream": stream, "audio": bytes(6400)})
+        self.run({"op": "finish", "stream": stream})
+        self.warmup_ms = (time.perf_counter() - t0) * 1000
+        return self.warmup_ms
+
+    def close(self) -> None:
+        self._model = None
+
+
+class VoskRuntime(EngineRuntime):
+    name: ClassVar[str] = "vosk"
+    extra: ClassVar[str] = "voice"
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    modules: ClassVar[tuple[str, ...]] = ("vosk",)
+
+    def _import(self) -> Any:
+        import vosk
+
+        vosk.SetLogLevel(-1)
+        return vosk
+
+    def load(self, model: Path, device: str, options: LoadOptions) -> VoskSession:
+        self.require()
+        self.check_device(device)
+        path = require_model_file(model, self.name).parent
+        vosk = self._import()
+        try:
+            engine = vosk.Model(str(path))
+        except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")
+            raise BadRequestError(
+                f"vosk cannot load the model in {path} ({exc}); reinstall it", code="model_invalid"
+            ) from None
+        session = VoskSession(engine, path)
+        if options.warmup:
+            session.warm_up()
+        return session

@@ -1,0 +1,121 @@
+"""faster-whisper (CTranslate2) as a runtime: a waveform in, text out.
+
+The model is a directory (``model.bin``, ``config.json``, tokenizer and
+vocabulary); the manifest's first file is ``model.bin`` and its directory is
+what CTranslate2 loads. ``local_files_only``: never reach for the hub.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from agent.errors import BadRequestError, EdgeAgentError
+from agent.voice.engines import EngineRuntime, EngineSession
+from runtimes.base import LoadOptions, closed_session_error, require_model_file
+
+
+class WhisperSession(EngineSession):
+    feed_keys: ClassVar[dict[str, tuple[tuple[type, ...], bool]]] = {
+        "audio": ((), True),  # float32 ndarray, 16 kHz mono
+        "language": ((str,), False),
+        "hotwords": ((str,), False),
+        "initial_prompt": ((str,), False),
+        "beam_size": ((int,), False),
+    }
+
+    def __init__(self, model: Any, path: Path) -> None:
+        self.runtime = WhisperRuntime.name
+        self.device = "CPU"
+        self._model = model
+        self.path = path
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Any:
+        return self._model
+
+    def run(self, feed: Any, *, validate: bool = False) -> dict[str, Any]:
+        if validate:
+            self.check_feed(feed)
+        model = self._model
+        if model is None:
+            raise closed_session_error(self.runtime, self.device)
+        import numpy as np
+
+        audio = np.asarray(feed["audio"], dtype=np.float32).reshape(-1)
+        kwargs: dict[str, Any] = {
+            "language": feed.get("language") or None,
+            "beam_size": int(feed.get("beam_size") or 1),
+            "without_timestamps": True,
+            "condition_on_previous_text": False,
+            "vad_filter": False,
+        }
+        if feed.get("hotwords"):
+            kwargs["hotwords"] = feed["hotwords"]
+        if feed.get("initial_prompt"):
+            kwargs["initial_prompt"] = feed["initial_prompt"]
+        t0 = time.perf_counter()
+        try:
+            with self._lock:  # one decode at a time per model: CTranslate2 threads are already busy
+                segments, info = model.transcribe(audio, **kwargs)
+                texts = [s.text for s in segments]
+        except Exception as exc:
+            raise EdgeAgentError(f"faster-whisper failed: {exc}", code="inference_failed") from None
+        return {
+            "text": "".join(texts).strip(),
+            "language": info.language,
+            "duration": float(audio.size) / 16000.0,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def warm_up(self) -> float:
+        import numpy as np
+
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        self.run({"audio": (rng.standard_normal(16000) * 0.01).astype(np.float32), "language": "en"})
+        self.warmup_ms = (time.perf_counter() - t0) * 1000
+        return self.warmup_ms
+
+    def close(self) -> None:
+        with self._lock:
+            self._model = None
+
+
+class WhisperRuntime(EngineRuntime):
+    name: ClassVar[str] = "ctranslate2"
+    extra: ClassVar[str] = "voice"
+    suffixes: ClassVar[tuple[str, ...]] = (".bin",)
+    modules: ClassVar[tuple[str, ...]] = ("faster_whisper",)
+
+    def _import(self) -> Any:
+        import faster_whisper
+
+        return faster_whisper
+
+    def load(self, model: Path, device: str, options: LoadOptions) -> WhisperSession:
+        self.require()
+        self.check_device(device)
+        path = require_model_file(model, self.name)
+        fw = self._import()
+        try:
+            engine = fw.WhisperModel(
+                str(path.parent),
+                device="cpu",
+                compute_type="int8",
+                cpu_threads=options.threads,
+                num_workers=1,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise BadRequestError(
+                f"faster-whisper cannot load {path.parent} ({exc}); the model may be truncated: reinstall it",
+                code="model_invalid",
+            ) from None
+        session = WhisperSession(engine, path.parent)
+        if options.warmup:
+            session.warm_up()
+        return session
