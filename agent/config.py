@@ -242,23 +242,32 @@ class SensorSettings:
     )
     machines: dict[str, Any] = field(
         default_factory=_sample_machines,
-        metadata={"doc": "Machines, their channels and per-stream detector settings "
-                  "([sensors.machines.NAME], see agent/sensors/spec.py); default: one simulated press."},
+        metadata={
+            "doc": "Machines, their channels and per-stream detector settings "
+            "([sensors.machines.NAME], see agent/sensors/spec.py); default: one simulated press."
+        },
     )
     queue_size: int = setting(
-        10000, "Readings waiting for the detectors; when full the oldest are dropped (counted).",
-        minimum=16, maximum=10_000_000,
+        10000,
+        "Readings waiting for the detectors; when full the oldest are dropped (counted).",
+        minimum=16,
+        maximum=10_000_000,
     )
     overflow: Literal["drop_oldest", "drop_newest"] = setting(
-        "drop_oldest", "What a full reading queue drops: the oldest reading (keeps the stream current) or the new one."
+        "drop_oldest",
+        "What a full reading queue drops: the oldest reading (keeps the stream current) or the new one.",
     )
     batch_ms: float = setting(
-        10.0, "Longest wait to gather a micro-batch before scoring (ms); bounds the ingest-to-alert delay.",
-        minimum=0, maximum=1000,
+        10.0,
+        "Longest wait to gather a micro-batch before scoring (ms); bounds the ingest-to-alert delay.",
+        minimum=0,
+        maximum=1000,
     )
     reading_event_s: float = setting(
-        1.0, "Seconds between sensor.reading events per machine on the bus (a sample, not every reading).",
-        minimum=0.05, maximum=3600,
+        1.0,
+        "Seconds between sensor.reading events per machine on the bus (a sample, not every reading).",
+        minimum=0.05,
+        maximum=3600,
     )
     max_future_s: float = setting(
         5.0, "Readings stamped further ahead of this box's clock are rejected (s).", minimum=0, maximum=86400
@@ -274,7 +283,9 @@ class SensorSettings:
         ("factory/#",),
         "Topics to read: JSON {machine, ts, values} payloads, or .../MACHINE/CHANNEL with a number.",
     )
-    simulator_rate_hz: float = setting(10.0, "Rows per second per simulated machine.", minimum=0.1, maximum=10000)
+    simulator_rate_hz: float = setting(
+        10.0, "Rows per second per simulated machine.", minimum=0.1, maximum=10000
+    )
     simulator_faults: bool = setting(
         True, "Inject a fault into the simulated machine now and then (demo: alerts raised and cleared)."
     )
@@ -304,26 +315,40 @@ class VoiceSettings:
     wake_threshold: float = setting(
         0.0, "Wake word probability cutoff; 0 uses each model's own tuned cutoff.", minimum=0, maximum=1
     )
-    vad_threshold: float = setting(0.5, "Speech probability above which a frame is speech.", minimum=0.05, maximum=0.95)
+    vad_threshold: float = setting(
+        0.5, "Speech probability above which a frame is speech.", minimum=0.05, maximum=0.95
+    )
     end_of_speech_ms: int = setting(
-        500, "Silence after speech that ends an utterance (ms); shorter answers sooner, cuts slow talkers.",
-        minimum=100, maximum=5000,
+        500,
+        "Silence after speech that ends an utterance (ms); shorter answers sooner, cuts slow talkers.",
+        minimum=100,
+        maximum=5000,
     )
     max_utterance_s: float = setting(
-        15.0, "Longest utterance; speech beyond it is cut and transcribed (bounds memory and latency).",
-        minimum=1, maximum=120,
+        15.0,
+        "Longest utterance; speech beyond it is cut and transcribed (bounds memory and latency).",
+        minimum=1,
+        maximum=120,
     )
     listen_timeout_s: float = setting(
-        5.0, "After the wake word, give up when no speech starts within this time (s).", minimum=0.5, maximum=60
+        5.0,
+        "After the wake word, give up when no speech starts within this time (s).",
+        minimum=0.5,
+        maximum=60,
     )
-    asr_engine: Literal["whisper", "vosk"] = setting("whisper", "Speech recognizer: whisper (faster-whisper) or vosk.")
+    asr_engine: Literal["whisper", "vosk"] = setting(
+        "whisper", "Speech recognizer: whisper (faster-whisper) or vosk."
+    )
     asr_model: str = setting("", "ASR model name (default: whisper-tiny-en, or vosk-ko for vosk).")
     language: str = setting("en", "Language of the speech and the answers.")
     phrases: tuple[str, ...] = setting((), "Phrases the recognizer should favour (names, places, commands).")
     vocabulary_file: str = setting(
-        "", "User vocabulary: lines 'heard => meant' applied to transcripts (e.g. 'air con => air conditioning')."
+        "",
+        "User vocabulary: lines 'heard => meant' applied to transcripts (e.g. 'air con => air conditioning').",
     )
-    intents_file: str = setting("", "Extra vehicle intents (TOML, same schema as the built-in file), merged over them.")
+    intents_file: str = setting(
+        "", "Extra vehicle intents (TOML, same schema as the built-in file), merged over them."
+    )
     llm: bool = setting(True, "Answer what no intent matches with the local LLM (extra 'llm').")
     llm_model: str = setting("smollm2-135m", "LLM model name.")
     llm_max_tokens: int = setting(96, "Longest LLM answer in tokens.", minimum=8, maximum=4096)
@@ -333,10 +358,14 @@ class VoiceSettings:
     )
     tts_rate: float = setting(1.0, "Speaking rate (1 normal, 1.2 faster).", minimum=0.5, maximum=2.0)
     tts_pitch: int = setting(50, "Pitch for espeak-ng voices (0-99).", minimum=0, maximum=99)
-    wyoming_uri: str = setting("", "Serve the Wyoming protocol here, e.g. tcp://127.0.0.1:10700 (empty: off).")
+    wyoming_uri: str = setting(
+        "", "Serve the Wyoming protocol here, e.g. tcp://127.0.0.1:10700 (empty: off)."
+    )
     max_streams: int = setting(
-        4, "Audio streams with wake word detection at once (each holds its own wake-word sessions).",
-        minimum=1, maximum=64,
+        4,
+        "Audio streams with wake word detection at once (each holds its own wake-word sessions).",
+        minimum=1,
+        maximum=64,
     )
     threads: int = setting(2, "Threads each voice engine may use.", minimum=1, maximum=64)
 
@@ -345,19 +374,23 @@ class VoiceSettings:
 class ModelsSettings:
     """The model manager (models/manager.py): memory budget, pools, pinning, device policy."""
 
-    memory_budget_mb: int = setting(0, "Memory the loaded models may use (MiB); 0: memory_share of RAM.",
-                                    minimum=0, maximum=1 << 24)
-    memory_share: float = setting(0.5, "Share of total RAM for models when memory_budget_mb is 0.",
-                                  minimum=0.05, maximum=0.95)
+    memory_budget_mb: int = setting(
+        0, "Memory the loaded models may use (MiB); 0: memory_share of RAM.", minimum=0, maximum=1 << 24
+    )
+    memory_share: float = setting(
+        0.5, "Share of total RAM for models when memory_budget_mb is 0.", minimum=0.05, maximum=0.95
+    )
     idle_timeout_s: float = setting(300.0, "Unload an unpinned model unused this long (0: never).", minimum=0)
     pool_size: int = setting(1, "Sessions per model, for concurrent requests.", minimum=1, maximum=64)
     pinned: tuple[str, ...] = setting((), "Models loaded at start and never evicted (wake word, VAD).")
     workers: int = setting(4, "Inference worker threads.", minimum=1, maximum=256)
-    threads: int = setting(0, "Engine threads per session; 0: from the hardware profile.", minimum=0,
-                           maximum=256)
+    threads: int = setting(
+        0, "Engine threads per session; 0: from the hardware profile.", minimum=0, maximum=256
+    )
     smoke_test_on_load: bool = setting(True, "Run each model's smoke-test vector when it loads.")
-    device_order: tuple[str, ...] = setting(("npu", "tpu", "gpu", "cpu"),
-                                            "Device kinds to try, best first (fallback chain).")
+    device_order: tuple[str, ...] = setting(
+        ("npu", "tpu", "gpu", "cpu"), "Device kinds to try, best first (fallback chain)."
+    )
     forbid_devices: tuple[str, ...] = setting((), "Device kinds never to use.")
     precisions: tuple[str, ...] = setting((), "Preferred precisions, best first (empty: per device).")
     trusted_keys: tuple[str, ...] = setting((), "Public keys (hex) of trusted model publishers.")

@@ -18,7 +18,9 @@ from agent.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from agent.security.identity import DeviceIdentity
+    from agent.security.trust import TrustStore
     from models.manager import ModelManager
+    from sync.outbox import Outbox
 
 
 @dataclass
@@ -33,6 +35,10 @@ class AgentContext:
     models: ModelManager | None = None
     #: this device's Ed25519 identity (made at first start)
     identity: DeviceIdentity | None = None
+    #: the hub keys this device trusts, with rotation and revocation
+    trust: TrustStore | None = None
+    #: the one outbox: everything for the hub, written in the same transaction as its record
+    outbox: Outbox | None = None
     #: the voice assistant service (agent/voice), set by it when it runs
     voice: Any = None
     ready: bool = False

@@ -44,9 +44,14 @@ def build_context(settings: Settings) -> AgentContext:
     )
     import hal
     from agent.security import identity
+    from agent.security.trust import TrustStore
     from models.service import build_manager
+    from sync.keys import trusted_hub_keys
+    from sync.service import outbox_for
 
     ctx.identity = identity.load_or_create(settings.data_dir, settings.device_id)
+    ctx.trust = TrustStore.in_data_dir(settings.data_dir, seed=trusted_hub_keys(settings))
+    ctx.outbox = outbox_for(ctx)
 
     # hardware evidence only (a few ms): thread counts and device choice; engines are asked lazily
     profile = hal.probe(runtimes=False)
@@ -81,6 +86,9 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from agent.sensors.service import SensorService
 
         services.append(SensorService(ctx))
+    from sync.service import build_sync_services
+
+    services.extend(build_sync_services(ctx))
     if ctx.notifier.watchdog_interval:
         services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
     return services

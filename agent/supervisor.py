@@ -179,6 +179,25 @@ class Supervisor:
         base = min(base, self.settings.restart_backoff_max)
         return base * random.uniform(0.8, 1.2)
 
+    async def restart(self, name: str) -> None:
+        """Stop one service (bounded by shutdown_timeout) and start it again, e.g. on an operator's command."""
+        from agent.errors import ConflictError, NotFoundError
+
+        if name not in self.services:
+            raise NotFoundError(f"no service {name!r}; services: {', '.join(sorted(self.services))}")
+        task = self._tasks.get(name)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=self.settings.shutdown_timeout)
+            if not task.done():
+                raise ConflictError(f"service {name} did not stop within {self.settings.shutdown_timeout} s")
+        service = self.services[name]
+        service.ready.clear()
+        self.status[name].restarts += 1
+        metrics.SERVICE_RESTARTS.labels(name).inc()
+        self._tasks[name] = asyncio.create_task(self._keep_running(service), name=f"service:{name}")
+        log.info("service %s restarted on request", name, extra={"service": name})
+
     async def stop(self, timeout: float | None = None) -> list[str]:
         """Cancel every service and wait at most ``timeout`` seconds; returns those that hung."""
         self._stopping = True

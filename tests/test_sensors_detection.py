@@ -56,6 +56,38 @@ def test_fault_detected_at_level_within_delay(kind, channel, duration, condition
     assert not runner.policy.open_alerts, [a.title for a in runner.policy.open_alerts]
 
 
+def test_one_batch_across_the_end_of_the_baseline_is_scored_after_the_fit() -> None:
+    # a backlog (an upload after an outage) arrives as one batch: baseline, then a spike. The rows after
+    # the baseline are scored against it, exactly as if they had come one by one; none is learned
+    fault = Fault("spike", "pressure", LEARN_S + 60.0, 3.0)
+    ts, X, _ = MachineSimulator(SPEC, seed=2, faults=[fault]).generate(int((LEARN_S + 90) * RATE))
+    X[SPEC.learn_rows - 5 : SPEC.learn_rows + 5, 0] = np.nan  # missing values around the split
+    whole, small = OfflineRunner(SPEC), OfflineRunner(SPEC)
+    whole.run(ts, X, batch=len(ts))
+    small.run(ts, X, batch=1)
+    assert whole.result.scored_rows == small.result.scored_rows == len(ts) - SPEC.learn_rows
+    assert np.array_equal(whole.engine.center, small.engine.center)
+    opened = [(t.kind, t.snapshot["condition"], t.snapshot["opened_at"]) for t in whole.result.transitions]
+    assert opened == [
+        (t.kind, t.snapshot["condition"], t.snapshot["opened_at"]) for t in small.result.transitions
+    ]
+    assert ("opened", "anomaly") in [o[:2] for o in opened]
+
+
+def test_live_simulator_holds_a_stuck_value_across_chunks() -> None:
+    # the daemon's simulator source generates a few rows per tick: a stuck sensor must stay stuck
+    # at one value for the whole fault, as it does when the stream is generated at once
+    faults = [Fault("drift", "pressure", 5.0, 10.0), Fault("stuck", "pressure", 20.0, 30.0)]
+    sim = MachineSimulator(SPEC, seed=1, faults=faults)
+    parts = [sim.generate(5) for _ in range(120)]
+    X = np.concatenate([p[1] for p in parts])
+    labels = np.concatenate([p[2] for p in parts])
+    held = X[labels == 1, SPEC.index("pressure")]
+    assert len(held) == 300 and len(np.unique(held)) == 1
+    assert held[0] == X[np.flatnonzero(labels == 1)[0] - 1, SPEC.index("pressure")]
+    assert len(np.unique(X[labels == -1, SPEC.index("pressure")][-50:])) == 50, "released afterwards"
+
+
 def test_root_cause_hint_names_the_faulty_channel() -> None:
     _, _, runner = run_fault("spike", "pressure", 2.0, 5)
     opened = [

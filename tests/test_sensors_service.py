@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from agent.sensors.service import SensorService
 from agent.sensors.simulator import Fault, MachineSimulator
 from agent.sensors.spec import parse_machine
 from tests.conftest import REPO
-from tests.mosquitto import mosquitto  # noqa: F401 - the fixture
+from tests.mosquitto import mosquitto_fixture  # noqa: F401 - the `mosquitto` fixture
 
 MODULES = (*ROUTE_MODULES, "agent.api.sensors_routes")
 MACHINE = {
@@ -123,6 +124,46 @@ async def test_http_batches_to_alert_store_outbox_bus_api_and_ack(aiohttp_client
     assert 'edge_sensor_readings_total{machine="m1",result="accepted"}' in metrics
 
 
+async def test_backlog_after_an_outage_is_scored_not_declared_missing(
+    aiohttp_client, settings: Settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # 140 s of readings stamped 10 minutes ago, uploaded in a few requests (a node back from an outage):
+    # the rows after the baseline are scored even where one batch straddles its end (the spike in them
+    # alerts and clears), and the gap between their timestamps and the wall clock is no dropout while
+    # they arrive and are processed; once the stream stops, it is one
+    machine = {**MACHINE, "dropout_s": 1.0}
+    ctx = make_ctx(settings, tmp_path, machines={"m1": machine})
+    try:
+        service = SensorService(ctx)
+        service.stale_check_s = 0.05  # judge staleness 20x a second: a wrong "missing" shows at once
+        ctx.supervisor.add(service)
+        ctx.supervisor.start()
+        assert not await ctx.supervisor.wait_ready(10)
+        client = await aiohttp_client(create_app(ctx, MODULES))
+        spec = parse_machine("m1", machine)
+        spike = Fault("spike", "pressure", 90.0, 3.0)
+        ts, X, _ = MachineSimulator(spec, seed=3, start_ts=time.time() - 600, faults=[spike]).generate(1400)
+        # the second request holds the end of the baseline (row 600) and the spike (row 900); the requests
+        # come 0.7 s apart: less than dropout_s on this box's clock, 10 minutes on the wall clock's
+        for a, b in pairwise([0, 500, 1000, 1200, 1400]):
+            body = {"machine": "m1", "rows": rows_json(ts[a:b], X[a:b], spec.channel_names)}
+            resp = await client.post("/v1/sensors/readings", json=body)
+            assert resp.status == 202 and (await resp.json())["accepted"] == b - a
+            await asyncio.sleep(0.7)
+        await wait_for(lambda: service.scored >= 1400)
+        conditions = [r["condition"] for r in ctx.store.query("SELECT condition FROM alerts")]
+        assert conditions == ["anomaly"], conditions
+        anomaly = ctx.store.query("SELECT state, opened_at FROM alerts")[0]
+        assert anomaly["state"] == "cleared" and anomaly["opened_at"] >= ts[900] - 0.5
+        # the stream stops: missing on this box's clock (1 s without data, then 1 s at Warning)
+        await wait_for(lambda: ctx.store.query("SELECT 1 FROM alerts WHERE condition LIKE 'dropout:%'"))
+        dropout = ctx.store.query("SELECT opened_at FROM alerts WHERE condition LIKE 'dropout:%'")
+        assert all(ts[-1] < r["opened_at"] < ts[-1] + 10 for r in dropout), "dated on the stream's clock"
+    finally:
+        await ctx.supervisor.stop()
+        ctx.store.close()
+
+
 async def test_bad_input_is_counted_and_never_stops_the_stream(aiohttp_client, ctx: AgentContext) -> None:  # type: ignore[no-untyped-def]
     service = await start(ctx)
     client = await aiohttp_client(create_app(ctx, MODULES))
@@ -190,7 +231,7 @@ async def test_default_config_runs_the_simulator_to_detection(settings: Settings
         ctx.store.close()
 
 
-async def test_mqtt_topics_of_other_equipment(settings: Settings, tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+async def test_mqtt_topics_of_other_equipment(settings: Settings, tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
     import paho.mqtt.client as mqtt
 
     ctx = make_ctx(settings, tmp_path, sources=("mqtt",), mqtt_url=mosquitto.url, mqtt_topics=("plant/#",))

@@ -37,7 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="edge-agent: a small, hardened daemon for edge AI boxes.",
@@ -55,13 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command named on the line, skipping the global options and their values."""
+    items = iter(argv)
+    for item in items:
+        if item in ("--config", "--token"):
+            next(items, None)
+        elif not item.startswith("-"):
+            return item
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `run` is the process that lives for years: it should not carry every other command's imports
+    modules = ("agent.cli.run_cmd",) if _command_word(argv) == "run" else COMMAND_MODULES
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)

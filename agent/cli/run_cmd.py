@@ -23,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from agent.security import api_settings
     from agent.security.seal import apply_secrets
+    from sync.overrides import apply_overrides
 
-    settings = apply_secrets(load_settings(args.config))
+    # settings changed remotely (config.set from the hub) apply on restart; a bad override is ignored
+    settings = apply_secrets(apply_overrides(load_settings(args.config)))
     warnings = api_settings.check_settings(settings)  # unsafe API settings stop the start (exit 2)
     setup_logging(settings.log.level, settings.log.format)
     for warning in warnings:

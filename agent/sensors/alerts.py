@@ -96,7 +96,7 @@ class Alert:
 class Transition:
     kind: str  # opened | escalated | cleared | acked
     alert: Alert
-    #: perf_counter() of the newest reading that caused it (ingest-to-alert latency)
+    #: perf_counter() when the reading that caused it entered the pipeline (ingest-to-alert latency)
     received: float = 0.0
     #: the alert as it was at this transition (``alert`` goes on changing)
     snapshot: dict[str, Any] = field(default_factory=dict)
@@ -148,7 +148,8 @@ class AlertPolicy:
 
     # ------------------------------------------------------------ feeding
 
-    def update(self, scores: Scores, received: float = 0.0) -> list[Transition]:
+    def update(self, scores: Scores, received: float | np.ndarray = 0.0) -> list[Transition]:
+        """``received``: when each row (an array) or the whole batch (a number) entered the pipeline."""
         out: list[Transition] = []
         self._feed("anomaly", scores.ts, scores.combined, scores, None, out, received)
         for c, ch in enumerate(self.spec.channels):
@@ -177,7 +178,7 @@ class AlertPolicy:
         scores: Scores | None,
         channel: int | None,
         out: list[Transition],
-        received: float,
+        received: float | np.ndarray,
     ) -> None:
         cond = self.conds.get(name)
         if cond is None:
@@ -207,7 +208,7 @@ class AlertPolicy:
                 if reached >= 0:
                     cond.alert = self._open(name, channel, rules[reached].level, t, s, scores, i, cond)
                     cond.level_since = t
-                    out.append(Transition("opened", cond.alert, received))
+                    out.append(Transition("opened", cond.alert, _at(received, i)))
                 elif not any(cond.acc):
                     cond.episode_start = None
                 continue
@@ -232,7 +233,7 @@ class AlertPolicy:
                 alert.history.append(
                     {"ts": t, "level": alert.level, "score": round(s, 4), "transition": "escalated"}
                 )
-                out.append(Transition("escalated", alert, received))
+                out.append(Transition("escalated", alert, _at(received, i)))
             if s < self.clear_below:
                 if cond.below_since is None:
                     cond.below_since = t
@@ -242,7 +243,7 @@ class AlertPolicy:
                     alert.history.append(
                         {"ts": t, "level": alert.level, "score": round(s, 4), "transition": "cleared"}
                     )
-                    out.append(Transition("cleared", alert, received))
+                    out.append(Transition("cleared", alert, _at(received, i)))
                     cond.alert = None
                     cond.acc = [0.0] * len(rules)
                     cond.below_since = None
@@ -363,6 +364,10 @@ class AlertPolicy:
 
     def _dropout_thr(self, c: int) -> float:
         return float(self.dropout_thr[c]) if self.dropout_thr is not None else 1.0
+
+
+def _at(received: float | np.ndarray, i: int) -> float:
+    return float(received[i]) if isinstance(received, np.ndarray) else received
 
 
 def _fmt(v: Any) -> str:

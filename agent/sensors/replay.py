@@ -41,16 +41,22 @@ class OfflineRunner:
         self.result = ReplayResult()
 
     def feed(self, ts: np.ndarray, X: np.ndarray) -> list[Transition]:
-        scores = self.engine.process(ts, X)
-        if self.engine.needs_fit:
-            self.engine.fit()
-            bind(self.policy, self.engine)
-        out = self.policy.update(scores)
-        self.result.rows += len(ts)
-        if self.engine.phase == "detecting":
-            self.result.scored_rows += len(ts)
-        if self.keep_scores:
-            self._keep(scores)
+        out: list[Transition] = []
+        pos = 0
+        while pos < len(ts):  # a batch that ends the baseline: learn, fit, then score the rest
+            end = pos + self.engine.baseline_split(X[pos:])
+            detecting = self.engine.phase == "detecting" and not self.engine.needs_fit
+            scores = self.engine.process(ts[pos:end], X[pos:end])
+            if self.engine.needs_fit:
+                self.engine.fit()
+                bind(self.policy, self.engine)
+            out += self.policy.update(scores)
+            self.result.rows += end - pos
+            if detecting:
+                self.result.scored_rows += end - pos
+            if self.keep_scores:
+                self._keep(scores)
+            pos = end
         self.result.transitions.extend(out)
         return out
 

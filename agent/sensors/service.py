@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -53,6 +54,12 @@ class SensorService(Service):
         self.sources: dict[str, Any] = {}
         self.sink: Any = None
         self._last_reading_event: dict[str, float] = {}
+        #: per machine: (timestamp of the newest row queued, time.monotonic() when it was queued)
+        self._fed: dict[str, tuple[float, float]] = {}
+        #: per machine: timestamp of the newest row scored
+        self._scored_ts: dict[str, float] = {}
+        #: seconds between dropout checks of streams that send nothing (a test makes it shorter)
+        self.stale_check_s = 1.0
         self.scored = 0
         self.batches = 0
         self.started_at = 0.0
@@ -63,6 +70,7 @@ class SensorService(Service):
         """Validate and queue rows; returns how many were accepted. Never blocks, never raises."""
         received = time.perf_counter()
         accepted = 0
+        queued: Row | None = None
         before = dict(self.validator.per_machine.get(machine, {}))
         for ts, values in rows:
             row = self.validator.row(machine, ts, values, source=source, received=received)
@@ -76,6 +84,9 @@ class SensorService(Service):
                     continue
                 self.queue.popleft()
             self.queue.append(row)
+            queued = row
+        if queued is not None:
+            self._fed[machine] = (queued.ts, time.monotonic())
         after = self.validator.per_machine.get(machine)
         label = machine if machine in self.machines else "?"
         for reason, count in (after or {"unknown_machine": len(rows)}).items():
@@ -236,26 +247,37 @@ class SensorService(Service):
             by_machine.setdefault(row.machine, []).append(row)
         for name, items in by_machine.items():
             engine, policy = self.engines[name], self.policies[name]
-            ts = np.fromiter((r.ts for r in items), dtype=np.float64, count=len(items))
+            n = len(items)
+            ts = np.fromiter((r.ts for r in items), dtype=np.float64, count=n)
             X = np.array([r.values for r in items], dtype=np.float64)
+            received = np.fromiter((r.received for r in items), dtype=np.float64, count=n)
             started = time.perf_counter()
-            scores = engine.process(ts, X)
-            if engine.needs_fit:
-                await asyncio.get_running_loop().run_in_executor(None, engine.fit)
-                from agent.sensors.alerts import bind
-
-                bind(policy, engine)
-                await asyncio.to_thread(self._record_baseline, engine)
-                log.info("sensors: %s baseline learned (%d fits); detecting", name, engine.fits)
-            transitions = policy.update(scores, received=max(r.received for r in items))
+            transitions = []
+            pos = 0
+            while pos < n:  # a backlog that ends the baseline: learn from its head, fit, score the rest
+                end = pos + engine.baseline_split(X[pos:])
+                scores = engine.process(ts[pos:end], X[pos:end])
+                if engine.needs_fit:
+                    await self._fit(name, engine, policy)
+                transitions += policy.update(scores, received=received[pos:end])
+                pos = end
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            metrics.SCORED.labels(name).inc(len(items))
-            self.scored += len(items)
+            metrics.SCORED.labels(name).inc(n)
+            self.scored += n
             self.batches += 1
+            self._scored_ts[name] = float(ts[-1])
             await self._deliver(transitions)
             self._reading_event(
                 name, items[-1], engine.phase, float(scores.combined[-1]) if len(scores.combined) else 0.0
             )
+
+    async def _fit(self, name: str, engine: Any, policy: Any) -> None:
+        from agent.sensors.alerts import bind
+
+        await asyncio.get_running_loop().run_in_executor(None, engine.fit)
+        bind(policy, engine)
+        await asyncio.to_thread(self._record_baseline, engine)
+        log.info("sensors: %s baseline learned (%d fits); detecting", name, engine.fits)
 
     async def _deliver(self, transitions: list[Any]) -> None:
         if not transitions:
@@ -304,16 +326,32 @@ class SensorService(Service):
         )
 
     async def _stale_loop(self) -> None:
-        """Streams that stop sending altogether: dropout is judged on the box's clock."""
+        """Streams that stop sending altogether: dropout judged by how long this box has heard nothing.
+
+        Not by wall-clock time minus the readings' timestamps: a backlog uploaded
+        after an outage, a replay, or a node whose clock lags this box's carries
+        timestamps far behind wall time while it is streaming perfectly well. The
+        stream's own clock is extrapolated instead: the newest queued timestamp
+        plus the time elapsed on this box since it was queued. And a machine with
+        rows still queued or being scored (behind a fit, say) is not judged at
+        all: its readings are in hand, and scoring them judges their gaps.
+        """
         while True:
-            await asyncio.sleep(1.0)
-            now = time.time()
+            await asyncio.sleep(self.stale_check_s)
             transitions = []
-            for name, engine in self.engines.items():
-                if engine.phase != "detecting":
-                    continue
-                transitions += self.policies[name].update_staleness(now, engine.staleness(now))
+            for name in self.engines:
+                transitions += self._staleness(name, time.monotonic())
             await self._deliver(transitions)
+
+    def _staleness(self, name: str, mono_now: float) -> list[Any]:
+        engine, fed = self.engines[name], self._fed.get(name)
+        if engine.phase != "detecting" or engine.needs_fit or fed is None:
+            return []
+        newest_ts, queued_at = fed
+        if self._scored_ts.get(name, -math.inf) < newest_ts:
+            return []  # still being processed
+        now = newest_ts + max(0.0, mono_now - queued_at)  # the stream's clock, run on by this box's
+        return self.policies[name].update_staleness(now, engine.staleness(now))
 
     def _record_baseline(self, engine: Any) -> None:
         import json

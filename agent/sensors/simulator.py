@@ -68,18 +68,29 @@ class MachineSimulator:
         self.rng = np.random.default_rng(seed)
         self.start_ts = start_ts
         self.faults = list(faults)
+        channels = []
         for f in self.faults:
             if f.kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {f.kind!r}; known: {', '.join(FAULT_KINDS)}")
-            if spec.index(f.channel) is None:
+            c = spec.index(f.channel)
+            if c is None:
                 raise ValueError(f"fault on unknown channel {f.channel!r}")
+            channels.append(c)
+        # as arrays, so a chunk finds the few faults it overlaps in two numpy calls: the live
+        # simulator generates a few rows twice a second against a schedule of a thousand faults
+        self._fault_channel = np.asarray(channels, dtype=np.int64)
+        self._fault_start = np.asarray([f.start_s for f in self.faults], dtype=np.float64)
+        self._fault_end = self._fault_start + np.asarray(
+            [f.duration_s for f in self.faults], dtype=np.float64
+        )
         self.profiles = [self._profile(c.name) for c in spec.channels]
         self.i = 0  # rows generated so far
         self.ar = 0.0
         self.ar2 = 0.0
         self.thermal = [0.5] * len(spec.channels)
         self.thermal2 = [0.5] * len(spec.channels)
-        self.frozen: dict[int, float] = {}
+        self.frozen: dict[int, float] = {}  # stuck fault index -> the value it holds
+        self.last_row: np.ndarray | None = None  # the previous chunk's last row, as generated
         self.phase2 = math.pi  # the decoupled channel follows a load cycle of its own, out of step
 
     @staticmethod
@@ -136,17 +147,21 @@ class MachineSimulator:
         X = np.empty((n, C))
         labels = np.full(n, -1, dtype=np.int64)
         noise = self.rng.standard_normal((n, C))
+        hits: list[int] = (
+            np.flatnonzero((self._fault_start <= t_rel[-1]) & (self._fault_end > t_rel[0])).tolist()
+            if n
+            else []
+        )
         for c, (base, gain, sd, tau) in enumerate(self.profiles):
             drive = self._thermal(load, c, tau, False) if tau else load
             drive2 = self._thermal(load2, c, tau, True) if tau else load2
             X[:, c] = base + gain * drive + sd * noise[:, c]
-            for k, f in enumerate(self.faults):
-                if self.spec.index(f.channel) != c:
+            for k in hits:
+                if self._fault_channel[k] != c:
                     continue
+                f = self.faults[k]
                 active = (t_rel >= f.start_s) & (t_rel < f.start_s + f.duration_s)
                 if not active.any():
-                    if c in self.frozen and t_rel[0] >= f.start_s + f.duration_s:
-                        self.frozen.pop(c, None)
                     continue
                 labels[active] = k
                 into = t_rel[active] - f.start_s
@@ -162,12 +177,22 @@ class MachineSimulator:
                 elif f.kind == "decorrelate":
                     X[active, c] = base + gain * drive2[active] + sd * noise[active, c]
                 elif f.kind == "stuck":
-                    first = int(np.flatnonzero(active)[0])
-                    if c not in self.frozen:
-                        self.frozen[c] = float(X[first - 1, c]) if first > 0 else float(X[first, c])
-                    X[active, c] = self.frozen[c]
+                    # frozen at the value just before it began, held across chunks
+                    if k not in self.frozen:
+                        first = int(np.flatnonzero(active)[0])
+                        before = (
+                            X[first - 1, c]
+                            if first
+                            else (self.last_row[c] if self.last_row is not None else X[0, c])
+                        )
+                        self.frozen[k] = float(before)
+                    X[active, c] = self.frozen[k]
                 elif f.kind == "dropout":
                     X[active, c] = np.nan
+        for k in [k for k in self.frozen if n and self._fault_end[k] <= t_rel[-1]]:
+            del self.frozen[k]  # over: it cannot be active in a later chunk
+        if n:
+            self.last_row = X[-1].copy()
         self.i += n
         return ts, X, labels
 

@@ -154,3 +154,15 @@ def sensor_baselines(db: Any) -> None:
         pk="machine",
         not_null={"fitted_at"},
     )
+
+
+@migration(12, "sync: outbox inserts counted by trigger")
+def sync_outbox_insert_trigger(db: Any) -> None:
+    # Migration 10 left insert accounting to the outbox's code; a trigger does it inside the INSERT
+    # itself, which lets one message be enqueued as ONE autocommitted statement (the fast path of
+    # Outbox.put: no BEGIN/COMMIT round trips). Both schemas end here.
+    db.execute(
+        "CREATE TRIGGER sync_outbox_ins AFTER INSERT ON sync_outbox BEGIN"
+        " UPDATE sync_outbox_totals SET count = count + 1, bytes = bytes + NEW.size"
+        " WHERE priority = NEW.seq >> 56; END"
+    )

@@ -1,0 +1,241 @@
+"""Command handlers: a registry by name, and the built-in commands a hub can send.
+
+A handler is ``async def handler(request) -> dict``: it returns the result
+body or raises an EdgeAgentError, whose ``code`` and message become the
+answer's ``error``. Handlers are registered by name (``registry.register``),
+so a plugin can add its own. Built-ins:
+
+``ping`` · ``config.get {key?}`` · ``config.set {key, value} | {values}``
+(validated, persisted, applied on restart) · ``models.list`` ·
+``models.deploy`` / ``deploy {bundle_url, sha256, size, manifest}`` ·
+``models.rollback {name}`` · ``logs.tail {n?, level?, logger?}`` ·
+``service.restart {name}`` · ``trust.rotate {new_key, announcement}`` · ``outbox.stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agent.errors import BadRequestError, NotFoundError, UnavailableError
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+    from agent.security.trust import TrustStore
+    from agent.supervisor import Supervisor
+    from sync.deploy import DeviceDeployer
+    from sync.logring import LogRing
+    from sync.outbox import Outbox
+
+log = logging.getLogger("edge_agent.sync.commands")
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A verified command, as a handler sees it."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+    device: str
+    key_id: str
+    received_at: float
+
+
+Handler = Callable[[CommandRequest], Awaitable[Any]]
+
+
+class CommandRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._docs: dict[str, str] = {}
+
+    def register(self, name: str, handler: Handler, *, doc: str = "") -> None:
+        if name in self._handlers:
+            raise ValueError(f"command {name!r} is already registered")
+        self._handlers[name] = handler
+        self._docs[name] = doc or (handler.__doc__ or "").strip().split("\n")[0]
+
+    def command(self, name: str, doc: str = "") -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.register(name, fn, doc=doc)
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def describe(self) -> dict[str, str]:
+        return {n: self._docs[n] for n in self.names()}
+
+
+@dataclass
+class CommandDeps:
+    """What the built-ins act on; the daemon fills it from its context."""
+
+    settings: Settings
+    outbox: Outbox | None = None
+    supervisor: Supervisor | None = None
+    log_ring: LogRing | None = None
+    deployer: DeviceDeployer | None = None
+    #: name of the service that runs commands: restarting it is deferred until the answer is stored
+    self_service: str = "sync"
+    started_at: float = field(default_factory=time.time)
+    #: the hub keys this device trusts (agent/security/trust.py), for trust.rotate
+    trust: TrustStore | None = None
+
+
+def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if name not in args:
+        if default is ...:
+            raise BadRequestError(f"argument {name!r} is required")
+        return default
+    value = args[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BadRequestError(f"argument {name!r} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def builtin_registry(deps: CommandDeps) -> CommandRegistry:
+    """A registry holding every built-in command, bound to ``deps``."""
+    from agent import __version__
+    from sync import overrides
+
+    reg = CommandRegistry()
+    settings = deps.settings
+
+    @reg.command("ping", "Liveness: answers pong with the agent's version and uptime.")
+    async def ping(req: CommandRequest) -> dict[str, Any]:
+        return {
+            "pong": True,
+            "device": req.device,
+            "agent_version": __version__,
+            "uptime_s": round(time.time() - deps.started_at, 3),
+            "ts": time.time(),
+        }
+
+    @reg.command("config.get", "Effective settings (secrets masked), or one key/section.")
+    async def config_get(req: CommandRequest) -> dict[str, Any]:
+        key = _arg(req.args, "key", str, "")
+        pending = overrides.load_overrides(settings)
+        return {"key": key, "value": overrides.get_value(settings, key), "pending_overrides": bool(pending)}
+
+    @reg.command("config.set", "Validate and persist settings; they apply when the agent restarts.")
+    async def config_set(req: CommandRequest) -> dict[str, Any]:
+        if "values" in req.args:
+            updates = _arg(req.args, "values", dict)
+        else:
+            updates = {_arg(req.args, "key", str): req.args.get("value")}
+            if "value" not in req.args:
+                raise BadRequestError("argument 'value' is required")
+        await asyncio.to_thread(overrides.set_overrides, settings, updates)
+        return {
+            "set": overrides.mask(updates),
+            "applied": "on_restart",
+            "restart_required": True,
+            "message": "saved to "
+            f"{overrides.override_path(settings)}; takes effect when the agent restarts "
+            "(send service.restart for sync-only settings, or restart the daemon)",
+        }
+
+    def model_store() -> Any:
+        if deps.deployer is not None:
+            return deps.deployer.store
+        from models.store import ModelStore
+
+        return ModelStore(settings.data_path / "models")
+
+    @reg.command("models.list", "Installed models, versions and which one is active.")
+    async def models_list(req: CommandRequest) -> dict[str, Any]:
+        store = model_store()
+        installed = await asyncio.to_thread(store.list)
+        return {
+            "models": [
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "active": m.active,
+                    "previous": m.previous,
+                    "size_bytes": m.size_bytes(),
+                }
+                for m in installed
+            ]
+        }
+
+    async def deploy(req: CommandRequest) -> dict[str, Any]:
+        if deps.deployer is None:
+            raise UnavailableError("deployments are not enabled on this agent", code="deploy_disabled")
+        return await deps.deployer.deploy(req.args, command_id=req.id)
+
+    reg.register("models.deploy", deploy, doc="Fetch, verify, install, smoke-test and activate a bundle.")
+    reg.register("deploy", deploy, doc="The hub's name for models.deploy.")
+
+    @reg.command("models.rollback", "Make the previous version of a model active again.")
+    async def models_rollback(req: CommandRequest) -> dict[str, Any]:
+        name = _arg(req.args, "name", str)
+        if deps.deployer is not None:
+            return await deps.deployer.rollback(name)
+        model = await asyncio.to_thread(model_store().rollback, name)
+        return {"name": model.name, "version": model.version}
+
+    @reg.command("logs.tail", "The most recent log records kept in memory.")
+    async def logs_tail(req: CommandRequest) -> dict[str, Any]:
+        if deps.log_ring is None:
+            raise UnavailableError("the in-memory log ring is off (sync.log_ring_size = 0)")
+        n = _arg(req.args, "n", int, 100)
+        level = _arg(req.args, "level", str, "info")
+        try:
+            records = deps.log_ring.tail(
+                max(0, min(n, 10_000)), level=level, logger=_arg(req.args, "logger", str, "")
+            )
+        except ValueError as exc:
+            raise BadRequestError(str(exc)) from None
+        return {"records": records, "dropped": deps.log_ring.dropped, "capacity": deps.log_ring.capacity}
+
+    @reg.command("service.restart", "Restart one supervised service.")
+    async def service_restart(req: CommandRequest) -> dict[str, Any]:
+        name = _arg(req.args, "name", str)
+        sup = deps.supervisor
+        if sup is None:
+            raise UnavailableError("no supervisor in this process")
+        if name not in sup.services:
+            raise NotFoundError(f"no service {name!r}; services: {', '.join(sorted(sup.services))}")
+        if name == deps.self_service:
+            # restarting now would cancel this very command before its answer is stored
+            asyncio.get_running_loop().call_later(
+                0.5, lambda: asyncio.ensure_future(restart_service(sup, name))
+            )
+            return {"service": name, "state": "restart_scheduled"}
+        await restart_service(sup, name)
+        return {"service": name, "state": sup.status[name].state, "restarts": sup.status[name].restarts}
+
+    @reg.command("trust.rotate", "Trust a new hub key announced with a signature by a trusted key.")
+    async def trust_rotate(req: CommandRequest) -> dict[str, Any]:
+        if deps.trust is None:
+            raise UnavailableError("no trust store in this process")
+        new_key = _arg(req.args, "new_key", str)
+        announcement = _arg(req.args, "announcement", dict)
+        key_id = await asyncio.to_thread(deps.trust.rotate, new_key, announcement)
+        return {"trusted": key_id, "keys": len(deps.trust.keys())}
+
+    @reg.command("outbox.stats", "What waits in the outbox and what was dropped, by reason.")
+    async def outbox_stats(req: CommandRequest) -> dict[str, Any]:
+        if deps.outbox is None:
+            raise UnavailableError("no outbox in this process")
+        return await asyncio.to_thread(deps.outbox.stats)
+
+    return reg
+
+
+async def restart_service(supervisor: Supervisor, name: str) -> None:
+    """Cancel a supervised service's task and start it again."""
+    await supervisor.restart(name)

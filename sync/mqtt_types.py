@@ -1,0 +1,148 @@
+"""What the MQTT client speaks in: its options, its errors, and the reconnect back-off.
+
+Kept apart from the client itself (sync/mqtt_client.py, which re-exports all of
+these) so the types can be read, and used by the service, without the client's
+machinery. paho-mqtt is not imported here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.errors import ConfigError, UnavailableError
+
+# MQTT 5 CONNACK reason codes that mean "this broker does not speak MQTT 5" (0x84), or a
+# 3.1.1 broker's "unacceptable protocol version" (1) read as a v5 code.
+PROTOCOL_REFUSED = {0x84, 0x01}
+NOT_AUTHORIZED = {0x86, 0x87, 0x8C, 0x04, 0x05}  # bad user/password, not authorized (v5 and v3 codes)
+#: PUBACK reason codes after which sending the same message again can succeed
+TRANSIENT_PUBACK = {0x89, 0x97}  # server busy, quota exceeded
+
+
+class MqttError(UnavailableError):
+    """The hub's broker cannot be used right now."""
+
+    code = "mqtt_error"
+
+
+class MqttConnectError(MqttError):
+    code = "mqtt_connect_failed"
+
+    def __init__(self, message: str, *, reason_code: int | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.reason_code = reason_code
+
+
+class MqttNotAuthorizedError(MqttConnectError):
+    code = "mqtt_not_authorized"
+
+
+class MqttConnectionLost(MqttError):
+    code = "mqtt_connection_lost"
+
+
+class MqttPublishError(MqttError):
+    """The broker refused one message (a PUBACK with a failure reason code)."""
+
+    code = "mqtt_publish_refused"
+
+    def __init__(self, message: str, reason_code: int) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+    @property
+    def transient(self) -> bool:
+        return self.reason_code in TRANSIENT_PUBACK
+
+
+class ProtocolRefused(MqttConnectError):
+    """The broker refused MQTT 5; try 3.1.1."""
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    """Everything one connection needs; built once from settings (``from_settings``)."""
+
+    url: str
+    client_id: str
+    username: str = ""
+    password: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive: int = 30
+    protocol: str = "auto"  # auto | 5 | 3.1.1
+    persistent: bool = True
+    session_expiry_s: int = 7 * 86400
+    inflight: int = 32
+    will: Will | None = None
+    connect_timeout_s: float = 10.0
+    incoming_queue: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, url: str | None = None, will: Will | None = None) -> MqttOptions:
+        m, s = settings.mqtt, settings.sync
+        return cls(
+            url=url or m.url,
+            client_id=settings.device_id,
+            username=m.username,
+            password=m.password,
+            ca_file=m.ca_file,
+            cert_file=m.cert_file,
+            key_file=m.key_file,
+            keepalive=m.keepalive,
+            protocol=s.protocol,
+            session_expiry_s=s.session_expiry_s,
+            inflight=s.inflight,
+            will=will,
+        )
+
+    @property
+    def endpoint(self) -> tuple[str, int, bool, str]:
+        """(host, port, tls, transport)."""
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts", "ws", "wss") or not parts.hostname:
+            raise ConfigError(f"mqtt url {self.url!r}: expected mqtt://host:port or mqtts://host:port")
+        tls = parts.scheme in ("mqtts", "wss")
+        default = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}[parts.scheme]
+        transport = "websockets" if parts.scheme in ("ws", "wss") else "tcp"
+        return parts.hostname, parts.port or default, tls, transport
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Backoff:
+    """Exponential reconnect delays with jitter, so a fleet does not reconnect in lockstep."""
+
+    def __init__(
+        self, initial: float = 0.5, maximum: float = 60.0, *, rng: random.Random | None = None
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        base = min(self.maximum, self.initial * (2**self.failures))
+        self.failures += 1
+        return base / 2 + self._rng.uniform(0, base / 2)  # "equal jitter": never 0, never over base
+
+    def reset(self) -> None:
+        self.failures = 0

@@ -1,0 +1,326 @@
+"""The supervised services of the device side of sync, and what they share.
+
+``build_sync_services(ctx)`` returns three services for the daemon's
+supervisor:
+
+- ``sync``: the connection loop. Hub URL from ``mqtt.url`` or zeroconf; each
+  connection publishes the retained online state, subscribes to commands,
+  drains the outbox and feeds commands to the processor, until it drops; then
+  a jittered exponential back-off and again. No hub: offline, the outbox fills.
+- ``sync.telemetry``: samples on its interval, online or not (offline it folds
+  samples into windows).
+- ``sync.housekeeping``: expires outbox messages, prunes the inbox, refreshes
+  the gauges, once a minute.
+
+``outbox_for(ctx)`` gives every feature the daemon's one Outbox, so an alert
+writer can ``outbox.enqueue(conn, ...)`` inside its own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from agent.context import AgentContext
+from agent.supervisor import Service
+from sync import topics
+from sync.commands import CommandDeps, builtin_registry
+from sync.envelope import Envelope
+from sync.inbox import CommandProcessor
+from sync.keys import trusted_hub_keys, trusted_model_keys
+from sync.logring import LogRing
+from sync.mqtt_client import Backoff, MqttClient, MqttError, MqttOptions, Will
+from sync.outbox import Outbox, OutboxLimits
+from sync.publisher import Publisher
+from sync.telemetry import SystemSampler, Telemetry
+
+log = logging.getLogger("edge_agent.sync")
+
+_OUTBOXES: weakref.WeakKeyDictionary[Any, Outbox] = weakref.WeakKeyDictionary()
+#: how often to look for a hub on the LAN while none is configured or found
+REDISCOVER_S = 60.0
+REDISCOVER_MAX_S = 900.0
+
+
+def outbox_for(ctx: AgentContext) -> Outbox:
+    """The daemon's one outbox: ``ctx.outbox`` when the context carries one, else made on first use."""
+    shared = getattr(ctx, "outbox", None)
+    if isinstance(shared, Outbox):
+        return shared
+    outbox = _OUTBOXES.get(ctx.store)
+    if outbox is None:
+        outbox = _OUTBOXES[ctx.store] = Outbox(ctx.store, OutboxLimits.from_settings(ctx.settings.sync))
+    return outbox
+
+
+def parse_labels(entries: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+        else:
+            log.warning("ignoring label %r: expected key=value", entry)
+    return out
+
+
+def device_public_key(ctx: AgentContext) -> str:
+    """The device identity key (hex) from ``ctx.identity`` (agent/security); empty without one."""
+    identity = getattr(ctx, "identity", None)
+    return str(getattr(identity, "public_hex", "") or "")
+
+
+class SyncRuntime:
+    """What the sync services share; built once per daemon."""
+
+    def __init__(self, ctx: AgentContext, *, clock: Callable[[], float] = time.time) -> None:
+        from agent import __version__
+
+        self.ctx = ctx
+        self.settings = settings = ctx.settings
+        self.device = settings.device_id
+        self.clock = clock
+        self.version = __version__
+        self.outbox = outbox_for(ctx)
+        self.outbox.clock = clock  # one clock for expiry and telemetry (tests play long outages fast)
+        self.publisher = Publisher(self.outbox)
+        self.online = False
+        self.hub_url = settings.mqtt.url
+        self.log_ring: LogRing | None = None
+        if settings.sync.log_ring_size > 0:
+            self.log_ring = LogRing(settings.sync.log_ring_size).install()
+        self.deployer = self._make_deployer()
+        deps = CommandDeps(
+            settings=settings,
+            outbox=self.outbox,
+            supervisor=ctx.supervisor,
+            log_ring=self.log_ring,
+            deployer=self.deployer,
+            self_service=SyncService.name,
+            started_at=ctx.started_at,
+            trust=getattr(ctx, "trust", None),
+        )
+        self.registry = builtin_registry(deps)
+        self.processor = CommandProcessor(
+            device=self.device,
+            store=ctx.store,
+            outbox=self.outbox,
+            registry=self.registry,
+            trusted_keys=self._trusted_hub_keys,
+            clock=clock,
+            workers=settings.sync.command_workers,
+        )
+
+    def _trusted_hub_keys(self) -> list[str]:
+        """Configured hub keys plus those rotated in, minus revoked ones (the trust store decides)."""
+        configured = trusted_hub_keys(self.settings)
+        trust = getattr(self.ctx, "trust", None)
+        return trust.merged(configured) if trust is not None else configured
+
+    def _make_deployer(self) -> Any:
+        from models.store import ModelStore
+        from sync.deploy import DeviceDeployer
+
+        manager = getattr(self.ctx, "models", None)
+        store = getattr(manager, "store", None) or ModelStore(self.settings.data_path / "models")
+        return DeviceDeployer(
+            data_dir=self.settings.data_path,
+            model_store=store,
+            trusted_keys=lambda: trusted_model_keys(self.settings),
+            manager=manager,
+        )
+
+    # ------------------------------------------------------------ state
+
+    def state_envelope(self, online: bool) -> Envelope:
+        return Envelope(
+            kind="state",
+            device=self.device,
+            ts=self.clock(),
+            body={
+                "online": online,
+                "agent_version": self.version,
+                "public_key": device_public_key(self.ctx),
+                "labels": parse_labels(self.settings.sync.labels),
+                "models": self._active_models(),
+            },
+        )
+
+    def _active_models(self) -> dict[str, str]:
+        try:
+            store = self.deployer.store
+            return {n: v for n in store.names() if (v := store.active_version(n))}
+        except Exception as exc:  # the state must go out even when the model store is unreadable
+            log.warning("cannot list models for the state message: %s", exc)
+            return {}
+
+    def mqtt_options(self, url: str) -> tuple[MqttOptions, bytes]:
+        """Options for one connection and the online state payload (made first: the will sorts after it)."""
+        online = self.state_envelope(True).encode()
+        will = Will(topics.device_topic(self.device, "state"), self.state_envelope(False).encode(), 1, True)
+        return MqttOptions.from_settings(self.settings, url=url, will=will), online
+
+    def close(self) -> None:
+        """Detach what was installed process-wide (the log ring handler) and the outbox's reader."""
+        if self.log_ring is not None:
+            self.log_ring.uninstall()
+        self.outbox.close_reader()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "online": self.online,
+            "hub_url": self.hub_url,
+            "published": self.publisher.published,
+            "commands": self.processor.stats(),
+        }
+
+
+class SyncService(Service):
+    """The connection loop: connect, announce, subscribe, drain, answer; reconnect with back-off."""
+
+    name = "sync"
+
+    def __init__(self, runtime: SyncRuntime) -> None:
+        super().__init__()
+        self.rt = runtime
+        s = runtime.settings.sync
+        self.backoff = Backoff(s.reconnect_initial_s, s.reconnect_max_s)
+        self.client: MqttClient | None = None
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        rt = self.rt
+        await asyncio.to_thread(rt.processor.recover)
+        rediscover = REDISCOVER_S
+        try:
+            while True:
+                url = await self._hub_url()
+                if not url:
+                    # search again, less and less often while nothing answers (each search is a process)
+                    await asyncio.sleep(rediscover)
+                    rediscover = min(rediscover * 2, REDISCOVER_MAX_S)
+                    continue
+                rediscover = REDISCOVER_S
+                options, online = rt.mqtt_options(url)
+                if self.client is None or self.client.options.url != url:
+                    self.client = MqttClient(options)  # keeps the MQTT 5 / 3.1.1 choice across reconnects
+                else:
+                    self.client.options = options
+                try:
+                    async with self.client as client:
+                        self.backoff.reset()
+                        await self._session(client, online)
+                except MqttError as exc:
+                    log.warning("hub connection: %s", exc, extra={"code": exc.code})
+                finally:
+                    rt.online = False
+                    self.connected.clear()
+                delay = self.backoff.next_delay()
+                log.info("reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+        finally:
+            await rt.processor.close()
+            rt.outbox.close_reader()
+
+    async def _hub_url(self) -> str:
+        rt = self.rt
+        if rt.settings.mqtt.url:
+            return rt.settings.mqtt.url
+        if not rt.settings.sync.discovery:
+            return ""
+        from sync.discovery import discover_hub
+
+        rt.hub_url = await discover_hub(rt.settings.sync.discovery_timeout_s) or ""
+        return rt.hub_url
+
+    async def _session(self, client: MqttClient, online_state: bytes) -> None:
+        rt = self.rt
+        await client.publish(
+            topics.device_topic(rt.device, "state"), online_state, 1, retain=True, timeout=10
+        )
+        await client.subscribe(topics.command_subscription(rt.device), qos=1)
+        rt.online = True
+        self.connected.set()
+        tasks = [
+            asyncio.create_task(rt.publisher.run(client), name="sync:publisher"),
+            asyncio.create_task(self._commands(client), name="sync:commands"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise why the session ended
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _commands(self, client: MqttClient) -> None:
+        async for message in client.messages():
+            await self.rt.processor.handle(message.topic, message.payload)
+
+
+class TelemetryService(Service):
+    name = "sync.telemetry"
+
+    def __init__(self, runtime: SyncRuntime) -> None:
+        super().__init__()
+        rt = runtime
+        s = rt.settings.sync
+
+        def extra() -> dict[str, float]:
+            counts = rt.outbox.counts()
+            return {
+                "outbox_messages": float(sum(c for c, _ in counts.values())),
+                "outbox_bytes": float(sum(b for _, b in counts.values())),
+                "bus_published": float(rt.ctx.bus.published),
+            }
+
+        sampler = SystemSampler(rt.settings.data_path, extra)
+        self.telemetry = Telemetry(
+            device=rt.device,
+            outbox=rt.outbox,
+            sample=sampler.sample,
+            online=lambda: rt.online,
+            interval_s=s.telemetry_interval_s,
+            offline_window=s.offline_window,
+            clock=rt.clock,
+        )
+
+    async def run(self) -> None:
+        await self.telemetry.run()
+
+
+class HousekeepingService(Service):
+    name = "sync.housekeeping"
+
+    def __init__(self, runtime: SyncRuntime, interval_s: float = 60.0) -> None:
+        super().__init__()
+        self.rt = runtime
+        self.interval_s = interval_s
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.to_thread(self.once)
+            await asyncio.sleep(self.interval_s)
+
+    def once(self) -> dict[str, int]:
+        now = self.rt.clock()
+        expired = self.rt.outbox.expire(now)
+        pruned = self.rt.processor.inbox.prune(now)
+        self.rt.outbox.stats()  # refreshes the gauges
+        if expired:
+            log.warning("dropped %d expired outbox message(s) (the hub has been unreachable)", expired)
+        return {"expired": expired, "pruned": pruned}
+
+
+def build_sync_services(ctx: AgentContext, *, clock: Callable[[], float] = time.time) -> list[Service]:
+    """The sync services, in start order; the runtime is reachable as ``services[0].rt``."""
+    runtime = SyncRuntime(ctx, clock=clock)
+    services: list[Service] = [SyncService(runtime), HousekeepingService(runtime)]
+    if ctx.settings.sync.telemetry_interval_s > 0:
+        services.append(TelemetryService(runtime))
+    return services

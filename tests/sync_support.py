@@ -1,0 +1,232 @@
+"""Helpers for the sync tests: a hub-like MQTT collector, settings on temp dirs, a worker process.
+
+The collector is a plain paho client (its own network thread, paho's own
+reconnect) with a persistent session, so it plays the hub's part without
+depending on the hub's code: it keeps every message and de-duplicates by
+envelope id the way the hub does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from agent.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    @property
+    def env(self) -> dict[str, Any]:
+        return json.loads(self.payload)
+
+
+class Collector:
+    """Subscribes (QoS 1, persistent session) and records everything; thread-safe reads."""
+
+    def __init__(
+        self,
+        port: int,
+        topics: list[str] | tuple[str, ...] = ("edge/v1/#",),
+        *,
+        client_id: str = "test-hub",
+        persistent: bool = True,
+        protocol: int = paho.MQTTv5,
+    ) -> None:
+        self.port = port
+        self.topics = list(topics)
+        self.messages: list[Received] = []
+        self.lock = threading.Lock()
+        self.connects = 0
+        self.subscribed = threading.Event()
+        v5 = protocol == paho.MQTTv5
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            clean_session=None if v5 else not persistent,
+        )
+        self._v5 = v5
+        self._persistent = persistent
+        self.client.reconnect_delay_set(0.05, 0.3)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            return
+        self.connects += 1
+        # every time: after a broker restart without persistence the session is gone
+        client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self.lock:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def start(self, timeout: float = 10.0) -> Collector:
+        kwargs: dict[str, Any] = {}
+        if self._v5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600 if self._persistent else 0
+            kwargs = {"clean_start": not self._persistent, "properties": props}
+        self.client.connect("127.0.0.1", self.port, keepalive=10, **kwargs)
+        self.client.loop_start()
+        if not self.subscribed.wait(timeout):
+            raise AssertionError("collector did not get its SUBACK")
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.messages)
+
+    def unique(self, kind: str | None = None) -> dict[str, Received]:
+        """First arrival of each envelope id (the hub's de-duplication)."""
+        out: dict[str, Received] = {}
+        for m in self.snapshot():
+            try:
+                env = m.env
+            except ValueError:
+                continue
+            if kind is not None and env.get("kind") != kind:
+                continue
+            out.setdefault(env["id"], m)
+        return out
+
+    def wait(self, predicate: Callable[[Collector], bool], timeout: float = 10.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+    def __enter__(self) -> Collector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def sync_settings(data_dir: Path, url: str = "", device: str = "d1", **env: str) -> Settings:
+    """Settings on ``data_dir`` for device ``device``; ``env`` adds EDGE_AGENT_* overrides (SYNC__X=...)."""
+    base = {
+        "EDGE_AGENT_DATA_DIR": str(data_dir),
+        "EDGE_AGENT_DEVICE_ID": device,
+        "EDGE_AGENT_MQTT__URL": url,
+        "EDGE_AGENT_API__ENABLED": "false",
+        "EDGE_AGENT_SYNC__TELEMETRY_INTERVAL_S": "0",
+        "EDGE_AGENT_SYNC__DISCOVERY": "false",
+        "EDGE_AGENT_SYNC__RECONNECT_INITIAL_S": "0.05",
+        "EDGE_AGENT_SYNC__RECONNECT_MAX_S": "0.5",
+        "EDGE_AGENT_STORE__SYNCHRONOUS": "normal",
+    }
+    base.update({f"EDGE_AGENT_{k}": v for k, v in env.items()})
+    return load_settings(env=base)
+
+
+def start_worker(data_dir: Path, url: str, log_path: Path, device: str = "d1") -> subprocess.Popen[bytes]:
+    """A process running the real SyncService on ``data_dir`` (killed by the test with SIGKILL)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "EDGE_AGENT_DATA_DIR": str(data_dir),
+        "EDGE_AGENT_DEVICE_ID": device,
+        "EDGE_AGENT_MQTT__URL": url,
+    }
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.sync_worker"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+class ProcessCollector(Collector):
+    """The same hub-like subscriber as a separate process (mosquitto_sub, persistent MQTT 5 session).
+
+    For the broker fault test: in another process the subscriber never lags behind a publisher that
+    shares its interpreter (GIL), so what the broker acknowledged has reached it before a SIGKILL.
+    """
+
+    def __init__(
+        self, port: int, out: Path, topics: tuple[str, ...] = ("edge/v1/#",), client_id: str = "hub"
+    ):
+        self.port = port
+        self.out = out
+        self.topics = list(topics)
+        self.client_id = client_id
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.lock = threading.Lock()
+        self._pos = 0
+        self._buf = b""
+        self.messages: list[Received] = []
+
+    def start(self, timeout: float = 10.0) -> ProcessCollector:
+        args = [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-V",
+            "mqttv5",
+            "-i",
+            self.client_id,
+        ]
+        args += ["-c", "-x", "3600", "-q", "1", "-v"]
+        for t in self.topics:
+            args += ["-t", t]
+        self._fh = self.out.open("wb")
+        self.proc = subprocess.Popen(args, stdout=self._fh, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # subscribed (mosquitto_sub has no "ready" signal); the test restarts the broker next
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:  # stuck in a reconnect: it has nothing left to say
+                self.proc.kill()
+                self.proc.wait(5)
+        self._fh.close()
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            with self.out.open("rb") as fh:
+                fh.seek(self._pos)
+                chunk = fh.read()
+            self._pos += len(chunk)
+            data = self._buf + chunk
+            lines = data.split(b"\n")
+            self._buf = lines.pop()  # a partial last line waits for the rest
+            for line in lines:
+                topic, _, payload = line.partition(b" ")
+                self.messages.append(Received(topic.decode(), payload, False))
+            return list(self.messages)

