@@ -65,6 +65,24 @@ def build_context(settings: Settings) -> AgentContext:
     return ctx
 
 
+def licensed(ctx: AgentContext, feature: str) -> bool:
+    """Whether the offline licence lets ``feature`` run (only ``security.licensed_features`` are gated).
+
+    A refused feature is not started and the log says why and what to do; the
+    rest of the daemon runs on.
+    """
+    if feature not in ctx.settings.security.licensed_features:
+        return True
+    from agent.security.licence import LicenceChecker, LicenceError
+
+    try:
+        LicenceChecker.from_settings(ctx.settings).require(feature)
+    except LicenceError as exc:
+        log.error("%s", exc, extra={"feature": feature})
+        return False
+    return True
+
+
 def build_services(ctx: AgentContext) -> list[Service]:
     """Every long-lived part of the daemon, in start order."""
     services: list[Service] = []
@@ -76,19 +94,20 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from models.service import ModelsService
 
         services.append(ModelsService(ctx.models))
-    if ctx.settings.voice.enabled != "off":
+    if ctx.settings.voice.enabled != "off" and licensed(ctx, "voice"):
         from agent.voice.service import build_voice_service
 
         voice = build_voice_service(ctx)
         if voice is not None:
             services.append(voice)
-    if ctx.settings.sensors.enabled:
+    if ctx.settings.sensors.enabled and licensed(ctx, "sensors"):
         from agent.sensors.service import SensorService
 
         services.append(SensorService(ctx))
     from sync.service import build_sync_services
 
-    services.extend(build_sync_services(ctx))
+    if licensed(ctx, "sync"):
+        services.extend(build_sync_services(ctx))
     if ctx.notifier.watchdog_interval:
         services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
     return services

@@ -120,3 +120,22 @@ def test_refuses_a_corrupt_database(start_daemon, tmp_path: Path) -> None:  # ty
     assert daemon.proc.wait(timeout=20) == 1
     assert "is corrupt" in daemon.log()
     assert (data / "edge-agent.db").read_bytes() == b"\x00garbage" * 512
+
+
+def test_features_outside_the_licence_do_not_start(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    """security.licensed_features gates sensors; with no licence installed, it is refused and said why."""
+    daemon = start_daemon({"EDGE_AGENT_SECURITY__LICENSED_FEATURES": "sensors"})
+    daemon.wait_healthy()
+    for _ in range(100):
+        status, ready = daemon.json("/readyz")
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert "sensors" not in ready["services"] and ready["services"]["sync"] == "running"
+    assert daemon.stop() == 0
+    refusal = [r for r in daemon.log_records() if r.get("feature") == "sensors"]
+    assert (
+        refusal
+        and "needs a licence" in refusal[0]["msg"]
+        and "edge-agent licence install" in refusal[0]["msg"]
+    )
