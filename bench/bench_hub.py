@@ -7,7 +7,7 @@ publish QoS 1 telemetry envelopes.
 - *ours*: one edge-hub instance (SQLite, synchronous=full, manual acks after
   each batch commit) storing every message; the time of each commit is taken
   from the hub's intake hook.
-- *peer*: a bare paho MQTT 5 client on the same shared subscriptions that
+- *peer*: a bare paho MQTT 5 client on the same subscriptions as the hub that
   only parses each payload for its timestamp and counts it: no storage, no
   registry. It is the ceiling the broker and the simulated fleet allow here.
 
@@ -116,7 +116,7 @@ class _HubRunner:
 
 
 class _BareSubscriber:
-    """The peer: a paho MQTT 5 client on the same shared subscriptions, parsing and counting only."""
+    """The peer: a paho MQTT 5 client on the same subscriptions as the hub, parsing and counting only."""
 
     def __init__(self, port: int, recorder: _Recorder) -> None:
         import paho.mqtt.client as mqtt
@@ -129,7 +129,7 @@ class _BareSubscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-peer", protocol=mqtt.MQTTv5)
 
         def on_connect(client, userdata, flags, reason_code, properties):  # type: ignore[no-untyped-def]
-            client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics.hub_subscriptions("peer")])
+            client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics.hub_subscriptions(None)])
             self.connected.set()
 
         def on_message(client, userdata, message):  # type: ignore[no-untyped-def]
@@ -251,7 +251,7 @@ def run(quick: bool = False) -> list[dict]:
         with _BareSubscriber(broker.port, peer_rec):
             peer = _measure(broker.port, peer_rec, flood, paced, "peerdev")
     _progress(f"done (hub batches: {batches})")
-    peer_name = "bare paho subscriber (count only, same shared subscriptions)"
+    peer_name = "bare paho subscriber (count only, same subscriptions)"
     rows = [
         {
             "name": "hub_intake_rate_200_devices",

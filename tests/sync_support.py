@@ -3,7 +3,8 @@
 The collector is a plain paho client (its own network thread, paho's own
 reconnect) with a persistent session, so it plays the hub's part without
 depending on the hub's code: it keeps every message and de-duplicates by
-envelope id the way the hub does.
+envelope id the way the hub does. The fault tests use the real hub instead
+(tests/hub_process.py).
 """
 
 from __future__ import annotations
@@ -165,68 +166,3 @@ def start_worker(data_dir: Path, url: str, log_path: Path, device: str = "d1") -
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-
-
-class ProcessCollector(Collector):
-    """The same hub-like subscriber as a separate process (mosquitto_sub, persistent MQTT 5 session).
-
-    For the broker fault test: in another process the subscriber never lags behind a publisher that
-    shares its interpreter (GIL), so what the broker acknowledged has reached it before a SIGKILL.
-    """
-
-    def __init__(
-        self, port: int, out: Path, topics: tuple[str, ...] = ("edge/v1/#",), client_id: str = "hub"
-    ):
-        self.port = port
-        self.out = out
-        self.topics = list(topics)
-        self.client_id = client_id
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.lock = threading.Lock()
-        self._pos = 0
-        self._buf = b""
-        self.messages: list[Received] = []
-
-    def start(self, timeout: float = 10.0) -> ProcessCollector:
-        args = [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-V",
-            "mqttv5",
-            "-i",
-            self.client_id,
-        ]
-        args += ["-c", "-x", "3600", "-q", "1", "-v"]
-        for t in self.topics:
-            args += ["-t", t]
-        self._fh = self.out.open("wb")
-        self.proc = subprocess.Popen(args, stdout=self._fh, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)  # subscribed (mosquitto_sub has no "ready" signal); the test restarts the broker next
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(2)
-            except subprocess.TimeoutExpired:  # stuck in a reconnect: it has nothing left to say
-                self.proc.kill()
-                self.proc.wait(5)
-        self._fh.close()
-
-    def snapshot(self) -> list[Received]:
-        with self.lock:
-            with self.out.open("rb") as fh:
-                fh.seek(self._pos)
-                chunk = fh.read()
-            self._pos += len(chunk)
-            data = self._buf + chunk
-            lines = data.split(b"\n")
-            self._buf = lines.pop()  # a partial last line waits for the rest
-            for line in lines:
-                topic, _, payload = line.partition(b" ")
-                self.messages.append(Received(topic.decode(), payload, False))
-            return list(self.messages)

@@ -202,8 +202,9 @@ def test_retained_states_reach_a_hub_started_later(broker, start_hub, tmp_path: 
 def test_two_instances_split_the_load_and_store_each_message_once(
     broker, db_url, start_hub, tmp_path: Path
 ) -> None:
-    a = start_hub(hub_settings(tmp_path / "a", broker, db_url, **{"mqtt.retained_catchup_s": 0.0}))
-    b = start_hub(hub_settings(tmp_path / "b", broker, db_url, **{"mqtt.retained_catchup_s": 0.0}))
+    shared = {"mqtt.retained_catchup_s": 0.0, "mqtt.share_group": "hub"}
+    a = start_hub(hub_settings(tmp_path / "a", broker, db_url, **shared))
+    b = start_hub(hub_settings(tmp_path / "b", broker, db_url, **shared))
     pub = _publisher(broker.port, inflight=200)
     envs = [Envelope(kind="telemetry", device=f"box-{i % 20}", body={"seq": i}) for i in range(600)]
     try:

@@ -2,8 +2,9 @@
 
 Fault tests (acceptance): a broker killed and restarted several times during a
 stream of 10,000 messages, and the process draining the outbox killed with
-SIGKILL; in both, a hub-like subscriber ends with exactly 10,000 messages
-after de-duplication by id, in order per topic, and the outbox ends empty.
+SIGKILL; in both, the REAL hub (``edge-hub run`` in its own process, its own
+SQLite file, a persistent MQTT session) ends with exactly 10,000 data rows in
+its database, each id once, in order per topic, and the outbox ends empty.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -25,8 +25,9 @@ from sync.mqtt_client import MqttClient, MqttOptions
 from sync.outbox import Outbox, Priority
 from sync.publisher import Publisher
 from sync.service import SyncRuntime, SyncService, outbox_for
+from tests.hub_process import HubProcess
 from tests.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401 - the `mosquitto` fixture
-from tests.sync_support import Collector, ProcessCollector, start_worker, sync_settings
+from tests.sync_support import Collector, start_worker, sync_settings
 
 TOPICS = {
     Priority.ALERT: "edge/v1/d1/alerts",
@@ -34,6 +35,12 @@ TOPICS = {
     Priority.TELEMETRY: "edge/v1/d1/telemetry",
 }
 KIND = {Priority.ALERT: "alert", Priority.EVENT: "event", Priority.TELEMETRY: "telemetry"}
+#: the hub's topic kind (its ``messages.kind``) of each data topic
+TOPIC_KIND = {
+    "edge/v1/d1/alerts": "alerts",
+    "edge/v1/d1/events": "events",
+    "edge/v1/d1/telemetry": "telemetry",
+}
 
 
 def items(start: int, n: int, pad: int = 40) -> list[tuple[str, Envelope, int]]:
@@ -41,14 +48,11 @@ def items(start: int, n: int, pad: int = 40) -> list[tuple[str, Envelope, int]]:
     out = []
     for i in range(start, start + n):
         prio = (Priority.TELEMETRY, Priority.EVENT, Priority.TELEMETRY, Priority.ALERT)[i % 4]
-        out.append(
-            (TOPICS[prio], Envelope(kind=KIND[prio], device="d1", body={"i": i, "pad": "x" * pad}), prio)
-        )
+        body: dict = {"i": i, "pad": "x" * pad}
+        if prio == Priority.ALERT:  # what the hub requires of an alert body
+            body.update(level="warning", title=f"alert {i}", state="firing")
+        out.append((TOPICS[prio], Envelope(kind=KIND[prio], device="d1", body=body), prio))
     return out
-
-
-def data_count(hub: Collector) -> int:
-    return sum(1 for m in hub.unique().values() if m.topic in TOPICS.values())
 
 
 def check_exactly_once_in_order(hub: Collector, expected: int) -> None:
@@ -60,6 +64,32 @@ def check_exactly_once_in_order(hub: Collector, expected: int) -> None:
     for topic in TOPICS.values():
         seq = [json.loads(m.payload)["body"]["i"] for m in data if m.topic == topic]
         assert seq == sorted(seq), f"out of order on {topic}"
+
+
+def check_hub_stored_exactly_once_in_order(hub: HubProcess, expected: int) -> None:
+    """The hub's database: ``expected`` data rows, each id and number once, in order per topic.
+
+    Order is checked twice: by rowid (the order the hub inserted them; within one batch the hub
+    inserts by id, which per topic is the device's enqueue order) and by ``received_at`` (when the
+    hub's MQTT reader got each message, so a reordering inside one batch shows too).
+    """
+    rows = hub.rows()
+    numbers = sorted(r.body["i"] for r in rows)
+    missing = sorted(set(range(expected)) - set(numbers))
+    assert not missing, f"{len(missing)} missing (first {missing[:20]})\n{hub.log()}"
+    assert numbers == list(range(expected)), f"{len(rows)} rows, expected {expected}"
+    assert len({r.id for r in rows}) == len(rows) == expected
+    for kind in TOPIC_KIND.values():
+        by_rowid = [r.body["i"] for r in rows if r.kind == kind]
+        assert by_rowid == sorted(by_rowid), f"stored out of order on {kind}"
+        by_arrival = [
+            r.body["i"] for r in sorted(rows, key=lambda r: (r.received_at, r.rowid)) if r.kind == kind
+        ]
+        assert by_arrival == sorted(by_arrival), f"received out of order on {kind}"
+    (alerts,) = hub.query("SELECT COUNT(*) FROM alerts")[0]
+    assert alerts == sum(
+        1 for i in range(expected) if i % 4 == 3
+    )  # every alert also landed in the hub's alerts table
 
 
 async def wait_until(predicate, timeout: float, what: str) -> None:
@@ -111,32 +141,33 @@ async def test_broker_killed_and_restarted_during_a_stream_of_10000(
     The device's guarantee: a message leaves the outbox only when the broker acknowledged it, and
     whatever was not acknowledged is re-sent, in order, on the next connection. Mosquitto's guarantee
     is narrower: it acknowledges a QoS 1 message once it holds it in memory, so a SIGKILL loses what it
-    acknowledged but had not yet delivered or saved. Seen here: usually nothing, once 14 messages,
-    once ~1,100 (the backlog it held for the hub while the hub was reconnecting, killed before it
-    was delivered). Hence two variants:
+    acknowledged but had not yet delivered or saved (the backlog it held for the hub while the hub
+    was reconnecting, killed before it was delivered). Hence two variants:
 
     - ``sigterm``: the broker dies on SIGTERM (it saves its state and drops every connection; for the
-      device this is the same sudden loss, with PUBACKs missing): the hub ends with EXACTLY 10,000,
-      in order per topic. This is the acceptance test.
-    - ``sigkill``: the device's side still holds (everything acknowledged and deleted, what arrived is
-      in order per topic); what Mosquitto acknowledged and then lost with its process is recorded as
-      a test property (``lost_by_broker_sigkill``), not asserted: it is the broker's durability.
+      device this is the same sudden loss, with PUBACKs missing): the hub's database ends with EXACTLY
+      10,000 data rows, each id once, in order per topic. This is the acceptance test.
+    - ``sigkill``: the device's side still holds (everything acknowledged and deleted, what the hub
+      stored is in order per topic); what Mosquitto acknowledged and then lost with its process is
+      recorded as a test property (``lost_by_broker_sigkill``), not asserted: it is the broker's
+      durability.
 
-    The hub is a separate process (it never lags behind the publisher), with a persistent session saved
-    before the first kill, and each kill waits until the hub is back and receiving again.
+    The hub is the real one in its own process (see tests/hub_process.py), with a persistent session
+    saved by a graceful broker restart before the first kill; each kill waits until the hub is back
+    and storing again.
     """
-    if not shutil.which("mosquitto_sub"):
-        pytest.skip("mosquitto_sub (package mosquitto-clients) plays the hub here")
     broker = Mosquitto(tmp_dir=tmp_path, persistence=True, autosave_interval=1)
     broker.start()
     settings = sync_settings(tmp_path / "data", broker.url)
     ctx = build_context(settings)
     runtime = SyncRuntime(ctx)
     service = SyncService(runtime)
-    hub = ProcessCollector(broker.port, tmp_path / "hub.out").start()
+    hub = HubProcess(tmp_path / "hub", broker.url)
     task = producer = None
     try:
-        broker.restart()  # graceful: the hub's session and subscription are saved and survive a SIGKILL
+        await asyncio.to_thread(hub.start)
+        broker.restart()  # graceful: the hub's session and subscriptions are saved and survive a SIGKILL
+        await asyncio.to_thread(hub.wait_ready, 20.0)
         ob = outbox_for(ctx)
         task = asyncio.create_task(service.run())
 
@@ -148,57 +179,52 @@ async def test_broker_killed_and_restarted_during_a_stream_of_10000(
         producer = asyncio.create_task(produce())
         at_kill: list[int] = []
         for threshold in (1500, 4000, 6500):
-            await wait_until(lambda t=threshold: data_count(hub) >= t, 30, f"{threshold} messages")
+            await wait_until(lambda t=threshold: hub.count() >= t, 30, f"{threshold} messages stored")
             broker.kill() if how == "sigkill" else broker.stop()
-            at_kill.append(data_count(hub))
+            at_kill.append(hub.count())
             await asyncio.sleep(0.3)  # the device notices, keeps queueing, backs off and retries
             broker.start()
-            # the next kill only once the hub is back and receiving again (see the docstring)
-            await wait_until(lambda n=at_kill[-1]: data_count(hub) >= n + 200, 30, "the hub to resume")
+            # the next kill only once the hub is back and storing again (see the docstring)
+            await wait_until(lambda n=at_kill[-1]: hub.count() >= n + 200, 30, "the hub to resume")
         await producer
         await wait_until(lambda: len(ob) == 0, 30, "the outbox to empty")  # all acknowledged
         assert len(at_kill) == 3 and all(n < 10_000 for n in at_kill)  # killed mid-stream
-        got = {
-            json.loads(m.payload)["body"]["i"] for m in hub.unique().values() if m.topic in TOPICS.values()
-        }
         if how == "sigterm":
             with contextlib.suppress(AssertionError):
-                await wait_until(lambda: data_count(hub) >= 10_000, 10, "all 10,000")
-            got = {
-                json.loads(m.payload)["body"]["i"]
-                for m in hub.unique().values()
-                if m.topic in TOPICS.values()
-            }
-            missing = sorted(set(range(10_000)) - got)
-            assert not missing, f"{len(missing)} missing (first {missing[:20]}), kills at {at_kill}"
-            check_exactly_once_in_order(hub, 10_000)
+                await wait_until(lambda: hub.count() >= 10_000, 20, "all 10,000 stored")
+            check_hub_stored_exactly_once_in_order(hub, 10_000)
         else:
-            await asyncio.sleep(1.0)  # stragglers
-            got = {
-                json.loads(m.payload)["body"]["i"]
-                for m in hub.unique().values()
-                if m.topic in TOPICS.values()
-            }
-            assert got <= set(range(10_000))
-            for topic in TOPICS.values():
-                seq = [json.loads(m.payload)["body"]["i"] for m in hub.unique().values() if m.topic == topic]
-                assert seq == sorted(seq), f"out of order on {topic}"
+            # stragglers: the broker's backlog for the hub drains until the count stops moving
+            last, still = -1, 0
+            deadline = time.monotonic() + 20
+            while still < 10 and time.monotonic() < deadline:
+                n = hub.count()
+                still = still + 1 if n == last else 0
+                last = n
+                await asyncio.sleep(0.1)
+            rows = hub.rows()
+            got = [r.body["i"] for r in rows]
+            assert len(set(got)) == len(got) and set(got) <= set(range(10_000))
+            assert len({r.id for r in rows}) == len(rows)
+            for kind in TOPIC_KIND.values():
+                seq = [r.body["i"] for r in rows if r.kind == kind]
+                assert seq == sorted(seq), f"stored out of order on {kind}"
             # what Mosquitto acknowledged and then lost with its process: reported, not the device's to fix
             record_property("lost_by_broker_sigkill", 10_000 - len(got))
-        assert len(hub.snapshot()) >= len(got)  # duplicates are allowed; the hub drops them by id
     finally:
         for t in (producer, task):
             if t is not None:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-        hub.stop()
+        await asyncio.to_thread(hub.stop)
         runtime.close()
         ctx.store.close()
         broker.close()
 
 
 def test_drainer_killed_with_sigkill_then_restarted(tmp_path: Path) -> None:
+    """The daemon's sync killed with SIGKILL twice while draining 10,000 messages; the hub stores each once."""
     broker = Mosquitto(tmp_dir=tmp_path)
     broker.start()
     data = tmp_path / "data"
@@ -207,21 +233,21 @@ def test_drainer_killed_with_sigkill_then_restarted(tmp_path: Path) -> None:
     Outbox(store).put_many(items(0, 10_000))
     store.close()
     log = tmp_path / "worker.log"
-    hub = Collector(broker.port).start()
+    hub = HubProcess(tmp_path / "hub", broker.url).start()
     procs = []
     at_kill: list[int] = []
     try:
         for threshold in (2500, 6000):
             proc = start_worker(data, broker.url, log)
             procs.append(proc)
-            hub.wait(lambda h, t=threshold: data_count(h) >= t, 30, f"{threshold} messages")
+            hub.wait(lambda h, t=threshold: h.count() >= t, 30, f"{threshold} messages stored")
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            at_kill.append(data_count(hub))
+            at_kill.append(hub.count())
         proc = start_worker(data, broker.url, log)
         procs.append(proc)
-        hub.wait(lambda h: data_count(h) >= 10_000, 60, "all 10,000")
-        check_exactly_once_in_order(hub, 10_000)
+        hub.wait(lambda h: h.count() >= 10_000, 60, "all 10,000 stored")
+        check_hub_stored_exactly_once_in_order(hub, 10_000)
         assert all(n < 10_000 for n in at_kill)  # killed while draining, not after
         deadline = time.monotonic() + 10
         left = -1
@@ -233,8 +259,11 @@ def test_drainer_killed_with_sigkill_then_restarted(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert left == 0, f"{left} rows left in the outbox\n{log.read_text()[-3000:]}"
-        state = [m for m in hub.snapshot() if m.topic == "edge/v1/d1/state"]
-        assert len(state) >= 3 and json.loads(state[-1].payload)["body"]["online"] is True
+        # each worker said online (and each SIGKILL left a last will); the registry ends online
+        hub.wait(lambda h: h.count(("state",)) >= 3, 10, "the workers' states")
+        hub.wait(
+            lambda h: h.query("SELECT online FROM devices WHERE device = 'd1'") == [(1,)], 10, "d1 online"
+        )
     finally:
         for p in procs:
             if p.poll() is None:

@@ -65,8 +65,12 @@ class HubMqttSettings:
         maximum=7 * 86400,
     )
     share_group: str = setting(
-        "hub",
-        "MQTT 5 shared-subscription group: instances in one group split the messages.",
+        "",
+        "MQTT 5 shared-subscription group ('hub'): instances in one group split the messages. Empty "
+        "(default): one instance with a plain subscription in its persistent session. Mosquitto 2.0 "
+        "does not restore shared subscriptions after a broker restart, so what devices publish "
+        "before the hub re-subscribes is lost; use a group with several instances on a broker that "
+        "persists them, or accept that gap.",
     )
     receive_maximum: int = setting(
         2000,
