@@ -178,7 +178,7 @@ async def test_bad_input_is_counted_and_never_stops_the_stream(aiohttp_client, c
         {"ts": now - 8, "values": {"vibration": 500.0, "current": 1.0}},  # out of range
     ]
     body = await (await client.post("/v1/sensors/readings", json={"machine": "m1", "rows": rows})).json()
-    assert body == {"received": 5, "accepted": 3, "rejected": 2, "queue": body["queue"]}
+    assert body == {"received": 5, "accepted": 3, "rejected": 2, "queue_dropped": 0, "queue": body["queue"]}
     unknown = await (
         await client.post("/v1/sensors/readings", json={"machine": "nope", "rows": rows[:1]})
     ).json()
@@ -197,9 +197,13 @@ async def test_flood_is_bounded_dropped_oldest_and_counted(settings: Settings, t
         ts, X, _ = MachineSimulator(spec, seed=1, start_ts=time.time() - 3000).generate(20000)
         names = spec.channel_names
         rows = [(t, dict(zip(names, r, strict=True))) for t, r in zip(ts.tolist(), X.tolist(), strict=True)]
-        for i in range(0, len(rows), 5000):  # far faster than 256 rows can wait
-            service.emit("m1", rows[i : i + 5000], "flood")
-        assert len(service.queue) <= 256 and service.dropped >= 20000 - 4 * 256
+        for i in range(0, 19000, 5000):  # far faster than 256 rows can wait
+            service.emit("m1", rows[i : min(i + 5000, 19000)], "flood")
+        # an HTTP upload bigger than the queue says how much did not fit
+        upload = {"machine": "m1", "rows": [{"ts": t, "values": v} for t, v in rows[-1000:]]}
+        reply = service.ingest_http(upload)
+        assert reply["accepted"] == 1000 and reply["queue_dropped"] >= 1000 - 256
+        assert len(service.queue) <= 256 and service.dropped >= 20000 - 5 * 256
         await wait_for(lambda: not service.queue)
         assert service.scored + service.dropped == 20000
         # the stream goes on afterwards

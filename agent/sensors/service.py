@@ -101,13 +101,18 @@ class SensorService(Service):
         from agent.sensors.sources import parse_http_batch
 
         total = accepted = 0
+        dropped_before = self.dropped
         for machine, rows in parse_http_batch(body):
             total += len(rows)
             accepted += self.emit(machine, rows, "http")
+        # rows that passed validation but did not fit the bounded queue (sensors.overflow policy):
+        # said in the reply, so a client uploading a backlog knows to send smaller batches
+        queue_dropped = self.dropped - dropped_before
         return {
             "received": total,
             "accepted": accepted,
             "rejected": total - accepted,
+            "queue_dropped": queue_dropped,
             "queue": len(self.queue),
         }
 
