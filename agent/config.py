@@ -467,15 +467,15 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     data: dict[str, Any] = {}
     source = "<embedded default>"
     if file_path.exists():
-        data = _read_toml(file_path)
+        data = read_toml(file_path)
         source = str(file_path)
     elif explicit:
         raise ConfigError(
             f"config file {file_path} does not exist; create it or drop --config "
             "to run on the embedded default"
         )
-    _apply_env(data, env, source)
-    settings = _build(Settings, data, source, prefix="")
+    apply_env(data, env, source)
+    settings = build_settings(Settings, data, source, prefix="")
     fill: dict[str, Any] = {"source": source}
     if not settings.data_dir:
         fill["data_dir"] = default_data_dir(env)
@@ -484,7 +484,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     return dataclasses.replace(settings, **fill)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -494,7 +494,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str, prefix: str = ENV_PREFIX) -> None:
+def apply_env(data: dict[str, Any], env: Mapping[str, str], source: str, prefix: str = ENV_PREFIX) -> None:
     """EDGE_AGENT_KEY and EDGE_AGENT_SECTION__KEY override the file; values are typed later.
 
     ``prefix`` lets another program built on these settings helpers (edge-hub: EDGE_HUB_) use its own.
@@ -521,7 +521,11 @@ class _EnvValue:
     variable: str
 
 
-def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
+def build_settings(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
+    """Validate ``data`` into the frozen dataclass ``cls`` (recursively); ConfigError names the key.
+
+    Public because the hub's settings and remote config changes (sync/overrides) validate with it.
+    """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(data) - set(fields))
@@ -541,7 +545,7 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key} must be a table ([{key}]), got {_describe(value)}")
-            values[name] = _build(hint, value, source, key + ".")
+            values[name] = build_settings(hint, value, source, key + ".")
         else:
             values[name] = _convert(value, hint, f, key, source)
     return cls(**values)

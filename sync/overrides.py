@@ -72,7 +72,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def _rebuild(settings: Settings, overrides: Mapping[str, Any], source: str) -> Settings:
     data = _merge(settings_to_dict(settings, mask_secrets=False), overrides)
-    built = agent_config._build(Settings, data, source, prefix="")  # the loader's own validation
+    built = agent_config.build_settings(Settings, data, source, prefix="")  # the loader's own validation
     return dataclasses.replace(built, source=settings.source)
 
 

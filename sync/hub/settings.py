@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.config import LogSettings, _apply_env, _build, _read_toml, setting
+from agent.config import LogSettings, apply_env, build_settings, read_toml, setting
 from agent.errors import ConfigError
 
 DEFAULT_HUB_CONFIG_PATH = Path("/etc/edge-hub/hub.toml")
@@ -193,11 +193,11 @@ def load_hub_settings(
     data: dict[str, Any] = {}
     source = "<embedded default>"
     if file_path.exists():
-        data = _read_toml(file_path)
+        data = read_toml(file_path)
         source = str(file_path)
     elif explicit:
         raise ConfigError(f"config file {file_path} does not exist; create it or drop --config")
-    _apply_env(data, env, source, prefix=HUB_ENV_PREFIX)
+    apply_env(data, env, source, prefix=HUB_ENV_PREFIX)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -206,7 +206,7 @@ def load_hub_settings(
         for part in sections:
             target = target.setdefault(part, {})
         target[key] = value
-    settings = _build(HubSettings, data, source, prefix="")
+    settings = build_settings(HubSettings, data, source, prefix="")
     fill: dict[str, Any] = {"source": source}
     if not settings.data_dir:
         fill["data_dir"] = default_hub_data_dir(env)
