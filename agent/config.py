@@ -361,6 +361,18 @@ class VoiceSettings:
     wyoming_uri: str = setting(
         "", "Serve the Wyoming protocol here, e.g. tcp://127.0.0.1:10700 (empty: off)."
     )
+    level_interval_ms: int = setting(
+        100,
+        "Publish voice.level (RMS, peak, waveform) on /v1/events every this many ms (0: off).",
+        minimum=0,
+        maximum=10_000,
+    )
+    noise_suppression: int = setting(
+        0, "WebRTC noise suppression before wake word and VAD: 0 off, 1-4 stronger.", minimum=0, maximum=4
+    )
+    auto_gain_dbfs: int = setting(
+        0, "WebRTC automatic gain target in dBFS below full scale: 0 off, 1-31.", minimum=0, maximum=31
+    )
     max_streams: int = setting(
         4,
         "Audio streams with wake word detection at once (each holds its own wake-word sessions).",

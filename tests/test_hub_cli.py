@@ -27,9 +27,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_settings_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
     defaults = load_hub_settings(env={"HOME": str(tmp_path)})
-    assert (
-        defaults.api.port == 8480 and defaults.mqtt.share_group == "" and defaults.api.host == "127.0.0.1"
-    )
+    assert defaults.api.port == 8480 and defaults.mqtt.share_group == "" and defaults.api.host == "127.0.0.1"
     assert defaults.db_url == str(Path(defaults.data_dir) / "hub.db")
     toml = tmp_path / "hub.toml"
     toml.write_text(

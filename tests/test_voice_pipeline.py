@@ -97,6 +97,10 @@ async def test_intent_round_trip_from_audio_to_spoken_answer(voice_stack: VoiceS
     assert {"speech_end_to_transcript", "speech_end_to_first_audio"} <= set(spans)
     assert 0 < spans["speech_end_to_transcript"] <= spans["speech_end_to_first_audio"]
     assert of(events, "voice.timings")[0].end_of_speech_ms == voice_stack.settings.end_of_speech_ms
+    # the live meter: one voice.level per 100 ms of input, louder while the driver speaks
+    levels = of(events, "voice.level")
+    assert abs(len(levels) - len(audio) // 3200) <= 1
+    assert min(lv.rms_dbfs for lv in levels) < -60 < max(lv.rms_dbfs for lv in levels)
     print(f"\nintent round trip: heard {heard!r}; spans {spans}")
 
 

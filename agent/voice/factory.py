@@ -91,6 +91,9 @@ def pipeline_config(settings: VoiceSettings, **overrides: Any) -> PipelineConfig
         listen_timeout_s=settings.listen_timeout_s,
         phrases=tuple(settings.phrases),
         tts_speed=settings.tts_rate,
+        level_interval_ms=settings.level_interval_ms,
+        noise_suppression=settings.noise_suppression,
+        auto_gain_dbfs=settings.auto_gain_dbfs,
     )
     return replace(cfg, **overrides) if overrides else cfg
 

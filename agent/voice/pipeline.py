@@ -33,6 +33,7 @@ from agent.voice.asr import AsrEngine, AsrStream, PartialTranscript, Transcript
 from agent.voice.audio import BYTES_PER_MS
 from agent.voice.dialogue import Dialogue, TurnResult
 from agent.voice.events import PipelineStateChanged, ReplyDone, TurnTimings, VoiceError
+from agent.voice.frontend import AudioCleaner, LevelMeter
 from agent.voice.postprocess import PostProcessor, normalize
 from agent.voice.turn import Stamps, one_piece, speak
 from agent.voice.vad import Segmenter, VoiceActivity, VoiceStarted, VoiceStopped
@@ -70,6 +71,11 @@ class PipelineConfig:
     end: Literal["transcript", "reply", "speech"] = "speech"
     #: stop after one turn (Wyoming run-pipeline, push-to-talk requests)
     single_turn: bool = False
+    #: publish voice.level (RMS, peak, waveform) every this many ms of audio; 0: off
+    level_interval_ms: int = 100
+    #: WebRTC noise suppression level 0 (off) to 4, and automatic gain target 0 (off) to 31 dBFS
+    noise_suppression: int = 0
+    auto_gain_dbfs: int = 0
 
 
 @dataclass
@@ -106,6 +112,12 @@ class VoicePipeline:
         self.audio_ms = 0.0
         self.turns = 0
         self.listeners: list[Listener] = []
+        self._meter = LevelMeter(stream, config.level_interval_ms) if config.level_interval_ms else None
+        self._cleaner = (
+            AudioCleaner(config.noise_suppression, config.auto_gain_dbfs)
+            if config.noise_suppression or config.auto_gain_dbfs
+            else None
+        )
         self.finished = asyncio.Event()
         self.last_timings: dict[str, float] = {}
         self.max_buffered_bytes = 0
@@ -217,8 +229,13 @@ class VoicePipeline:
 
     async def feed(self, pcm: bytes) -> None:
         """16 kHz mono s16 audio, any chunk size."""
+        if self._cleaner is not None:
+            pcm = self._cleaner.process(pcm)
         if not pcm:
             return
+        if self._meter is not None:
+            for level in self._meter.feed(pcm):
+                await self.emit(level)
         self.audio_ms += len(pcm) / BYTES_PER_MS
         self._remember(pcm)
         if self._wake is not None and (self.state == "idle" or self.config.barge_in):
