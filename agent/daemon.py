@@ -104,9 +104,9 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from agent.sensors.service import SensorService
 
         services.append(SensorService(ctx))
-    from sync.service import build_sync_services
-
     if licensed(ctx, "sync"):
+        from sync.service import build_sync_services
+
         services.extend(build_sync_services(ctx))
     if ctx.notifier.watchdog_interval:
         services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
