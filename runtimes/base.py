@@ -261,14 +261,43 @@ class Runtime(ABC):
     suffixes: ClassVar[tuple[str, ...]]
     #: the engine's top-level Python packages (any one present counts), for ``installed()``
     modules: ClassVar[tuple[str, ...]] = ()
+    #: the engine's name as users know it, for messages (``OpenVINO``); defaults to ``name``
+    title: ClassVar[str] = ""
+    #: appended to the install command in ``missing_reason`` (alternatives, platform notes)
+    install_hint: ClassVar[str] = ""
 
-    @abstractmethod
+    _import_error: str | None = None
+    _checked: bool = False
+
+    def _import_engine(self) -> Any:
+        """Import and return the engine's module; adapters override this (ImportError when absent)."""
+        raise ImportError(f"{self.name} has no engine import")
+
+    def engine(self) -> Any:
+        """The engine's module, imported on first use; UnavailableError naming the extra when absent."""
+        try:
+            return self._import_engine()
+        except ImportError as exc:
+            self._import_error = str(exc)
+            raise UnavailableError(self.missing_reason(), code="runtime_missing") from None
+
     def available(self) -> bool:
-        """True when the engine imports here. Never raises."""
+        """True when the engine imports here. Never raises; the import is tried once."""
+        if not self._checked:
+            try:
+                self.engine()
+            except UnavailableError:
+                pass
+            self._checked = True
+        return self._import_error is None
 
     def missing_reason(self) -> str:
         """Why ``available()`` is False, with the command that fixes it."""
-        return f"{self.name} is not installed: pip install 'edge-agent[{self.extra}]'"
+        why = f" ({self._import_error})" if self._import_error else ""
+        return (
+            f"{self.title or self.name} is not installed{why}: "
+            f"pip install 'edge-agent[{self.extra}]'{self.install_hint}"
+        )
 
     @abstractmethod
     def devices(self) -> list[DeviceInfo]:

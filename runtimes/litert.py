@@ -127,13 +127,14 @@ class LiteRtRuntime(Runtime):
     extra: ClassVar[str] = "litert"
     suffixes: ClassVar[tuple[str, ...]] = (".tflite",)
     modules: ClassVar[tuple[str, ...]] = ("ai_edge_litert", "tflite_runtime")
+    title: ClassVar[str] = "LiteRT"
+    install_hint: ClassVar[str] = " (or 'edge-agent[tflite]' for tflite-runtime where LiteRT has no wheel)"
 
     def __init__(self) -> None:
-        self._import_error: str | None = None
-        self._checked = False
         self.package: str | None = None  # which interpreter package was found
 
-    def _interp_module(self) -> Any:
+    def _import_engine(self) -> Any:
+        """LiteRT's interpreter module, falling back to tflite-runtime (the error names LiteRT's)."""
         try:
             from ai_edge_litert import interpreter
 
@@ -146,24 +147,10 @@ class LiteRtRuntime(Runtime):
                 self.package = "tflite-runtime"
                 return interpreter
             except ImportError:
-                self._import_error = str(first)
-        raise UnavailableError(self.missing_reason(), code="runtime_missing")
+                raise first from None
 
-    def available(self) -> bool:
-        if not self._checked:
-            try:
-                self._interp_module()
-            except UnavailableError:
-                pass
-            self._checked = True
-        return self._import_error is None
-
-    def missing_reason(self) -> str:
-        why = f" ({self._import_error})" if self._import_error else ""
-        return (
-            f"LiteRT is not installed{why}: pip install 'edge-agent[{self.extra}]' "
-            "(or 'edge-agent[tflite]' for tflite-runtime where LiteRT has no wheel)"
-        )
+    def _interp_module(self) -> Any:
+        return self.engine()
 
     @staticmethod
     def edgetpu_library() -> str | None:

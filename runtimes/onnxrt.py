@@ -131,30 +131,13 @@ class OnnxRuntime(Runtime):
     suffixes: ClassVar[tuple[str, ...]] = (".onnx", ".ort")
     modules: ClassVar[tuple[str, ...]] = ("onnxruntime",)
 
-    def __init__(self) -> None:
-        self._import_error: str | None = None
-        self._checked = False
+    def _import_engine(self) -> Any:
+        import onnxruntime
 
-    def _ort(self) -> Any:
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            self._import_error = str(exc)
-            raise UnavailableError(self.missing_reason(), code="runtime_missing") from None
         return onnxruntime
 
-    def available(self) -> bool:
-        if not self._checked:
-            try:
-                self._ort()
-            except UnavailableError:
-                pass
-            self._checked = True
-        return self._import_error is None
-
-    def missing_reason(self) -> str:
-        why = f" ({self._import_error})" if self._import_error else ""
-        return f"onnxruntime is not installed{why}: pip install 'edge-agent[{self.extra}]'"
+    def _ort(self) -> Any:
+        return self.engine()
 
     def devices(self) -> list[DeviceInfo]:
         if not self.available():

@@ -108,20 +108,19 @@ class OpenVinoRuntime(Runtime):
     extra: ClassVar[str] = "openvino"
     suffixes: ClassVar[tuple[str, ...]] = (".xml", ".onnx")
     modules: ClassVar[tuple[str, ...]] = ("openvino",)
+    title: ClassVar[str] = "OpenVINO"
 
     def __init__(self) -> None:
-        self._import_error: str | None = None
-        self._checked = False
         self._core: Any = None
         self._core_lock = threading.Lock()
 
-    def _ov(self) -> Any:
-        try:
-            import openvino
-        except ImportError as exc:
-            self._import_error = str(exc)
-            raise UnavailableError(self.missing_reason(), code="runtime_missing") from None
+    def _import_engine(self) -> Any:
+        import openvino
+
         return openvino
+
+    def _ov(self) -> Any:
+        return self.engine()
 
     def core(self) -> Any:
         """One Core per adapter: creating it scans plugins (tens of ms); it is thread-safe."""
@@ -129,19 +128,6 @@ class OpenVinoRuntime(Runtime):
             if self._core is None:
                 self._core = self._ov().Core()
             return self._core
-
-    def available(self) -> bool:
-        if not self._checked:
-            try:
-                self._ov()
-            except UnavailableError:
-                pass
-            self._checked = True
-        return self._import_error is None
-
-    def missing_reason(self) -> str:
-        why = f" ({self._import_error})" if self._import_error else ""
-        return f"OpenVINO is not installed{why}: pip install 'edge-agent[{self.extra}]'"
 
     def devices(self) -> list[DeviceInfo]:
         if not self.available():

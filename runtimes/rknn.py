@@ -146,35 +146,22 @@ class RknnRuntime(Runtime):
     suffixes: ClassVar[tuple[str, ...]] = (".rknn",)
     modules: ClassVar[tuple[str, ...]] = ("rknnlite",)
 
+    title: ClassVar[str] = "rknn-toolkit-lite2"
+    install_hint: ClassVar[str] = (
+        " on the board: it ships aarch64 wheels only, for Rockchip RK3566/RK3568/RK3576/RK3588, "
+        "and needs librknnrt.so from Rockchip's rknpu2 in /usr/lib"
+    )
+
     def __init__(self, device_tree: Path = DEVICE_TREE_COMPATIBLE) -> None:
-        self._import_error: str | None = None
-        self._checked = False
         self._device_tree = device_tree
 
-    def _api(self) -> Any:
-        try:
-            from rknnlite.api import RKNNLite
-        except ImportError as exc:
-            self._import_error = str(exc)
-            raise UnavailableError(self.missing_reason(), code="runtime_missing") from None
+    def _import_engine(self) -> Any:
+        from rknnlite.api import RKNNLite
+
         return RKNNLite
 
-    def available(self) -> bool:
-        if not self._checked:
-            try:
-                self._api()
-            except UnavailableError:
-                pass
-            self._checked = True
-        return self._import_error is None
-
-    def missing_reason(self) -> str:
-        why = f" ({self._import_error})" if self._import_error else ""
-        return (
-            f"rknn-toolkit-lite2 is not installed{why}: it ships aarch64 wheels only, for Rockchip "
-            f"RK3566/RK3568/RK3576/RK3588 boards: pip install 'edge-agent[{self.extra}]' there, with "
-            "librknnrt.so from Rockchip's rknpu2 in /usr/lib"
-        )
+    def _api(self) -> Any:
+        return self.engine()
 
     def core_count(self) -> int | None:
         """NPU cores of this SoC, or None when the device tree names no Rockchip SoC."""
