@@ -7,8 +7,9 @@ so a plugin can add its own. Built-ins:
 
 ``ping`` · ``config.get {key?}`` · ``config.set {key, value} | {values}``
 (validated, persisted, applied on restart) · ``models.list`` ·
-``models.deploy`` / ``deploy {bundle_url, sha256, size, manifest}`` ·
-``models.rollback {name}`` · ``logs.tail {n?, level?, logger?}`` ·
+``models.deploy`` / ``config.deploy`` / ``deploy {bundle_url, sha256, size, manifest}``
+(``deploy`` dispatches on the manifest's ``kind``: ``config`` or a model) ·
+``models.rollback {name}`` · ``config.rollback`` (undo the last config bundle) · ``logs.tail {n?, level?, logger?}`` ·
 ``service.restart {name}`` · ``trust.rotate {new_key, announcement}`` · ``outbox.stats``.
 """
 
@@ -171,13 +172,49 @@ def builtin_registry(deps: CommandDeps) -> CommandRegistry:
             ]
         }
 
-    async def deploy(req: CommandRequest) -> dict[str, Any]:
+    def deployer() -> DeviceDeployer:
         if deps.deployer is None:
             raise UnavailableError("deployments are not enabled on this agent", code="deploy_disabled")
-        return await deps.deployer.deploy(req.args, command_id=req.id)
+        return deps.deployer
 
-    reg.register("models.deploy", deploy, doc="Fetch, verify, install, smoke-test and activate a bundle.")
-    reg.register("deploy", deploy, doc="The hub's name for models.deploy.")
+    def kind_of(req: CommandRequest) -> str:
+        return overrides.manifest_kind(req.args.get("manifest"))
+
+    async def models_deploy(req: CommandRequest) -> dict[str, Any]:
+        if kind_of(req) == overrides.CONFIG_KIND:
+            raise BadRequestError("this is a config bundle; send it as config.deploy (or deploy)")
+        return await deployer().deploy(req.args, command_id=req.id)
+
+    async def config_deploy(req: CommandRequest) -> dict[str, Any]:
+        if kind_of(req) != overrides.CONFIG_KIND:
+            raise BadRequestError("this is not a config bundle (manifest kind 'config'); use models.deploy")
+        return await deployer().deploy_config(req.args, settings, command_id=req.id)
+
+    async def deploy(req: CommandRequest) -> dict[str, Any]:
+        if kind_of(req) == overrides.CONFIG_KIND:
+            return await deployer().deploy_config(req.args, settings, command_id=req.id)
+        return await deployer().deploy(req.args, command_id=req.id)
+
+    reg.register(
+        "models.deploy", models_deploy, doc="Fetch, verify, install, smoke-test and activate a bundle."
+    )
+    reg.register(
+        "config.deploy",
+        config_deploy,
+        doc="Fetch, verify and validate a signed config bundle; it replaces the overrides on restart.",
+    )
+    reg.register("deploy", deploy, doc="The hub's name for models.deploy or config.deploy, by manifest kind.")
+
+    @reg.command("config.rollback", "Restore the overrides the last config bundle replaced (on restart).")
+    async def config_rollback(req: CommandRequest) -> dict[str, Any]:
+        tree = await asyncio.to_thread(overrides.rollback_overrides, settings)
+        return {
+            "restored": sorted(tree),
+            "applied": "on_restart",
+            "restart_required": True,
+            "message": f"restored {overrides.override_path(settings)} from "
+            f"{overrides.previous_path(settings)}; takes effect when the agent restarts",
+        }
 
     @reg.command("models.rollback", "Make the previous version of a model active again.")
     async def models_rollback(req: CommandRequest) -> dict[str, Any]:

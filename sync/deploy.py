@@ -19,6 +19,13 @@ Order and why:
 6. activation is one atomic pointer swap; when a live model manager has the
    model loaded it reloads it, and if that fails the pointer is rolled back
    automatically and the old version reloaded.
+
+A config bundle (manifest ``kind: "config"``, see sync/overrides.py) takes
+the same fetch and checks, then ``deploy_config``: its settings are validated
+by the config loader on the merged tree (the smoke test), and the override
+file is replaced atomically with the replaced one kept for ``config.rollback``;
+it applies when the agent restarts. A refused bundle leaves the override file
+byte for byte as it was.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ class DeviceDeployer:
         attempts: int = 5,
         retry_delay_s: float = 0.5,
         read_timeout_s: float = 30.0,
+        config_keys: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.store = model_store
@@ -80,6 +88,8 @@ class DeviceDeployer:
         self.attempts = attempts
         self.retry_delay_s = retry_delay_s
         self.read_timeout_s = read_timeout_s
+        #: keys whose config bundles this box accepts (the hub's); default: the model keys
+        self.config_keys = config_keys or trusted_keys
         self._lock = asyncio.Lock()  # one deployment at a time: they share the model store and disk
 
     @property
@@ -139,6 +149,65 @@ class DeviceDeployer:
             result["seconds"] = round(time.monotonic() - started, 3)
             log.info("deployed %s %s (previous %s)", name, version, previous, extra={"model": name})
             return result
+
+    async def deploy_config(
+        self, args: dict[str, Any], settings: Any, *, command_id: str = ""
+    ) -> dict[str, Any]:
+        """Fetch, verify, validate (the smoke test) and persist a config bundle; applies on restart."""
+        from sync import overrides
+
+        url, sha256, size, doc, activate = _parse_args(args)
+        signed = overrides.parse_config_document(json.dumps(doc).encode())
+        key_id = signed.verify(self.config_keys())  # before a single byte is downloaded
+        async with self._lock:
+            started = time.monotonic()
+            tar_path, fetched = await self.fetch(url, sha256, size)
+            work = self.data_dir / "deploy" / sha256[:16]
+            try:
+                bundle = await asyncio.to_thread(_unpack, tar_path, work / "bundle")
+                on_disk = overrides.parse_config_document((bundle / "manifest.json").read_bytes())
+                if on_disk.signed_bytes != signed.signed_bytes:
+                    raise DeployError(
+                        "the bundle's manifest.json differs from the manifest in the command; "
+                        "the hub served a different bundle than it announced",
+                        code="manifest_mismatch",
+                    )
+                try:
+                    await asyncio.to_thread(overrides.check_tree, settings, signed.settings)
+                except BadRequestError as exc:
+                    raise DeployError(
+                        f"config {signed.name} {signed.version} failed validation on this box ({exc}); "
+                        "the current overrides are unchanged",
+                        code="config_invalid",
+                    ) from None
+                changed = False
+                if activate:
+                    changed = await asyncio.to_thread(overrides.install_tree, settings, signed.settings)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, work, True)
+                await asyncio.to_thread(_remove, tar_path)
+            path = overrides.override_path(settings)
+            log.info("deployed config %s %s (changed %s)", signed.name, signed.version, changed)
+            return {
+                "kind": overrides.CONFIG_KIND,
+                "name": signed.name,
+                "version": signed.version,
+                "key_id": key_id,
+                "download": fetched,
+                "smoke": {"passed": True, "check": "agent.config validation of the merged settings"},
+                "activated": activate,
+                "changed": changed,
+                "applied": "on_restart" if activate else "not_applied",
+                "restart_required": activate and changed,
+                "previous_file": str(overrides.previous_path(settings)) if changed else None,
+                "message": (
+                    f"saved to {path}; takes effect when the agent restarts, falls back to the previous "
+                    "overrides at start if it no longer validates, and config.rollback restores them"
+                    if activate
+                    else "validated only (activate: false); nothing written"
+                ),
+                "seconds": round(time.monotonic() - started, 3),
+            }
 
     async def _activate(self, name: str, version: str, previous: str | None) -> dict[str, Any]:
         await asyncio.to_thread(self.store.activate, name, version)

@@ -10,6 +10,21 @@ environment; the command's result says a restart is needed.
 Validation is agent.config's own: the merged tree is rebuilt with the same
 type and range checks as a TOML file, so a value the daemon would refuse at
 start is refused here, before anything is written.
+
+Config bundles (``config.deploy``, the hub's ``deploy`` of a config bundle)
+replace the whole override tree with a signed one and keep the tree they
+replaced in ``config-overrides.previous.json`` (``{}`` when there was none):
+``config.rollback`` swaps the two back, and ``apply_overrides`` falls back to
+the previous tree at start when the newest one no longer validates. A config
+bundle is a tar, like a model bundle, holding one ``manifest.json``::
+
+    {"manifest": {"kind": "config", "name": "site-lab", "version": "3",
+                  "settings": {"sync": {"inflight": 8}}, "description": "..."},
+     "signature": {"algorithm": "ed25519", "key_id": "...", "value": "..."}}
+
+``settings`` is a nested JSON object shaped like the TOML config file; the
+signature covers the canonical JSON of ``manifest`` (models/manifest.py's
+``canonical_json``), exactly as for model manifests.
 """
 
 from __future__ import annotations
@@ -18,17 +33,22 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import config as agent_config
 from agent.config import Settings, settings_to_dict
-from agent.errors import BadRequestError, ConfigError
+from agent.errors import BadRequestError, ConfigError, ConflictError
 
 log = logging.getLogger("edge_agent.sync.overrides")
 
 OVERRIDE_FILE = "config-overrides.json"
+#: the override tree a config bundle replaced: what config.rollback and a failed start go back to
+PREVIOUS_FILE = "config-overrides.previous.json"
+CONFIG_KIND = "config"
+_MAX_CONFIG_DOC_BYTES = 1 << 20
 #: keys a remote change may not touch: they decide where this box keeps its data and who it is
 FORBIDDEN = ("data_dir", "device_id")
 
@@ -37,9 +57,16 @@ def override_path(settings: Settings) -> Path:
     return settings.data_path / OVERRIDE_FILE
 
 
+def previous_path(settings: Settings) -> Path:
+    return settings.data_path / PREVIOUS_FILE
+
+
 def load_overrides(settings: Settings) -> dict[str, Any]:
     """The persisted overrides as a nested dict (``{}`` when there are none)."""
-    path = override_path(settings)
+    return _load(override_path(settings))
+
+
+def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -98,32 +125,67 @@ def validate(settings: Settings, updates: Mapping[str, Any]) -> dict[str, Any]:
 def set_overrides(settings: Settings, updates: Mapping[str, Any]) -> dict[str, Any]:
     """Validate, then persist atomically (temp file, fsync, rename). Returns the whole override tree."""
     tree = validate(settings, updates)
-    path = override_path(settings)
+    _write_atomic(override_path(settings), _dumps(tree))
+    return tree
+
+
+def _dumps(tree: Mapping[str, Any]) -> bytes:
+    return (json.dumps(tree, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename: a reader (or a crash) sees the old bytes or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold secrets (mqtt.password)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(tree, fh, indent=2, sort_keys=True)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    return tree
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def apply_overrides(settings: Settings) -> Settings:
     """Settings with the persisted overrides applied; unchanged (and a logged error) if they are bad.
 
     A bad override must not keep the box from starting: it would then be
-    unreachable for the very command that could fix it.
+    unreachable for the very command that could fix it. When the newest file
+    fails and a config bundle left the tree it replaced, that previous tree is
+    used instead (the automatic rollback at the one point a bad config can
+    hurt); the files are not rewritten, ``config.rollback`` makes it permanent.
     """
+    path = override_path(settings)
     try:
-        tree = load_overrides(settings)
+        tree = _load(path)
         if not tree:
             return settings
-        return _rebuild(settings, tree, str(override_path(settings)))
+        return _rebuild(settings, tree, str(path))
     except ConfigError as exc:
-        log.error("ignoring remote config overrides: %s", exc)
+        error = exc
+    prev = previous_path(settings)
+    if not prev.is_file():
+        log.error("ignoring remote config overrides: %s", error)
         return settings
+    try:
+        applied = _rebuild(settings, _load(prev), str(prev))
+    except ConfigError as exc2:
+        log.error("ignoring remote config overrides: %s; the previous ones are bad too: %s", error, exc2)
+        return settings
+    log.error(
+        "remote config overrides %s are invalid (%s); started with the previous ones from %s "
+        "(send config.rollback to keep them, or deploy a fixed config bundle)",
+        path,
+        error,
+        prev,
+    )
+    return applied
 
 
 def get_value(settings: Settings, key: str = "") -> Any:
@@ -153,3 +215,150 @@ def _is_secret(dotted: str) -> bool:
             cls = getattr(agent_config, cls)
     field = next((f for f in dataclasses.fields(cls) if f.name == parts[-1]), None)
     return bool(field and field.metadata.get("secret"))
+
+
+# ------------------------------------------------------------ config bundles
+
+
+def manifest_kind(doc: Any) -> str:
+    """``"config"`` for a config bundle's manifest document, ``"model"`` for anything else."""
+    body = doc.get("manifest", doc) if isinstance(doc, dict) else None
+    kind = body.get("kind") if isinstance(body, dict) else None
+    return kind if isinstance(kind, str) else "model"
+
+
+@dataclass(frozen=True)
+class ConfigDocument:
+    """A config bundle's manifest.json, with the exact bytes its signature covers."""
+
+    name: str
+    version: str
+    settings: dict[str, Any]
+    signature: Any  # models.signing.Signature | None
+    signed_bytes: bytes
+
+    def verify(self, trusted_keys: Iterable[str]) -> str:
+        from models.signing import verify
+
+        return verify(self.signed_bytes, self.signature, list(trusted_keys))
+
+    def to_json(self) -> bytes:
+        body: dict[str, Any] = {"manifest": json.loads(self.signed_bytes)}
+        if self.signature is not None:
+            body["signature"] = self.signature.to_dict()
+        return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def parse_config_document(data: bytes) -> ConfigDocument:
+    """Parse a config bundle's manifest.json strictly. Does not check the signature (``verify`` does)."""
+    from models.manifest import canonical_json
+    from models.signing import Signature
+
+    if len(data) > _MAX_CONFIG_DOC_BYTES:
+        raise BadRequestError(
+            f"the config manifest is {len(data)} bytes; the limit is {_MAX_CONFIG_DOC_BYTES}"
+        )
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequestError(f"manifest.json is not valid JSON: {exc}", code="manifest_invalid") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict):
+        raise BadRequestError(
+            "manifest.json must hold {'manifest': {...}, 'signature': {...}}", code="manifest_invalid"
+        )
+    _only(doc, {"manifest", "signature"}, "manifest.json")
+    body = doc["manifest"]
+    _only(body, {"kind", "name", "version", "settings", "description"}, "manifest")
+    if body.get("kind") != CONFIG_KIND:
+        raise BadRequestError(
+            f"manifest.kind must be {CONFIG_KIND!r} for a config bundle", code="manifest_invalid"
+        )
+    for key in ("name", "version"):
+        if not isinstance(body.get(key), str) or not body[key].strip():
+            raise BadRequestError(f"manifest.{key} must be a non-empty string", code="manifest_invalid")
+    if not isinstance(body.get("settings"), dict) or not body["settings"]:
+        raise BadRequestError(
+            "manifest.settings must be a non-empty object of settings, shaped like the config file",
+            code="manifest_invalid",
+        )
+    signature = None
+    sig = doc.get("signature")
+    if sig is not None:
+        if not isinstance(sig, dict) or not all(
+            isinstance(sig.get(k), str) for k in ("algorithm", "key_id", "value")
+        ):
+            raise BadRequestError(
+                "signature must hold algorithm, key_id and value strings", code="signature_invalid"
+            )
+        _only(sig, {"algorithm", "key_id", "value"}, "signature")
+        signature = Signature(key_id=sig["key_id"], value=sig["value"], algorithm=sig["algorithm"])
+    return ConfigDocument(
+        name=body["name"],
+        version=body["version"],
+        settings=body["settings"],
+        signature=signature,
+        signed_bytes=canonical_json(body),  # what was read, canonicalised: the signer's bytes exactly
+    )
+
+
+def _only(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(obj) - allowed)
+    if extra:
+        raise BadRequestError(
+            f"{where}: unknown keys {extra}; allowed: {sorted(allowed)}", code="manifest_invalid"
+        )
+
+
+def sign_config_document(data: bytes, private_hex: str) -> bytes:
+    """``data`` (a config manifest.json) signed by ``private_hex``; the body is kept byte for byte."""
+    from models.signing import sign
+
+    doc = parse_config_document(data)
+    return dataclasses.replace(doc, signature=sign(doc.signed_bytes, private_hex)).to_json()
+
+
+def check_tree(settings: Settings, tree: Mapping[str, Any]) -> None:
+    """The smoke test of a config bundle: the loader's own validation of the settings merged with ``tree``."""
+    for key in tree:
+        if key in FORBIDDEN:
+            raise BadRequestError(
+                f"{key} cannot be changed remotely; edit the box's config file instead", code="config_invalid"
+            )
+    try:
+        _rebuild(settings, tree, "config bundle")
+    except ConfigError as exc:
+        raise BadRequestError(str(exc), code="config_invalid") from None
+
+
+def install_tree(settings: Settings, tree: Mapping[str, Any]) -> bool:
+    """Make ``tree`` the override file, keeping the replaced one as the previous. False: already in place.
+
+    The previous file is written first: a crash in between leaves the current
+    file as it was, and a previous file equal to it (a rollback is then a no-op).
+    """
+    path = override_path(settings)
+    current = _read_bytes(path)
+    if current is not None and _load(path) == tree:
+        return False
+    _write_atomic(previous_path(settings), current if current is not None else b"{}\n")
+    _write_atomic(path, _dumps(tree))
+    return True
+
+
+def rollback_overrides(settings: Settings) -> dict[str, Any]:
+    """Swap the override file and the previous one (both atomic); the restored tree must still validate."""
+    prev_path = previous_path(settings)
+    previous = _read_bytes(prev_path)
+    if previous is None:
+        raise ConflictError(
+            f"there is no previous config to roll back to ({prev_path} is missing): "
+            "only a config bundle deployment keeps one",
+            code="no_previous_config",
+        )
+    tree = _load(prev_path)
+    check_tree(settings, tree)
+    path = override_path(settings)
+    current = _read_bytes(path)
+    _write_atomic(path, previous)
+    _write_atomic(prev_path, current if current is not None else b"{}\n")
+    return tree

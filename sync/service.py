@@ -131,6 +131,8 @@ class SyncRuntime:
             data_dir=self.settings.data_path,
             model_store=store,
             trusted_keys=lambda: trusted_model_keys(self.settings),
+            # only the hub may change a box's config (model publishers' keys sign models alone)
+            config_keys=self._trusted_hub_keys,
             manager=manager,
         )
 

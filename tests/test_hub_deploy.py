@@ -278,3 +278,84 @@ def test_the_device_side_deployer_installs_what_the_hub_serves(
         assert store.active_version("mlp-a") == "2.0.0"
     finally:
         dev.stop()
+
+
+def test_config_bundles_deploy_in_stages_to_real_device_commands(
+    broker, start_hub, tmp_path: Path, capsys
+) -> None:
+    """A config bundle (manifest kind "config") goes through the same upload, hub signing and canary
+    staging; each device runs the real built-in ``deploy`` command, which dispatches on the kind."""
+    import asyncio
+    import time
+
+    from agent.config import load_settings
+    from models.store import ModelStore
+    from sync.commands import CommandDeps, CommandRequest, builtin_registry
+    from sync.deploy import DeviceDeployer
+    from sync.overrides import apply_overrides, override_path
+
+    hub = start_hub(hub_settings(tmp_path, broker))
+    key = hub.service.keys.current().public_hex
+    boxes, devs = [], []
+    for i in range(2):
+        settings = load_settings(env={"EDGE_AGENT_DATA_DIR": str(tmp_path / f"box-{i}")})
+        settings.data_path.mkdir(parents=True)
+        deployer = DeviceDeployer(
+            data_dir=settings.data_path,
+            model_store=ModelStore(settings.data_path / "models"),
+            trusted_keys=lambda: [key],
+        )
+        registry = builtin_registry(CommandDeps(settings=settings, deployer=deployer))
+
+        def real_deploy(args: dict, registry=registry) -> tuple[bool, object, str | None]:
+            handler = registry.get("deploy")
+            assert handler is not None
+            try:
+                return (
+                    True,
+                    asyncio.run(handler(CommandRequest("c", "deploy", args, "d", "k", time.time()))),
+                    None,
+                )
+            except Exception as exc:  # the agent's command runtime reports the code and message likewise
+                return False, None, f"{getattr(exc, 'code', 'error')}: {exc}"
+
+        boxes.append(settings)
+        devs.append(
+            SimDevice(
+                f"c-{i}",
+                broker.port,
+                trusted_keys=[key],
+                labels={"fleet": "cfg"},
+                handlers={"deploy": real_deploy},
+            ).start()
+        )
+
+    def deploy(settings_tree: dict, name: str) -> tuple[int, dict]:
+        directory = tmp_path / name
+        directory.mkdir()
+        body = {"kind": "config", "name": "fleet-cfg", "version": name, "settings": settings_tree}
+        (directory / "manifest.json").write_text(json.dumps({"manifest": body}))  # unsigned: the hub signs
+        args = ["--hub", hub.url, "deploy", str(directory), "--to", "fleet=cfg", "--canary", "50%"]
+        code = main([*args, "--timeout", "30", "--json"])
+        return code, json.loads(capsys.readouterr().out)
+
+    try:
+        wait_for(lambda: hub.count("SELECT COUNT(*) AS n FROM devices WHERE online = 1") == 2)
+        code, dep = deploy({"sync": {"inflight": 0}}, "bad")  # fails validation on the canary
+        assert code == 1 and dep["status"] == "canary_failed", dep
+        by_device = {d["device"]: d for d in dep["devices"]}
+        assert by_device["c-0"]["status"] == "failed" and "config_invalid" in by_device["c-0"]["error"]
+        assert by_device["c-1"]["status"] == "skipped" and devs[1].commands == []
+        assert not any(override_path(s).exists() for s in boxes)
+
+        code, dep = deploy({"sync": {"inflight": 7}}, "good")
+        assert code == 0 and dep["status"] == "succeeded" and dep["summary"] == {"ok": 2}, dep
+        assert (dep["model"], dep["version"]) == ("fleet-cfg", "good")
+        for dev, settings in zip(devs, boxes, strict=True):
+            result = dev.results[-1]["result"]
+            assert result["kind"] == "config" and result["key_id"] == hub.service.keys.current().key_id
+            assert json.loads(override_path(settings).read_text()) == {"sync": {"inflight": 7}}
+            assert apply_overrides(settings).sync.inflight == 7
+    finally:
+        for d in devs:
+            d.stop()

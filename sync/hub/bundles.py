@@ -12,6 +12,11 @@ A bundle whose manifest is unsigned is signed with the hub's key on upload
 too): the archive is rewritten with the signed ``manifest.json``, so the
 bytes served, their sha256 and the manifest in the deploy command agree. A
 manifest already signed (by a model publisher) is left exactly as it is.
+
+A config bundle is the same kind of tar with a manifest of ``kind: "config"``
+(format: sync/overrides.py); it is stored, signed, served and deployed the
+same way, its ``name`` in the ``model`` column. The device's ``deploy``
+command dispatches on that kind.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ def make_bundle_tar(directory: Path) -> bytes:
     """A reproducible tar of a bundle directory (sorted names, zero times and owners)."""
     directory = Path(directory)
     if not (directory / MANIFEST_NAME).is_file():
-        raise BadRequestError(f"{directory} has no {MANIFEST_NAME}; is it a model bundle directory?")
+        raise BadRequestError(
+            f"{directory} has no {MANIFEST_NAME}; is it a model or config bundle directory?"
+        )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
@@ -64,15 +71,19 @@ def read_manifest(tar_path: Path) -> dict[str, Any]:
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise BadRequestError(f"the bundle is not a readable tar archive: {exc}") from None
     from models.manifest import parse_manifest_json
+    from sync.overrides import CONFIG_KIND, manifest_kind, parse_config_document
 
-    signed = parse_manifest_json(data)
-    doc = json.loads(data)
-    return {
-        "doc": doc,
-        "name": signed.manifest.name,
-        "version": signed.manifest.version,
-        "signed": signed.signature is not None,
-    }
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise BadRequestError(f"{MANIFEST_NAME} is not valid JSON: {exc}", code="manifest_invalid") from None
+    if manifest_kind(doc) == CONFIG_KIND:
+        config = parse_config_document(data)
+        name, version, signed = config.name, config.version, config.signature is not None
+    else:
+        model = parse_manifest_json(data)
+        name, version, signed = model.manifest.name, model.manifest.version, model.signature is not None
+    return {"doc": doc, "kind": manifest_kind(doc), "name": name, "version": version, "signed": signed}
 
 
 def sign_bundle(tar_path: Path, out_path: Path, private_hex: str) -> None:
@@ -83,6 +94,7 @@ def sign_bundle(tar_path: Path, out_path: Path, private_hex: str) -> None:
     """
     from models.manifest import SignedManifest, parse_manifest_json
     from models.signing import sign
+    from sync.overrides import CONFIG_KIND, manifest_kind, sign_config_document
 
     with (
         tarfile.open(tar_path, mode="r:*") as src,
@@ -95,7 +107,9 @@ def sign_bundle(tar_path: Path, out_path: Path, private_hex: str) -> None:
                 continue
             fh = src.extractfile(member)
             data = fh.read() if fh else b""
-            if _is_manifest(member.name):
+            if _is_manifest(member.name) and manifest_kind(json.loads(data)) == CONFIG_KIND:
+                data = sign_config_document(data, private_hex)
+            elif _is_manifest(member.name):
                 read = parse_manifest_json(data)
                 signed = SignedManifest(
                     read.manifest, sign(read.signed_bytes, private_hex), read.signed_bytes

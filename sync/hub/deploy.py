@@ -1,4 +1,4 @@
-"""Staged model rollout: the canary share first, the rest only if every canary succeeded.
+"""Staged rollout of a model or config bundle: the canary share first, the rest only if every canary succeeded.
 
 A deployment targets the *online* devices matching a selector (offline ones
 are recorded as ``skipped``: a command they cannot receive would only turn
@@ -7,7 +7,9 @@ devices in device-id order: predictable, so an operator can tell which boxes
 go first (or give the canaries a label and deploy to that label first).
 
 Each device gets one signed ``deploy`` command with args
-``{"bundle_url", "sha256", "size", "manifest"}``; its result moves its row in
+``{"bundle_url", "sha256", "size", "manifest"}`` (a model or a config bundle
+alike: the device dispatches on the manifest's ``kind``, and a config bundle's
+name fills the ``model`` column); its result moves its row in
 ``deployment_devices`` to ``ok``, ``failed`` or ``timeout``. The deployment
 row ends as ``succeeded``, ``canary_failed`` (nothing beyond the canaries was
 touched) or ``failed`` (some of the rest failed).
