@@ -296,7 +296,7 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":  # pragma: no cover
-    quick = "--quick" in sys.argv
-    for row in run(quick=quick):
-        print(row)
+if __name__ == "__main__":
+    from bench.run import run_one
+
+    sys.exit(run_one(__file__))

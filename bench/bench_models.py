@@ -357,10 +357,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv
-    start = time.perf_counter()
-    for r in run(quick):
-        ratio = "" if r["ratio"] is None else f"  x{r['ratio']:.3f}"
-        peer = "" if r["peer"] is None else f" vs {r['peer']:.3f}"
-        print(f"{r['name']:<58} {r['ours']:>10.3f}{peer} {r['unit']}{ratio}  [{r['target']}]")
-    print(f"({time.perf_counter() - start:.1f} s)")
+    from bench.run import run_one
+
+    sys.exit(run_one(__file__))

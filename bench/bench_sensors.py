@@ -306,6 +306,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    import json
+    from bench.run import run_one
 
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))
+    sys.exit(run_one(__file__))

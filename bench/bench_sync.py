@@ -286,7 +286,6 @@ def _row(name: str, ours: float | None, peer: float | None, peer_name: str, unit
 
 
 if __name__ == "__main__":
-    import json
+    from bench.run import run_one
 
-    for row in run(quick="--quick" in sys.argv):
-        print(json.dumps(row))
+    sys.exit(run_one(__file__))

@@ -688,5 +688,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    for r in run(quick="--quick" in sys.argv):
-        print(r)
+    from bench.run import run_one
+
+    sys.exit(run_one(__file__))

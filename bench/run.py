@@ -114,5 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def run_one(module_file: str) -> int:
+    """``python -m bench.bench_x [--quick]``: that one benchmark, through the same table and JSON."""
+    return main(["--only", Path(module_file).stem, *sys.argv[1:]])
+
+
 if __name__ == "__main__":
     sys.exit(main())
