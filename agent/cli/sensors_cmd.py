@@ -1,4 +1,4 @@
-"""``edge-agent sensors``: replay a CSV through the detectors, simulate faults, train, ports, status."""
+"""``edge-agent sensors``: replay or evaluate CSVs through the detectors, alarm report, simulate, train, ports, status."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from agent.errors import BadRequestError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sensors",
-        help="sensor pipeline: replay, simulate, train, ports, status",
+        help="sensor pipeline: replay, evaluate, report, simulate, train, ports, status",
         description="Work with the sensor pipeline: replay a recorded CSV through the anomaly detectors "
-        "offline, write simulated data with faults, train the LSTM autoencoder, list serial ports, "
+        "offline, score them on labelled recordings, report alarm-management figures from the stored "
+        "alerts, write simulated data with faults, train the LSTM autoencoder, list serial ports, "
         "or ask the running daemon for the pipeline's state.",
     )
     cmds = p.add_subparsers(dest="sensors_command", metavar="SUBCOMMAND", required=True)
@@ -26,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run a CSV through the detectors and print the alerts",
         description="Replay a CSV (header row; ',' or ';'; the time in the first column or one named "
         "timestamp/datetime/time; the other columns numeric channels of one machine). The first N rows "
-        "are the baseline the detectors learn from; every alert opened, escalated or cleared is reported.",
+        "are the baseline the detectors learn from; every alert opened, escalated or cleared is reported. "
+        "Label columns (anomaly, label, changepoint, is_anomaly, and any named with --label-column) are "
+        "never read as channels.",
     )
     r.add_argument("file", metavar="FILE", help="the CSV file")
     r.add_argument(
@@ -37,16 +40,74 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--detectors",
         default="",
-        help="comma-separated detectors (default: robust_z,cusum,pca,iforest; add lstm_ae)",
+        help="comma-separated detectors (default: the machine defaults; choose from "
+        "robust_z,cusum,pca,iforest,lstm_ae)",
     )
-    r.set_defaults(handler=replay)
+    r.add_argument(
+        "--label-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a column holding labels, not readings: not a channel (repeatable)",
+    )
+    r.set_defaults(handler=_usage(replay))
+
+    e = cmds.add_parser(
+        "evaluate",
+        help="score the detectors on labelled recordings: F1, false and missed alarms, delays",
+        description="Replay labelled CSV recordings through the same engine as 'replay' (the first N rows "
+        "of each file the baseline) and score every later row: a row is flagged while an alert of the "
+        "machine is open. Prints per file and summed: TP/FP/TN/FN, F1 = TP/(TP+(FP+FN)/2), false-alarm "
+        "rate FP/(FP+TN), missed-alarm rate FN/(FN+TP); faults (runs of labelled rows) detected, mean "
+        "detection delay, and false alerts per day of fault-free time.",
+    )
+    e.add_argument("files", nargs="+", metavar="FILE", help="labelled CSV recordings (one machine each)")
+    e.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="the column holding the labels, 0 = normal (default: anomaly, is_anomaly or label)",
+    )
+    e.add_argument("--learn", type=int, default=400, metavar="N", help="baseline rows per file (default 400)")
+    e.add_argument(
+        "--detectors", default="", help="comma-separated detectors to run (default: the machine defaults)"
+    )
+    e.add_argument(
+        "--per-detector",
+        action="store_true",
+        help="also run each detector alone and print its figures (its own anomaly alerts only)",
+    )
+    e.add_argument(
+        "--all-normal",
+        action="store_true",
+        help="the files hold no faults and no labels: every row counts as normal (false alerts only)",
+    )
+    e.add_argument("--json", action="store_true", help="print JSON only (no progress, no table)")
+    e.set_defaults(handler=_usage(evaluate))
+
+    rep = cmds.add_parser(
+        "report",
+        help="alarm-management figures per machine from the stored alerts (ISA-18.2 / EEMUA 191)",
+        description="Alarm-management figures per machine from the stored alerts: alarms per 10 minutes "
+        "(average and peak), chattering conditions (opened and cleared 3 or more times within a minute), "
+        "standing alarms (open over 24 h), the share never acknowledged, and the most frequent conditions. "
+        "Asks the running daemon (GET /v1/sensors/report); reads the database directly when it is not running.",
+    )
+    rep.add_argument(
+        "--since",
+        default="",
+        metavar="DURATION",
+        help="only alerts opened in the last DURATION (e.g. 24h, 7d)",
+    )
+    rep.add_argument("--json", action="store_true", help="print JSON")
+    rep.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the daemon")
+    rep.set_defaults(handler=_usage(report))
 
     s = cmds.add_parser(
         "simulate",
         help="write simulated machine data with injected faults as CSV",
         description="Write a CSV from the simulator: a baseline, then the faults asked for, each after "
         "a normal stretch; a label column says which fault is active (drop it before replaying, or keep "
-        "it: replay ignores a column named 'label').",
+        "it: replay never reads a label column as a channel).",
     )
     s.add_argument("--out", default="-", help="output file (default: stdout)")
     s.add_argument("--minutes", type=float, default=20.0, help="length in minutes (default 20)")
@@ -92,42 +153,53 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- replay
 
 
+def _usage(handler: Any) -> Any:
+    """Bad input is a usage error: exit 2 with the message, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args) or 0)
+        except BadRequestError as exc:
+            print(f"edge-agent: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _label_notice(path: str, skipped: list[str]) -> None:
+    if skipped:
+        print(
+            f"{path}: label column(s) {', '.join(skipped)} set aside, not read as channels "
+            "(name another with --label-column)",
+            file=sys.stderr,
+        )
+
+
 def replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import numpy as np
-
     from agent.sensors.csvfile import read_csv
-    from agent.sensors.replay import OfflineRunner
-    from agent.sensors.spec import DETECTORS, machine_from_columns
+    from agent.sensors.evaluate import parse_detectors
+    from agent.sensors.replay import REPLAY_BATCH, OfflineRunner, default_learn_rows, prepare
+    from agent.sensors.spec import machine_from_columns
 
-    data = read_csv(args.file)
-    keep = [i for i, c in enumerate(data.channels) if c.lower() != "label"]
-    channels = [data.channels[i] for i in keep]
-    n = len(data.ts)
-    learn = args.learn if args.learn is not None else max(32, min(3000, n // 5))
+    data = read_csv(args.file, args.label_column)
+    _label_notice(args.file, data.skipped_by_name)
+    rec = prepare(data)
+    n = len(rec.ts)
+    learn = args.learn if args.learn is not None else default_learn_rows(n)
     if learn < 32:
         raise BadRequestError("--learn must be at least 32 rows")
     if learn >= n:
         raise BadRequestError(f"{args.file} has {n} rows; --learn {learn} leaves nothing to check")
-    ts = np.asarray(data.ts)
-    X = np.asarray(data.rows, dtype=np.float64)[:, keep]
-    order = np.argsort(ts, kind="stable")
-    out_of_order = int((np.diff(ts) <= 0).sum())
-    ts, X = ts[order], X[order]
-    keep_rows = np.concatenate([[True], np.diff(ts) > 0])  # duplicates of a timestamp: the first wins
-    ts, X = ts[keep_rows], X[keep_rows]
-    dts = np.diff(ts[: min(len(ts), 10000)])
-    rate = 1.0 / float(np.median(dts)) if len(dts) and np.median(dts) > 0 else 1.0
-    detectors = tuple(d for d in args.detectors.split(",") if d) or None
-    if detectors and any(d not in DETECTORS for d in detectors):
-        raise BadRequestError(f"--detectors: choose from {', '.join(DETECTORS)}")
+    detectors = parse_detectors(args.detectors)
     name = args.machine or Path(args.file).stem
-    spec = machine_from_columns(name, channels, learn_rows=learn, rate_hz=rate)
+    spec = machine_from_columns(name, rec.channels, learn_rows=learn, rate_hz=rec.rate_hz)
     runner = OfflineRunner(spec, detectors=detectors)
+    ts, X = rec.ts, rec.X
     printed = 0
-    for start in range(0, len(ts), 256):
-        for t in runner.feed(ts[start : start + 256], X[start : start + 256]):
+    for start in range(0, n, REPLAY_BATCH):
+        for t in runner.feed(ts[start : start + REPLAY_BATCH], X[start : start + REPLAY_BATCH]):
             printed += 1
             if args.json:
                 print(json.dumps(_transition_json(t.kind, t.snapshot), default=str), flush=True)
@@ -136,23 +208,86 @@ def replay(args: argparse.Namespace) -> int:
                 print(
                     f"{_iso(s['updated_at'])}  {t.kind:<9} {s['level']:<8} {s['condition']:<22} score {s['score']:.2f}  {s['hint']}"
                 )
-    summary = {
-        "rows": n,
-        "baseline_rows": learn,
-        "rate_hz": round(rate, 4),
-        "channels": channels,
-        "transitions": printed,
-        "open_at_end": len(runner.policy.open_alerts),
-        "out_of_order_rows": out_of_order,
-        "bad_cells": dict(data.bad_cells),
-        "bad_times": data.bad_times,
-    }
     if not args.json:
         print(
-            f"\n{n} rows, {learn} baseline, {rate:.3g} rows/s, {printed} alert transitions, "
-            f"{summary['open_at_end']} alerts open at the end",
+            f"\n{n} rows, {learn} baseline, {rec.rate_hz:.3g} rows/s, {printed} alert transitions, "
+            f"{len(runner.policy.open_alerts)} alerts open at the end"
+            + (f", {rec.out_of_order_rows} rows out of time order" if rec.out_of_order_rows else "")
+            + (f", {rec.duplicate_rows} repeated timestamps dropped" if rec.duplicate_rows else ""),
             file=sys.stderr,
         )
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from agent.sensors.evaluate import SYSTEM, evaluate_file, parse_detectors, render, totals
+
+    if args.learn < 32:
+        raise BadRequestError("--learn must be at least 32 rows")
+    if args.label_column and args.all_normal:
+        raise BadRequestError("--all-normal and --label-column exclude each other: pick one")
+    detectors = parse_detectors(args.detectors)
+
+    def notice(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    results = []
+    told: set[str] = set()
+    for k, path in enumerate(args.files, 1):
+        res = evaluate_file(
+            path,
+            label_column=args.label_column,
+            learn=args.learn,
+            detectors=detectors,
+            per_detector=args.per_detector,
+            all_normal=args.all_normal,
+            notice=notice,
+        )
+        results.append(res)
+        if res.skipped_labels and not set(res.skipped_labels) <= told:
+            told.update(res.skipped_labels)
+            notice(f"label column(s) {', '.join(res.skipped_labels)} set aside, not read as channels")
+        s = res.scores[SYSTEM]
+        notice(
+            f"[{k}/{len(args.files)}] {path}: {s.rows} rows, F1 {'-' if s.f1 is None else f'{s.f1:.2f}'}, "
+            f"{s.faults_detected}/{s.faults} faults, {s.alerts} alerts"
+        )
+    total = totals(results)
+    if args.json:
+        print_json(
+            {
+                "learn": args.learn,
+                "detectors": list(detectors) if detectors else None,
+                "files": [r.to_dict() for r in results],
+                "total": total[SYSTEM].to_dict(),
+                "per_detector": {k: v.to_dict() for k, v in total.items() if k != SYSTEM},
+            }
+        )
+        return 0
+    print(render(results, total))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from agent.cli.apiclient import DaemonClient, DaemonUnreachable
+    from agent.config import load_settings
+    from agent.sensors.alarm_report import parse_duration, render, report_from_path
+
+    since_s = parse_duration(args.since) if args.since else None
+    settings = load_settings(args.config)
+    client = DaemonClient(settings, token=getattr(args, "token", None), timeout=args.timeout)
+    query = f"?since={args.since}" if args.since else ""
+    try:
+        body = client.call("GET", "/v1/sensors/report" + query)
+    except DaemonUnreachable:
+        if not args.json:
+            print(f"the daemon is not running; reading {settings.database_path}", file=sys.stderr)
+        body = report_from_path(settings.database_path, since_s)
+    if args.json:
+        print_json(body)
+    else:
+        print(render(body))
     return 0
 
 
@@ -238,23 +373,22 @@ def train(args: argparse.Namespace) -> int:
     from agent.config import load_settings
     from agent.sensors.ae_store import StorePublisher
     from agent.sensors.csvfile import read_csv
-    from agent.sensors.engine import AeDetector
+    from agent.sensors.model_detectors import AeDetector
     from agent.sensors.spec import machine_from_columns
     from models.store import ModelStore
 
     settings = load_settings(args.config)
-    data = read_csv(args.file)
-    keep = [i for i, c in enumerate(data.channels) if c.lower() != "label"]
-    X = np.asarray(data.rows, dtype=np.float64)[: args.learn, keep]
+    data = read_csv(args.file)  # label columns are set aside by read_csv
+    _label_notice(args.file, data.skipped_by_name)
+    X = np.asarray(data.rows, dtype=np.float64)[: args.learn]
     X = X[~np.isnan(X).any(axis=1)]
-    spec = machine_from_columns(
-        args.machine, [data.channels[i] for i in keep], learn_rows=len(X), ae_epochs=args.epochs
-    )
+    spec = machine_from_columns(args.machine, data.channels, learn_rows=len(X), ae_epochs=args.epochs)
     store = ModelStore(settings.data_path / "models")
     det = AeDetector(spec, StorePublisher(store, settings.data_path, settings.device_id))
     det.fit(X)
     print(
-        f"trained and installed {det.model_path} (calibration center {det.calib.center:.4g}, scale {det.calib.scale:.4g})"
+        f"trained and installed {det.model_path} (held-out reconstruction error: median "
+        f"{det.calibration['held_out_error_median']:.4g}, 99th percentile {det.calibration['held_out_error_q99']:.4g})"
     )
     return 0
 
