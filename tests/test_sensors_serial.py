@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.sensors.protocol import Frame, NodeTracker
+from agent.sensors.readings import Validator
 from agent.sensors.serial_source import SerialSource, discover
 from agent.sensors.spec import parse_machine
 from firmware import frames
@@ -99,6 +101,7 @@ async def test_firmware_frames_over_a_pty_with_faults_and_unplug(tmp_path: Path)
         await wait_for(lambda: stats.disconnects == 1 and not stats.connected)
         dev = Pty(link)
         await wait_for(lambda: stats.connected and stats.opened == 2)
+        assert stats.last_error == ""  # the unplug is history once the port is open again
         node2.write = dev.write
         node2.step()
         await wait_for(lambda: len(rows) == 8)
@@ -128,3 +131,96 @@ async def test_unknown_node_is_counted_not_crashed(tmp_path: Path) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         dev.unplug()
+
+
+async def test_a_link_stall_loses_no_valid_frame(tmp_path: Path) -> None:
+    """The node streams at 20 Hz; the link holds its bytes for 3 s and then delivers them in one burst.
+
+    Every DATA frame reaches the real validator in sequence order with rising
+    timestamps: none is dropped as out_of_order (arrival time does not decide order).
+    """
+    link = tmp_path / "stalling-node"
+    dev = Pty(link)
+    validator = Validator({SPEC.name: SPEC})
+    accepted: list[tuple[float, dict]] = []
+
+    def emit(machine: str, items: list, source: str) -> int:
+        for ts, values in items:
+            if validator.row(machine, ts, values, source=source) is not None:
+                accepted.append((ts, values))
+        return len(items)
+
+    src = SerialSource([str(link)], 115200, [SPEC], emit, rescan_s=0.05)
+    task = asyncio.create_task(src.run())
+    try:
+        await wait_for(lambda: str(link) in src.ports and src.ports[str(link)].connected)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        held: list[bytes] = []
+        stalled = [False]
+
+        def write(data: bytes) -> None:
+            (held.append if stalled[0] else dev.write)(data)
+
+        counter = itertools.count()
+        node = Node(
+            3,
+            ("vibration", "current"),
+            lambda: (float(next(counter)), 1.0),
+            write,
+            lambda: int((loop.time() - t0) * 1000),
+            hello_every=1000,
+        )
+        sent = 0
+        for phase, seconds in (("live", 1.0), ("stall", 3.0), ("live", 1.0)):
+            stalled[0] = phase == "stall"
+            end = loop.time() + seconds
+            while loop.time() < end:
+                node.step()
+                sent += 1
+                await asyncio.sleep(0.05)
+            if phase == "stall":
+                dev.write(b"".join(held))  # the link comes back: everything it held, at once
+        await wait_for(lambda: sum(validator.counts.values()) >= sent)  # each row counted once, kept or not
+        assert validator.counts.get("out_of_order", 0) == 0, dict(validator.counts)
+        assert len(accepted) == sent >= 80
+        assert [v["vibration"] for _, v in accepted] == [float(i) for i in range(sent)]
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(accepted)]
+        assert min(gaps) > 0 and max(gaps) < 0.5  # node clock spacing, not a 3 s jump then a pile-up
+        assert src.nodes[3].gaps == 0 and src.nodes[3].restarts == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        dev.unplug()
+
+
+def _frame(seq: int, t_ms: int, flags: int = 0) -> Frame:
+    return Frame(1, 3, seq & 0xFFFFFFFF, t_ms & 0xFFFFFFFF, flags, values=(1.0,))
+
+
+def test_sequence_and_node_clock_wrap_around_without_a_restart() -> None:
+    tracker = NodeTracker(3)
+    start_seq, start_t = 0xFFFFFFFD, 0xFFFFFF00  # both 32-bit counters about to wrap
+    times = [tracker.accept(_frame(start_seq + i, start_t + 100 * i), 1000.0 + 0.1 * i) for i in range(6)]
+    assert tracker.restarts == 0 and tracker.gaps == 0 and tracker.duplicates == 0
+    assert all(t is not None for t in times)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [0.1] * 5  # type: ignore[operator]
+
+
+def test_restart_is_found_by_boot_flag_by_sequence_or_by_clock_going_back() -> None:
+    tracker = NodeTracker(3)
+    last = 0.0
+    for seq, t_ms, flags, wall in (
+        (100, 50_000, 0, 10.0),
+        (101, 50_100, 0, 10.1),
+        (0, 5, 1, 11.0),  # BOOT flag
+        (1, 105, 0, 11.1),
+        (0, 10, 0, 12.0),  # sequence went back, no flag
+        (7, 5, 0, 12.1),  # sequence forward (frames lost) but the node clock went back: rebooted
+    ):
+        ts = tracker.accept(_frame(seq, t_ms, flags), wall)
+        assert ts is not None and ts > last
+        last = ts
+    assert tracker.restarts == 3
+    assert tracker.accept(_frame(7, 5), 12.2) is None and tracker.duplicates == 1

@@ -24,8 +24,11 @@ FLAG_BOOT = 1
 FLAG_OVERRUN = 2
 _HEADER = struct.Struct("<BBHIIBB")
 MAX_FRAME = 1024
-#: node clock and host clock may disagree by this much before the mapping is re-anchored
+#: a frame may seem this much "early" (node clock ahead of the host's) before the mapping moves back,
+#: and a node clock may lag by this much before the mapping moves forward
 REANCHOR_S = 1.0
+#: the window over which the smallest lag is taken to tell a slow node clock from late frames
+DRIFT_WINDOW_S = 30.0
 
 
 class FrameError(ValueError):
@@ -169,52 +172,90 @@ class FrameSplitter:
 
 @dataclass
 class NodeTracker:
-    """One node's sequence and clock as seen by the host."""
+    """One node's sequence and clock as seen by the host.
+
+    Order is the sequence numbers' business, never the host's arrival time:
+    ``seq`` (32 bits, compared modulo 2**32, so it wraps) says what is new,
+    a duplicate, a gap or a restart (the BOOT flag, a sequence that goes back,
+    or a node clock that goes back); the node's own clock ``t_ms`` (unwrapped,
+    so its 49-day wrap is seamless) says when each frame was measured.
+
+    Wall time = ``offset`` + node time. A frame can arrive late (a link stall,
+    a kernel buffer, a busy host) but never before it was measured, so:
+    - late frames keep their node time (a burst after a 3 s stall lands where
+      it belongs, in order, instead of being re-stamped with arrival times);
+    - a frame more than ``REANCHOR_S`` "early" means the node clock runs fast:
+      the offset moves back just to that tolerance's edge, which keeps the
+      timestamps rising;
+    - a node clock that runs slow shows as a lag that never goes away: when the
+      smallest lag over ``DRIFT_WINDOW_S`` exceeds ``REANCHOR_S``, the offset
+      moves forward by it (forward only: order again).
+    The wall times a node's frames get therefore never go back within a boot.
+    """
 
     node: int
     last_seq: int | None = None
     names: tuple[str, ...] = ()
-    anchor_t_ms: int = 0
-    anchor_wall: float = 0.0
     gaps: int = 0
     lost_frames: int = 0
     duplicates: int = 0
     restarts: int = 0
     overruns: int = 0
     events: list[str] = field(default_factory=list)
+    last_t_ms: int = 0
+    #: node clock of the last frame, in ms since this boot's first frame (unwrapped)
+    node_ms: int = 0
+    #: host wall time at node time 0 of this boot; None until the first frame
+    offset: float | None = None
+    #: wall time given to the previous DATA frame
+    last_wall: float = 0.0
+    _lag_min: float = float("inf")
+    _lag_since: float = 0.0
 
     def accept(self, frame: Frame, wall_now: float) -> float | None:
         """Check the sequence; returns the frame's wall time, or None for a duplicate to drop."""
         restarted = False
         if self.last_seq is not None:
-            expected = (self.last_seq + 1) & 0xFFFFFFFF
-            if frame.flags & FLAG_BOOT or (
-                frame.seq < self.last_seq and not _wrapped(self.last_seq, frame.seq)
-            ):
+            step = (frame.seq - self.last_seq) & _MASK
+            clock_back = ((frame.t_ms - self.last_t_ms) & _MASK) >= _HALF
+            if frame.flags & FLAG_BOOT or step >= _HALF or (step and clock_back):
                 restarted = True
                 self.restarts += 1
-            elif frame.seq == self.last_seq:
+            elif step == 0:
                 self.duplicates += 1
                 return None
-            elif frame.seq != expected:
+            elif step != 1:
                 self.gaps += 1
-                self.lost_frames += (frame.seq - expected) & 0xFFFFFFFF
+                self.lost_frames += step - 1
         if frame.flags & FLAG_OVERRUN:
             self.overruns += 1
         self.last_seq = frame.seq
-        return self._wall_time(frame.t_ms, wall_now, reanchor=restarted)
+        return self._wall_time(frame.t_ms, wall_now, reanchor=restarted, data=frame.type == TYPE_DATA)
 
-    def _wall_time(self, t_ms: int, wall_now: float, *, reanchor: bool) -> float:
-        if reanchor or self.anchor_wall == 0.0:
-            self.anchor_t_ms, self.anchor_wall = t_ms, wall_now
-            return wall_now
-        wall = self.anchor_wall + ((t_ms - self.anchor_t_ms) & 0xFFFFFFFF) / 1000.0
-        if abs(wall - wall_now) > REANCHOR_S:
-            # the node stalled, its clock drifted, or frames sat in a buffer: trust the host clock
-            self.anchor_t_ms, self.anchor_wall = t_ms, wall_now
-            return wall_now
+    def _wall_time(self, t_ms: int, wall_now: float, *, reanchor: bool, data: bool = True) -> float:
+        if reanchor or self.offset is None:
+            self.node_ms, self.last_t_ms = 0, t_ms
+            self.offset = max(wall_now, self.last_wall)  # a new boot starts now, never before the last frame
+            self._lag_min, self._lag_since = float("inf"), wall_now
+        else:
+            self.node_ms += (t_ms - self.last_t_ms) & _MASK
+            self.last_t_ms = t_ms
+        node_s = self.node_ms / 1000.0
+        lag = wall_now - (self.offset + node_s)  # how late it arrived, by the current mapping
+        if lag < -REANCHOR_S:
+            self.offset = wall_now + REANCHOR_S - node_s  # node clock fast: back to the tolerance's edge
+        else:
+            self._lag_min = min(self._lag_min, lag)
+            if wall_now - self._lag_since >= DRIFT_WINDOW_S:
+                if self._lag_min > REANCHOR_S:
+                    self.offset += self._lag_min  # node clock slow: catch up, forward only
+                self._lag_min, self._lag_since = float("inf"), wall_now
+        wall = self.offset + node_s
+        if data:  # readings need strictly rising times (the validator drops a repeat as out_of_order)
+            wall = max(wall, self.last_wall + 1e-6 if self.last_wall else 0.0)
+            self.last_wall = wall
         return wall
 
 
-def _wrapped(last: int, seq: int) -> bool:
-    return last > 0xFFFF0000 and seq < 0x10000
+_MASK = 0xFFFFFFFF
+_HALF = 1 << 31

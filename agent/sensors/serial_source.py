@@ -129,6 +129,7 @@ class SerialSource:
         if stats.opened > 1:
             metrics.SOURCE_RECONNECTS.labels(f"serial:{port}").inc()
         stats.connected = True
+        stats.last_error = ""  # what went wrong before is history now: the port is open again
         log.info("sensors: reading sensor node on %s", port)
         loop = asyncio.get_running_loop()
         gone: asyncio.Future[str] = loop.create_future()
