@@ -13,10 +13,13 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 
 from agent.bus import Bus, DaemonStateChanged
 from agent.config import Settings
 from agent.context import AgentContext
+from agent.errors import ConfigError, EdgeAgentError
+from agent.process import DataDirLock, fork_hygiene, reap_children
 from agent.sdnotify import Notifier
 from agent.store import Store
 from agent.supervisor import FunctionService, Service, Supervisor
@@ -137,44 +140,95 @@ class Daemon:
         self.settings = settings
         self.ctx: AgentContext | None = None
         self._stop = asyncio.Event()
+        #: signals that arrived before the event loop took over (filled by ``agent.cli.run_cmd``)
+        self.early_signals: list[str] = []
 
     def request_stop(self, reason: str = "") -> None:
         if not self._stop.is_set():
             log.info("stopping%s", f" ({reason})" if reason else "")
             self._stop.set()
 
+    async def _wait_ready_or_stop(self, ctx: AgentContext) -> None:
+        """Wait for every service to be ready, but no longer than a stop request."""
+        ready = asyncio.ensure_future(ctx.supervisor.wait_ready(READY_TIMEOUT_S))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not ready.done():
+                ready.cancel()
+        if ready.done() and not ready.cancelled() and not self._stop.is_set():
+            not_ready = ready.result()
+            if not_ready:
+                log.warning("services not ready after %.0f s: %s", READY_TIMEOUT_S, ", ".join(not_ready))
+
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        """Run until SIGTERM/SIGINT; returns the process exit code.
+
+        A stop request is honoured at any moment of start-up: the readiness
+        wait ends at once, "ready" is never logged after "stopping", and
+        children still alive after the services stopped are ended.
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
-        ctx = self.ctx = build_context(self.settings)
+        if self.early_signals:
+            self.request_stop(self.early_signals[0])
+        fork_hygiene()
+        lock: DataDirLock | None = None
+        ctx: AgentContext | None = None
         try:
+            # one daemon per data dir; the port checked before anything else starts (exit 2 with the reason)
+            lock = DataDirLock.acquire(self.settings.data_path)
+            api_socket = prebind_api(self.settings)
+            ctx = self.ctx = build_context(self.settings)
             for service in build_services(ctx):
+                if api_socket is not None and service.name == "api":
+                    service.socket = api_socket  # type: ignore[attr-defined]
+                    api_socket = None
                 ctx.supervisor.add(service)
-            ctx.supervisor.start()
-            not_ready = await ctx.supervisor.wait_ready(READY_TIMEOUT_S)
-            if not_ready:
-                log.warning("services not ready after %.0f s: %s", READY_TIMEOUT_S, ", ".join(not_ready))
-            ctx.store.record_event("daemon.started", "daemon", {"pid": os.getpid()})
-            ctx.ready = True
-            ctx.notifier.ready(f"running; device {self.settings.device_id}")
-            await ctx.bus.publish(DaemonStateChanged(source="daemon", state="ready"))
-            release_startup_memory()
-            log.info(
-                "edge-agent ready",
-                extra={"device_id": self.settings.device_id, "data_dir": self.settings.data_dir},
-            )
+            if api_socket is not None:
+                api_socket.close()
+            if not self._stop.is_set():
+                ctx.supervisor.start()
+                await self._wait_ready_or_stop(ctx)
+            if not self._stop.is_set():
+                ctx.store.record_event("daemon.started", "daemon", {"pid": os.getpid()})
+                ctx.ready = True
+                ctx.notifier.ready(f"running; device {self.settings.device_id}")
+                await ctx.bus.publish(DaemonStateChanged(source="daemon", state="ready"))
+                release_startup_memory()
+                log.info(
+                    "edge-agent ready",
+                    extra={"device_id": self.settings.device_id, "data_dir": self.settings.data_dir},
+                )
             await self._stop.wait()
             ctx.stopping = True
             ctx.notifier.stopping("stopping")
             await ctx.bus.publish(DaemonStateChanged(source="daemon", state="stopping"))
             hung = await ctx.supervisor.stop()
+            reap_children()
             ctx.store.record_event("daemon.stopped", "daemon", {"pid": os.getpid(), "hung_services": hung})
             return 0 if not hung else 1
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            ctx.store.close()
-            ctx.notifier.close()
-            log.info("edge-agent stopped")
+            if ctx is not None:
+                ctx.store.close()
+                ctx.notifier.close()
+                log.info("edge-agent stopped")
+            if lock is not None:
+                lock.release()
+
+
+def prebind_api(settings: Settings) -> socket.socket | None:
+    """Bind the API port before anything starts: a taken port stops the start (exit 2), not a retry loop."""
+    if not settings.api.enabled:
+        return None
+    from agent.api.server import bind_socket
+
+    try:
+        return bind_socket(settings.api.host, settings.api.port)
+    except EdgeAgentError as exc:
+        raise ConfigError(str(exc), code="api_bind") from None

@@ -11,6 +11,9 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+import pytest
+
 from agent.store import Store
 from tests.conftest import REPO
 
@@ -139,3 +142,88 @@ def test_features_outside_the_licence_do_not_start(start_daemon) -> None:  # typ
         and "needs a licence" in refusal[0]["msg"]
         and "edge-agent licence install" in refusal[0]["msg"]
     )
+
+
+# -- start and stop as the operator meets them (issue 13) ------------------------------------------
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has installed its own SIGTERM handler (SigCgt bit 15)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+def test_busy_api_port_exits_2_within_2_s_naming_the_port(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        daemon = start_daemon({"EDGE_AGENT_API__PORT": str(port)})
+        code = daemon.proc.wait(timeout=15)
+        elapsed = time.monotonic() - started
+    assert code == 2, daemon.log()
+    assert elapsed < 2.0, f"took {elapsed:.2f} s"
+    assert f":{port}" in daemon.log() and "Address already in use" in daemon.log()
+    assert "Traceback" not in daemon.log()
+
+
+def test_second_daemon_on_the_same_data_dir_exits_2_naming_the_first_pid(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    first = start_daemon()
+    first.wait_healthy()
+    second = start_daemon({"EDGE_AGENT_DATA_DIR": str(first.data_dir)})
+    assert second.proc.wait(timeout=15) == 2, second.log()
+    assert f"PID {first.proc.pid}" in second.log() and str(first.data_dir) in second.log()
+    assert "Traceback" not in second.log()
+    assert first.json("/healthz")[0] == 200, "the running daemon is untouched"
+    assert first.stop() == 0
+    # the lock goes with the process: a new daemon starts on the same data dir
+    third = start_daemon({"EDGE_AGENT_DATA_DIR": str(first.data_dir)})
+    third.wait_healthy()
+    assert third.stop() == 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4, 0.8, 1.5])
+def test_sigterm_at_any_moment_of_start_up_exits_0_within_5_s(start_daemon, delay: float) -> None:  # type: ignore[no-untyped-def]
+    # LAN discovery runs a child process at start: it must not outlive the stop either
+    daemon = start_daemon({"EDGE_AGENT_SYNC__DISCOVERY": "true"})
+    deadline = time.monotonic() + 10
+    while not _catches_sigterm(daemon.proc.pid):
+        assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.log()
+        time.sleep(0.005)
+    time.sleep(delay)
+    children = psutil.Process(daemon.proc.pid).children(recursive=True)
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=10) == 0, daemon.log()
+    assert time.monotonic() - started < 5
+    msgs = [r["msg"] for r in daemon.log_records()]
+    assert any(m.startswith("stopping") for m in msgs), msgs
+    if "edge-agent ready" in msgs:
+        assert msgs.index("edge-agent ready") < next(
+            i for i, m in enumerate(msgs) if m.startswith("stopping")
+        )
+    assert "Traceback" not in daemon.log()
+    survivors = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not survivors, f"children outlived the daemon: {survivors}"
+
+
+def test_no_child_process_outlives_the_stop(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A child running at stop (here the LAN search, ~3 s) is ended with the daemon."""
+    daemon = start_daemon(
+        {"EDGE_AGENT_SYNC__DISCOVERY": "true", "EDGE_AGENT_SYNC__DISCOVERY_TIMEOUT_S": "30"}
+    )
+    daemon.wait_healthy()
+    deadline = time.monotonic() + 10
+    children: list[psutil.Process] = []
+    while not children:
+        assert time.monotonic() < deadline, "the LAN search child never started"
+        children = psutil.Process(daemon.proc.pid).children(recursive=True)
+        time.sleep(0.05)
+    assert daemon.stop() == 0
+    _, alive = psutil.wait_procs(children, timeout=2)
+    assert not alive, f"children outlived the daemon: {[c.pid for c in alive]}"

@@ -93,6 +93,17 @@ async def ack_alert(request: web.Request) -> web.Response:
     )
 
 
+async def sensors_report(request: web.Request) -> web.Response:
+    """Alarm-management figures per machine from the stored alerts (?since=24h)."""
+    import asyncio
+
+    from agent.sensors.alarm_report import parse_duration, report_from_store
+
+    since = request.query.get("since", "")
+    since_s = parse_duration(since) if since else None
+    return web.json_response(await asyncio.to_thread(report_from_store, request.app[CTX].store, since_s))
+
+
 _INGEST_BODY = {
     "type": "object",
     "required": ["machine", "rows"],
@@ -127,6 +138,14 @@ ROUTES = [
         role="operator",
         audit=False,  # a data path: readings arrive many times a second
         extra_responses={503: "sensor pipeline not running"},
+    ),
+    Route(
+        "GET",
+        "/v1/sensors/report",
+        sensors_report,
+        "Alarm-management figures per machine: alarms per 10 min, chattering, standing, unacked (?since=24h).",
+        tag="sensors",
+        extra_responses={400: "since is not a duration"},
     ),
     Route(
         "GET",

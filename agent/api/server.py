@@ -52,10 +52,12 @@ class ApiService(Service):
         super().__init__()
         self.ctx = ctx
         self.port: int | None = None
+        #: a socket the daemon bound before start (so a taken port stops the start); used once
+        self.socket: socket.socket | None = None
 
     async def run(self) -> None:
         settings = self.ctx.settings.api
-        sock = bind_socket(settings.host, settings.port)
+        sock, self.socket = self.socket or bind_socket(settings.host, settings.port), None
         self.port = sock.getsockname()[1]
         log.info(
             "local API listening on http://%s:%d%s",

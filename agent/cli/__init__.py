@@ -57,7 +57,27 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in modules:
         importlib.import_module(name).register(sub)
+    _token_after_the_command(parser)
     return parser
+
+
+def _token_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """``edge-agent status --token X`` works as well as ``edge-agent --token X status``.
+
+    Added to every command that does not define it; SUPPRESS keeps a token given
+    before the command from being reset by the command's own default.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any(a.dest == "token" for a in child._actions):
+                    child.add_argument(
+                        "--token",
+                        default=argparse.SUPPRESS,
+                        metavar="TOKEN",
+                        help="API bearer token (or $EDGE_AGENT_TOKEN)",
+                    )
+                _token_after_the_command(child)
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -74,11 +94,20 @@ def _command_word(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `run` is the process that lives for years: it should not carry every other command's imports
-    modules = ("agent.cli.run_cmd",) if _command_word(argv) == "run" else COMMAND_MODULES
+    running = _command_word(argv) == "run"
+    if running:
+        from agent.cli.run_cmd import catch_early_signals
+
+        catch_early_signals()
+    modules = ("agent.cli.run_cmd",) if running else COMMAND_MODULES
     parser = build_parser(modules)
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except ConfigError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -87,6 +116,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_went_away() -> int:
+    """Output piped into ``head`` (or a pager that quit): stop quietly, as ``cat`` does.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot
+    raise again; 141 is what a shell reports for a process ended by SIGPIPE.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,9 +5,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent.config import load_settings
 from agent.logs import setup_logging
+
+if TYPE_CHECKING:
+    from agent.daemon import Daemon
+
+#: SIGTERM/SIGINT received before the daemon's event loop took over (names, in order)
+EARLY_SIGNALS: list[str] = []
+
+
+def _remember_signal(signum: int, frame: FrameType | None) -> None:
+    EARLY_SIGNALS.append(signal.Signals(signum).name)
+
+
+def catch_early_signals() -> None:
+    """From the first moment of ``run``, a SIGTERM means "stop cleanly", never a kill mid-start.
+
+    The handler only remembers the signal; the daemon honours it as soon as
+    its loop runs (or before it builds anything), and exits 0.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _remember_signal)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run the daemon in the foreground",
         description="Run the daemon until SIGTERM or Ctrl-C. Logs go to stderr: "
-        "readable lines on a terminal, JSON lines otherwise.",
+        "readable lines on a terminal, JSON lines otherwise. Exits 2 when the API port is "
+        "taken or another edge-agent runs on the same data dir.",
     )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    catch_early_signals()
     from agent.security import api_settings
     from agent.security.seal import apply_secrets
     from sync.overrides import apply_overrides
@@ -33,4 +63,44 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("edge_agent.security").warning(warning)
     from agent.daemon import Daemon
 
-    return asyncio.run(Daemon(settings).run())
+    daemon = Daemon(settings)
+    daemon.early_signals = EARLY_SIGNALS
+    code = asyncio.run(_run(daemon))
+    _exit_past_busy_threads(code)
+    return code
+
+
+class _NoWaitExecutor(ThreadPoolExecutor):
+    """The loop's default executor; ``asyncio.run`` must not wait at exit for a load that cannot stop."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=False, cancel_futures=True)
+
+
+async def _run(daemon: Daemon) -> int:
+    asyncio.get_running_loop().set_default_executor(_NoWaitExecutor(thread_name_prefix="edge-agent"))
+    return await daemon.run()
+
+
+def _exit_past_busy_threads(code: int) -> None:
+    """Leave now when a worker thread is still busy (a model load cannot be interrupted).
+
+    Everything the daemon owns is closed by now (store, sockets, children); the
+    interpreter would otherwise join the thread and keep a stopped daemon
+    alive for as long as the load takes.
+    """
+    deadline = time.monotonic() + 0.5
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    busy = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if busy:
+        logging.getLogger("edge_agent.daemon").info(
+            "leaving %d busy worker thread(s) behind", len(busy), extra={"threads": len(busy)}
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

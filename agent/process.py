@@ -1,0 +1,129 @@
+"""The daemon as one OS process: one per data dir, no stray children, no borrowed signals.
+
+- ``DataDirLock``: an ``fcntl`` lock on ``<data_dir>/edge-agent.pid`` holding the PID,
+  so a second daemon on the same data dir stops at once and names the first.
+  The kernel drops the lock when the process dies, so a crash never leaves a
+  stale lock behind (the PID left in the file is only ever read while locked).
+- ``fork_hygiene()``: a child made by ``fork()`` without ``exec`` (a library's
+  worker pool) inherits asyncio's signal wakeup socket; a signal the child
+  receives would otherwise be read by the parent's loop as its own SIGTERM and
+  stop the daemon. Children get default signal handling and no wakeup fd, and
+  Python's own worker pools start with ``spawn`` (no forked OpenSSL state to
+  hang in).
+- ``reap_children()``: at stop, every child still alive is terminated, then
+  killed, so none outlives the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+log = logging.getLogger("edge_agent.daemon")
+
+LOCK_NAME = "edge-agent.pid"
+
+
+class DataDirLock:
+    """An exclusive, non-blocking lock on the data dir, released when the process ends."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the lock file {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = _read_pid(fd)
+            os.close(fd)
+            who = f"PID {other}" if other else "another process"
+            raise ConfigError(
+                f"another edge-agent ({who}) is running on the data dir {data_dir}; "
+                f"stop it first (systemctl stop edge-agent, or kill {other or '<pid>'}) "
+                "or give this one its own data dir (EDGE_AGENT_DATA_DIR)",
+                code="data_dir_locked",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        return int(os.read(fd, 32).decode().strip() or "0") or None
+    return None
+
+
+def _child_after_fork() -> None:
+    # the child must not write signals into the parent's event loop
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, signal.SIG_DFL)
+
+
+_hygiene_installed = False
+
+
+def fork_hygiene() -> None:
+    """Call once in the daemon process, before any service starts."""
+    global _hygiene_installed
+    if _hygiene_installed:
+        return
+    _hygiene_installed = True
+    os.register_at_fork(after_in_child=_child_after_fork)
+    with contextlib.suppress(RuntimeError):
+        multiprocessing.set_start_method("spawn", force=True)
+
+
+def reap_children(timeout: float = 1.0) -> list[int]:
+    """Terminate every descendant still alive, kill those that ignore it; returns the PIDs found."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    if not children:
+        return []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    if alive:
+        psutil.wait_procs(alive, timeout=timeout)
+    pids = [c.pid for c in children]
+    log.warning(
+        "stopped %d child process(es) still running at stop: %s",
+        len(pids),
+        ", ".join(map(str, pids)),
+        extra={"killed": len(alive)},
+    )
+    return pids
