@@ -3,7 +3,9 @@
 Each benchmark module exposes ``run(quick: bool = False) -> list[dict]``; a
 row holds name, ours, peer, peer_name, unit, ratio and target. The peer is
 measured in the same run on the same machine, so the ratio is meaningful
-even where the absolute figures are not.
+even where the absolute figures are not. A row's ``ours`` may be text (a
+level name) where the figure is not a number. A module may write its own
+detail file beside latest.json (bench_skab: skab-valve1.json, per file).
 """
 
 from __future__ import annotations

@@ -218,3 +218,16 @@ def test_evaluate_per_detector_and_usage_errors(tmp_path: Path) -> None:
     normal = json.loads(ok.stdout)["total"]
     assert normal["tp"] == normal["fn"] == 0 and normal["faults"] == 0
     assert normal["non_fault_s"] == pytest.approx(100.0)
+
+
+def test_bench_textbook_pca_limits_hold_their_false_alarm_rate() -> None:
+    """The bench's PCA T²+Q peer: on fresh Gaussian data each 99 % limit flags about 1 % of rows."""
+    from bench.bench_skab import LEARN, pca_t2q
+
+    rng = np.random.default_rng(7)
+    mix = rng.normal(0, 1, (6, 6))
+    X = rng.normal(0, 1, (LEARN + 20000, 6)) @ mix
+    rate = pca_t2q(X)[LEARN:].mean()
+    assert 0.005 < rate < 0.05, rate  # T² or Q, two 1 % limits (estimated from 400 rows)
+    X[LEARN + 100 : LEARN + 200] += 10 * mix[0]  # a shift along the data: caught
+    assert pca_t2q(X)[LEARN + 100 : LEARN + 200].mean() > 0.9
