@@ -277,7 +277,7 @@ def report(args: argparse.Namespace) -> int:
     since_s = parse_duration(args.since) if args.since else None
     settings = load_settings(args.config)
     client = DaemonClient(settings, token=getattr(args, "token", None), timeout=args.timeout)
-    query = f"?since={args.since}" if args.since else ""
+    query = f"?since={since_s:.3f}s" if since_s is not None else ""
     try:
         body = client.call("GET", "/v1/sensors/report" + query)
     except DaemonUnreachable:
