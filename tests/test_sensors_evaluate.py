@@ -64,13 +64,20 @@ def test_score_matches_a_hand_count() -> None:
     assert (s.tp, s.fp, s.tn, s.fn) == (2, 2, 8, 3)
     assert s.f1 == pytest.approx(2 / (2 + (2 + 3) / 2))
     assert s.far == pytest.approx(2 / 10) and s.mar == pytest.approx(3 / 5)
-    assert (s.faults, s.faults_detected, s.delays_s) == (1, 1, [0.0])
+    # row 9 was flagged already: the fault began in alarm, detected but left out of the delays
+    assert (s.faults, s.faults_detected, s.faults_in_alarm, s.delays_s) == (1, 1, 1, [])
+    assert s.mean_delay_s is None
     assert s.false_alerts == 1 and s.baseline_alerts == 1 and s.alerts == 2
     assert s.non_fault_s == 10.0 and s.false_alerts_per_day == pytest.approx(86400 / 10)
     assert s.max_level == "minor"
     # a late detection: the delay is from the fault's first row to its first flagged row
     late = score(ts, faulty, 5, [Span("anomaly", 13.0, math.inf, "warning")])
-    assert late.delays_s == [3.0] and (late.tp, late.fp, late.fn) == (2, 5, 3) and late.false_alerts == 0
+    assert (
+        late.delays_s == [3.0]
+        and late.faults_in_alarm == 0
+        and (late.tp, late.fp, late.fn) == (2, 5, 3)
+        and late.false_alerts == 0
+    )
 
 
 def test_flagged_is_half_open_and_never_cleared_runs_to_the_end() -> None:
@@ -141,6 +148,7 @@ def hand_count(replay_events: list[dict], ts: list[float], labels: list[int], le
         if labels[i] and any(a <= ts[i] < b for a, b in open_at.values())
     ]
     c["delay"] = hits[0] - ts[first_fault] if hits else None
+    c["in_alarm"] = any(a <= ts[first_fault - 1] < b for a, b in open_at.values())
     return c
 
 
@@ -166,7 +174,8 @@ def check_against_replay(path: Path, learn: int) -> dict:
     assert got["scored_rows"] == len(rows) - learn
     assert got["tp"] + got["fn"] == sum(labels[learn:])
     assert got["faults"] == 1 and got["faults_detected"] == (hand["delay"] is not None)
-    if hand["delay"] is not None:
+    assert got["faults_in_alarm"] == (hand["delay"] is not None and hand["in_alarm"])
+    if hand["delay"] is not None and not hand["in_alarm"]:
         assert got["mean_delay_s"] == pytest.approx(hand["delay"])
     d = got["tp"] + (got["fp"] + got["fn"]) / 2
     assert got["f1"] == pytest.approx(got["tp"] / d, abs=1e-4)
@@ -179,6 +188,7 @@ def test_evaluate_cli_on_a_generated_recording(tmp_path: Path) -> None:
     path = tmp_path / "step.csv"
     write_csv(path)
     got = check_against_replay(path, 400)
+    assert got["faults_in_alarm"] == 0, "an alert was open on stationary noise before the step"
     assert got["faults_detected"] == 1 and got["mean_delay_s"] <= 10, got  # a 40-sigma step
     assert got["tp"] >= 80  # flagged through most of the 100 fault rows
     # the table for people, with progress on stderr

@@ -10,7 +10,9 @@ are summed over files before the rates are taken:
 - F1 = TP / (TP + (FP + FN) / 2); FAR = FP / (FP + TN); MAR = FN / (FN + TP).
 - A fault is one contiguous run of labelled rows after the baseline; it is
   detected when any of its rows is flagged, and its detection delay is the
-  time from its first row to its first flagged row.
+  time from its first row to its first flagged row. A fault that begins while
+  an alert is already open is counted apart (``faults_in_alarm``) and left out
+  of the mean delay: its zero delay would flatter a detector that never clears.
 - A false alert is an alert that opens on a row after the baseline that is not
   in a fault; false alerts per day divide their count by the non-fault time
   after the baseline. Alerts that open during the baseline are counted apart
@@ -65,6 +67,7 @@ class Score:
     fn: int = 0
     faults: int = 0
     faults_detected: int = 0
+    faults_in_alarm: int = 0  # began while an alert was already open (left out of the delays)
     delays_s: list[float] = field(default_factory=list)
     false_alerts: int = 0
     non_fault_s: float = 0.0
@@ -121,7 +124,8 @@ def _higher(a: str | None, b: str | None) -> str | None:
 def score(ts: np.ndarray, faulty: np.ndarray, learn: int, spans: list[Span]) -> Score:
     """Score one replay: ``faulty`` per row (labels), ``learn`` baseline rows, the alerts' spans."""
     n = len(ts)
-    flags = flagged(ts, spans)[learn:]
+    every = flagged(ts, spans)
+    flags = every[learn:]
     truth = faulty[learn:]
     out = Score(rows=n, baseline_rows=learn, scored_rows=n - learn)
     out.tp = int((flags & truth).sum())
@@ -140,7 +144,10 @@ def score(ts: np.ndarray, faulty: np.ndarray, learn: int, spans: list[Span]) -> 
         hit = np.flatnonzero(flags[a:b])
         if len(hit):
             out.faults_detected += 1
-            out.delays_s.append(float(tsc[a + hit[0]] - tsc[a]))
+            if learn + a > 0 and every[learn + a - 1]:
+                out.faults_in_alarm += 1
+            else:
+                out.delays_s.append(float(tsc[a + hit[0]] - tsc[a]))
     first_scored = float(tsc[0]) if len(tsc) else math.inf
     for span in spans:
         out.alerts += 1
@@ -273,6 +280,7 @@ def row_cells(name: str, s: Score) -> list[str]:
         _pct(s.far),
         _pct(s.mar),
         f"{s.faults_detected}/{s.faults}",
+        str(s.faults_in_alarm),
         _num(s.mean_delay_s, ".1f"),
         str(s.false_alerts),
         _num(s.false_alerts_per_day, ".1f"),
@@ -292,6 +300,7 @@ HEADERS = [
     "FAR %",
     "MAR %",
     "faults",
+    "in alarm",
     "delay s",
     "false",
     "false/day",
@@ -302,18 +311,27 @@ HEADERS = [
 
 def render(results: Sequence[FileResult], total: dict[str, Score]) -> str:
     """The figures as tables for a terminal: per file and summed, then per detector when run."""
+    import os.path
+
     from agent.cli.output import table
 
-    rows = [row_cells(r.file, r.scores[SYSTEM]) for r in results]
+    names = [r.file for r in results]
+    out = []
+    common = os.path.commonpath([os.path.dirname(n) or "." for n in names]) if len(names) > 1 else ""
+    if common and common != ".":
+        names = [os.path.relpath(n, common) for n in names]
+        out.append(f"in {common}:")
+    rows = [row_cells(n, r.scores[SYSTEM]) for n, r in zip(names, results, strict=True)]
     if len(results) > 1:
         rows.append(row_cells("total", total[SYSTEM]))
-    out = [table(rows, ["file", *HEADERS[1:]])]
-    names = [k for k in total if k != SYSTEM]
-    if names:
-        rows = [row_cells(k, total[k]) for k in names] + [row_cells("all (system)", total[SYSTEM])]
+    out.append(table(rows, ["file", *HEADERS[1:]]))
+    variants = [k for k in total if k != SYSTEM]
+    if variants:
+        rows = [row_cells(k, total[k]) for k in variants] + [row_cells("all (system)", total[SYSTEM])]
         out += ["", table(rows, ["detector (summed over files)", *HEADERS[1:]])]
     out.append(
         "\nflagged = an alert open at the row; FAR = FP/(FP+TN); MAR = FN/(FN+TP); faults = runs of "
-        "labelled rows; false = alerts opened outside faults; baseline = alerts opened while learning"
+        "labelled rows; in alarm = faults that began with an alert already open (not in the delay); "
+        "false = alerts opened outside faults; baseline = alerts opened while learning"
     )
     return "\n".join(out)
