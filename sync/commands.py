@@ -45,6 +45,8 @@ class CommandRequest:
     device: str
     key_id: str
     received_at: float
+    #: the hub operator whose request the hub signed ("" when the command names none)
+    operator: str = ""
 
 
 Handler = Callable[[CommandRequest], Awaitable[Any]]

@@ -25,7 +25,12 @@ the same fetch and checks, then ``deploy_config``: its settings are validated
 by the config loader on the merged tree (the smoke test), and the override
 file is replaced atomically with the replaced one kept for ``config.rollback``;
 it applies when the agent restarts. A refused bundle leaves the override file
-byte for byte as it was.
+byte for byte as it was. A config bundle that touches a protected setting
+(``security.*``, trusted keys, identity: sync/overrides.py) is refused before
+anything is downloaded, however validly it is signed.
+
+Results name ``signed_for``: the hub operator who had the manifest signed
+(the device's audit log records it with the command).
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class DeviceDeployer:
         signed = parse_manifest_json(json.dumps(doc).encode())
         key_id = signed.verify(list(self.trusted_keys()))  # before a single byte is downloaded
         name, version = signed.manifest.name, signed.manifest.version
+        signed_for = signed.manifest.extra.get("signed_for", "")
         async with self._lock:
             started = time.monotonic()
             tar_path, fetched = await self.fetch(url, sha256, size)
@@ -129,6 +135,7 @@ class DeviceDeployer:
                 "version": version,
                 "previous": previous,
                 "key_id": key_id,
+                "signed_for": signed_for if isinstance(signed_for, str) else "",
                 "download": fetched,
             }
             try:
@@ -159,6 +166,10 @@ class DeviceDeployer:
         url, sha256, size, doc, activate = _parse_args(args)
         signed = overrides.parse_config_document(json.dumps(doc).encode())
         key_id = signed.verify(self.config_keys())  # before a single byte is downloaded
+        try:
+            overrides.refuse_protected(signed.settings, f"config {signed.name} {signed.version}")
+        except BadRequestError as exc:
+            raise DeployError(f"{exc}; nothing was downloaded or changed", code=exc.code) from None
         async with self._lock:
             started = time.monotonic()
             tar_path, fetched = await self.fetch(url, sha256, size)
@@ -193,6 +204,7 @@ class DeviceDeployer:
                 "name": signed.name,
                 "version": signed.version,
                 "key_id": key_id,
+                "signed_for": signed.signed_for,
                 "download": fetched,
                 "smoke": {"passed": True, "check": "agent.config validation of the merged settings"},
                 "activated": activate,

@@ -10,7 +10,9 @@ Pipeline for each message on ``edge/v1/{device}/cmd/{id}``:
 2. the inbox row is inserted with state ``received`` in its own transaction;
    an id already there is a replay (or a QoS 1 redelivery): rejected.
 3. the handler runs; its result and the inbox row's ``done``/``failed`` state
-   are written in ONE transaction with the result message in the outbox.
+   are written in ONE transaction with the result message in the outbox and
+   an audit log entry (``hub:<operator>``, ``command.<name>``): what the hub
+   changes on the box is in the box's own tamper-evident log.
 
 Exactly once across crashes: a command found ``received`` at start was
 interrupted mid-execution. It is not run again (its side effects may be half
@@ -80,6 +82,25 @@ class Inbox:
             return conn.execute(
                 "DELETE FROM sync_inbox WHERE state != 'received' AND received_at < ?", (now - KEEP_S,)
             ).rowcount
+
+
+def _audit_detail(
+    request: CommandRequest, ok: bool, result: Any, error: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the audit log keeps of a command: who, which key, the outcome, what changed (no secrets)."""
+    detail: dict[str, Any] = {"operator": request.operator, "key_id": request.key_id, "ok": ok}
+    if error:
+        detail["error"] = error.get("code", "failed")
+    if isinstance(result, dict):
+        # names and versions of what changed; 'set' is already masked by config.set
+        kept = ("set", "name", "version", "previous", "signed_for", "service", "trusted", "restored")
+        detail.update({k: result[k] for k in kept if k in result})
+    if request.name == "config.set" and not ok:  # a refused change is worth seeing: which keys it tried
+        values = request.args.get("values")
+        detail["keys"] = (
+            sorted(map(str, values)) if isinstance(values, dict) else [str(request.args.get("key"))]
+        )
+    return detail
 
 
 @dataclass(frozen=True)
@@ -166,6 +187,7 @@ class CommandProcessor:
             device=self.device,
             key_id=key_id,
             received_at=now,
+            operator=str(env.body.get("operator", "")),
         )
         log.info("command %s %s received", request.name, request.id, extra={"command": request.name})
         task = asyncio.create_task(self._run(request), name=f"command:{request.name}:{request.id}")
@@ -203,7 +225,7 @@ class CommandProcessor:
                         None,
                         {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
                     )
-            self._answer(request.id, request.name, ok, result, error)
+            self._answer(request.id, request.name, ok, result, error, request=request)
             outcome = "ok" if ok else (error or {}).get("code", "failed")
             metrics.COMMANDS.labels(request.name if handler else "unknown", outcome).inc()
             self.executed += 1
@@ -217,15 +239,31 @@ class CommandProcessor:
             )
 
     def _answer(
-        self, command_id: str, name: str, ok: bool, result: Any, error: dict[str, Any] | None
+        self,
+        command_id: str,
+        name: str,
+        ok: bool,
+        result: Any,
+        error: dict[str, Any] | None,
+        *,
+        request: CommandRequest | None = None,
     ) -> None:
-        """The inbox's final state and the result message: one transaction."""
+        """The inbox's final state, the result message and the audit entry: one transaction."""
+        from agent.security.audit import AuditLog
+
         body = {"command_id": command_id, "name": name, "ok": ok, "result": result, "error": error}
         now = self.clock()
         env = Envelope(kind="result", device=self.device, body=body, ts=now)
         with self.store.atomic() as conn:
             self.inbox.finish(conn, command_id, ok, body, now)
             self.outbox.enqueue(conn, topics.result_topic(self.device, command_id), env, Priority.EVENT)
+            if request is not None:
+                AuditLog(self.store).append(
+                    f"hub:{request.operator or 'unnamed'}",
+                    f"command.{name}",
+                    f"command:{command_id}",
+                    _audit_detail(request, ok, result, error),
+                )
 
     def recover(self) -> list[str]:
         """Answer commands interrupted by a crash or stop as failed; never re-run them."""

@@ -24,7 +24,19 @@ bundle is a tar, like a model bundle, holding one ``manifest.json``::
 
 ``settings`` is a nested JSON object shaped like the TOML config file; the
 signature covers the canonical JSON of ``manifest`` (models/manifest.py's
-``canonical_json``), exactly as for model manifests.
+``canonical_json``), exactly as for model manifests. A hub that signs a
+bundle adds ``signed_for``: the admin who uploaded it.
+
+Protected settings: whoever signs it, neither ``config.set`` nor a config
+bundle may change what decides who this box trusts and who it is
+(``PROTECTED``: ``security.*``, any ``*trusted_keys`` / ``*trusted_keys_file``,
+TLS identity and key paths, the licence, ``data_dir``, ``device_id``). A hub
+key that leaks, or an operator who turns rogue, must not be able to turn off
+the box's API authentication or make it trust other keys. Those change only
+through the box's own admin (its config file, ``edge-agent`` CLI and local
+API) or the key-rotation flow (``trust.rotate``, signed by a current key).
+``apply_overrides`` also drops protected keys found in an override file
+written before this rule, logging each.
 """
 
 from __future__ import annotations
@@ -49,8 +61,64 @@ OVERRIDE_FILE = "config-overrides.json"
 PREVIOUS_FILE = "config-overrides.previous.json"
 CONFIG_KIND = "config"
 _MAX_CONFIG_DOC_BYTES = 1 << 20
-#: keys a remote change may not touch: they decide where this box keeps its data and who it is
+#: top-level keys a remote change may not touch: they decide where this box keeps its data and who it is
 FORBIDDEN = ("data_dir", "device_id")
+#: whole sections a remote change may not touch: who may use the box's API, its keys, its licence
+PROTECTED_SECTIONS = ("security",)
+#: setting names (last part of the dotted key) protected in every section: trust roots and identity files
+PROTECTED_NAMES = frozenset(
+    {"trusted_keys", "trusted_keys_file", "ca_file", "cert_file", "key_file", "vendor_keys", "licence_file"}
+)
+
+
+def protected_reason(dotted: str) -> str | None:
+    """Why the setting ``dotted`` may not be changed remotely, or None when it may."""
+    parts = dotted.split(".")
+    if parts[0] in FORBIDDEN:
+        return "it decides where this box keeps its data and who it is"
+    if parts[0] in PROTECTED_SECTIONS:
+        return "security settings change only through the box's own admin (config file, edge-agent CLI)"
+    last = parts[-1]
+    if last in PROTECTED_NAMES or last.endswith(("trusted_keys", "trusted_keys_file")) or "licen" in last:
+        return (
+            "trust roots, identity and key files change only through the box's own admin or a "
+            "key rotation signed by a current key (trust.rotate)"
+        )
+    return None
+
+
+def _leaves(prefix: str, value: Any) -> list[str]:
+    """``prefix`` and every dotted key below it when ``value`` is a (nested) section."""
+    out = [prefix]
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            out += _leaves(f"{prefix}.{k}" if prefix else str(k), v)
+    return out
+
+
+def refuse_protected(tree_or_updates: Mapping[str, Any], where: str) -> None:
+    """Raise ``setting_protected`` when any key (dotted, or nested as sections) is protected."""
+    for key, value in tree_or_updates.items():
+        if not isinstance(key, str) or not key:
+            continue
+        for dotted in reversed(_leaves(key, value)):  # the most specific key names the problem best
+            reason = protected_reason(dotted)
+            if reason:
+                raise BadRequestError(
+                    f"{where}: {dotted} cannot be changed remotely, whoever signs the change: {reason}",
+                    code="setting_protected",
+                )
+
+
+def _strip_protected(tree: Mapping[str, Any], path: Path, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if protected_reason(dotted):
+            log.error("ignoring the protected setting %s in remote overrides %s", dotted, path)
+            continue
+        out[key] = _strip_protected(value, path, dotted) if isinstance(value, Mapping) else value
+    return out
 
 
 def override_path(settings: Settings) -> Path:
@@ -112,9 +180,8 @@ def validate(settings: Settings, updates: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in updates.items():
         if not isinstance(key, str) or not key:
             raise BadRequestError("setting names are dotted strings such as 'sync.inflight'")
-        if key.split(".")[0] in FORBIDDEN:
-            raise BadRequestError(f"{key} cannot be changed remotely; edit the box's config file instead")
         _set_path(tree, key, value)
+    refuse_protected(updates, "config.set")
     try:
         _rebuild(settings, tree, "config.set")
     except ConfigError as exc:
@@ -163,7 +230,7 @@ def apply_overrides(settings: Settings) -> Settings:
     """
     path = override_path(settings)
     try:
-        tree = _load(path)
+        tree = _strip_protected(_load(path), path)
         if not tree:
             return settings
         return _rebuild(settings, tree, str(path))
@@ -174,7 +241,7 @@ def apply_overrides(settings: Settings) -> Settings:
         log.error("ignoring remote config overrides: %s", error)
         return settings
     try:
-        applied = _rebuild(settings, _load(prev), str(prev))
+        applied = _rebuild(settings, _strip_protected(_load(prev), prev), str(prev))
     except ConfigError as exc2:
         log.error("ignoring remote config overrides: %s; the previous ones are bad too: %s", error, exc2)
         return settings
@@ -236,6 +303,8 @@ class ConfigDocument:
     settings: dict[str, Any]
     signature: Any  # models.signing.Signature | None
     signed_bytes: bytes
+    #: the hub operator (admin) who had the hub sign it; "" when signed elsewhere
+    signed_for: str = ""
 
     def verify(self, trusted_keys: Iterable[str]) -> str:
         from models.signing import verify
@@ -268,7 +337,7 @@ def parse_config_document(data: bytes) -> ConfigDocument:
         )
     _only(doc, {"manifest", "signature"}, "manifest.json")
     body = doc["manifest"]
-    _only(body, {"kind", "name", "version", "settings", "description"}, "manifest")
+    _only(body, {"kind", "name", "version", "settings", "description", "signed_for"}, "manifest")
     if body.get("kind") != CONFIG_KIND:
         raise BadRequestError(
             f"manifest.kind must be {CONFIG_KIND!r} for a config bundle", code="manifest_invalid"
@@ -281,6 +350,9 @@ def parse_config_document(data: bytes) -> ConfigDocument:
             "manifest.settings must be a non-empty object of settings, shaped like the config file",
             code="manifest_invalid",
         )
+    signed_for = body.get("signed_for", "")
+    if not isinstance(signed_for, str):
+        raise BadRequestError("manifest.signed_for must be a string", code="manifest_invalid")
     signature = None
     sig = doc.get("signature")
     if sig is not None:
@@ -298,6 +370,7 @@ def parse_config_document(data: bytes) -> ConfigDocument:
         settings=body["settings"],
         signature=signature,
         signed_bytes=canonical_json(body),  # what was read, canonicalised: the signer's bytes exactly
+        signed_for=signed_for,
     )
 
 
@@ -309,21 +382,24 @@ def _only(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-def sign_config_document(data: bytes, private_hex: str) -> bytes:
-    """``data`` (a config manifest.json) signed by ``private_hex``; the body is kept byte for byte."""
+def sign_config_document(data: bytes, private_hex: str, *, signed_for: str = "") -> bytes:
+    """``data`` (a config manifest.json) signed by ``private_hex``; the body is kept byte for byte.
+
+    ``signed_for`` (the operator who asked the hub to sign) is added to the
+    body first, so the signature covers it.
+    """
     from models.signing import sign
 
     doc = parse_config_document(data)
+    if signed_for:
+        body = {**json.loads(doc.signed_bytes), "signed_for": signed_for}
+        doc = parse_config_document(json.dumps({"manifest": body}).encode())
     return dataclasses.replace(doc, signature=sign(doc.signed_bytes, private_hex)).to_json()
 
 
 def check_tree(settings: Settings, tree: Mapping[str, Any]) -> None:
     """The smoke test of a config bundle: the loader's own validation of the settings merged with ``tree``."""
-    for key in tree:
-        if key in FORBIDDEN:
-            raise BadRequestError(
-                f"{key} cannot be changed remotely; edit the box's config file instead", code="config_invalid"
-            )
+    refuse_protected(tree, "config bundle")
     try:
         _rebuild(settings, tree, "config bundle")
     except ConfigError as exc:

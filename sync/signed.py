@@ -6,6 +6,10 @@ over the canonical bytes of the whole envelope with ``body.sig`` removed
 (sorted keys, no spaces, UTF-8), so the device id, the command id, the time
 and the expiry are all covered: a command cannot be replayed to another
 device or with a longer life. Replay of the same id is the inbox's job.
+
+``body.operator`` (optional) names the hub operator whose request the hub
+signed; being inside the signature, a relay cannot change who is blamed. The
+device writes it into its audit log with the command.
 """
 
 from __future__ import annotations
@@ -39,16 +43,15 @@ def make_command(
     *,
     ttl_s: float = 300,
     now: float | None = None,
+    operator: str = "",
 ) -> Envelope:
-    """A signed command for ``device`` that expires ``ttl_s`` from now."""
+    """A signed command for ``device`` that expires ``ttl_s`` from now, naming ``operator`` when given."""
     now = time.time() if now is None else now
     kid = signing.key_id(signing.public_key_of(private_hex))
-    unsigned = Envelope(
-        kind="cmd",
-        device=device,
-        ts=now,
-        body={"name": name, "args": dict(args or {}), "expires": now + ttl_s, "key_id": kid},
-    )
+    body: dict[str, Any] = {"name": name, "args": dict(args or {}), "expires": now + ttl_s, "key_id": kid}
+    if operator:
+        body["operator"] = operator
+    unsigned = Envelope(kind="cmd", device=device, ts=now, body=body)
     sig = signing.sign(canonical_bytes(unsigned), private_hex)
     return Envelope(
         kind="cmd", device=device, ts=now, id=unsigned.id, body={**unsigned.body, "sig": sig.value}
@@ -76,6 +79,8 @@ def verify_command(
         )
     if env.device != device:
         raise BadRequestError(f"command is for device {env.device!r}, not {device!r}", code="wrong_device")
+    if not isinstance(body.get("operator", ""), str) or len(body.get("operator", "")) > 128:
+        raise BadRequestError("command 'operator' must be a name (a string)", code="bad_schema")
     expires = body.get("expires")
     if not isinstance(expires, (int, float)) or isinstance(expires, bool):
         raise BadRequestError("command has no numeric 'expires'", code="bad_schema")

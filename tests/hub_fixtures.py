@@ -64,13 +64,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def start_hub(tmp_path: Path) -> Iterator[Callable[..., HubThread]]:
+def start_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., HubThread]]:
+    """Start a hub in a thread; the CLI (``main([...])``) gets its admin token through EDGE_HUB_TOKEN."""
     hubs: list[HubThread] = []
 
     def start(settings: HubSettings, **kwargs: Any) -> HubThread:
         hub = HubThread(settings, **kwargs)
         hubs.append(hub)
-        return hub.start()
+        hub.start()
+        monkeypatch.setenv("EDGE_HUB_TOKEN", hub.token)
+        return hub
 
     yield start
     for hub in hubs:

@@ -5,8 +5,10 @@ in production, in the hub's database, de-duplicated by id by the hub's own
 intake. A separate process, so the hub never lags behind a publisher that
 shares the test's interpreter (GIL), and so it can outlive what the test kills.
 
-The hub keeps a persistent MQTT session (``--client-id``): messages published
-while it is away wait at the broker. ``share_group=""`` subscribes without a
+The hub keeps a persistent MQTT session: messages published while it is away
+wait at the broker. ``client_id=None`` starts it as the README shows, with no
+``--client-id`` (its default, stable id); ``make_token`` makes an operator
+token in its database for API calls. ``share_group=""`` subscribes without a
 share group: Mosquitto (2.0.11 here) restores a session's plain subscriptions
 from its persistence file after a restart, but NOT its shared subscriptions
 (``$share/...``); until the hub reconnects and subscribes again, a restarted
@@ -47,7 +49,7 @@ class HubProcess:
     """``start()`` (until ready: connected and subscribed), ``rows()`` / ``count()``, ``stop()``."""
 
     def __init__(
-        self, data_dir: Path, mqtt_url: str, *, client_id: str = "hub-1", share_group: str = ""
+        self, data_dir: Path, mqtt_url: str, *, client_id: str | None = "hub-1", share_group: str = ""
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / "hub.db"
@@ -76,11 +78,11 @@ class HubProcess:
             str(self.db_path),
             "--api-port",
             str(self.api_port),
-            "--client-id",
-            self.client_id,
             "--share-group",
             self.share_group,
         ]
+        if self.client_id is not None:
+            args += ["--client-id", self.client_id]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_ready(timeout)
@@ -117,6 +119,17 @@ class HubProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout)
+
+    def make_token(self, name: str, role: str) -> str:
+        """An operator token made in the hub's database (as `edge-hub tokens create` does)."""
+        from sync.hub.db import open_hub_db
+        from sync.hub.tokens import HubTokens
+
+        db = open_hub_db(str(self.db_path))
+        try:
+            return HubTokens(db).create(name, role, created_by="test")[0]
+        finally:
+            db.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""

@@ -23,6 +23,7 @@ from typing import Any
 from sync.hub.db import HubDB
 from sync.hub.service import HubService
 from sync.hub.settings import HubSettings, load_hub_settings
+from sync.hub.tokens import HubTokens
 from tests.mosquitto import Mosquitto
 
 PG_DSN = os.environ.get("EDGE_HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -46,7 +47,12 @@ def hub_settings(tmp: Path, broker: Mosquitto, db_url: str | None = None, **over
 
 
 class HubThread:
-    """A HubService in a thread with its own loop: ``start()``, use ``url`` / ``db``, ``stop()``."""
+    """A HubService in a thread with its own loop: ``start()``, use ``url`` / ``db``, ``stop()``.
+
+    ``start()`` makes an admin operator token (``token``), which ``http()``
+    sends unless told otherwise (``token=""`` sends none); ``make_token``
+    makes more, for role tests.
+    """
 
     def __init__(self, settings: HubSettings, **kwargs: Any) -> None:
         self.settings = settings
@@ -56,6 +62,7 @@ class HubThread:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="hub-under-test", daemon=True)
+        self.token = ""
 
     def _main(self) -> None:
         async def body() -> None:
@@ -82,7 +89,11 @@ class HubThread:
         if self._error is not None:
             raise self._error
         self.service.mqtt.wait_connected(timeout)  # type: ignore[union-attr]  (connected and SUBACK'd)
+        self.token = self.make_token(f"test-admin-{os.urandom(3).hex()}", "admin")
         return self
+
+    def make_token(self, name: str, role: str) -> str:
+        return HubTokens(self.db).create(name, role, created_by="test")[0]
 
     def stop(self, timeout: float = 15.0) -> None:
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
@@ -101,11 +112,25 @@ class HubThread:
     def count(self, sql: str, params: tuple = ()) -> int:
         return int(self.db.query(sql, params)[0]["n"])
 
-    def http(self, method: str, path: str, body: Any = None, timeout: float = 20.0) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 20.0,
+        *,
+        token: str | None = None,
+        data: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
+        """One request; ``token`` defaults to the admin token made at start (``""``: none at all)."""
+        if body is not None:
+            data = json.dumps(body).encode()
+        headers = {"Content-Type": content_type}
+        token = self.token if token is None else token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw = resp.read()

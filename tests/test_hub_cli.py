@@ -137,6 +137,18 @@ def test_edge_hub_run_as_a_process(broker, tmp_path: Path) -> None:
         "EDGE_HUB_DATA_DIR": str(tmp_path / "data"),
         "PYTHONUNBUFFERED": "1",
     }
+    # the first token comes from the CLI on the hub's machine: only the token on stdout
+    tokens_cmd = ["tokens", "--db", str(tmp_path / "h.db"), "create", "ops", "--role", "viewer"]
+    made = subprocess.run(
+        [sys.executable, "-m", "sync.hub.cli", *tokens_cmd],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.decode().strip()
+    assert token.startswith("eht_") and "\n" not in token and token not in made.stderr.decode()
     log = (tmp_path / "hub.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -170,14 +182,17 @@ def test_edge_hub_run_as_a_process(broker, tmp_path: Path) -> None:
         wait_for(ready, timeout=20, what="edge-hub run to be ready")
         dev = SimDevice("proc-1", broker.port).start()
         try:
+            url = f"http://127.0.0.1:{port}/v1/devices?online=true"
 
             def listed() -> bool:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/v1/devices?online=true", timeout=2
-                ) as r:
+                req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(req, timeout=2) as r:
                     return [d["device"] for d in json.loads(r.read())["devices"]] == ["proc-1"]
 
             wait_for(listed, what="proc-1 in the registry of the hub process")
+            with pytest.raises(urllib.error.HTTPError) as anonymous:
+                urllib.request.urlopen(url, timeout=2)
+            assert anonymous.value.code == 401
             assert (tmp_path / "h.db").exists()
         finally:
             dev.stop()

@@ -48,8 +48,12 @@ def test_bundles_are_uploaded_and_served_with_range(
     hub = start_hub(hub_settings(tmp_path, broker))
     data = make_bundle_tar(bundle_dir)
     assert make_bundle_tar(bundle_dir) == data  # reproducible: the same directory, the same sha256
+    auth = {"Authorization": f"Bearer {hub.token}"}
     req = urllib.request.Request(
-        hub.url + "/v1/bundles", data=data, method="POST", headers={"Content-Type": "application/x-tar"}
+        hub.url + "/v1/bundles",
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/x-tar", **auth},
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 201
@@ -58,17 +62,26 @@ def test_bundles_are_uploaded_and_served_with_range(
     assert (row["sha256"], row["size"], row["model"], row["version"]) == (sha, len(data), "mlp-a", "2.0.0")
     assert row["url"] == f"{hub.url}/v1/bundles/{sha}"
     assert row["manifest"] == json.loads((bundle_dir / "manifest.json").read_text())
-    status, headers, body = _get(row["url"])
+    assert row["uploaded_by"].startswith("test-admin-")  # who asked is recorded
+    status, headers, body = _get(row["url"], auth)
     assert status == 200 and body == data and headers["Accept-Ranges"] == "bytes"
-    status, headers, body = _get(row["url"], {"Range": "bytes=100-1123"})
+    # a device has no token: the deploy command's URL carries a download capability for this bundle only
+    device_url = hub.service.ctx.bundles.download_url(sha)
+    status, headers, body = _get(device_url, {"Range": "bytes=100-1123"})
     assert status == 206 and body == data[100:1124]
     assert headers["Content-Range"] == f"bytes 100-1123/{len(data)}"
-    status, _, body = _get(row["url"], {"Range": f"bytes={len(data) - 10}-"})  # resume the tail
+    status, _, body = _get(device_url, {"Range": f"bytes={len(data) - 10}-"})  # resume the tail
     assert status == 206 and body == data[-10:]
-    assert _get(row["url"], {"Range": f"bytes={len(data) + 5}-"})[0] == 416
-    assert _get(f"{hub.url}/v1/bundles/{'0' * 64}")[0] == 404
-    assert _get(f"{hub.url}/v1/bundles/not-a-sha")[0] == 404
-    bad = urllib.request.Request(hub.url + "/v1/bundles", data=b"not a tar at all", method="POST")
+    assert _get(device_url, {"Range": f"bytes={len(data) + 5}-"})[0] == 416
+    assert _get(row["url"])[0] == 401  # neither token nor capability
+    assert _get(row["url"] + "?dl=" + "0" * 32)[0] == 401
+    capability = device_url.split("?dl=")[1]
+    assert _get(f"{hub.url}/v1/bundles/{'0' * 64}?dl={capability}")[0] == 401  # not this bundle's
+    assert _get(f"{hub.url}/v1/bundles/{'0' * 64}", auth)[0] == 404
+    assert _get(f"{hub.url}/v1/bundles/not-a-sha", auth)[0] == 404
+    bad = urllib.request.Request(
+        hub.url + "/v1/bundles", data=b"not a tar at all", method="POST", headers=auth
+    )
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(bad, timeout=5)
     assert exc.value.code == 400 and "tar" in json.loads(exc.value.read())["error"]["message"]
@@ -212,12 +225,20 @@ def test_an_unsigned_bundle_is_signed_with_the_hub_key(
     key = hub.service.keys.current()
     unsigned = _unsigned_copy(bundle_dir, tmp_path / "unsigned")
     data = make_bundle_tar(unsigned)
-    req = urllib.request.Request(hub.url + "/v1/bundles", data=data, method="POST")
+    auth = {"Authorization": f"Bearer {hub.token}"}
+    # asking the hub to sign takes an admin: no token is 401, an operator's is 403, and nothing is stored
+    tar = "application/x-tar"
+    assert hub.http("POST", "/v1/bundles", data=data, token="", content_type=tar)[0] == 401
+    operator = hub.make_token("ops", "operator")
+    status, body = hub.http("POST", "/v1/bundles", data=data, token=operator, content_type=tar)
+    assert status == 403 and "admin" in body["error"]["message"]
+    assert hub.count("SELECT COUNT(*) AS n FROM bundles") == 0
+    req = urllib.request.Request(hub.url + "/v1/bundles", data=data, method="POST", headers=auth)
     with urllib.request.urlopen(req, timeout=10) as resp:
         row = json.loads(resp.read())
     assert row["sha256"] != hashlib.sha256(data).hexdigest()  # rewritten with the signed manifest
     assert row["manifest"]["signature"]["key_id"] == key.key_id
-    status, _, served = _get(row["url"])
+    status, _, served = _get(row["url"], auth)
     assert (
         status == 200 and hashlib.sha256(served).hexdigest() == row["sha256"] and len(served) == row["size"]
     )
@@ -226,8 +247,11 @@ def test_an_unsigned_bundle_is_signed_with_the_hub_key(
         model = tar.extractfile("model.onnx").read()  # type: ignore[union-attr]
     signed = parse_manifest_json(inside)
     assert signed.verify([key.public_hex]) == key.key_id
-    original = parse_manifest_json((unsigned / "manifest.json").read_bytes())
-    assert signed.signed_bytes == original.signed_bytes  # the body is untouched, only signed
+    original = json.loads(parse_manifest_json((unsigned / "manifest.json").read_bytes()).signed_bytes)
+    # the body is untouched but for who asked, inside the signature
+    admin = row["uploaded_by"]
+    assert json.loads(signed.signed_bytes) == {**original, "extra": {"signed_for": admin}}
+    assert signed.manifest.extra["signed_for"] == admin
     assert model == (unsigned / "model.onnx").read_bytes()
 
 
@@ -356,6 +380,14 @@ def test_config_bundles_deploy_in_stages_to_real_device_commands(
             assert result["kind"] == "config" and result["key_id"] == hub.service.keys.current().key_id
             assert json.loads(override_path(settings).read_text()) == {"sync": {"inflight": 7}}
             assert apply_overrides(settings).sync.inflight == 7
+            assert result["signed_for"] == hub.service.ctx.bundles.get(dep["bundle_sha256"])["uploaded_by"]
+
+        # signed by the hub for an admin, and still refused: security settings are not the fleet's to change
+        code, dep = deploy({"security": {"api_auth": "off"}, "sync": {"inflight": 3}}, "evil")
+        assert code == 1 and dep["status"] == "canary_failed", dep
+        canary = {d["device"]: d for d in dep["devices"]}["c-0"]
+        assert "setting_protected" in canary["error"] and "security.api_auth" in canary["error"]
+        assert all(json.loads(override_path(s).read_text()) == {"sync": {"inflight": 7}} for s in boxes)
     finally:
         for d in devs:
             d.stop()

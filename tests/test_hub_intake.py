@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sync import topics
 from sync.envelope import Envelope
 from tests.fleet_sim import SimDevice
+from tests.hub_process import HubProcess
 from tests.hub_support import hub_settings, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -156,7 +157,8 @@ def test_bad_payloads_are_refused_counted_and_not_stored(broker, db_url, start_h
         # only the state and the marker were stored; nothing else left a row anywhere
         assert hub.count("SELECT COUNT(*) AS n FROM messages") == 2
         assert hub.count("SELECT COUNT(*) AS n FROM alerts") == 0
-        with urllib.request.urlopen(hub.url + "/metrics", timeout=5) as resp:
+        req = urllib.request.Request(hub.url + "/metrics", headers={"Authorization": f"Bearer {hub.token}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
             text = resp.read().decode()
         assert 'edge_hub_rejected_total{reason="unknown_command"}' in text
         assert 'edge_hub_rejected_total{reason="oversized"}' in text
@@ -266,3 +268,26 @@ def test_a_named_instance_gets_what_was_published_while_it_was_away(
         wait_for(lambda: second.count("SELECT COUNT(*) AS n FROM messages") == 20, what="the queued messages")
     finally:
         pub.loop_stop()
+
+
+def test_the_hub_keeps_its_session_by_default_across_a_restart(broker, tmp_path: Path) -> None:
+    """Started as the README shows (no --client-id): an alert raised while the hub is stopped is
+    stored once the hub is back, because its stable client id finds its session at the broker."""
+    hub = HubProcess(tmp_path / "hub", broker.url, client_id=None).start()
+    dev = SimDevice("box-9", broker.port).start()
+    try:
+        hub.wait(lambda h: h.query("SELECT COUNT(*) FROM devices WHERE online = 1")[0][0] == 1, 10, "box-9")
+        hub.stop()
+        alert = dev.publish("alert", {"level": "major", "title": "pump stalled", "state": "open"})
+        hub.start()
+        hub.wait(
+            lambda h: [r.id for r in h.rows(("alerts",))] == [alert.id], 15, "the alert raised while away"
+        )
+        assert "session present: True" in hub.log()
+        ids = {
+            line.split(" as ")[1].split(" ")[0] for line in hub.log().splitlines() if "connected to" in line
+        }
+        assert len(ids) == 1 and ids.pop().startswith("edge-hub-")  # the same derived id both times
+    finally:
+        dev.stop()
+        hub.stop()

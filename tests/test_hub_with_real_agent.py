@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,34 @@ def test_the_real_agent_and_the_hub_speak_the_same_protocol(
             "result"
         ]
         assert json.loads(result)["version"] == "3.1.0"
+
+        # the repro, signed by the hub for a real operator token: the agent refuses it
+        ops = hub.make_token("otto", "operator")
+        pairs = ["security.api_auth=off", f"sync.trusted_keys={json.dumps(['ab' * 32])}"]
+        for pair in pairs:
+            code = main(["--hub", hub.url, "--token", ops, "config", "set", "--to", "all", pair, "--json"])
+            (cmd,) = json.loads(capsys.readouterr().out)["commands"]
+            assert code == 1 and cmd["status"] == "failed" and "setting_protected" in cmd["error"], cmd
         assert hub.service.intake.rejected_by_reason == {}
+
+        # every change the hub made is in the agent's own audit log, under the operator's name
+        conn = sqlite3.connect(agent.settings.database_path)  # beside the agent's own connection (WAL)
+        try:
+            rows = conn.execute(
+                "SELECT actor, action, detail FROM audit WHERE action LIKE 'command.%' ORDER BY id"
+            ).fetchall()
+        finally:
+            conn.close()
+        audited = [(actor, action, json.loads(detail)["ok"]) for actor, action, detail in rows]
+        admin = f"hub:{hub.db.query('SELECT name FROM operator_tokens ORDER BY created_at')[0]['name']}"
+        assert audited == [
+            (admin, "command.ping", True),
+            (admin, "command.config.set", True),
+            (admin, "command.deploy", True),
+            ("hub:otto", "command.config.set", False),
+            ("hub:otto", "command.config.set", False),
+        ]
+        assert json.loads(rows[2][2])["signed_for"] == admin.removeprefix("hub:")  # who had it signed
     finally:
         agent.stop()
     wait_for(lambda: hub.db.query("SELECT online FROM devices") == [{"online": 0}], what="offline after stop")

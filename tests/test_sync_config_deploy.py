@@ -153,6 +153,23 @@ async def test_refused_bundles_leave_the_overrides_byte_identical(device: Device
         moved = publish(hub, config_bundle(tmp_path / "d", {"data_dir": "/tmp/elsewhere"}, "6"), "d.tar")
         assert "data_dir" in str(await refused(moved))
 
+        # validly signed by a trusted key, and still refused, before any download: who this box trusts
+        # and who may use its API are not the fleet's to change
+        n_requests = len(hub.requests)
+        for i, tree in enumerate(
+            [
+                {"security": {"api_auth": "off"}},
+                {"sync": {"inflight": 6, "trusted_keys": [OTHER.public_hex]}},
+                {"models": {"trusted_keys": [OTHER.public_hex]}},
+                {"sync": {"trusted_keys_file": "/tmp/keys"}},
+                {"mqtt": {"ca_file": "/tmp/evil-ca.pem"}},
+            ]
+        ):
+            evil = publish(hub, config_bundle(tmp_path / f"p{i}", tree, f"7.{i}"), f"p{i}.tar")
+            err = await refused(evil)
+            assert err.code == "setting_protected" and "whoever signs" in str(err), err
+        assert len(hub.requests) == n_requests
+
         dry = await device.run("config.deploy", {**signed, "activate": False})
         assert dry["activated"] is False and not dry["changed"] and device.files() == before
     assert list(device.deployer.downloads.iterdir()) == []

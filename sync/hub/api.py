@@ -3,8 +3,9 @@
 Built on the agent's API pieces: one ``Route`` table feeds both the router and
 ``/openapi.json``, and ``error_middleware`` gives every failure the shape
 ``{"error": {"code", "message"}}``. Blocking database work runs in threads
-(``asyncio.to_thread``) so a slow query never stalls the event loop. The API
-binds to loopback by default: it has no authentication of its own yet.
+(``asyncio.to_thread``) so a slow query never stalls the event loop. Every
+route but health needs an operator token with a role (``sync/hub/auth.py``);
+the operator's name goes with each command, bundle and deployment it causes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from agent.api.app import MAX_BODY_BYTES, error_middleware
 from agent.api.routes import Route, openapi_document
 from agent.errors import BadRequestError, EdgeAgentError, NotFoundError
 from sync.hub import metrics, registry
+from sync.hub.auth import operator_of, with_auth_responses
 from sync.hub.context import HubContext
 from sync.hub.deploy import parse_percent
 
@@ -194,7 +196,10 @@ async def device_command(request: web.Request) -> web.Response:
     name, args = _name(data), _args(data)
     wait_s = _number(data, "wait_s", 0)
     ttl_s = _number(data, "ttl_s", hub.settings.command_ttl_s, lo=1, hi=7 * 86400)
-    cmd = await asyncio.to_thread(hub.commands.send, request.match_info["device"], name, args, ttl_s=ttl_s)
+    operator = operator_of(request).name
+    cmd = await asyncio.to_thread(
+        hub.commands.send, request.match_info["device"], name, args, ttl_s=ttl_s, operator=operator
+    )
     if wait_s > 0:
         cmd = (await hub.commands.wait([cmd["id"]], wait_s))[cmd["id"]]
     return web.json_response({"command": cmd, "timed_out": wait_s > 0 and cmd["status"] == "sent"})
@@ -215,9 +220,12 @@ async def fleet_command(request: web.Request) -> web.Response:
         raise NotFoundError(f"no registered device matches {registry.selector_text(selector)}")
     sent: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    operator = operator_of(request).name
     for device in targets:
         try:
-            sent.append(await asyncio.to_thread(hub.commands.send, device["device"], name, args))
+            sent.append(
+                await asyncio.to_thread(hub.commands.send, device["device"], name, args, operator=operator)
+            )
         except EdgeAgentError as exc:
             failed.append({"device": device["device"], "error": str(exc)})
     if wait_s > 0 and sent:
@@ -236,9 +244,9 @@ async def command_show(request: web.Request) -> web.Response:
 
 
 async def bundle_upload(request: web.Request) -> web.Response:
-    """Upload a bundle (a tar with manifest.json at its top) as the raw request body."""
+    """Upload a bundle (a tar with manifest.json at its top) as the raw request body (admin: the hub signs it)."""
     hub = request.app[HUB]
-    row = await hub.bundles.receive(request.content.iter_chunked(1 << 20))
+    row = await hub.bundles.receive(request.content.iter_chunked(1 << 20), operator=operator_of(request).name)
     return web.json_response(row, status=201)
 
 
@@ -265,7 +273,7 @@ async def deployment_start(request: web.Request) -> web.Response:
     selector = _selector(data.get("to"))
     canary = parse_percent(data.get("canary", "10%"))
     timeout_s = _number(data, "timeout_s", 600, lo=1, hi=86400)
-    row = await hub.deployer.start(bundle, selector, canary, timeout_s)
+    row = await hub.deployer.start(bundle, selector, canary, timeout_s, operator=operator_of(request).name)
     return web.json_response(row, status=202)
 
 
@@ -277,19 +285,6 @@ async def deployment_list(request: web.Request) -> web.Response:
 async def deployment_show(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     return web.json_response(await asyncio.to_thread(hub.deployer.get, request.match_info["deployment_id"]))
-
-
-async def keys(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    key = hub.keys.current()
-    prev = hub.keys.previous()
-    return web.json_response(
-        {
-            "key_id": key.key_id,
-            "public_key": key.public_hex,
-            "previous": {"key_id": prev.key_id, "public_key": prev.public_hex} if prev else None,
-        }
-    )
 
 
 _COMMAND_BODY = {
@@ -372,9 +367,9 @@ ROUTES = [
         "POST",
         "/v1/bundles",
         bundle_upload,
-        "Upload a model bundle (tar, raw body).",
+        "Upload a model or config bundle (tar, raw body); an unsigned manifest is signed by the hub.",
         tag="deploy",
-        role="operator",
+        role="admin",
         extra_responses={507: "bundle too large"},
     ),
     Route("GET", "/v1/bundles", bundle_list, "Uploaded bundles.", tag="deploy"),
@@ -414,23 +409,33 @@ ROUTES = [
         tag="deploy",
         extra_responses={404: "unknown deployment"},
     ),
-    Route("GET", "/v1/keys", keys, "The hub's command-signing public key (and the previous one).", tag="hub"),
 ]
 
 
 async def _openapi(request: web.Request) -> web.Response:
     routes = [*request.app[HUB_ROUTES], Route("GET", "/openapi.json", _openapi, "This document.", tag="hub")]
-    doc = openapi_document(routes, version=__version__)
+    doc = openapi_document([with_auth_responses(r) for r in routes], version=__version__)
     doc["info"]["title"] = "edge-hub operator API"
     return web.json_response(doc)
 
 
 def create_hub_app(hub: HubContext) -> web.Application:
+    from sync.hub import auth
+    from sync.hub.api_admin import ADMIN_ROUTES
+
+    routes = [*ROUTES, *ADMIN_ROUTES]
     app = web.Application(middlewares=[error_middleware], client_max_size=hub.settings.api.max_body_bytes)
     app[HUB] = hub
     app[MAX_BODY_BYTES] = hub.settings.api.max_body_bytes
-    app[HUB_ROUTES] = ROUTES
-    for route in ROUTES:
+    app[HUB_ROUTES] = routes
+    auth.install(
+        app,
+        hub.settings,
+        hub.tokens,
+        [*routes, Route("GET", "/openapi.json", _openapi, "")],
+        download_allowed=hub.bundles.download_allowed,
+    )
+    for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/openapi.json", _openapi)
     return app

@@ -12,6 +12,16 @@ A bundle whose manifest is unsigned is signed with the hub's key on upload
 too): the archive is rewritten with the signed ``manifest.json``, so the
 bytes served, their sha256 and the manifest in the deploy command agree. A
 manifest already signed (by a model publisher) is left exactly as it is.
+Because an upload is a request for the hub's signature, only an admin token
+may upload (the API's role), and the admin's name is signed into the
+manifest (``signed_for``: ``extra.signed_for`` of a model manifest, a
+top-level field of a config manifest) and kept as the bundle's
+``uploaded_by``: the device's audit log names who had it signed.
+
+Devices have no operator token, so the URL in a deploy command carries a
+download capability (``?dl=``: an HMAC of the bundle's sha256 under a key
+derived from the hub's signing key); the API lets a bundle be read with it
+or with a viewer token, and by nothing else.
 
 A config bundle is the same kind of tar with a manifest of ``kind: "config"``
 (format: sync/overrides.py); it is stored, signed, served and deployed the
@@ -22,6 +32,7 @@ command dispatches on that kind.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -86,11 +97,12 @@ def read_manifest(tar_path: Path) -> dict[str, Any]:
     return {"doc": doc, "kind": manifest_kind(doc), "name": name, "version": version, "signed": signed}
 
 
-def sign_bundle(tar_path: Path, out_path: Path, private_hex: str) -> None:
+def sign_bundle(tar_path: Path, out_path: Path, private_hex: str, signed_for: str = "") -> None:
     """Rewrite the archive at ``tar_path`` into ``out_path`` with its manifest.json signed by ``private_hex``.
 
-    The signature covers the canonical bytes of the manifest body as read, the
-    same bytes a device recomputes, so nothing is re-serialised in between.
+    The signature covers the canonical bytes of the manifest body as read
+    (plus ``signed_for``, the operator who asked, when given), the same bytes
+    a device recomputes, so nothing is re-serialised in between.
     """
     from models.manifest import SignedManifest, parse_manifest_json
     from models.signing import sign
@@ -108,9 +120,13 @@ def sign_bundle(tar_path: Path, out_path: Path, private_hex: str) -> None:
             fh = src.extractfile(member)
             data = fh.read() if fh else b""
             if _is_manifest(member.name) and manifest_kind(json.loads(data)) == CONFIG_KIND:
-                data = sign_config_document(data, private_hex)
+                data = sign_config_document(data, private_hex, signed_for=signed_for)
             elif _is_manifest(member.name):
                 read = parse_manifest_json(data)
+                if signed_for:
+                    body = json.loads(read.signed_bytes)
+                    body["extra"] = {**body.get("extra", {}), "signed_for": signed_for}
+                    read = parse_manifest_json(json.dumps({"manifest": body}).encode())
                 signed = SignedManifest(
                     read.manifest, sign(read.signed_bytes, private_hex), read.signed_bytes
                 )
@@ -144,8 +160,28 @@ class BundleStore:
     def url(self, sha256: str) -> str:
         return f"{self.public_base_url}/v1/bundles/{sha256}"
 
-    async def receive(self, chunks: AsyncIterator[bytes]) -> dict[str, Any]:
-        """Store an uploaded bundle streamed in ``chunks``; its row (known bundles are kept as they are)."""
+    def download_url(self, sha256: str) -> str:
+        """The URL a device fetches: ``url`` with the download capability (``?dl=``)."""
+        if self.keys is None:
+            return self.url(sha256)
+        return f"{self.url(sha256)}?dl={_capability(self.keys.current().private_hex, sha256)}"
+
+    def download_allowed(self, sha256: str, capability: str) -> bool:
+        """True when ``capability`` was made for ``sha256`` by the current or the previous key."""
+        if self.keys is None or not capability:
+            return False
+        keys = [self.keys.current(), self.keys.previous()]
+        return any(
+            k is not None and hmac.compare_digest(_capability(k.private_hex, sha256), capability)
+            for k in keys
+        )
+
+    async def receive(self, chunks: AsyncIterator[bytes], *, operator: str = "") -> dict[str, Any]:
+        """Store an uploaded bundle streamed in ``chunks``; its row (known bundles are kept as they are).
+
+        ``operator`` is who uploaded it (an admin, checked by the API): signed
+        into an unsigned manifest and kept as ``uploaded_by``.
+        """
         import asyncio
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -164,11 +200,11 @@ class BundleStore:
                     fh.write(chunk)
             if size == 0:
                 raise BadRequestError("the upload was empty; send the bundle's bytes as the request body")
-            return await asyncio.to_thread(self._register, tmp, digest.hexdigest(), size)
+            return await asyncio.to_thread(self._register, tmp, digest.hexdigest(), size, operator)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def add_file(self, source: Path) -> dict[str, Any]:
+    def add_file(self, source: Path, *, operator: str = "") -> dict[str, Any]:
         """Register a bundle file already on this machine (copied in). Blocking."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".copy-{os.getpid()}-{time.monotonic_ns()}"
@@ -180,16 +216,20 @@ class BundleStore:
                     size += len(chunk)
                     digest.update(chunk)
                     out.write(chunk)
-            return self._register(tmp, digest.hexdigest(), size)
+            return self._register(tmp, digest.hexdigest(), size, operator)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _register(self, tmp: Path, sha256: str, size: int) -> dict[str, Any]:
+    def _register(self, tmp: Path, sha256: str, size: int, operator: str = "") -> dict[str, Any]:
         manifest = read_manifest(tmp)
         if not manifest["signed"] and self.keys is not None:
+            if not operator:
+                raise BadRequestError(
+                    "the hub signs a bundle only for a named admin; upload it with an admin token"
+                )
             signed_tmp = tmp.with_name(tmp.name + ".signed")
             try:
-                sign_bundle(tmp, signed_tmp, self.keys.current().private_hex)
+                sign_bundle(tmp, signed_tmp, self.keys.current().private_hex, signed_for=operator)
                 os.replace(signed_tmp, tmp)
             finally:
                 signed_tmp.unlink(missing_ok=True)
@@ -199,8 +239,8 @@ class BundleStore:
         if not final.exists():
             os.replace(tmp, final)
         self.db.execute(
-            "INSERT INTO bundles (sha256, size, path, url, model, version, manifest, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO bundles (sha256, size, path, url, model, version, manifest, created_at, uploaded_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
             (
                 sha256,
                 size,
@@ -210,13 +250,15 @@ class BundleStore:
                 manifest["version"],
                 json.dumps(manifest["doc"], sort_keys=True),
                 time.time(),
+                operator or None,
             ),
         )
         return self.get(sha256)
 
     def get(self, sha256: str) -> dict[str, Any]:
         rows = self.db.query(
-            "SELECT sha256, size, url, model, version, manifest, created_at FROM bundles WHERE sha256 = ?",
+            "SELECT sha256, size, url, model, version, manifest, created_at, uploaded_by FROM bundles "
+            "WHERE sha256 = ?",
             (sha256,),
         )
         if not rows:
@@ -229,8 +271,13 @@ class BundleStore:
 
     def list(self) -> list[dict[str, Any]]:
         return self.db.query(
-            "SELECT sha256, size, url, model, version, created_at FROM bundles ORDER BY created_at"
+            "SELECT sha256, size, url, model, version, created_at, uploaded_by FROM bundles ORDER BY created_at"
         )
+
+
+def _capability(private_hex: str, sha256: str) -> str:
+    key = hashlib.sha256(b"edge-hub bundle download\0" + private_hex.encode()).digest()
+    return hmac.new(key, sha256.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _digest(path: Path) -> tuple[str, int]:

@@ -3,7 +3,9 @@
 A thin layer, like ``edge-agent``: each command builds one request, prints a
 table for people or ``--json`` for scripts, and returns an exit code:
 0 ok, 1 failure (a command or deployment failed or timed out), 2 bad
-configuration or usage, 3 no hub answers.
+configuration or usage (a missing, wrong or too weak token included), 3 no
+hub answers. Commands that talk to the API send ``--token`` /
+``EDGE_HUB_TOKEN`` as a bearer token; it is never printed.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ class HubUnreachable(EdgeAgentError):
 class HubClient:
     """JSON over HTTP to the hub's operator API (urllib: no extra dependency for the CLI)."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 10.0, token: str = "") -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self._token = token
 
     def request(
         self,
@@ -45,6 +48,8 @@ class HubClient:
         length: int | None = None,
     ) -> Any:
         headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         if body is not None:
             data = json.dumps(body).encode()
         if data is not None:
@@ -61,10 +66,10 @@ class HubClient:
                 err = json.loads(raw).get("error", {})
             except ValueError:
                 err = {}
-            raise EdgeAgentError(
-                err.get("message") or f"the hub answered HTTP {exc.code}",
-                code=err.get("code") or "http_error",
-            ) from None
+            message = err.get("message") or f"the hub answered HTTP {exc.code}"
+            if exc.code == 401 and not self._token:
+                message += "; no token was given: pass --token or set EDGE_HUB_TOKEN"
+            raise EdgeAgentError(message, code=err.get("code") or "http_error") from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise HubUnreachable(
@@ -80,7 +85,7 @@ class HubClient:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sync.hub import cli_fleet, cli_local
+    from sync.hub import cli_fleet, cli_local, cli_tokens
 
     parser = argparse.ArgumentParser(
         prog="edge-hub",
@@ -97,22 +102,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the running hub's API (default: from api.host/api.port in the config, or EDGE_HUB_URL)",
     )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="operator token for the hub's API (default: EDGE_HUB_TOKEN; make one with "
+        "`edge-hub tokens create`). Prefer the variable: arguments show in the process list",
+    )
     parser.add_argument("--version", action="version", version=f"edge-hub {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cli_local.register(sub)
+    cli_tokens.register(sub)
     cli_fleet.register(sub)
     return parser
+
+
+def remote_url(args: argparse.Namespace) -> str | None:
+    """The hub named by --hub or EDGE_HUB_URL, or None (then the config's api.host/api.port)."""
+    import os
+
+    return getattr(args, "hub", None) or os.environ.get("EDGE_HUB_URL") or None
 
 
 def client_for(args: argparse.Namespace, timeout: float = 10.0) -> HubClient:
     import os
 
-    url = args.hub or os.environ.get("EDGE_HUB_URL")
+    url = remote_url(args)
     if not url:
         from sync.hub.settings import load_hub_settings
 
         url = load_hub_settings(args.config).api_base_url
-    return HubClient(url, timeout=timeout)
+    token = getattr(args, "token", None) or os.environ.get("EDGE_HUB_TOKEN", "")
+    return HubClient(url, timeout=timeout, token=token.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNREACHABLE
     except EdgeAgentError as exc:
         print(f"edge-hub: {exc}", file=sys.stderr)
-        return EXIT_CONFIG if exc.code == "bad_request" else EXIT_FAILURE
+        usage = exc.code in ("bad_request", "unauthorized", "forbidden")
+        return EXIT_CONFIG if usage else EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

@@ -1,4 +1,10 @@
-"""``edge-hub run`` and ``edge-hub keys``: the commands that act on this machine, not through the API."""
+"""``edge-hub run`` and ``edge-hub keys``: the commands that act on this machine.
+
+``keys`` acts on the key file here, unless ``--hub`` / ``EDGE_HUB_URL`` names
+a running hub: then it asks that hub's API (``GET /v1/keys``, and
+``POST /v1/keys/rotate`` with an admin token), so a rotation never touches an
+unrelated key on the operator's own machine.
+"""
 
 from __future__ import annotations
 
@@ -23,14 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-host", metavar="HOST", help="operator API address (api.host)")
     p.add_argument("--data-dir", metavar="DIR", help="key, bundles and default database (data_dir)")
     p.add_argument("--share-group", metavar="NAME", help="shared-subscription group (mqtt.share_group)")
-    p.add_argument("--client-id", metavar="ID", help="MQTT client id; set it for a persistent session")
+    p.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id of this instance's persistent session (default: a stable id derived from "
+        "the host, data dir, database and API port)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate for HTTPS on the API (api.tls_cert)")
+    p.add_argument("--tls-key", metavar="PEM", help="its private key (api.tls_key)")
     p.set_defaults(handler=run)
 
     k = sub.add_parser(
         "keys",
         help="show (or create) the hub's signing key; rotate it",
         description="The hub signs every command with its Ed25519 key (created on first use, mode 0600). "
-        "Devices must trust its public key.",
+        "Devices must trust its public key. Acts on the key file on this machine, or, with --hub or "
+        "EDGE_HUB_URL, on that running hub through its API (rotate needs an admin token).",
     )
     k.add_argument("--json", action="store_true", help="print JSON")
     k.add_argument("--data-dir", metavar="DIR", help="where the key lives (data_dir)")
@@ -83,15 +97,53 @@ def run(args: argparse.Namespace) -> int:
             "data_dir": args.data_dir,
             "mqtt.share_group": args.share_group,
             "mqtt.client_id": args.client_id,
+            "api.tls_cert": args.tls_cert,
+            "api.tls_key": args.tls_key,
         },
     )
     setup_logging(settings.log.level, settings.log.format)
     return asyncio.run(HubService(settings).run())
 
 
+def _remote(args: argparse.Namespace) -> Any:
+    """A client of the hub named by --hub / EDGE_HUB_URL, or None to act on the local key file."""
+    from agent.errors import BadRequestError
+    from sync.hub.cli import client_for, remote_url
+
+    if not remote_url(args):
+        return None
+    if getattr(args, "data_dir", None):
+        raise BadRequestError(
+            "--data-dir names a local key file, --hub / EDGE_HUB_URL a running hub: give one of them"
+        )
+    return client_for(args, timeout=getattr(args, "wait", 10.0) + 30)
+
+
+def _local_operator() -> str:
+    """Who runs a local key command, for the devices' audit logs: the hub host's user."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"local:{user}@{socket.gethostname()}"[:128]
+
+
 def keys_show(args: argparse.Namespace) -> int:
     from sync.hub.keys import HubKeys
 
+    client = _remote(args)
+    if client is not None:
+        out = client.get("/v1/keys")
+        if args.json:
+            print_json(out)
+        else:
+            print(f"hub:        {client.base}\nkey id:     {out['key_id']}\npublic key: {out['public_key']}")
+            if out.get("previous"):
+                print(f"previous:   {out['previous']['key_id']}")
+        return 0
     settings = _settings(args, {"data_dir": getattr(args, "data_dir", None)})
     keys = HubKeys(settings.key_path)
     key, created = keys.ensure()
@@ -139,11 +191,17 @@ def keys_rotate(args: argparse.Namespace) -> int:
     from sync.hub.registry import list_devices
     from sync.signed import MAX_AGE_S  # offline devices with a persistent session get it for a day
 
+    client = _remote(args)
+    if client is not None:
+        out = client.post("/v1/keys/rotate", {"wait_s": max(0.0, args.wait)})
+        return _print_rotation(args, out, len(out["announced"]) + len(out["unsent"]))
     settings = _settings(args, {"data_dir": getattr(args, "data_dir", None)})
     keys = HubKeys(settings.key_path)
     old, _ = keys.ensure()
     db = open_hub_db(settings.db_url, synchronous=settings.intake.synchronous)
-    mqtt = HubMqtt(settings.mqtt, subscribe=False, client_id=f"edge-hub-keys-{int(time.time())}")
+    mqtt = HubMqtt(
+        settings.mqtt, subscribe=False, client_id=f"edge-hub-keys-{int(time.time())}", persistent=False
+    )
     try:
         devices = [d["device"] for d in list_devices(db)]
         new = keys.rotate_prepare()
@@ -160,7 +218,16 @@ def keys_rotate(args: argparse.Namespace) -> int:
             )
             for device in devices:
                 try:
-                    sent.append(center.send(device, "trust.rotate", announce, key=old, ttl_s=MAX_AGE_S))
+                    sent.append(
+                        center.send(
+                            device,
+                            "trust.rotate",
+                            announce,
+                            key=old,
+                            ttl_s=MAX_AGE_S,
+                            operator=_local_operator(),
+                        )
+                    )
                 except Exception as exc:
                     unsent.append({"device": device, "error": str(exc)})
         current = keys.rotate_commit()
@@ -178,10 +245,15 @@ def keys_rotate(args: argparse.Namespace) -> int:
         "announced": rows,
         "unsent": unsent,
     }
+    return _print_rotation(args, out, len(devices))
+
+
+def _print_rotation(args: argparse.Namespace, out: dict[str, Any], devices: int) -> int:
+    rows, unsent = out["announced"], out["unsent"]
     if args.json:
         print_json(out)
     else:
-        print(f"switched from key {old.key_id} to {current.key_id} ({len(devices)} devices announced)")
+        print(f"switched from key {out['old_key_id']} to {out['key_id']} ({devices} devices announced)")
         if rows or unsent:
             lines = [(c["device"], c["status"], c.get("error") or "") for c in rows]
             lines += [(u["device"], "unsent", u["error"]) for u in unsent]

@@ -29,7 +29,8 @@ log = logging.getLogger("edge_hub.commands")
 PublishFn = Callable[[str, bytes], None]
 
 _COLUMNS = (
-    "id, device, name, args, created_at, expires, key_id, status, deployment_id, result_at, ok, result, error"
+    "id, device, name, args, created_at, expires, key_id, status, deployment_id, result_at, ok, result, error, "
+    "operator"
 )
 
 
@@ -66,16 +67,23 @@ class CommandCenter:
         ttl_s: float | None = None,
         deployment_id: str | None = None,
         key: HubKey | None = None,
+        operator: str = "",
     ) -> dict[str, Any]:
-        """Sign, record and publish one command; the command row (status ``sent``)."""
+        """Sign, record and publish one command; the command row (status ``sent``).
+
+        ``operator`` (the name of the token that asked) is recorded here and
+        signed into the command, so the device's audit log names it too.
+        """
         if not self.db.query("SELECT device FROM devices WHERE device = ?", (device,)):
             raise NotFoundError(f"device {device!r} is not registered at this hub (see `edge-hub devices`)")
         key = key or self.keys.current()
-        env = make_command(device, name, args or {}, key.private_hex, ttl_s=ttl_s or self.ttl_s)
+        env = make_command(
+            device, name, args or {}, key.private_hex, ttl_s=ttl_s or self.ttl_s, operator=operator
+        )
         body = env.body
         self.db.execute(
-            "INSERT INTO commands (id, device, name, args, created_at, expires, key_id, status, deployment_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO commands (id, device, name, args, created_at, expires, key_id, status, deployment_id, "
+            "operator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 env.id,
                 device,
@@ -86,6 +94,7 @@ class CommandCenter:
                 body["key_id"],
                 "sent",
                 deployment_id,
+                operator or None,
             ),
         )
         try:
@@ -97,7 +106,7 @@ class CommandCenter:
             )
             raise
         metrics.COMMANDS.labels(name).inc()
-        log.info("sent %s to %s as %s", name, device, env.id)
+        log.info("sent %s to %s as %s (operator %s)", name, device, env.id, operator or "-")
         return self.get(env.id)
 
     def get(self, command_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from sync.hub.deploy import Deployer
 from sync.hub.intake import Intake
 from sync.hub.keys import HubKeys
 from sync.hub.settings import HubSettings
+from sync.hub.tokens import HubTokens
 
 
 @dataclass
@@ -23,6 +24,8 @@ class HubContext:
     commands: CommandCenter
     bundles: BundleStore
     deployer: Deployer
+    #: operator tokens (the API's connection)
+    tokens: HubTokens
     intake: Intake | None = None
     instance_id: str = ""
     mqtt_connected: object = None  # a callable -> bool, when there is a broker connection

@@ -69,7 +69,13 @@ class Deployer:
     # ------------------------------------------------------------ starting
 
     async def start(
-        self, bundle_sha256: str, selector: dict[str, str], canary_percent: float, timeout_s: float
+        self,
+        bundle_sha256: str,
+        selector: dict[str, str],
+        canary_percent: float,
+        timeout_s: float,
+        *,
+        operator: str = "",
     ) -> dict[str, Any]:
         bundle = await asyncio.to_thread(self.bundles.get, bundle_sha256)
         devices = await asyncio.to_thread(list_devices, self.db, selector)
@@ -95,7 +101,7 @@ class Deployer:
             with self.db.transaction() as tx:
                 tx.execute(
                     "INSERT INTO deployments (id, created_at, updated_at, bundle_sha256, model, version, selector, "
-                    "canary_percent, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "canary_percent, status, operator) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         deployment_id,
                         now,
@@ -106,6 +112,7 @@ class Deployer:
                         json.dumps(selector, sort_keys=True),
                         canary_percent,
                         "running",
+                        operator or None,
                     ),
                 )
                 tx.executemany(
@@ -116,7 +123,7 @@ class Deployer:
 
         await asyncio.to_thread(insert)
         task = asyncio.create_task(
-            self._run(deployment_id, bundle, timeout_s), name=f"deploy-{deployment_id}"
+            self._run(deployment_id, bundle, timeout_s, operator), name=f"deploy-{deployment_id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -141,16 +148,18 @@ class Deployer:
 
     # ------------------------------------------------------------ running
 
-    async def _run(self, deployment_id: str, bundle: dict[str, Any], timeout_s: float) -> None:
+    async def _run(
+        self, deployment_id: str, bundle: dict[str, Any], timeout_s: float, operator: str = ""
+    ) -> None:
         args = {
-            "bundle_url": bundle["url"],
+            "bundle_url": self.bundles.download_url(bundle["sha256"]),
             "sha256": bundle["sha256"],
             "size": bundle["size"],
             "manifest": bundle["manifest"],
         }
         try:
             for phase in ("canary", "rollout"):
-                ok = await self._phase(deployment_id, phase, args, timeout_s)
+                ok = await self._phase(deployment_id, phase, args, timeout_s, operator)
                 if not ok:
                     status = "canary_failed" if phase == "canary" else "failed"
                     if phase == "canary":
@@ -169,7 +178,9 @@ class Deployer:
             log.exception("deployment %s failed", deployment_id)
             await asyncio.to_thread(self._finish, deployment_id, "failed", f"hub error: {exc}")
 
-    async def _phase(self, deployment_id: str, phase: str, args: dict[str, Any], timeout_s: float) -> bool:
+    async def _phase(
+        self, deployment_id: str, phase: str, args: dict[str, Any], timeout_s: float, operator: str = ""
+    ) -> bool:
         rows = await asyncio.to_thread(
             self.db.query,
             "SELECT device FROM deployment_devices WHERE deployment_id = ? AND phase = ? AND status = 'pending' "
@@ -190,6 +201,7 @@ class Deployer:
                     args,
                     ttl_s=max(self.commands.ttl_s, timeout_s),
                     deployment_id=deployment_id,
+                    operator=operator,
                 )
             except EdgeAgentError as exc:
                 all_ok = False

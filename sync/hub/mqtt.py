@@ -48,7 +48,11 @@ class HubMqtt:
         on_message: OnMessage | None = None,
         subscribe: bool = True,
         client_id: str | None = None,
+        persistent: bool | None = None,
     ) -> None:
+        """``persistent``: keep the session at the broker (clean_start False, session expiry set);
+        default: when a client id is configured. The hub service always passes True with its
+        stable id; one-off connections (``keys rotate``) pass False."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -56,7 +60,7 @@ class HubMqtt:
         self._on_incoming = on_message
         self._subscribe = subscribe and on_message is not None
         self.client_id = client_id or settings.client_id or f"edge-hub-{uuid.uuid4().hex[:12]}"
-        self._persistent = bool(settings.client_id)
+        self._persistent = bool(settings.client_id) if persistent is None else persistent
         parts = urlsplit(settings.url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise UnavailableError(

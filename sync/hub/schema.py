@@ -125,6 +125,27 @@ HUB_MIGRATIONS: tuple[SqlMigration, ...] = (
             )""",
         ),
     ),
+    SqlMigration(
+        2,
+        "hub: operator tokens with roles; who asked for each command, bundle and deployment",
+        (
+            # Bearer tokens of the operator API: only the SHA-256 of a token is kept.
+            """CREATE TABLE operator_tokens (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION,
+                revoked_at DOUBLE PRECISION,
+                created_by TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX operator_tokens_name ON operator_tokens (name)",
+            "ALTER TABLE commands ADD COLUMN operator TEXT",
+            "ALTER TABLE bundles ADD COLUMN uploaded_by TEXT",
+            "ALTER TABLE deployments ADD COLUMN operator TEXT",
+        ),
+    ),
 )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,8 @@ from sync.hub.deploy import Deployer
 from sync.hub.intake import Intake
 from sync.hub.keys import HubKeys
 from sync.hub.mqtt import HubMqtt
-from sync.hub.settings import HubSettings
+from sync.hub.settings import HubSettings, derived_client_id
+from sync.hub.tokens import HubTokens
 from sync.hub.validate import Accepted
 
 log = logging.getLogger("edge_hub")
@@ -46,7 +46,8 @@ class HubService:
         self.settings = settings
         #: an extra intake hook (messages stored, commit time), e.g. the bench's latency recorder
         self._extra_committed = on_committed
-        self.instance_id = instance_id or settings.mqtt.client_id or f"hub-{uuid.uuid4().hex[:8]}"
+        # a stable id, so the broker keeps this instance's session (and what devices publish) while it is away
+        self.instance_id = instance_id or settings.mqtt.client_id or derived_client_id(settings)
         self.keys = HubKeys(settings.key_path)
         self.intake_db: HubDB | None = None
         self.api_db: HubDB | None = None
@@ -71,7 +72,12 @@ class HubService:
         self.api_db = await asyncio.to_thread(
             open_hub_db, s.db_url, synchronous=s.intake.synchronous, migrate=False
         )
-        self.mqtt = HubMqtt(s.mqtt, on_message=self._on_message, client_id=self.instance_id)
+        tokens = HubTokens(self.api_db)
+        from sync.hub.auth import check_bind, server_ssl_context
+
+        await asyncio.to_thread(check_bind, s, tokens)  # before anything listens or connects
+        ssl_context = server_ssl_context(s)
+        self.mqtt = HubMqtt(s.mqtt, on_message=self._on_message, client_id=self.instance_id, persistent=True)
         commands = CommandCenter(self.api_db, self.keys, self._publish, ttl_s=s.command_ttl_s)
         commands.bind_loop(asyncio.get_running_loop())
         extra = self._extra_committed
@@ -92,6 +98,7 @@ class HubService:
             commands=commands,
             bundles=bundles,
             deployer=Deployer(self.api_db, commands, bundles),
+            tokens=tokens,
             intake=self.intake,
             instance_id=self.instance_id,
             mqtt_connected=self.mqtt.ready.is_set,
@@ -99,7 +106,7 @@ class HubService:
         app = create_hub_app(self.ctx)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api.host, s.api.port, reuse_address=True)
+        site = web.TCPSite(self._runner, s.api.host, s.api.port, reuse_address=True, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -114,12 +121,14 @@ class HubService:
         self.api_port = self._runner.addresses[0][1]
         if not s.api.public_url:  # the port may have been 0 (tests): advertise the one we got
             host = "127.0.0.1" if s.api.host in ("0.0.0.0", "::", "") else s.api.host
-            bundles.public_base_url = f"http://{host}:{self.api_port}"
+            scheme = "https" if ssl_context is not None else "http"
+            bundles.public_base_url = f"{scheme}://{host}:{self.api_port}"
         self.intake.start()
         self.mqtt.start()
         log.info(
-            "edge-hub %s: api http://%s:%d, database %s, broker %s (group %s)",
+            "edge-hub %s: api %s://%s:%d, database %s, broker %s (group %s)",
             self.instance_id,
+            "https" if ssl_context is not None else "http",
             s.api.host,
             self.api_port,
             self.intake_db.describe(),

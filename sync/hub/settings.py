@@ -20,14 +20,27 @@ from agent.errors import ConfigError
 
 DEFAULT_HUB_CONFIG_PATH = Path("/etc/edge-hub/hub.toml")
 HUB_ENV_PREFIX = "EDGE_HUB_"
+_CLI_ONLY_ENV = frozenset({HUB_ENV_PREFIX + "URL", HUB_ENV_PREFIX + "TOKEN"})
 
 
 @dataclass(frozen=True)
 class HubApiSettings:
     host: str = setting(
         "127.0.0.1",
-        "Address the operator API binds to. It has no authentication yet: keep it on loopback "
-        "(or behind a reverse proxy that authenticates).",
+        "Address the operator API binds to. Off loopback the hub refuses to start unless operator "
+        "tokens exist (edge-hub tokens create) and TLS is set (api.tls_cert, api.tls_key).",
+    )
+    tls_cert: str = setting("", "PEM certificate (chain) for HTTPS on the operator API; empty: plain HTTP.")
+    tls_key: str = setting("", "PEM private key for api.tls_cert.")
+    command_rate_per_s: float = setting(
+        2.0,
+        "Requests that sign commands (commands, deployments, key rotation) each operator token may make "
+        "per second on average; more get 429 with Retry-After.",
+        minimum=0.01,
+        maximum=10_000,
+    )
+    command_burst: int = setting(
+        20, "Such requests one token may make at once before command_rate_per_s applies.", minimum=1
     )
     port: int = setting(8480, "TCP port of the operator API.", minimum=0, maximum=65535)
     max_body_bytes: int = setting(
@@ -54,9 +67,10 @@ class HubMqttSettings:
     keepalive: int = setting(30, "MQTT keepalive in seconds.", minimum=5, maximum=3600)
     client_id: str = setting(
         "",
-        "This instance's MQTT client id. Set it (unique per instance) to keep a persistent session: "
-        "messages that arrive while the hub restarts wait at the broker. Empty: a random id and a "
-        "clean session.",
+        "This instance's MQTT client id; its session is persistent (messages that arrive while the hub "
+        "is stopped wait at the broker, for session_expiry_s). Empty: a stable id derived from the host "
+        "name, data_dir, database and API port (edge-hub-<hash>), the same at every restart. Instances "
+        "sharing one database on one host need different ids (or API ports).",
     )
     session_expiry_s: int = setting(
         3600,
@@ -162,11 +176,28 @@ class HubSettings:
     def api_base_url(self) -> str:
         """Where the CLI reaches this hub's API."""
         host = "127.0.0.1" if self.api.host in ("0.0.0.0", "::", "") else self.api.host
-        return f"http://{host}:{self.api.port}"
+        return f"{'https' if self.api.tls_cert else 'http'}://{host}:{self.api.port}"
 
     @property
     def public_base_url(self) -> str:
         return (self.api.public_url or self.api_base_url).rstrip("/")
+
+
+def derived_client_id(settings: HubSettings) -> str:
+    """A stable MQTT client id for this instance when none is configured: the same at every restart.
+
+    Derived from what identifies an instance and does not change when it
+    restarts (or its key rotates): the host, its data directory, its database
+    and its API port. Two instances on one host differ in at least one of them.
+    """
+    import hashlib
+    import socket
+
+    db = settings.db_url
+    if "://" not in db:
+        db = str(Path(db).resolve())
+    seed = "\0".join((socket.gethostname(), str(settings.data_path.resolve()), db, str(settings.api.port)))
+    return "edge-hub-" + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
 def default_hub_data_dir(env: Mapping[str, str]) -> str:
@@ -197,7 +228,9 @@ def load_hub_settings(
         source = str(file_path)
     elif explicit:
         raise ConfigError(f"config file {file_path} does not exist; create it or drop --config")
-    apply_env(data, env, source, prefix=HUB_ENV_PREFIX)
+    # EDGE_HUB_URL and EDGE_HUB_TOKEN are for the CLI (the API to talk to, and how), not settings
+    env_settings = {k: v for k, v in env.items() if k not in _CLI_ONLY_ENV}
+    apply_env(data, env_settings, source, prefix=HUB_ENV_PREFIX)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -210,6 +243,8 @@ def load_hub_settings(
     fill: dict[str, Any] = {"source": source}
     if not settings.data_dir:
         fill["data_dir"] = default_hub_data_dir(env)
+    if bool(settings.api.tls_cert) != bool(settings.api.tls_key):
+        raise ConfigError(f"{source}: api.tls_cert and api.tls_key must be set together")
     if settings.mqtt.share_group and any(c in settings.mqtt.share_group for c in "/+#"):
         raise ConfigError(f"{source}: mqtt.share_group must be one topic level (no '/', '+', '#')")
     return dataclasses.replace(settings, **fill)
@@ -220,5 +255,6 @@ __all__ = [
     "HubMqttSettings",
     "HubSettings",
     "IntakeSettings",
+    "derived_client_id",
     "load_hub_settings",
 ]

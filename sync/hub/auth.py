@@ -1,0 +1,213 @@
+"""Who may ask the hub for what: operator tokens on every route but health, TLS, and a command rate limit.
+
+The hub signs what its API asks it to sign (commands, deployments, bundles),
+so its API is guarded like the keys themselves:
+
+- every route except ``/healthz`` and ``/readyz`` needs a bearer token
+  (``Authorization: Bearer eht_...``); unknown, revoked or expired -> 401;
+- a route's ``role`` is the least role allowed (viewer < operator < admin);
+  a state-changing route left at ``viewer`` is treated as ``operator``, so a
+  forgotten role never lets a read-only token act -> 403;
+- requests that make the hub sign commands (``SIGNING_ROUTES``) are rate
+  limited per token -> 429 with Retry-After: a stolen operator token cannot
+  flood the fleet with signed commands;
+- the operator behind a request (``operator_of(request)``) is recorded with
+  every command, bundle and deployment it causes, and travels inside the
+  signed command, so the device writes it into its own audit log;
+- a device fetching a bundle has no token: ``GET /v1/bundles/{sha256}``
+  also accepts the download capability the hub put in the deploy command's
+  URL (``?dl=``, checked by ``BundleStore.download_allowed``);
+- bound off loopback, the hub refuses to start without TLS and without a
+  token (``check_bind``): a token sent in clear over a network is a token
+  given away, and an API with no token yet could not be used safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from agent.errors import ConfigError
+from agent.security.api_auth import RateLimiter
+from agent.security.api_settings import is_loopback
+from agent.security.tokens import TokenInfo, role_rank
+from sync.hub.settings import HubSettings
+from sync.hub.tokens import HubTokens
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: routes whose requests make the hub sign something for devices: rate limited per operator token
+SIGNING_ROUTES = frozenset(
+    {
+        ("POST", "/v1/commands"),
+        ("POST", "/v1/devices/{device}/commands"),
+        ("POST", "/v1/deployments"),
+        ("POST", "/v1/keys/rotate"),
+    }
+)
+#: where the middleware leaves the token of the request (a typed key where aiohttp has them)
+_OPERATOR: Any = (
+    web.RequestKey("edge_hub_operator", TokenInfo) if hasattr(web, "RequestKey") else "edge_hub_operator"
+)
+_BUNDLE_PATH = "/v1/bundles/{sha256}"
+
+
+class HubGuard:
+    """What the middleware needs, built once per app."""
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        tokens: HubTokens,
+        routes: Iterable[Any],
+        download_allowed: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self.tokens = tokens
+        self.download_allowed = download_allowed
+        self.routes = {(r.method.upper(), r.path): r for r in routes}
+        self.limiter = RateLimiter(settings.api.command_rate_per_s, settings.api.command_burst)
+
+    def role_for(self, method: str, path: str) -> str:
+        method = "GET" if method == "HEAD" else method
+        role = getattr(self.routes.get((method, path)), "role", "viewer")
+        if method not in SAFE_METHODS and role_rank(role) < role_rank("operator"):
+            return "operator"
+        return role
+
+
+GUARD = web.AppKey("hub_guard", HubGuard)
+
+
+def install(
+    app: web.Application,
+    settings: HubSettings,
+    tokens: HubTokens,
+    routes: Iterable[Any],
+    download_allowed: Callable[[str, str], bool] | None = None,
+) -> None:
+    """Add the auth middleware (inside the error middleware) and its state to ``app``."""
+    app[GUARD] = HubGuard(settings, tokens, routes, download_allowed)
+    app.middlewares.append(auth_middleware)
+
+
+def operator_of(request: web.Request) -> TokenInfo:
+    """The token that authenticated ``request`` (set by the middleware on every guarded route)."""
+    return request[_OPERATOR]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def _unauthorized(message: str) -> web.Response:
+    return _error(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="edge-hub"'})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    if path in OPEN_PATHS and request.method in SAFE_METHODS:
+        return await handler(request)
+    guard = request.app[GUARD]
+    needed = guard.role_for(request.method, path)
+    header = request.headers.get("Authorization", "")
+    capability = request.query.get("dl", "")
+    if path == _BUNDLE_PATH and request.method in SAFE_METHODS and capability and guard.download_allowed:
+        sha = request.match_info.get("sha256", "")
+        if await asyncio.to_thread(guard.download_allowed, sha, capability):
+            return await handler(request)
+        return _unauthorized("this bundle download link is not valid (made by another hub key?)")
+    if not header:
+        return _unauthorized(
+            "the hub's API needs an operator token (Authorization: Bearer eht_...; the edge-hub CLI "
+            f"takes --token or EDGE_HUB_TOKEN); on the hub's machine: edge-hub tokens create NAME --role {needed}"
+        )
+    scheme, _, value = header.partition(" ")
+    token = await asyncio.to_thread(guard.tokens.authenticate, value) if scheme.lower() == "bearer" else None
+    if token is None:
+        return _unauthorized(
+            "the bearer token is invalid, revoked or expired (see `edge-hub tokens list` on the hub)"
+        )
+    if role_rank(token.role) < role_rank(needed):
+        return _error(
+            403,
+            "forbidden",
+            f"{request.method} {path} needs the {needed} role; token {token.name!r} has {token.role}",
+        )
+    if (request.method, path) in SIGNING_ROUTES:
+        wait = guard.limiter.take(f"token:{token.id}")
+        if wait > 0:
+            return _error(
+                429,
+                "too_many_requests",
+                f"operator {token.name!r} sends commands too fast: the limit is "
+                f"{guard.limiter.rate:g}/s with bursts of {guard.limiter.burst:g} "
+                "(api.command_rate_per_s, api.command_burst); retry later",
+                {"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+    request[_OPERATOR] = token
+    return await handler(request)
+
+
+def with_auth_responses(route: Any) -> Any:
+    """``route`` with the answers this middleware may give listed, for the OpenAPI document."""
+    import dataclasses
+
+    extra = dict(route.extra_responses)
+    if route.path not in OPEN_PATHS:
+        extra.setdefault(401, "no operator token, or an invalid, revoked or expired one")
+        extra.setdefault(403, f"the token's role is below {route.role}")
+    if (route.method, route.path) in SIGNING_ROUTES:
+        extra.setdefault(429, "this operator sends commands too fast (Retry-After)")
+    return dataclasses.replace(route, extra_responses=extra)
+
+
+def server_ssl_context(settings: HubSettings) -> ssl.SSLContext | None:
+    """The TLS context of the API's socket, or None for plain HTTP."""
+    api = settings.api
+    if not api.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(api.tls_cert, api.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the API's TLS certificate {api.tls_cert} / key {api.tls_key}: {exc}; check the "
+            "paths, that they are PEM, and that the key matches the certificate"
+        ) from None
+    return ctx
+
+
+def check_bind(settings: HubSettings, tokens: HubTokens) -> None:
+    """Refuse an API off loopback without TLS or without any operator token (exit 2 from the CLI)."""
+    host = settings.api.host
+    if is_loopback(host):
+        return
+    missing = []
+    if not settings.api.tls_cert:
+        missing.append("TLS (--tls-cert and --tls-key, or api.tls_cert / api.tls_key)")
+    if not tokens.any_active():
+        missing.append("an operator token (edge-hub tokens create NAME --role admin)")
+    if missing:
+        raise ConfigError(
+            f"refusing to serve the operator API on {host!r} (off loopback) without "
+            + " and ".join(missing)
+            + "; or keep --api-host 127.0.0.1 and reach it through an authenticating proxy"
+        )
+
+
+__all__ = [
+    "GUARD",
+    "SIGNING_ROUTES",
+    "check_bind",
+    "install",
+    "operator_of",
+    "server_ssl_context",
+    "with_auth_responses",
+]

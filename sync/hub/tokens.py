@@ -1,0 +1,125 @@
+"""Operator tokens of the hub's API: roles, stored hashed in the hub's database.
+
+The same scheme as the device's API tokens (agent/security/tokens.py, whose
+hashing, roles and ``TokenInfo`` are imported, not copied): a token is
+``eht_<id>_<secret>`` (``eht``: edge-hub token, so a device token pasted at
+the hub is recognisably the wrong kind), the id (12 hex) finds the row, the
+secret is 32 random bytes, and only the SHA-256 of the whole token is kept;
+the comparison is constant-time.
+
+Roles, least first: ``viewer`` reads the registry, alerts, commands and
+deployments; ``operator`` also sends commands and starts deployments;
+``admin`` also uploads bundles (the hub signs them: an upload is a request
+for the hub's signature), manages tokens and rotates keys.
+
+Tokens are made on the hub's own machine (``edge-hub tokens create``, which
+opens the database directly: whoever can read the database is already its
+administrator) or by an admin through the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+import secrets
+import time
+from typing import Any
+
+from agent.errors import BadRequestError, ConflictError, NotFoundError
+from agent.security.tokens import ROLES, TokenInfo, hash_token, role_rank
+from sync.hub.db import HubDB
+
+PREFIX = "eht_"
+_TOKEN_RE = re.compile(r"^eht_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_COLUMNS = "id, name, role, created_at, expires_at, revoked_at"
+
+
+def _info(row: dict[str, Any]) -> TokenInfo:
+    return TokenInfo(
+        row["id"], row["name"], row["role"], row["created_at"], row["expires_at"], row["revoked_at"]
+    )
+
+
+class HubTokens:
+    """The ``operator_tokens`` table. Blocking: the API calls it through ``asyncio.to_thread``."""
+
+    def __init__(self, db: HubDB) -> None:
+        self.db = db
+
+    def create(
+        self, name: str, role: str, *, ttl_s: float | None = None, created_by: str = "cli"
+    ) -> tuple[str, TokenInfo]:
+        """Make a token; its plain text is returned once and never stored."""
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise BadRequestError(
+                "token name: 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+            )
+        if role not in ROLES:
+            raise BadRequestError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise BadRequestError("a token's lifetime must be positive (seconds)")
+        now = time.time()
+        token_id = secrets.token_hex(6)
+        secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+        token = f"{PREFIX}{token_id}_{secret}"
+        expires = now + ttl_s if ttl_s else None
+        with self.db.transaction() as tx:
+            clash = tx.query("SELECT id FROM operator_tokens WHERE name = ? AND revoked_at IS NULL", (name,))
+            if clash:
+                raise ConflictError(
+                    f"an active token named {name!r} exists (id {clash[0]['id']}); revoke it first "
+                    "(edge-hub tokens revoke NAME)"
+                )
+            tx.execute(
+                "INSERT INTO operator_tokens (id, name, role, hash, created_at, expires_at, created_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token_id, name, role, hash_token(token), now, expires, created_by),
+            )
+        return token, TokenInfo(token_id, name, role, now, expires, None)
+
+    def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
+        sql = f"SELECT {_COLUMNS} FROM operator_tokens"
+        if not include_revoked:
+            sql += " WHERE revoked_at IS NULL"
+        return [_info(r) for r in self.db.query(sql + " ORDER BY created_at")]
+
+    def revoke(self, id_or_name: str) -> TokenInfo:
+        with self.db.transaction() as tx:
+            rows = tx.query(
+                f"SELECT {_COLUMNS} FROM operator_tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+                (id_or_name, id_or_name),
+            )
+            if not rows:
+                raise NotFoundError(
+                    f"no active token with id or name {id_or_name!r}; see `edge-hub tokens list`"
+                )
+            if len(rows) > 1:
+                raise ConflictError(f"{id_or_name!r} matches several tokens; revoke by id")
+            info = _info(rows[0])
+            now = time.time()
+            tx.execute("UPDATE operator_tokens SET revoked_at = ? WHERE id = ?", (now, info.id))
+        return TokenInfo(info.id, info.name, info.role, info.created_at, info.expires_at, now)
+
+    def authenticate(self, token: str) -> TokenInfo | None:
+        """The active token matching ``token``, or None (unknown, malformed, revoked or expired)."""
+        token = token.strip()
+        match = _TOKEN_RE.match(token)
+        if not match:
+            return None
+        rows = self.db.query(f"SELECT {_COLUMNS}, hash FROM operator_tokens WHERE id = ?", (match.group(1),))
+        if not rows or not hmac.compare_digest(rows[0]["hash"], hash_token(token)):
+            return None
+        info = _info(rows[0])
+        return info if info.active else None
+
+    def any_active(self) -> bool:
+        rows = self.db.query(
+            "SELECT id FROM operator_tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+            (time.time(),),
+        )
+        return bool(rows)
+
+
+__all__ = ["PREFIX", "ROLES", "HubTokens", "TokenInfo", "role_rank"]
