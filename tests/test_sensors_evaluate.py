@@ -241,3 +241,26 @@ def test_bench_textbook_pca_limits_hold_their_false_alarm_rate() -> None:
     assert 0.005 < rate < 0.05, rate  # T² or Q, two 1 % limits (estimated from 400 rows)
     X[LEARN + 100 : LEARN + 200] += 10 * mix[0]  # a shift along the data: caught
     assert pca_t2q(X)[LEARN + 100 : LEARN + 200].mean() > 0.9
+
+
+def test_evaluate_with_a_configured_machine(tmp_path: Path) -> None:
+    """--machine NAME takes its settings from the config: here its detectors, channels in its order."""
+    path = tmp_path / "step.csv"
+    write_csv(path)
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[sensors.machines.rig]\nchannels = ["flow", "temp"]\ndetectors = ["pca"]\n'
+    )
+    configured = cli("--config", str(conf), "sensors", "evaluate", str(path), "--machine", "rig", "--json")
+    assert configured.returncode == 0, configured.stderr
+    plain = cli("sensors", "evaluate", str(path), "--detectors", "pca", "--json")
+    a, b = json.loads(configured.stdout)["total"], json.loads(plain.stdout)["total"]
+    assert json.loads(configured.stdout)["files"][0]["channels"] == ["flow", "temp"]
+    assert (a["tp"], a["fp"], a["tn"], a["fn"]) == (b["tp"], b["fp"], b["tn"], b["fn"])
+    bad = cli("--config", str(conf), "sensors", "evaluate", str(path), "--machine", "press")
+    assert bad.returncode == 2 and "has rig" in bad.stderr and "Traceback" not in bad.stderr
+    conf.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[sensors.machines.rig]\nchannels = ["flow", "speed"]\n'
+    )
+    bad = cli("--config", str(conf), "sensors", "evaluate", str(path), "--machine", "rig")
+    assert bad.returncode == 2 and "lacks channel(s) speed of machine rig" in bad.stderr

@@ -81,6 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the files hold no faults and no labels: every row counts as normal (false alerts only)",
     )
+    e.add_argument(
+        "--machine",
+        metavar="NAME",
+        help="use the settings of machine NAME from the config (detectors, levels, per-channel "
+        "overrides); the files must hold its channels (default: default settings, every column a channel)",
+    )
     e.add_argument("--json", action="store_true", help="print JSON only (no progress, no table)")
     e.set_defaults(handler=_usage(evaluate))
 
@@ -227,6 +233,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.label_column and args.all_normal:
         raise BadRequestError("--all-normal and --label-column exclude each other: pick one")
     detectors = parse_detectors(args.detectors)
+    machine = _configured_machine(args) if args.machine else None
 
     def notice(msg: str) -> None:
         if not args.json:
@@ -242,6 +249,7 @@ def evaluate(args: argparse.Namespace) -> int:
             detectors=detectors,
             per_detector=args.per_detector,
             all_normal=args.all_normal,
+            machine=machine,
             notice=notice,
         )
         results.append(res)
@@ -267,6 +275,20 @@ def evaluate(args: argparse.Namespace) -> int:
         return 0
     print(render(results, total))
     return 0
+
+
+def _configured_machine(args: argparse.Namespace) -> Any:
+    from agent.config import load_settings
+    from agent.sensors.spec import parse_machines
+
+    settings = load_settings(args.config)
+    machines = {m.name: m for m in parse_machines(settings.sensors.machines)}
+    if args.machine not in machines:
+        raise BadRequestError(
+            f"--machine {args.machine}: the config ({settings.source}) has "
+            f"{', '.join(sorted(machines)) or 'no machines'}; pass the config with --config FILE"
+        )
+    return machines[args.machine]
 
 
 def report(args: argparse.Namespace) -> int:

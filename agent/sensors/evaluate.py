@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from agent.sensors.replay import (
     open_spans,
     prepare,
 )
-from agent.sensors.spec import DETECTORS, machine_from_columns
+from agent.sensors.spec import DETECTORS, MachineSpec, machine_from_columns
 
 #: label columns tried, in order, when none is named
 DEFAULT_LABELS = ("anomaly", "is_anomaly", "label")
@@ -203,9 +203,15 @@ def evaluate_file(
     detectors: tuple[str, ...] | None = None,
     per_detector: bool = False,
     all_normal: bool = False,
+    machine: MachineSpec | None = None,
     notice: Callable[[str], None] = lambda msg: None,
 ) -> FileResult:
+    """Replay and score one recording; ``machine``: a configured machine's settings instead of the defaults."""
     rec, column, skipped = load(path, label_column, all_normal)
+    if machine is not None:
+        extra = _select_channels(rec, machine, path)
+        if extra:
+            notice(f"{path}: columns {', '.join(extra)} are not channels of {machine.name}: ignored")
     n = len(rec.ts)
     if learn >= n:
         raise BadRequestError(f"{path} has {n} rows; --learn {learn} leaves nothing to score")
@@ -216,7 +222,10 @@ def evaluate_file(
             f"{path}: {int(faulty[:learn].sum())} labelled rows fall in the {learn}-row baseline "
             "(the detectors learn them as normal)"
         )
-    spec = machine_from_columns(Path(path).stem, rec.channels, learn_rows=learn, rate_hz=rec.rate_hz)
+    if machine is not None:  # the recording's own rate: it is what the readings arrive at
+        spec = replace(machine, learn_rows=learn, rate_hz=rec.rate_hz)
+    else:
+        spec = machine_from_columns(Path(path).stem, rec.channels, learn_rows=learn, rate_hz=rec.rate_hz)
     runs: dict[str, Score] = {}
     system = replay_transitions(spec, rec, detectors)
     runs[SYSTEM] = score(rec.ts, faulty, learn, open_spans(system))
@@ -227,6 +236,20 @@ def evaluate_file(
             runs[name] = score(rec.ts, faulty, learn, open_spans(transitions, _is_anomaly))
         runs[CHECKS] = score(rec.ts, faulty, learn, open_spans(system, lambda c: not _is_anomaly(c)))
     return FileResult(path, column, rec.channels, runs, skipped)
+
+
+def _select_channels(rec: Recording, machine: MachineSpec, path: str) -> list[str]:
+    """Keep the machine's channels, in its order; the other columns are returned (ignored)."""
+    missing = [c for c in machine.channel_names if c not in rec.channels]
+    if missing:
+        raise BadRequestError(
+            f"{path} lacks channel(s) {', '.join(missing)} of machine {machine.name}; "
+            f"its columns are {', '.join(rec.channels)}"
+        )
+    extra = [c for c in rec.channels if c not in machine.channel_names]
+    rec.X = rec.X[:, [rec.channels.index(c) for c in machine.channel_names]]
+    rec.channels = list(machine.channel_names)
+    return extra
 
 
 def _is_anomaly(condition: str) -> bool:
