@@ -44,6 +44,21 @@ class ApiSettings:
         "(saves ~15 MB of RSS on a box whose API is rarely used).",
     )
     enabled: bool = setting(True, "Serve the local API at all.")
+    max_connections: int = setting(
+        256,
+        "Open connections the API holds at once; past it the oldest idle one is closed to make room "
+        "(keep it well under the process's file-descriptor limit).",
+        minimum=8,
+        maximum=65_536,
+    )
+    header_timeout_s: float = setting(
+        10.0, "Seconds a new connection has to send its request headers.", minimum=0.1, maximum=600
+    )
+    max_websockets: int = setting(32, "Open WebSocket sessions in all.", minimum=1, maximum=10_000)
+    max_websockets_per_client: int = setting(
+        4, "Open WebSocket sessions per token (or per source without one).", minimum=1, maximum=10_000
+    )
+
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,19 @@ class SecuritySettings:
     )
     rate_limit_burst: int = setting(
         40, "Requests a client may send at once before rate limiting.", minimum=1, maximum=100_000
+    )
+    refusal_window_s: float = setting(
+        60.0,
+        "Refused API calls are counted per window and written as one audit summary per window.",
+        minimum=0.05,
+        maximum=3600,
+    )
+    refusal_log_bytes: int = setting(
+        1_048_576,
+        "Size budget of the refusal audit segment (<data_dir>/audit-refusals.db); the oldest "
+        "summaries rotate out behind a hash-chain checkpoint.",
+        minimum=16_384,
+        maximum=1 << 30,
     )
     seal_key_file: str = setting(
         "", "Key file that seals secrets at rest (default: <data_dir>/keys/seal.key)."

@@ -19,7 +19,7 @@ from agent.config import Settings
 from agent.context import AgentContext
 from agent.daemon import build_context
 from agent.errors import ConfigError
-from agent.security.api_auth import RateLimiter, check_settings, server_ssl_context
+from agent.security.api_auth import GUARD, RateLimiter, check_settings, server_ssl_context, source_key
 from agent.security.audit import AuditLog
 from agent.security.tokens import TokenStore
 from tests.conftest import free_port
@@ -156,18 +156,29 @@ async def test_every_state_change_is_audited(make_client) -> None:  # type: igno
     await client.post("/test/admin")
     await client.get("/v1/info", headers=bearer(viewer))  # reads are not audited
     await client.post("/test/infer", json={}, headers=bearer(operator))  # opted out
-    await client.post("/test/infer", json={})  # ...but a refusal is always audited
+    await client.post("/test/infer", json={})  # ...but a refusal is always counted
     log = AuditLog(ctx.store)
     api_rows = [e for e in reversed(log.entries(limit=20)) if e.action.startswith("api.")]
-    assert [(e.action, e.target, e.detail["status"], e.detail.get("refused")) for e in api_rows] == [
-        ("api.POST", "/test/operate", 200, None),
-        ("api.POST", "/test/operate", 403, "wrong_role"),
-        ("api.POST", "/test/admin", 401, "no_token"),
-        ("api.POST", "/test/infer", 401, "no_token"),
+    # what was let through is one row each; refusals are a per-window summary in the refusal segment
+    assert [(e.action, e.target, e.detail["status"]) for e in api_rows] == [
+        ("api.POST", "/test/operate", 200)
     ]
     assert api_rows[0].actor == f"token:{info.id}:ops"
-    assert api_rows[2].actor.startswith("anonymous@")
     assert log.verify().ok
+    guard = client.app[GUARD]
+    await guard.flush()
+    (summary,) = guard.segment.entries()
+    assert summary["total"] == 3 and summary["by_reason"] == {"wrong_role": 1, "no_token": 2}
+    assert summary["by_source"] == {"peer:loopback": 3}
+    assert [(s["path"], s["status"], s["reason"]) for s in summary["sample"]] == [
+        ("/test/operate", 403, "wrong_role"),
+        ("/test/admin", 401, "no_token"),
+        ("/test/infer", 401, "no_token"),
+    ]
+    assert summary["sample"][0]["actor"].startswith("token:") and summary["sample"][1]["actor"].startswith(
+        "anonymous@"
+    )
+    assert guard.segment.verify().ok
 
 
 async def test_rate_limit(make_client) -> None:  # type: ignore[no-untyped-def]
@@ -177,7 +188,7 @@ async def test_rate_limit(make_client) -> None:  # type: ignore[no-untyped-def]
     resp = await client.get("/v1/info")
     assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
     assert (await client.get("/healthz")).status == 200  # probes are not limited
-    # guessing tokens is limited as well, and a limited flood writes no audit rows
+    # guessing tokens is limited as well, and a limited flood writes no audit rows (only counts)
     rows = len(AuditLog(ctx.store).entries(limit=1000))
     for _ in range(3):
         assert (
@@ -263,3 +274,12 @@ async def test_tls(settings: Settings, cert: tuple[Path, Path]) -> None:
         ctx.store.close()
     with pytest.raises(ConfigError, match="TLS certificate"):
         server_ssl_context(_with(settings, api_tls_cert=str(crt), api_tls_key=str(crt)))
+
+
+def test_source_key_counts_all_of_loopback_as_one() -> None:
+    assert {source_key(f"127.{i}.{i}.1") for i in range(50)} == {"peer:loopback"}
+    assert source_key("::1") == source_key("::ffff:127.0.0.9") == "peer:loopback"
+    assert source_key("192.168.1.20") == "peer:192.168.1.20"
+    assert source_key("::ffff:192.168.1.20") == "peer:192.168.1.20"  # IPv4-mapped is the IPv4 source
+    assert source_key("2001:db8::1") == source_key("2001:db8::ffff") == "peer:2001:db8::/64"
+    assert source_key(None) == "peer:unknown"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import StoreError
-from agent.security.audit import AuditLog
+from agent.security.audit import ROTATED_ACTION, AuditLog, RefusalSegment, segment_path
 from agent.store import Store
 
 
@@ -108,3 +108,42 @@ def test_two_writers_keep_one_chain(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def _summary(i: int) -> dict:
+    sample = [{"reason": "no_token", "path": "/v1/" + "x" * 120, "n": j} for j in range(8)]
+    return {"window": [i, i + 1], "total": 1000 + i, "by_reason": {"no_token": 1000 + i}, "sample": sample}
+
+
+def test_refusal_segment_stays_in_budget_and_verifies_across_rotations(db) -> None:  # type: ignore[no-untyped-def]
+    _, log, path = db
+    budget = 32_768
+    segment = RefusalSegment(segment_path(path), budget, log)
+    for i in range(400):
+        segment.append(_summary(i))
+        assert segment.size_bytes() <= budget
+    cp = segment.checkpoint()
+    assert cp is not None and cp[2] > 300, "rows rotated out"
+    assert segment.verify().ok and log.verify().ok
+    anchors = log.entries(limit=100, action=ROTATED_ACTION)
+    assert anchors and anchors[0].detail["through_id"] == cp[0]
+    assert segment.entries(limit=1)[0]["total"] == 1399  # the newest window is kept
+    segment.close()
+    assert segment_path(path).stat().st_size <= budget
+
+    # an edit of a kept row, and a deletion behind the checkpoint's back, are both found
+    conn = sqlite3.connect(segment_path(path), isolation_level=None)
+    first = conn.execute("SELECT MIN(id) FROM refusals").fetchone()[0]
+    conn.execute("UPDATE refusals SET detail = '{}' WHERE id = ?", (first + 2,))
+    conn.close()
+    segment = RefusalSegment(segment_path(path), budget, log)
+    assert [(p.row_id, p.kind) for p in segment.verify().problems] == [(first + 2, "edited")]
+    segment.close()
+    conn = sqlite3.connect(segment_path(path), isolation_level=None)
+    conn.execute("DELETE FROM refusals WHERE id <= ?", (first + 5,))
+    conn.execute("UPDATE checkpoint SET through_id = ?, through_hash = 'x'", (first + 5,))
+    conn.close()
+    segment = RefusalSegment(segment_path(path), budget, log)
+    kinds = {p.kind for p in segment.verify().problems}
+    assert "anchor" in kinds, "a forged checkpoint differs from the one the main log recorded"
+    segment.close()

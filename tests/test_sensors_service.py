@@ -167,14 +167,15 @@ async def test_backlog_after_an_outage_is_scored_not_declared_missing(
 async def test_bad_input_is_counted_and_never_stops_the_stream(aiohttp_client, ctx: AgentContext) -> None:  # type: ignore[no-untyped-def]
     service = await start(ctx)
     client = await aiohttp_client(create_app(ctx, MODULES))
-    assert (await client.post("/v1/sensors/readings", data=b"{not json")).status == 400
+    json_type = {"Content-Type": "application/json"}
+    assert (await client.post("/v1/sensors/readings", data=b"{not json", headers=json_type)).status == 400
     assert (await client.post("/v1/sensors/readings", json={"rows": []})).status == 400
     now = time.time()
     rows = [
         {"ts": now - 10, "values": {"vibration": 1.0, "current": 2.0, "pressure": 3.0}},
         {"ts": now - 11, "values": {"vibration": 1.0}},  # out of order
         {"ts": now + 3600, "values": {"vibration": 1.0}},  # future
-        {"ts": now - 9, "values": {"vibration": "NaN", "current": 1e400, "pressure": 1.0, "x": 1}},
+        {"ts": now - 9, "values": {"vibration": None, "current": None, "pressure": 1.0, "x": 1}},  # null: missing
         {"ts": now - 8, "values": {"vibration": 500.0, "current": 1.0}},  # out of range
     ]
     body = await (await client.post("/v1/sensors/readings", json={"machine": "m1", "rows": rows})).json()

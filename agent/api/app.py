@@ -8,6 +8,7 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -15,6 +16,7 @@ from prometheus_client import Counter, Histogram
 from agent import __version__
 from agent.api.routes import Route, openapi_document
 from agent.context import AgentContext
+from agent.core.jsonbody import JsonBodyError, error_document
 from agent.errors import EdgeAgentError
 
 log = logging.getLogger("edge_agent.api")
@@ -32,6 +34,8 @@ API_LATENCY = Histogram(
 CTX = web.AppKey("ctx", AgentContext)
 ROUTES_KEY = web.AppKey("routes", list)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet)
+#: which client (token or source, see agent/security/api_auth.source_key) holds each open WebSocket
+WS_CLIENTS = web.AppKey("websocket_clients", weakref.WeakKeyDictionary)
 #: the body limit the 413 message quotes; set by every app that uses error_middleware (the hub too)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 
@@ -51,15 +55,22 @@ _STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "request_too_large",
     415: "unsupported_media_type",
+    422: "unprocessable",
     429: "too_many_requests",
+    503: "unavailable",
 }
+#: headers of an HTTP error that the JSON answer keeps (405 names the methods allowed, 429 when to retry)
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def json_error(
+    status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(error_document(code, message, field=field), status=status, headers=headers)
 
 
 @web.middleware
@@ -80,7 +91,13 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         if exc.status == 413:
             limit = request.app[MAX_BODY_BYTES]
             message = f"request body too large: the limit is {limit} bytes (api.max_body_bytes)"
-        return json_error(exc.status, _STATUS_CODES.get(exc.status, "http_error"), message)
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow', 'none')}"
+        kept = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
+        return json_error(exc.status, _STATUS_CODES.get(exc.status, "http_error"), message, headers=kept)
+    except JsonBodyError as exc:
+        status = exc.status
+        return json_error(exc.status, exc.code, str(exc), field=exc.field)
     except EdgeAgentError as exc:
         status = exc.http_status
         return json_error(exc.http_status, exc.code, str(exc))
@@ -109,17 +126,26 @@ def create_app(ctx: AgentContext, modules: Iterable[str] = ROUTE_MODULES) -> web
     app[CTX] = ctx
     app[MAX_BODY_BYTES] = ctx.settings.api.max_body_bytes
     app[WEBSOCKETS] = weakref.WeakSet()
+    app[WS_CLIENTS] = weakref.WeakKeyDictionary()
     routes = collect_routes(modules)
     app[ROUTES_KEY] = routes
     # tokens and roles, rate and size limits, audit of every change (agent/security/api_auth.py)
     from agent.security import api_auth
 
     api_auth.install(app, ctx.settings, ctx.store, routes)
-    for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+    add_routes(app, routes)
     app.router.add_get("/openapi.json", _openapi)
     app.on_shutdown.append(_close_websockets)
     return app
+
+
+def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
+    """Register the route table; HEAD is answered wherever GET is (but not on WebSocket upgrades)."""
+    for route in routes:
+        if route.method == "GET" and not route.websocket:
+            app.router.add_get(route.path, route.handler, allow_head=True)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -127,6 +153,38 @@ async def _openapi(request: web.Request) -> web.Response:
     openapi_route = Route("GET", "/openapi.json", _openapi, "This document.")
     doc = openapi_document([*request.app[ROUTES_KEY], openapi_route], version=__version__)
     return web.json_response(doc)
+
+
+async def open_websocket(request: web.Request, **options: Any) -> web.WebSocketResponse:
+    """Upgrade to a WebSocket within the caps (api.max_websockets, api.max_websockets_per_client).
+
+    Over the global cap the answer is 503, over the client's own cap 429,
+    both with Retry-After, before the upgrade: a thousand idle sockets from
+    one client must not hold a thousand descriptors and bus subscriptions.
+    """
+    from agent.security.api_auth import CLIENT_KEY
+
+    api = request.app[CTX].settings.api
+    client = str(request.get(CLIENT_KEY) or request.remote or "?")
+    live = [ws for ws in request.app[WEBSOCKETS] if not ws.closed]
+    if len(live) >= api.max_websockets:
+        raise web.HTTPServiceUnavailable(
+            text=f"{len(live)} WebSocket sessions are open, the limit (api.max_websockets); retry later",
+            headers={"Retry-After": "5"},
+        )
+    owners = request.app[WS_CLIENTS]
+    mine = sum(1 for ws in live if owners.get(ws) == client)
+    if mine >= api.max_websockets_per_client:
+        raise web.HTTPTooManyRequests(
+            text=f"this client already holds {mine} WebSocket sessions, the limit "
+            "(api.max_websockets_per_client); close one first",
+            headers={"Retry-After": "5"},
+        )
+    ws = web.WebSocketResponse(**options)
+    await ws.prepare(request)
+    request.app[WEBSOCKETS].add(ws)
+    owners[ws] = client
+    return ws
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -11,7 +11,7 @@ import sys
 from aiohttp import WSMsgType, web
 
 from agent import __version__, metrics
-from agent.api.app import CTX, WEBSOCKETS
+from agent.api.app import CTX, open_websocket
 from agent.api.routes import Route
 from agent.errors import BadRequestError
 
@@ -79,9 +79,8 @@ async def events_feed(request: web.Request) -> web.StreamResponse:
         raise BadRequestError("queue must be an integer number of events") from None
     if not 1 <= queue_size <= 10_000:
         raise BadRequestError("queue must be between 1 and 10000 events")
-    ws = web.WebSocketResponse(heartbeat=30)
-    await ws.prepare(request)
-    request.app[WEBSOCKETS].add(ws)
+    # the feed is one-way: the client sends nothing worth more than a small control frame
+    ws = await open_websocket(request, heartbeat=30, max_msg_size=4096)
     peer = request.remote or "?"
     sub = ctx.bus.subscribe(f"ws:{peer}:{id(ws):x}", types, maxsize=queue_size, policy="drop_oldest")
     reader = asyncio.create_task(_drain_incoming(ws))

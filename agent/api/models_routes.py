@@ -13,7 +13,6 @@ models service is off); nothing here imports numpy or an engine at import.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from agent.api.app import CTX
 from agent.api.routes import Route
+from agent.core.jsonbody import is_json_type, read_json
 from agent.errors import BadRequestError, UnavailableError
 
 if TYPE_CHECKING:
@@ -40,18 +40,7 @@ def _manager(request: web.Request) -> ModelManager:
 
 async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     """An optional JSON object body with known keys only (an empty body is ``{}``)."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequestError(f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    body: dict[str, Any] = await read_json(request, optional=True, allowed=allowed)
     return body
 
 
@@ -66,9 +55,9 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def load_model(request: web.Request) -> web.Response:
+    body = await _json_body(request, {"version", "pin"})  # a bad body is a 4xx even with models off
     manager = _manager(request)
     name = request.match_info["name"]
-    body = await _json_body(request, {"version", "pin"})
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise BadRequestError("version must be a string")
@@ -80,9 +69,9 @@ async def load_model(request: web.Request) -> web.Response:
 
 
 async def unload_model(request: web.Request) -> web.Response:
+    body = await _json_body(request, {"force"})
     manager = _manager(request)
     name = request.match_info["name"]
-    body = await _json_body(request, {"force"})
     unloaded = await manager.unload(name, force=bool(body.get("force", False)))
     return web.json_response({"name": name, "unloaded": unloaded})
 
@@ -90,22 +79,23 @@ async def unload_model(request: web.Request) -> web.Response:
 async def infer(request: web.Request) -> web.StreamResponse:
     from models.tensors import decode_npy, decode_tensors, encode_npy, encode_npz, encode_tensors
 
-    manager = _manager(request)
     name = request.match_info["name"]
     priority: Any = request.query.get("priority", "batch")
     ctype = request.content_type
     npy_body: bytes | None = None
     feed: dict[str, Any] = {}
-    if ctype == "application/json":
+    if ctype in (NPY, "application/octet-stream"):
+        npy_body = await request.read()
+    elif is_json_type(ctype):
         body = await _json_body(request, _INFER_KEYS)
         if "inputs" not in body:
             raise BadRequestError('send {"inputs": {"<name>": {"dtype", "shape", "data"}}}')
-        feed = decode_tensors(body["inputs"])
         priority = body.get("priority", priority)
-    elif ctype in (NPY, "application/octet-stream"):
-        npy_body = await request.read()
     else:
         raise web.HTTPUnsupportedMediaType(text=f"send application/json or {NPY}, not {ctype or 'no type'}")
+    manager = _manager(request)
+    if npy_body is None:
+        feed = decode_tensors(body["inputs"])
     accept = request.headers.get("Accept", "")
     async with manager.use(name, priority) as lease:
         if npy_body is not None:

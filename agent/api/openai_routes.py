@@ -20,10 +20,12 @@ import time
 import uuid
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from agent.api.routes import Route
 from agent.api.voice_routes import voice_service
+from agent.core.jsonbody import read_json
 from agent.errors import BadRequestError, UnavailableError
 
 _IGNORED = {
@@ -82,12 +84,7 @@ def _messages(raw: Any) -> list[dict[str, str]]:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
+    body = await read_json(request)
     unknown = sorted(set(body) - _CHAT_KEYS)
     if unknown:
         raise BadRequestError(f"unsupported field(s) {unknown}")
@@ -152,20 +149,11 @@ async def transcriptions(request: web.Request) -> web.Response:
     from agent.voice.decode import decode_bytes
     from agent.voice.resample import to_pipeline
 
-    service = voice_service(request)
-    engines = service.require_part("asr")
     if not request.content_type.startswith("multipart/"):
         raise BadRequestError("send multipart/form-data with a 'file' field (as the OpenAI API does)")
-    form: dict[str, Any] = {}
-    audio: bytes | None = None
-    filename = ""
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if part.name == "file":  # type: ignore[union-attr]
-            filename = part.filename or ""  # type: ignore[union-attr]
-            audio = bytes(await part.read())  # type: ignore[union-attr]
-        else:
-            form[part.name or ""] = await part.text()  # type: ignore[union-attr]
+    form, audio, filename = await _read_form(request)
+    service = voice_service(request)
+    engines = service.require_part("asr")
     if not audio:
         raise BadRequestError("the 'file' field is missing or empty")
     fmt = form.get("response_format", "json")
@@ -189,18 +177,41 @@ async def transcriptions(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+async def _read_form(request: web.Request) -> tuple[dict[str, str], bytes | None, str]:
+    """The upload's text fields, its 'file' bytes and file name; a malformed body is a 400, not a 500."""
+    form: dict[str, str] = {}
+    audio: bytes | None = None
+    filename = ""
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise BadRequestError("nested multipart bodies are not supported: send flat form fields")
+            if part.name == "file":
+                filename = part.filename or ""
+                audio = bytes(await part.read())
+            else:
+                form[part.name or ""] = await part.text()
+    except web.HTTPException:
+        raise  # 413 and friends keep their status
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
+        # aiohttp's multipart reader says "malformed" with these (missing boundary, bad headers, bad charset)
+        raise BadRequestError(
+            f"the multipart/form-data body is malformed ({exc or type(exc).__name__}); "
+            "send a 'file' field and optional text fields, as the OpenAI API does"
+        ) from None
+    return form, audio, filename
+
+
 async def speech(request: web.Request) -> web.Response:
     from agent.voice.audio import wav_bytes
     from agent.voice.tts import make_tts
 
+    body = await read_json(request)  # a bad body is a 4xx whether or not voice runs
+    if not isinstance(body.get("input"), str):
+        raise BadRequestError('send {"model": ..., "input": "text", "voice": ...}')
     service = voice_service(request)
     engines = service.require()
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("input"), str):
-        raise BadRequestError('send {"model": ..., "input": "text", "voice": ...}')
     fmt = body.get("response_format", "wav")
     if fmt not in ("wav", "pcm"):
         raise BadRequestError(f"response_format {fmt!r} is not supported here: use wav or pcm")

@@ -21,9 +21,25 @@ ERROR_SCHEMA: dict[str, Any] = {
         "error": {
             "type": "object",
             "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "the value to blame, e.g. rows[3].values.temp"},
+            },
         }
     },
+}
+#: paths answered without a token (probes carry no secrets); every other route may answer 401/403/429
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_AUTH_RESPONSES = {
+    401: "no bearer token, or one that is invalid, revoked or expired",
+    403: "the token's role is below the route's",
+    429: "rate limited (Retry-After says when to retry)",
+}
+_BODY_RESPONSES = {
+    408: "the body did not arrive in time",
+    415: "the body is not application/json",
+    422: "a value is out of range (the error names the field)",
 }
 
 
@@ -36,8 +52,10 @@ class Route:
     tag: str = "core"
     #: JSON schema of the request body, when there is one
     body: dict[str, Any] | None = None
-    #: JSON schema of the 200 response
+    #: JSON schema of the success response
     response: dict[str, Any] | None = None
+    #: status of a successful response (202 where the work is queued)
+    status: int = 200
     #: content type of a successful response
     content_type: str = "application/json"
     websocket: bool = False
@@ -48,15 +66,21 @@ class Route:
     extra_responses: dict[int, str] = field(default_factory=dict)
 
 
-def openapi_document(routes: Iterable[Route], *, version: str) -> dict[str, Any]:
+def openapi_document(
+    routes: Iterable[Route], *, version: str, open_paths: frozenset[str] = OPEN_PATHS
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes``: every status a route can answer is listed with its schema."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        secured = route.path not in open_paths
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": _operation_id(route),
             "tags": [route.tag],
-            "responses": _responses(route),
+            "responses": _responses(route, secured),
         }
+        if secured:
+            op["security"] = [{"bearer": []}, {}]  # {}: open while no token exists (security.api_auth=auto)
         params = re.findall(r"{(\w+)}", route.path)
         if params:
             op["parameters"] = [
@@ -71,7 +95,10 @@ def openapi_document(routes: Iterable[Route], *, version: str) -> dict[str, Any]
         "openapi": "3.1.0",
         "info": {"title": "edge-agent local API", "version": version},
         "paths": paths,
-        "components": {"schemas": {"Error": ERROR_SCHEMA}},
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 
@@ -80,15 +107,21 @@ def _operation_id(route: Route) -> str:
     return f"{route.method.lower()}_{words or 'root'}"
 
 
-def _responses(route: Route) -> dict[str, Any]:
+def _responses(route: Route, secured: bool = True) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "switching protocols" if route.websocket else "success"}
     if not route.websocket:
         schema = route.response or {"type": "object"}
         if route.content_type != "application/json":
             schema = {"type": "string"}
         ok["content"] = {route.content_type: {"schema": schema}}
-    responses: dict[str, Any] = {"101" if route.websocket else "200": ok}
+    responses: dict[str, Any] = {"101" if route.websocket else str(route.status): ok}
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    for status, text in {400: "bad request", 413: "request too large", **route.extra_responses}.items():
-        responses[str(status)] = {"description": text, "content": error_ref}
+    errors: dict[int, str] = {400: "bad request", 413: "request too large"}
+    if secured:
+        errors.update(_AUTH_RESPONSES)
+    if route.body is not None:
+        errors.update(_BODY_RESPONSES)
+    errors.update(route.extra_responses)
+    for status in sorted(errors):
+        responses[str(status)] = {"description": errors[status], "content": error_ref}
     return responses

@@ -11,7 +11,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.api.app import CTX
+from agent.api.readings_check import check_batches
 from agent.api.routes import Route
+from agent.core.jsonbody import read_json
 from agent.errors import BadRequestError, UnavailableError
 
 
@@ -30,15 +32,13 @@ async def sensors_status(request: web.Request) -> web.Response:
 
 async def ingest(request: web.Request) -> web.Response:
     """Reading batches from equipment that pushes over HTTP; validated like every other source."""
+    body = await read_json(request)
+    check_batches(body)  # all or nothing: a bad row refuses the whole request before any row is queued
     service = _service(request)
     if service is None or not service.started_at:
         raise UnavailableError(
             "the sensor pipeline is not running (sensors.enabled = false, or it is starting)"
         )
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequestError("the body is not JSON") from None
     return web.json_response(service.ingest_http(body), status=202)
 
 
@@ -71,14 +71,8 @@ async def get_alert(request: web.Request) -> web.Response:
 
 
 async def ack_alert(request: web.Request) -> web.Response:
-    by = ""
-    if request.can_read_body:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadRequestError("the body is not JSON") from None
-        if isinstance(body, dict) and isinstance(body.get("by"), str):
-            by = body["by"][:200]
+    body = await read_json(request, optional=True)
+    by = body["by"][:200] if isinstance(body.get("by"), str) else ""
     service = _service(request)
     alert_id = request.match_info["id"]
     if service is not None:
@@ -120,6 +114,18 @@ _INGEST_BODY = {
     },
 }
 
+_INGEST_RESPONSE = {
+    "type": "object",
+    "required": ["received", "accepted", "rejected", "queue_dropped", "queue"],
+    "properties": {
+        "received": {"type": "integer"},
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "integer", "description": "rows the validator dropped (counted by reason)"},
+        "queue_dropped": {"type": "integer"},
+        "queue": {"type": "integer"},
+    },
+}
+
 ROUTES = [
     Route(
         "GET",
@@ -137,6 +143,8 @@ ROUTES = [
         body=_INGEST_BODY,
         role="operator",
         audit=False,  # a data path: readings arrive many times a second
+        status=202,
+        response=_INGEST_RESPONSE,
         extra_responses={503: "sensor pipeline not running"},
     ),
     Route(

@@ -77,14 +77,22 @@ class ApiService(Service):
         from aiohttp import web
 
         from agent.api.app import create_app
+        from agent.api.limits import ConnectionGuard, GuardedSockSite
 
+        api = self.ctx.settings.api
         app = create_app(self.ctx)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # keepalive_timeout: an idle keep-alive connection holds a descriptor; 15 s is plenty for a client
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=15.0
+        )
         await runner.setup()
         try:
             from agent.security.api_settings import server_ssl_context
 
-            site = web.SockSite(runner, sock, ssl_context=server_ssl_context(self.ctx.settings))
+            guard = ConnectionGuard(api.max_connections, api.header_timeout_s)
+            site = GuardedSockSite(
+                runner, sock, guard=guard, ssl_context=server_ssl_context(self.ctx.settings)
+            )
             await site.start()
             await asyncio.Event().wait()
         finally:

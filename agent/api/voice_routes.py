@@ -29,8 +29,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from agent.api.app import CTX, WEBSOCKETS
+from agent.api.app import CTX, open_websocket
 from agent.api.routes import Route
+from agent.core.jsonbody import read_json
 from agent.errors import BadRequestError, EdgeAgentError, UnavailableError
 
 log = logging.getLogger("edge_agent.api.voice")
@@ -49,15 +50,7 @@ def voice_service(request: web.Request) -> Any:
 
 
 async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequestError(f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    body: dict[str, Any] = await read_json(request, allowed=allowed)
     return body
 
 
@@ -74,8 +67,8 @@ async def status(request: web.Request) -> web.Response:
 
 async def say(request: web.Request) -> web.Response:
     """Speak through the car's own output (voice.sink)."""
+    body = await _json_body(request, _SAY_KEYS)  # a bad body is a 4xx whether or not voice runs
     service = voice_service(request)
-    body = await _json_body(request, _SAY_KEYS)
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         raise BadRequestError('send {"text": "what to say"}')
@@ -92,8 +85,8 @@ async def announce(request: web.Request) -> web.Response:
     """Broadcast a structured alert through the car's output: chime, then "Critical: ..."."""
     from agent.voice.tts import alert_text
 
-    service = voice_service(request)
     body = await _json_body(request, {"severity", "message"})
+    service = voice_service(request)
     text = alert_text(str(body.get("severity", "")), str(body.get("message", "")))
     pipeline = service.pipeline
     if pipeline is None:
@@ -117,9 +110,7 @@ async def voice_socket(request: web.Request) -> web.StreamResponse:
     if mode not in ("wake", "listen"):
         raise BadRequestError("mode must be wake or listen")
     pace = q.get("pace", "1") not in ("0", "false")
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
-    await ws.prepare(request)
-    request.app[WEBSOCKETS].add(ws)
+    ws = await open_websocket(request, heartbeat=30, max_msg_size=1 << 20)
     send_lock = asyncio.Lock()
 
     async def send_json(data: dict[str, Any]) -> None:
@@ -267,10 +258,10 @@ ROUTES = [
     ),
     Route(
         "POST", "/v1/voice/say", say, "Speak text through the car's audio output.", tag="voice",
-        body=_SAY_BODY, role="operator", extra_responses={503: "no audio output"},
+        body=_SAY_BODY, role="operator", status=202, extra_responses={503: "no audio output"},
     ),
     Route(
         "POST", "/v1/voice/announce", announce, "Broadcast an alert: chime, then '<Severity>: <message>'.",
-        tag="voice", body=_ANNOUNCE_BODY, role="operator", extra_responses={503: "no audio output"},
+        tag="voice", body=_ANNOUNCE_BODY, role="operator", status=202, extra_responses={503: "no audio output"},
     ),
 ]  # fmt: skip

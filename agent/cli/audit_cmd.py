@@ -9,7 +9,7 @@ from agent.cli.output import print_json, table
 from agent.cli.tokens_cmd import open_store
 from agent.config import load_settings
 from agent.errors import BadRequestError
-from agent.security.audit import AuditLog
+from agent.security.audit import AuditLog, RefusalSegment, segment_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,19 +57,44 @@ def verify_log(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     store = open_store(settings)
     try:
-        report = AuditLog(store).verify(anchor=anchor)
+        log = AuditLog(store)
+        report = log.verify(anchor=anchor)
+        seg_report, checkpoint = None, None
+        path = segment_path(store.path)
+        if path.exists():  # refused API calls, summarised per window (agent/security/audit.py)
+            segment = RefusalSegment(path, settings.security.refusal_log_bytes, log)
+            try:
+                seg_report, checkpoint = segment.verify(), segment.checkpoint()
+            finally:
+                segment.close()
     finally:
         store.close()
+    ok = report.ok and (seg_report is None or seg_report.ok)
     if args.json:
-        print_json(report.to_dict())
-    elif report.ok:
+        out = report.to_dict()
+        if seg_report is not None:
+            out["refusals"] = {**seg_report.to_dict(), "rotated_rows": checkpoint[2] if checkpoint else 0}
+        out["ok"] = ok
+        print_json(out)
+        return 0 if ok else 1
+    if report.ok:
         head = f"; head {report.head[0]}:{report.head[1]}" if report.head else ""
         print(f"audit log OK: {report.rows} rows, chain intact{head}")
     else:
         print(f"audit log TAMPERED: {len(report.problems)} problem(s) in {report.rows} rows")
         for problem in report.problems:
             print(f"  row {problem.row_id}: {problem.kind}: {problem.message}")
-    return 0 if report.ok else 1
+    if seg_report is not None:
+        rotated = f", {checkpoint[2]} older rows rotated out behind a checkpoint" if checkpoint else ""
+        if seg_report.ok:
+            print(f"refusal segment OK: {seg_report.rows} window summaries{rotated}, chain intact")
+        else:
+            print(
+                f"refusal segment TAMPERED: {len(seg_report.problems)} problem(s) in {seg_report.rows} rows"
+            )
+            for problem in seg_report.problems:
+                print(f"  row {problem.row_id}: {problem.kind}: {problem.message}")
+    return 0 if ok else 1
 
 
 def list_log(args: argparse.Namespace) -> int:

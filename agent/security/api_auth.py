@@ -10,14 +10,26 @@ Policy (``security.api_auth``):
   ``off`` there at start instead of silently overriding it.
 - ``/healthz`` and ``/readyz`` stay open: probes carry no secrets.
 
-Every state-changing call (any method but GET/HEAD/OPTIONS), allowed or
-refused, is appended to the audit log with who, what and the outcome. The
+Every state-changing call (any method but GET/HEAD/OPTIONS) that is let
+through is appended to the audit log with who, what and the outcome. The
 write runs in a thread: with ``synchronous=full`` a commit is an fsync, which
 must not stall the event loop (and with it the watchdog). A route that is a
 POST but changes nothing and is called at data rates (inference, reading
-ingest) may opt out with ``audit=False`` on its Route; refusals are audited
-regardless, except rate-limited calls (they did not happen, and a flood must
-not turn into a flood of audit rows).
+ingest) may opt out with ``audit=False`` on its Route.
+
+Refused calls (401, 403, 413, 429) are what an anonymous flood produces, so
+they are not one row each: they are counted per window
+(``security.refusal_window_s``) by reason and source, with a bounded sample,
+and each window becomes one summary row in the refusal segment
+(agent/security/audit.py, ``RefusalSegment``), a file with a size budget that
+rotates behind a checkpoint anchored in the main log.
+
+Rate limits are keyed on the credential presented: a valid token has its
+own bucket; without one the source address is the key, with every loopback
+address (127.0.0.0/8, ::1) counted as one source and IPv6 sources by /64, so
+that 50 local addresses do not get 50 budgets. Bad tokens additionally draw
+from one bucket shared by every source, which bounds token guessing for the
+whole box.
 
 Roles: a route's ``role`` is the least role allowed. A state-changing route
 that leaves the default (``viewer``) is treated as ``operator``: forgetting
@@ -27,17 +39,19 @@ to set a role must not let read-only tokens change things.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from agent.config import Settings
 from agent.security.api_settings import check_settings, is_loopback, server_ssl_context
-from agent.security.audit import AuditLog
+from agent.security.audit import AuditLog, RefusalSegment, segment_path
 from agent.security.tokens import TokenInfo, TokenStore, role_rank
 
 log = logging.getLogger("edge_agent.security")
@@ -47,6 +61,84 @@ __all__ = ["check_settings", "install", "is_loopback", "server_ssl_context"]
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_BUCKETS = 4096
+#: the request key the rate-limit identity is left under (agent/api/app.py reads it for WebSocket caps)
+CLIENT_KEY: Any = (
+    web.RequestKey("edge_agent_client", str) if hasattr(web, "RequestKey") else "edge_agent_client"
+)
+#: bad-token guesses the whole box answers per second, from all sources together, as a multiple of one's rate
+_GUESS_FACTOR = 2.0
+
+
+def source_key(peer: str | None) -> str:
+    """The rate-limit identity of an address: all of loopback is one source, IPv6 counts by /64."""
+    if not peer:
+        return "peer:unknown"
+    try:
+        addr = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return f"peer:{peer[:64]}"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback:
+        return "peer:loopback"
+    if isinstance(addr, ipaddress.IPv6Address):
+        return f"peer:{ipaddress.ip_network(f'{addr}/64', strict=False)}"
+    return f"peer:{addr}"
+
+
+class RefusalCounter:
+    """Refused calls of the current window: counts by reason and source, a bounded sample.
+
+    Memory is bounded whatever the flood: at most ``max_sources`` sources are
+    named (the rest are summed as ``other``), ``sample`` requests are kept,
+    paths are cut to 128 characters.
+    """
+
+    def __init__(self, window_s: float, *, max_sources: int = 32, sample: int = 8) -> None:
+        self.window_s = window_s
+        self.max_sources = max_sources
+        self.sample_size = sample
+        self._reset(time.time())
+
+    def _reset(self, now: float) -> None:
+        self.started = now
+        self.total = 0
+        self.by_reason: Counter[str] = Counter()
+        self.by_source: Counter[str] = Counter()
+        self.other_sources = 0
+        self.sample: list[dict[str, Any]] = []
+
+    def add(self, reason: str, source: str, method: str, path: str, status: int, actor: str) -> None:
+        self.total += 1
+        self.by_reason[reason] += 1
+        if source in self.by_source or len(self.by_source) < self.max_sources:
+            self.by_source[source] += 1
+        else:
+            self.other_sources += 1
+        if len(self.sample) < self.sample_size:
+            self.sample.append(
+                {"ts": round(time.time(), 3), "reason": reason, "status": status, "actor": actor[:80],
+                 "method": method[:16], "path": path[:128]}
+            )  # fmt: skip
+
+    def due(self, now: float) -> bool:
+        return self.total > 0 and now - self.started >= self.window_s
+
+    def take(self, now: float) -> dict[str, Any] | None:
+        """The window's summary (None when nothing was refused), and a fresh window."""
+        if not self.total:
+            self.started = now
+            return None
+        summary = {
+            "window": [round(self.started, 3), round(now, 3)],
+            "total": self.total,
+            "by_reason": dict(self.by_reason),
+            "by_source": dict(self.by_source.most_common()),
+            "other_sources": self.other_sources,
+            "sample": self.sample,
+        }
+        self._reset(now)
+        return summary
 
 
 class RateLimiter:
@@ -84,7 +176,31 @@ class ApiGuard:
         self.audit = audit
         self.routes = routes
         self.loopback = is_loopback(settings.api.host)
-        self.limiter = RateLimiter(settings.security.rate_limit_per_s, settings.security.rate_limit_burst)
+        sec = settings.security
+        self.limiter = RateLimiter(sec.rate_limit_per_s, sec.rate_limit_burst)
+        self.guesses = RateLimiter(sec.rate_limit_per_s * _GUESS_FACTOR, sec.rate_limit_burst)
+        self.refusals = RefusalCounter(sec.refusal_window_s)
+        self.segment = RefusalSegment(segment_path(audit.store.path), sec.refusal_log_bytes, audit)
+        self._flush_lock = asyncio.Lock()
+
+    def refused(self, reason: str, source: str, request: web.Request, status: int, actor: str) -> None:
+        self.refusals.add(reason, source, request.method, request.path, status, actor)
+        if self.refusals.due(time.time()):
+            task = asyncio.ensure_future(self.flush())
+            _PENDING.add(task)
+            task.add_done_callback(_PENDING.discard)
+
+    async def flush(self) -> None:
+        """Write the window's summary (if any) to the refusal segment, in a thread."""
+        async with self._flush_lock:
+            summary = self.refusals.take(time.time())
+            if summary is None:
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(None, self.segment.append, summary)
+            except Exception:
+                log.exception("could not write the refusal summary (%d refused calls)", summary["total"])
 
     def tokens_required(self) -> bool:
         mode = self.settings.security.api_auth
@@ -106,6 +222,7 @@ class ApiGuard:
 
 
 GUARD = web.AppKey("security_guard", ApiGuard)
+_PENDING: set[asyncio.Future[None]] = set()
 
 
 def install(app: web.Application, settings: Settings, store: Any, routes: Iterable[Any]) -> None:
@@ -113,6 +230,28 @@ def install(app: web.Application, settings: Settings, store: Any, routes: Iterab
     table = {(r.method.upper(), r.path): r for r in routes}
     app[GUARD] = ApiGuard(settings, TokenStore(store), AuditLog(store), table)
     app.middlewares.append(security_middleware)
+    app.cleanup_ctx.append(_refusal_windows)
+
+
+async def _refusal_windows(app: web.Application) -> AsyncIterator[None]:
+    """Close each refusal window on time even when the flood stops; write the last one at shutdown."""
+    guard = app[GUARD]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(guard.refusals.window_s)
+            if guard.refusals.due(time.time()):
+                await guard.flush()
+
+    task = asyncio.create_task(tick(), name="api:refusal-windows")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await guard.flush()
+        guard.segment.close()
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -132,6 +271,7 @@ async def security_middleware(request: web.Request, handler):  # type: ignore[no
         return await handler(request)
 
     peer = request.remote or "unknown"
+    source = source_key(request.remote)
     token: TokenInfo | None = None
     status = 500
     refused = ""
@@ -140,10 +280,14 @@ async def security_middleware(request: web.Request, handler):  # type: ignore[no
         if header:
             scheme, _, value = header.partition(" ")
             token = guard.tokens.authenticate(value) if scheme.lower() == "bearer" else None
-        # limited before a bad token is answered, so guessing tokens is rate limited too
-        wait = guard.limiter.take(f"token:{token.id}" if token else f"peer:{peer}")
+        client = f"token:{token.id}" if token else source
+        request[CLIENT_KEY] = client
+        # limited before a bad token is answered, so guessing tokens is rate limited too: per source,
+        # and all sources together through one shared bucket
+        wait = guard.limiter.take(client)
+        if not wait and header and token is None:
+            wait = guard.guesses.take("bad-tokens")
         if wait > 0:
-            # not audited: the call did not happen, and a flood must not become a flood of audit rows
             refused, status = "rate_limited", 429
             return _error(
                 429,
@@ -190,15 +334,15 @@ async def security_middleware(request: web.Request, handler):  # type: ignore[no
         status = getattr(exc, "http_status", 500)
         raise
     finally:
-        audited = refused != "rate_limited" and (bool(refused) or guard.audited(request.method, path))
-        if request.method not in SAFE_METHODS and audited:
-            actor = f"token:{token.id}:{token.name}" if token else f"anonymous@{peer}"
-            detail = {"status": status, "peer": peer}
-            if refused:
-                detail["refused"] = refused
+        actor = f"token:{token.id}:{token.name}" if token else f"anonymous@{peer}"
+        if refused:
+            # counted, not written one by one: a flood of refusals is one summary row per window
+            guard.refused(refused, source, request, status, actor)
+        elif guard.audited(request.method, path):
+            detail: dict[str, Any] = {"status": status, "peer": peer}
             if token:
                 detail["role"] = token.role
-            await _audit(guard, actor, f"api.{request.method}", request.path, detail)
+            await _audit(guard, actor, f"api.{request.method}", request.path[:512], detail)
 
 
 async def _audit(guard: ApiGuard, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.security.fileio import canonical_json
@@ -238,4 +240,184 @@ class AuditLog:
                     anchor[0], "anchor", f"row {anchor[0]} named by the anchor is missing from the log"
                 )
             )
+        return report
+
+
+# ------------------------------------------------------------ refused calls: a size-budgeted segment
+
+ROTATED_ACTION = "audit.refusals.rotated"
+SEGMENT_FILE = "audit-refusals.db"
+
+
+def segment_path(store_path: str | Path) -> Path:
+    """The refusal segment lives beside the device database, in its own file."""
+    return Path(store_path).with_name(SEGMENT_FILE)
+
+
+def _segment_hash(row_id: int, ts: float, detail: str, prev_hash: str) -> str:
+    return hashlib.sha256(canonical_json([row_id, ts, detail, prev_hash])).hexdigest()
+
+
+class RefusalSegment:
+    """Per-window summaries of refused API calls, hash-chained, within a byte budget.
+
+    Refusals are what an anonymous flood produces, so they are kept apart
+    from the main log (whose rows can never be deleted, in the file that
+    holds alerts and the outbox): in their own SQLite file, one summary row
+    per window (counts by reason and source, a bounded sample). When the file
+    passes its budget the oldest half of the rows is deleted behind a
+    checkpoint (the id and hash of the last row deleted), and the checkpoint
+    is appended to the main, undeletable log as ``audit.refusals.rotated``.
+    ``verify`` then proves the remaining rows extend that checkpoint, and
+    that the checkpoint is the one the main log recorded: rotation is not a
+    hole an attacker can hide edits in.
+    """
+
+    def __init__(self, path: str | Path, budget_bytes: int, main: AuditLog | None = None) -> None:
+        self.path = Path(path)
+        self.budget_bytes = budget_bytes
+        self.main = main
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
+        # auto_vacuum before the first table: deleted rows give their pages back to the file system
+        conn.execute("PRAGMA auto_vacuum = FULL")
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS refusals (id INTEGER PRIMARY KEY, ts REAL NOT NULL, "
+            "detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS checkpoint (one INTEGER PRIMARY KEY CHECK (one = 1), "
+            "through_id INTEGER NOT NULL, through_hash TEXT NOT NULL, rotated INTEGER NOT NULL, ts REAL NOT NULL)"
+        )
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def size_bytes(self) -> int:
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        return int(pages) * int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+
+    def checkpoint(self) -> tuple[int, str, int] | None:
+        row = self.conn.execute("SELECT through_id, through_hash, rotated FROM checkpoint").fetchone()
+        return (int(row[0]), str(row[1]), int(row[2])) if row else None
+
+    def append(self, summary: Mapping[str, Any], *, ts: float | None = None) -> int:
+        """Add one window's summary; rotate when the file is over budget. Returns the row id."""
+        ts = time.time() if ts is None else ts
+        detail = json.dumps(dict(summary), sort_keys=True, separators=(",", ":"), default=str)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            last = self.conn.execute("SELECT id, hash FROM refusals ORDER BY id DESC LIMIT 1").fetchone()
+            if last is None:
+                cp = self.checkpoint()
+                last = (cp[0], cp[1]) if cp else (0, GENESIS)
+            row_id = last[0] + 1
+            digest = _segment_hash(row_id, ts, detail, last[1])
+            self.conn.execute(
+                "INSERT INTO refusals (id, ts, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+                (row_id, ts, detail, last[1], digest),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        if self.size_bytes() > self.budget_bytes:
+            self.rotate()
+        return row_id
+
+    def rotate(self) -> int:
+        """Delete the oldest half of the rows behind a checkpoint anchored in the main log."""
+        count = self.conn.execute("SELECT COUNT(*) FROM refusals").fetchone()[0]
+        drop = max(1, count // 2)
+        through = self.conn.execute(
+            "SELECT id, hash FROM refusals ORDER BY id LIMIT 1 OFFSET ?", (drop - 1,)
+        ).fetchone()
+        if through is None:
+            return 0
+        cp = self.checkpoint()
+        rotated = (cp[2] if cp else 0) + drop
+        now = time.time()
+        # the anchor goes into the main log first: a crash between the two leaves an anchor that
+        # names rows still present, which verify accepts; the reverse would leave a hole
+        if self.main is not None:
+            self.main.append(
+                "edge-agent",
+                ROTATED_ACTION,
+                SEGMENT_FILE,
+                {
+                    "through_id": through[0],
+                    "through_hash": through[1],
+                    "rows": drop,
+                    "rotated_total": rotated,
+                },
+            )
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("DELETE FROM refusals WHERE id <= ?", (through[0],))
+            self.conn.execute(
+                "INSERT INTO checkpoint (one, through_id, through_hash, rotated, ts) VALUES (1, ?, ?, ?, ?) "
+                "ON CONFLICT(one) DO UPDATE SET through_id = excluded.through_id, "
+                "through_hash = excluded.through_hash, rotated = excluded.rotated, ts = excluded.ts",
+                (through[0], through[1], rotated, now),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return drop
+
+    def entries(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, ts, detail FROM refusals ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [{"id": r[0], "ts": r[1], **json.loads(r[2])} for r in rows]
+
+    def verify(self) -> AuditReport:
+        """Walk the segment from its checkpoint; check the checkpoint against the main log's anchor."""
+        report = AuditReport()
+        cp = self.checkpoint()
+        prev_id, prev_hash = (cp[0], cp[1]) if cp else (0, GENESIS)
+        for row_id, ts, detail, stored_prev, stored_hash in self.conn.execute(
+            "SELECT id, ts, detail, prev_hash, hash FROM refusals ORDER BY id"
+        ):
+            report.rows += 1
+            if row_id != prev_id + 1:
+                report.problems.append(
+                    AuditProblem(row_id, "deleted", f"refusal rows {prev_id + 1}-{row_id - 1} deleted")
+                )
+            elif stored_prev != prev_hash:
+                report.problems.append(
+                    AuditProblem(row_id, "edited", f"refusal row {row_id} does not follow row {prev_id}")
+                )
+            if _segment_hash(row_id, ts, detail, stored_prev) != stored_hash:
+                report.problems.append(
+                    AuditProblem(row_id, "edited", f"refusal row {row_id} was changed after it was written")
+                )
+            prev_id, prev_hash = row_id, stored_hash
+        report.head = (prev_id, prev_hash) if prev_id else None
+        if self.main is not None:
+            anchors = self.main.entries(limit=1, action=ROTATED_ACTION)
+            if cp and not anchors:
+                report.problems.append(
+                    AuditProblem(
+                        cp[0], "anchor", "the segment's checkpoint is not recorded in the main audit log"
+                    )
+                )
+            elif anchors:
+                named = anchors[0].detail
+                if (named.get("through_id"), named.get("through_hash")) != ((cp[0], cp[1]) if cp else None):
+                    # the anchor may be one rotation ahead when a crash fell between the two writes
+                    first = self.conn.execute("SELECT MIN(id) FROM refusals").fetchone()[0]
+                    pending = first is not None and first <= int(named.get("through_id", 0))
+                    if not pending:
+                        report.problems.append(
+                            AuditProblem(
+                                cp[0] if cp else 0,
+                                "anchor",
+                                "the segment's checkpoint differs from the last rotation in the main audit log "
+                                f"(row {named.get('through_id')}): rows were cut or rewritten",
+                            )
+                        )
         return report
