@@ -44,8 +44,35 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
+def _created(manager: ModelManager, name: str, default: int) -> int:
+    """When the active version was installed (its directory's mtime): OpenAI's ``created``."""
+    try:
+        return int(manager.store.get(name).path.stat().st_mtime)
+    except Exception:  # a packaged or half-removed model still lists
+        return default
+
+
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response(await _manager(request).status_async())
+    """The OpenAI list shape (``object: list``, ``data: [{id, object, owned_by, created, ...}]``).
+
+    Each entry also carries the manager's own fields (state, device, latency...);
+    the manager's totals sit beside ``data``, and ``models`` (the same entries
+    under the old key) stays for one release for clients of the earlier shape.
+    """
+    manager = _manager(request)
+    status = await manager.status_async()
+    default = int(request.app[CTX].started_at)
+    data = [
+        {
+            "id": m["name"],
+            "object": "model",
+            "owned_by": "edge-agent",
+            "created": _created(manager, m["name"], default),
+            **m,
+        }
+        for m in status["models"]
+    ]
+    return web.json_response({"object": "list", "data": data, **status, "models": data})
 
 
 async def get_model(request: web.Request) -> web.Response:

@@ -81,6 +81,35 @@ async def say(request: web.Request) -> web.Response:
     return web.json_response({"speaking": True, "text": text}, status=202)
 
 
+async def ask(request: web.Request) -> web.Response:
+    """One dialogue turn on text, as ``edge-agent ask`` runs it: an intent, else the LLM.
+
+    ``conversation`` keeps the LLM's history between calls (``edge-agent chat``
+    sends one id per session), so a follow-up question knows what came before.
+    """
+    from agent.voice.dialogue import TurnResult
+
+    service = voice_service(request)
+    body = await _json_body(request, {"text", "conversation"})
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequestError('send {"text": "the question or command"}')
+    conversation = body.get("conversation", "api")
+    if not isinstance(conversation, str) or not 0 < len(conversation) <= 64:
+        raise BadRequestError("conversation must be a string of 1 to 64 characters")
+    engines = service.require()
+    result = TurnResult()
+    parts = [piece async for piece in engines.dialogue.respond(text.strip(), f"ask:{conversation}", result)]
+    out: dict[str, Any] = {
+        "answer": "".join(parts).strip(),
+        "source": result.source,
+        "conversation": conversation,
+    }
+    if result.intent is not None:
+        out["intent"] = {"name": result.intent.name, "slots": result.intent.slots}
+    return web.json_response(out)
+
+
 async def announce(request: web.Request) -> web.Response:
     """Broadcast a structured alert through the car's output: chime, then "Critical: ..."."""
     from agent.voice.tts import alert_text
@@ -241,6 +270,11 @@ _SAY_BODY = {
     "required": ["text"],
     "properties": {"text": {"type": "string"}, "speed": {"type": "number"}},
 }
+_ASK_BODY = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {"text": {"type": "string"}, "conversation": {"type": "string"}},
+}
 _ANNOUNCE_BODY = {
     "type": "object",
     "required": ["severity", "message"],
@@ -259,6 +293,10 @@ ROUTES = [
     Route(
         "POST", "/v1/voice/say", say, "Speak text through the car's audio output.", tag="voice",
         body=_SAY_BODY, role="operator", status=202, extra_responses={503: "no audio output"},
+    ),
+    Route(
+        "POST", "/v1/voice/ask", ask, "One dialogue turn on text: an intent, else the LLM (with history).",
+        tag="voice", body=_ASK_BODY, role="operator", extra_responses={503: "voice not running"},
     ),
     Route(
         "POST", "/v1/voice/announce", announce, "Broadcast an alert: chime, then '<Severity>: <message>'.",

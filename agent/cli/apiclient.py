@@ -16,7 +16,7 @@ import urllib.request
 from typing import Any
 
 from agent.config import Settings
-from agent.errors import EdgeAgentError
+from agent.errors import ConfigError, EdgeAgentError
 
 TOKEN_ENV = "EDGE_AGENT_TOKEN"
 
@@ -25,10 +25,24 @@ class DaemonUnreachable(EdgeAgentError):
     code = "daemon_unreachable"
 
 
+def checked_token(token: str | None) -> str | None:
+    """The token as given, or a usage error that says what is wrong without repeating the secret."""
+    token = (token or "").strip()
+    if not token:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(
+            "the API token has spaces or line breaks in it; pass the token alone "
+            "(the one line `edge-agent tokens create` prints on stdout)",
+            code="bad_token",
+        )
+    return token
+
+
 class DaemonClient:
     def __init__(self, settings: Settings, token: str | None = None, timeout: float = 10.0) -> None:
         self.settings = settings
-        self.token = token or os.environ.get(TOKEN_ENV) or None
+        self.token = checked_token(token or os.environ.get(TOKEN_ENV))
         self.timeout = timeout
         host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::", "") else settings.api.host
         if ":" in host and not host.startswith("["):
@@ -64,6 +78,23 @@ class DaemonClient:
                 f"no daemon answers at {self.base_url} ({reason}); start it with `edge-agent run` "
                 "or `systemctl start edge-agent`"
             ) from None
+
+    def request_bytes(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, bytes]:
+        """(status, raw body) for uploads and audio; no answer raises DaemonUnreachable."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DaemonUnreachable(f"no daemon answers at {self.base_url} ({reason})") from None
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """Like ``request`` but an error status raises EdgeAgentError with the daemon's message."""

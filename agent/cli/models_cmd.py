@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         c.set_defaults(handler=handler)
         return c
 
-    c = cmd("list", "list installed models and versions", list_models)
+    c = cmd("list", "list installed models, and what the running daemon serves", list_models)
     c.add_argument("--json", action="store_true", help="print JSON")
     c = cmd("install", "verify a signed bundle and install it", install)
     c.add_argument("bundle", type=Path, help="bundle directory (holding manifest.json) or its manifest.json")
@@ -133,30 +133,87 @@ def _post(
 # -- commands ----------------------------------------------------------------------------------------------
 
 
+def _served(settings: Settings, token: str | None) -> tuple[str, list[dict[str, Any]]] | None:
+    """(daemon URL, the models the running daemon serves), or None when no daemon answers."""
+    from agent.cli.apiclient import DaemonClient, DaemonUnreachable
+
+    client = DaemonClient(settings, token, timeout=3.0)
+    try:
+        status, body = client.request("GET", "/v1/models")
+    except DaemonUnreachable:
+        return None
+    if status != 200:
+        message = (body.get("error") or {}).get("message", f"HTTP {status}") if isinstance(body, dict) else ""
+        print(f"edge-agent: the running daemon did not list its models: {message}", file=sys.stderr)
+        return None
+    return client.base_url, list(body.get("data") or body.get("models") or [])
+
+
+def _runs_on(d: dict[str, Any]) -> str:
+    if d.get("device"):
+        return f"{d.get('runtime')}@{d['device']}"
+    return str(d.get("would_run_on") or "")
+
+
 def list_models(args: argparse.Namespace) -> int:
+    """The store's models, and what the running daemon serves (packaged voice models too)."""
     settings = load_settings(args.config)
     models = _store(settings).list()
+    served = _served(settings, getattr(args, "token", None))
+    daemon = {m["name"]: m for m in served[1]} if served else {}
     if args.json:
-        print_json(
-            [
-                {
-                    "name": m.name,
-                    "version": m.version,
-                    "active": m.active,
-                    "previous": m.previous,
-                    "task": m.manifest.task,
-                    "variants": [v.label for v in m.manifest.variants],
-                    "size_bytes": m.size_bytes(),
-                    "memory_bytes": m.manifest.memory_bytes,
-                }
-                for m in models
-            ]
-        )
+        rows: list[dict[str, Any]] = [
+            {
+                "name": m.name,
+                "version": m.version,
+                "active": m.active,
+                "previous": m.previous,
+                "task": m.manifest.task,
+                "variants": [v.label for v in m.manifest.variants],
+                "size_bytes": m.size_bytes(),
+                "memory_bytes": m.manifest.memory_bytes,
+                **({"state": daemon[m.name]["state"]} if m.active and m.name in daemon else {}),
+            }
+            for m in models
+        ]
+        stored = {m.name for m in models}
+        rows += [
+            {
+                "name": n,
+                "version": d.get("active_version"),
+                "active": True,
+                "state": d["state"],
+                "source": "daemon",
+            }
+            for n, d in daemon.items()
+            if n not in stored
+        ]
+        print_json(rows)
         return 0
+    if served:
+        print(f"served by the running daemon ({served[0]}):")
+        if not daemon:
+            print("  nothing (no model is installed or packaged)")
+        else:
+            print(
+                table(
+                    [
+                        (
+                            d["name"],
+                            d.get("active_version") or "",
+                            d["state"] + (" (pinned)" if d.get("pinned") else ""),
+                            _runs_on(d),
+                        )
+                        for d in daemon.values()
+                    ],
+                    ["name", "version", "state", "runs on"],
+                )
+            )
+        print()
     if not models:
         print(f"no models installed in {settings.data_path / 'models'}")
         return 0
-    rows = [
+    rows_text = [
         (
             m.name,
             m.version,
@@ -167,7 +224,9 @@ def list_models(args: argparse.Namespace) -> int:
         )
         for m in models
     ]
-    print(table(rows, ["name", "version", "state", "task", "variants", "size"]))
+    if served:
+        print(f"installed in {settings.data_path / 'models'}:")
+    print(table(rows_text, ["name", "version", "state", "task", "variants", "size"]))
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.cli.output import print_json, table
 from agent.config import Settings, VoiceSettings, load_settings
-from agent.errors import BadRequestError
+from agent.errors import BadRequestError, EdgeAgentError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,22 +38,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--alert", metavar="SEVERITY", help="broadcast as an alert: info, warning, minor, major or critical"
     )
 
-    c = cmd("listen", "transcribe speech from a file or the microphone", listen, "Transcribe one utterance.")
+    c = cmd(
+        "listen",
+        "transcribe speech from a file or the microphone",
+        listen,
+        "Transcribe a whole file, segment by segment at its pauses (word times in --json), "
+        "or one utterance from the microphone.",
+    )
     c.add_argument("--input", default="mic", help="WAV/FLAC file, or mic[:<name or index>] (default mic)")
+    c.add_argument("--first", action="store_true", help="stop after the first utterance of the file")
     c.add_argument("--engine", choices=["whisper", "vosk"], help="recognizer (default: voice.asr_engine)")
     c.add_argument("--phrases", help="comma-separated phrases to favour")
-    c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument("--json", action="store_true", help="print JSON (segments, and word times with whisper)")
 
-    c = cmd("ask", "answer a question or command, typed or spoken", ask, "Run one dialogue turn.")
+    c = cmd(
+        "ask",
+        "answer a question or command, typed or spoken",
+        ask,
+        "Run one dialogue turn: through the running daemon when one answers, else with models loaded here.",
+    )
     c.add_argument("text", nargs="?", help="the question (or use --input)")
     c.add_argument("--input", help="a WAV/FLAC file with the spoken question")
     c.add_argument("--out", type=Path, help="also write the spoken answer to this WAV file")
     c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument("--local", action="store_true", help="load the models here even when a daemon runs")
 
     c = cmd(
-        "chat", "chat with the local LLM (multi-turn)", chat, "Chat with the local LLM; an empty line ends."
+        "chat",
+        "chat with the local LLM (multi-turn)",
+        chat,
+        "Chat with the local LLM; an empty line ends. Uses the running daemon's LLM when one answers.",
     )
     c.add_argument("--system", help="system prompt (default: voice.system_prompt)")
+    c.add_argument("--local", action="store_true", help="load the model here even when a daemon runs")
 
     c = cmd("wake", "watch a file or the microphone for wake words", wake, "Print wake word detections.")
     c.add_argument("--input", default="mic", help="WAV/FLAC file, or mic[:<name or index>] (default mic)")
@@ -159,10 +176,18 @@ def listen(args: argparse.Namespace) -> int:
         voice = replace(voice, asr_engine=args.engine, asr_model="")
     phrases = tuple(p.strip() for p in (args.phrases or "").split(",") if p.strip()) or voice.phrases
     result: dict[str, Any] = {}
+    whole_file = not args.input.startswith("mic") and not args.first
+    if whole_file and not Path(args.input).is_file():
+        raise BadRequestError(f"no such audio file: {args.input} (give a WAV/FLAC file, or mic)")
 
     async def run() -> None:
         async with _manager(settings, voice) as manager:
             engines = build_engines(manager, voice, llm_available=False)
+            if whole_file:
+                from agent.voice.transcribe_file import transcribe_file
+
+                result.update(await transcribe_file(args.input, engines, manager, voice, phrases))
+                return
             cfg = pipeline_config(voice, start="listen", end="transcript", single_turn=True, phrases=phrases)
             pipeline = VoicePipeline(engines, cfg, stream="cli")
 
@@ -181,8 +206,14 @@ def listen(args: argparse.Namespace) -> int:
     asyncio.run(run())
     if args.json:
         print_json(result)
+    elif whole_file:  # one line per segment; the times are in --json
+        for seg in result["segments"]:
+            print(seg["text"])
     else:
         print(result.get("text", ""))
+    if whole_file and not result.get("segments"):
+        print(f"no speech found in {args.input}", file=sys.stderr)
+        return 1
     return 0 if result else 1
 
 
@@ -193,7 +224,33 @@ def ask(args: argparse.Namespace) -> int:
     settings, voice = _settings(args)
     if not args.text and not args.input:
         raise BadRequestError("give the question as text or as --input FILE")
+    if args.input and not Path(args.input).is_file():
+        raise BadRequestError(f"no such audio file: {args.input}")
     out: dict[str, Any] = {}
+    if not args.local:
+        from agent.cli import voice_remote
+
+        client = voice_remote.daemon_voice(settings, getattr(args, "token", None))
+        if client is not None:
+            try:
+                question = args.text
+                if args.input:
+                    question = out["transcript"] = voice_remote.transcribe_remote(client, Path(args.input))
+                out.update(voice_remote.ask_remote(client, question))
+                out.pop("conversation", None)
+                if args.out and out["answer"]:
+                    voice_remote.speak_remote(client, out["answer"], args.out)
+            except EdgeAgentError as exc:
+                if exc.code not in voice_remote.NO_VOICE:
+                    raise
+                voice_remote.note(f"the daemon cannot answer ({exc}); loading the models here")
+                out = {}
+            else:
+                if args.json:
+                    print_json(out)
+                else:
+                    print(out["answer"])
+                return 0
 
     async def run() -> None:
         async with _manager(settings, voice) as manager:
@@ -232,6 +289,16 @@ def chat(args: argparse.Namespace) -> int:
     from agent.voice.llm import LlmChat
 
     settings, voice = _settings(args)
+    if not args.local:
+        from agent.cli import voice_remote
+
+        if args.system:
+            voice_remote.note("--system: the daemon answers with its own prompt; loading the model here")
+        else:
+            client = voice_remote.daemon_voice(settings, getattr(args, "token", None))
+            if client is not None:
+                voice_remote.chat_remote(client, sys.stdin.readline)
+                return 0
 
     async def run() -> None:
         async with _manager(settings, voice) as manager:

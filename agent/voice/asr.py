@@ -148,6 +148,24 @@ class WhisperAsr(AsrEngine):
     async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream:
         return _WhisperStream(self, tuple(phrases))
 
+    async def transcribe_words(
+        self, pcm: bytes, phrases: tuple[str, ...] | list[str] = ()
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The text and its words with start/end seconds (relative to ``pcm``) and probability."""
+        from models.scheduling import Priority
+
+        if len(pcm) < 100 * BYTES_PER_MS:
+            return "", []
+        feed: dict[str, Any] = {
+            "audio": pcm16_to_float(pcm),
+            "language": self.language.split("-")[0],
+            "word_timestamps": True,
+        }
+        if phrases:
+            feed["hotwords"] = ", ".join(phrases)
+        out = await self.manager.infer(self.model, feed, Priority.INTERACTIVE)
+        return str(out["text"]), list(out.get("words") or [])
+
     async def _decode(self, pcm: bytes, phrases: tuple[str, ...], partial: bool = False) -> str:
         from models.scheduling import Priority
 

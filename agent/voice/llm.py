@@ -40,6 +40,14 @@ _TOOLS_PROMPT = (
 )
 _TOOL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*(?:</tool_call>|$)", re.DOTALL)
 _MAX_CONVERSATIONS = 32
+#: "my name is Alice", "call me Bob": the user's name, kept per conversation
+_TELLS_NAME = re.compile(
+    r"\b(?:my name is|my name's|call me|i am called|i'm called)\s+([a-z][a-z'-]{1,30})\b", re.IGNORECASE
+)
+_ASKS_NAME = re.compile(
+    r"\b(?:what(?:'s| is) my name|do you (?:know|remember) my name|who am i)\b", re.IGNORECASE
+)
+_NOT_NAMES = {"not", "a", "an", "the", "just", "so", "very", "no"}
 
 
 @dataclass
@@ -106,6 +114,8 @@ class LlmChat:
             prompt += _TOOLS_PROMPT.format(tools=catalog.tools_prompt())
         self.system_prompt = prompt
         self._histories: OrderedDict[str, deque[dict[str, str]]] = OrderedDict()
+        #: what the user told about themselves, per conversation (a small model forgets it in a turn)
+        self._names: dict[str, str] = {}
 
     def history(self, conversation: str) -> deque[dict[str, str]]:
         hist = self._histories.get(conversation)
@@ -118,10 +128,25 @@ class LlmChat:
 
     def forget(self, conversation: str) -> None:
         self._histories.pop(conversation, None)
+        self._names.pop(conversation, None)
+
+    def user_name(self, conversation: str) -> str | None:
+        return self._names.get(conversation)
+
+    def _remember(self, text: str, conversation: str) -> None:
+        match = _TELLS_NAME.search(text)
+        if match and match.group(1).lower() not in _NOT_NAMES:
+            self._names[conversation] = match.group(1)[:1].upper() + match.group(1)[1:]
+            while len(self._names) > _MAX_CONVERSATIONS:
+                self._names.pop(next(iter(self._names)))
 
     def messages(self, text: str, conversation: str) -> list[dict[str, str]]:
+        prompt = self.system_prompt
+        name = self._names.get(conversation)
+        if name:
+            prompt += f" The user's name is {name}."
         return [
-            {"role": "system", "content": self.system_prompt},
+            {"role": "system", "content": prompt},
             *self.history(conversation),
             {"role": "user", "content": text},
         ]
@@ -131,11 +156,18 @@ class LlmChat:
     ) -> AsyncIterator[str]:
         """Stream the answer to ``text``; the history is updated when it completes (or is cut)."""
         turn = turn if turn is not None else LlmTurn()
-        messages = self.messages(text, conversation)
+        self._remember(text, conversation)
+        name = self._names.get(conversation)
         parts: list[str] = []
-        async for piece in self.generate(messages, turn=turn):
-            parts.append(piece)
-            yield piece
+        if name and _ASKS_NAME.search(text):
+            # asked back what it was told: answered from memory, not left to a small model's recall
+            parts.append(f"Your name is {name}.")
+            turn.text, turn.finish_reason = parts[0], "memory"
+            yield parts[0]
+        else:
+            async for piece in self.generate(self.messages(text, conversation), turn=turn):
+                parts.append(piece)
+                yield piece
         answer = "".join(parts).strip()
         turn.intent = parse_tool_call(answer, self.catalog)
         hist = self.history(conversation)

@@ -24,6 +24,7 @@ class WhisperSession(EngineSession):
         "hotwords": ((str,), False),
         "initial_prompt": ((str,), False),
         "beam_size": ((int,), False),
+        "word_timestamps": ((bool,), False),
     }
 
     def __init__(self, model: Any, path: Path) -> None:
@@ -57,14 +58,30 @@ class WhisperSession(EngineSession):
             kwargs["hotwords"] = feed["hotwords"]
         if feed.get("initial_prompt"):
             kwargs["initial_prompt"] = feed["initial_prompt"]
+        want_words = bool(feed.get("word_timestamps"))
+        if want_words:  # word times need the timestamp tokens
+            kwargs.update(word_timestamps=True, without_timestamps=False)
         t0 = time.perf_counter()
+        words: list[dict[str, Any]] = []
         try:
             with self._lock:  # one decode at a time per model: CTranslate2 threads are already busy
                 segments, info = model.transcribe(audio, **kwargs)
-                texts = [s.text for s in segments]
+                texts = []
+                for seg in segments:
+                    texts.append(seg.text)
+                    for w in (seg.words or []) if want_words else []:
+                        words.append(
+                            {
+                                "word": w.word.strip(),
+                                "start": round(float(w.start), 3),
+                                "end": round(float(w.end), 3),
+                                "probability": round(float(w.probability), 3),
+                            }
+                        )
         except Exception as exc:
             raise EdgeAgentError(f"faster-whisper failed: {exc}", code="inference_failed") from None
         return {
+            "words": words,
             "text": "".join(texts).strip(),
             "language": info.language,
             "duration": float(audio.size) / 16000.0,

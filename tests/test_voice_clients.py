@@ -1,0 +1,230 @@
+"""A real daemon with the voice models, as its operator and unmodified clients meet it (issue 13).
+
+One `edge-agent run` subprocess for the module (loading Whisper, piper and the
+LLM takes seconds); the `openai` package talks to it unchanged, and the CLI's
+`models list`, `ask`, `chat` and `listen` are run as a user types them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.voice.postprocess import word_errors
+from tests import speech
+from tests.conftest import REPO, DaemonProcess, free_port
+from tests.voice_fixtures import require_models
+
+
+@pytest.fixture(scope="module")
+def voiced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    require_models()
+    tmp = tmp_path_factory.mktemp("voiced")
+    port = free_port()
+    env = {
+        **os.environ,
+        "EDGE_AGENT_DATA_DIR": str(tmp / "data"),
+        "EDGE_AGENT_API__PORT": str(port),
+        "EDGE_AGENT_LOG__FORMAT": "json",
+        "EDGE_AGENT_VOICE__ENABLED": "on",
+        "EDGE_AGENT_SENSORS__ENABLED": "false",
+        "EDGE_AGENT_SYNC__DISCOVERY": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("NOTIFY_SOCKET", None)
+    # as an operator would: a token for the clients (`T=$(edge-agent tokens create ...)`, stdout is the token alone)
+    made = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "tokens", "create", "clients", "--role", "operator"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    env["EDGE_AGENT_TOKEN"] = made.stdout.strip()
+    assert made.stdout.count("\n") == 1 and "# id" in made.stderr
+    log_path = tmp / "daemon.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    daemon = DaemonProcess(proc, port, tmp / "data", log_path, env)
+    try:
+        daemon.wait_healthy(timeout=60)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # the voice models load after the API answers
+            status, _ = daemon.json("/readyz")
+            if status == 200:
+                break
+            assert proc.poll() is None, daemon.log()
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"voice daemon not ready:\n{daemon.log()[-3000:]}")
+        yield daemon
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def cli(
+    daemon: DaemonProcess, *args: str, stdin: str | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=REPO,
+        env=daemon.env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def openai_client(daemon: DaemonProcess):  # type: ignore[no-untyped-def]
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(
+        base_url=daemon.url + "/v1", api_key=daemon.env["EDGE_AGENT_TOKEN"], timeout=120, max_retries=0
+    )
+
+
+def test_openai_models_list_sees_the_served_models(voiced: DaemonProcess) -> None:
+    models = openai_client(voiced).models.list()
+    ids = [m.id for m in models.data]
+    assert {"whisper-tiny-en", "piper-joe-medium", "smollm2-135m", "silero-vad"} <= set(ids), ids
+    first = models.data[0]
+    assert first.object == "model" and first.owned_by == "edge-agent" and first.created > 1_600_000_000
+    # the manager's own fields ride along, and the project's earlier shape still answers
+    req = urllib.request.Request(
+        voiced.url + "/v1/models", headers={"Authorization": f"Bearer {voiced.env['EDGE_AGENT_TOKEN']}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert body["object"] == "list" and body["data"][0]["state"] in ("loaded", "unloaded", "loading")
+    assert [m["name"] for m in body["models"]] == [m["id"] for m in body["data"]]
+
+
+def test_openai_chat_with_and_without_stream(voiced: DaemonProcess) -> None:
+    client = openai_client(voiced)
+    done = client.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+    )
+    assert done.choices[0].message.content and done.choices[0].message.role == "assistant"
+    pieces = [
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(
+            model="local", messages=[{"role": "user", "content": "Say hello."}], max_tokens=16, stream=True
+        )
+        if chunk.choices
+    ]
+    assert len(pieces) > 1 and "".join(pieces).strip()
+
+
+def test_openai_transcription_and_speech(voiced: DaemonProcess, tmp_path: Path) -> None:
+    client = openai_client(voiced)
+    sentence = "Open the passenger window halfway."
+    wav = speech.wav_file(speech.speak(sentence), tmp_path / "q.wav")
+    with wav.open("rb") as fh:
+        text = client.audio.transcriptions.create(model="whisper-1", file=fh).text
+    assert word_errors(sentence, text)[0] <= 1, text
+    audio = client.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hello there.", response_format="wav"
+    )
+    with wave.open(io.BytesIO(audio.read())) as w:
+        assert w.getframerate() >= 16000 and w.getnframes() > w.getframerate() * 0.3
+
+
+def test_models_list_shows_what_the_daemon_serves(voiced: DaemonProcess) -> None:
+    done = cli(voiced, "models", "list")
+    assert done.returncode == 0, done.stderr
+    assert "served by the running daemon" in done.stdout and "whisper-tiny-en" in done.stdout, done.stdout
+    done = cli(voiced, "models", "list", "--json")
+    names = {m["name"] for m in json.loads(done.stdout)}
+    assert "piper-joe-medium" in names
+
+
+def test_ask_uses_the_running_daemon_and_says_so(voiced: DaemonProcess) -> None:
+    started = time.monotonic()
+    done = cli(voiced, "ask", "play some jazz", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "using the running daemon" in done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["intent"]["name"] == "media.play" and answer["intent"]["slots"]["source"] == "jazz"
+    assert time.monotonic() - started < 10  # no model loads in the CLI process
+    done = cli(voiced, "ask", "play the next song", "--json")
+    assert json.loads(done.stdout)["intent"]["name"] == "media.next", done.stdout
+
+
+def test_ask_loads_models_locally_when_no_daemon_answers(voiced: DaemonProcess) -> None:
+    env = {**voiced.env, "EDGE_AGENT_API__PORT": str(free_port())}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "ask", "play some jazz"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no daemon answers; loading the voice models in this process" in done.stderr
+    assert "jazz" in done.stdout.lower()
+
+
+def test_chat_keeps_the_conversation(voiced: DaemonProcess) -> None:
+    done = cli(voiced, "chat", stdin="My name is Alice.\nWhat is my name?\n\n")
+    assert done.returncode == 0, done.stderr
+    assert "using the running daemon" in done.stderr
+    replies = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(replies) >= 2 and "alice" in replies[-1].lower(), done.stdout
+
+
+def test_listen_transcribes_the_whole_file_segment_by_segment(voiced: DaemonProcess, tmp_path: Path) -> None:
+    sentences = [
+        "Turn on the air conditioning.",
+        "Navigate to the central train station.",
+        "How much battery do we have left?",
+    ]
+    pcm = speech.silence(300)
+    for s in sentences:
+        pcm += speech.speak(s) + speech.silence(1200)
+    wav = speech.wav_file(pcm, tmp_path / "three.wav")
+    done = cli(voiced, "listen", "--input", str(wav), "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert len(out["segments"]) == 3, out
+    reference = " ".join(sentences)
+    errors, words = word_errors(reference, out["text"])
+    assert errors / words < 0.15, out["text"]
+    starts = [s["start"] for s in out["segments"]]
+    assert starts == sorted(starts)
+    all_words = [w for s in out["segments"] for w in s["words"]]
+    assert len(all_words) >= words - 2
+    assert all(w["start"] <= w["end"] for w in all_words)
+    assert [w["start"] for w in all_words] == sorted(w["start"] for w in all_words)
+    # the third sentence's words lie in the third segment's time span
+    third = out["segments"][2]
+    assert all(third["start"] - 0.05 <= w["start"] <= third["end"] + 0.05 for w in third["words"])
+    # --first keeps the old one-utterance behaviour
+    first = cli(voiced, "listen", "--input", str(wav), "--first")
+    assert first.returncode == 0, first.stderr
+    assert word_errors(sentences[0], first.stdout.strip())[0] <= 1, first.stdout
