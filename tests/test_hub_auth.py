@@ -243,3 +243,62 @@ def test_run_refuses_an_unguarded_api_off_loopback(tmp_path: Path) -> None:
     assert done.returncode == 2 and "TLS" in err and "operator token" not in err, err
     done = run("--api-host", "0.0.0.0", "--tls-cert", str(tmp_path / "c.pem"))
     assert done.returncode == 2 and "set together" in done.stderr.decode()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed; cannot make a test certificate")
+    crt, key = tmp_path / "hub.crt", tmp_path / "hub.key.pem"
+    args = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    args += ["-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=localhost"]
+    subprocess.run(
+        ["openssl", *args, "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return crt, key
+
+
+def test_tls_on_the_api_and_what_lets_it_off_loopback(
+    broker, start_hub, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from agent.errors import ConfigError
+    from sync.hub.auth import check_bind
+    from sync.hub.db import open_hub_db
+    from sync.hub.tokens import HubTokens
+
+    crt, key = _self_signed(tmp_path)
+    tls = {"api.tls_cert": str(crt), "api.tls_key": str(key)}
+    settings = hub_settings(tmp_path, broker, **tls)
+    hub = start_hub(settings)
+    url = f"https://127.0.0.1:{hub.service.api_port}"
+    trusting = ssl.create_default_context(cafile=str(crt))
+    req = urllib.request.Request(url + "/v1/info", headers={"Authorization": f"Bearer {hub.token}"})
+    with urllib.request.urlopen(req, timeout=5, context=trusting) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["key_id"]
+    with pytest.raises(OSError):  # plain HTTP is not served (URLError and a dropped connection both are)
+        urllib.request.urlopen(f"http://127.0.0.1:{hub.service.api_port}/healthz", timeout=5)
+    assert hub.service.ctx.bundles.download_url("a" * 64).startswith(url)  # devices fetch over TLS too
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))  # the CLI verifies the hub like any HTTPS client
+    assert main(["--hub", url, "status"]) == 0
+    capsys.readouterr()
+
+    # the bind check, without binding off loopback in a test: TLS and a token are both needed
+    db = open_hub_db(str(tmp_path / "other.db"))
+    try:
+        off = hub_settings(tmp_path / "o", broker, **{"api.host": "0.0.0.0"})
+        with pytest.raises(ConfigError, match="TLS .* and an operator token"):
+            check_bind(off, HubTokens(db))
+        HubTokens(db).create("root", "admin")
+        with pytest.raises(ConfigError, match="without TLS"):
+            check_bind(off, HubTokens(db))
+        check_bind(hub_settings(tmp_path / "o", broker, **{"api.host": "0.0.0.0", **tls}), HubTokens(db))
+    finally:
+        db.close()
