@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from agent.cli import build_parser, main
+from tests.conftest import REPO, free_port
 
 
 def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
@@ -47,3 +54,134 @@ def test_readme_documents_every_setting() -> None:
     assert not missing, (
         f"README's configuration reference lacks {missing}; paste `edge-agent config reference`"
     )
+
+
+# -- the CLI as an operator meets it (issue 13): real subprocesses, a real daemon ---------------------
+
+
+def edge(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_tokens_create_prints_only_the_token_on_stdout_and_status_takes_it_after_the_command(
+    start_daemon,  # type: ignore[no-untyped-def]
+) -> None:
+    daemon = start_daemon()
+    daemon.wait_healthy()
+    made = edge(daemon.env, "tokens", "create", "ops", "--role", "viewer")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert made.stdout == token + "\n" and token.startswith("eat_")
+    assert "# id" in made.stderr and "Shown once" in made.stderr
+    # once a token exists, status without one is refused with what to do
+    refused = edge(daemon.env, "status")
+    assert refused.returncode == 1 and "tokens create" in refused.stderr and "Traceback" not in refused.stderr
+    for args in (
+        ("status", "--token", token),
+        ("--token", token, "status"),
+        ("status", "--json", "--token", token),
+    ):
+        done = edge(daemon.env, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert token not in done.stdout + done.stderr
+    # `T=$(edge-agent tokens create …)` of an older version captured two lines: a clear usage error
+    two_lines = token + "\n# id abc, role viewer"
+    bad = edge(daemon.env, "status", "--token", two_lines)
+    assert bad.returncode == 2 and "line breaks" in bad.stderr and "Traceback" not in bad.stderr
+    assert token not in bad.stdout + bad.stderr
+    wrong = edge(daemon.env, "status", "--token", "eat_nope_nope")
+    assert wrong.returncode == 1 and "invalid, revoked or expired" in wrong.stderr
+    assert "eat_nope_nope" not in wrong.stdout + wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_status_shows_the_hub_link_and_the_outbox_depth(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = start_daemon({"EDGE_AGENT_MQTT__URL": f"mqtt://127.0.0.1:{free_port()}"})
+    daemon.wait_healthy()
+    done = edge(daemon.env, "status")
+    assert done.returncode == 0, done.stderr
+    hub = next(line for line in done.stdout.splitlines() if line.startswith("hub:"))
+    assert "NOT CONNECTED" in hub and "outbox:" in hub and "waiting" in hub, hub
+    info = json.loads(edge(daemon.env, "status", "--json").stdout)
+    assert info["mqtt"]["connected"] is False and isinstance(info["mqtt"]["outbox_messages"], int)
+
+
+def test_status_connected_to_a_real_broker(start_daemon, broker) -> None:  # type: ignore[no-untyped-def]
+    daemon = start_daemon({"EDGE_AGENT_MQTT__URL": broker.url})
+    daemon.wait_healthy()
+    deadline = time.monotonic() + 20
+    while True:
+        done = edge(daemon.env, "status")
+        hub = next(line for line in done.stdout.splitlines() if line.startswith("hub:"))
+        if "connected to" in hub:
+            break
+        assert time.monotonic() < deadline, hub
+        time.sleep(0.3)
+    assert broker.url.split("//")[1] in hub and "outbox:" in hub
+
+
+def _alerts_in_store(data_dir: Path, count: int) -> list[str]:
+    from agent.sensors.alerts import Alert, Transition
+    from agent.sensors.sink import AlertSink
+    from agent.store import Store
+    from sync.envelope import new_id
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(data_dir / "edge-agent.db")
+    now = time.time() - 60
+    ids = [new_id(now) for _ in range(count)]  # one millisecond: the ids share their first 10 characters
+    alerts = [
+        Alert(
+            id=i, machine="press", condition=f"stuck:ch{k}", level="major", state="open", title=f"stuck ch{k}",
+            score=2.5, opened_at=now + k, updated_at=now + k, cleared_at=None,
+        )
+        for k, i in enumerate(ids)
+    ]  # fmt: skip
+    AlertSink(store, "dev-1").write([Transition("opened", a) for a in alerts])
+    store.close()
+    return ids
+
+
+def test_alert_ids_from_alerts_list_work_in_show_and_ack(start_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ids = _alerts_in_store(tmp_path / "data0", 3)
+    daemon = start_daemon({"EDGE_AGENT_SENSORS__ENABLED": "false"})
+    daemon.wait_healthy()
+    listed = edge(daemon.env, "alerts", "list")
+    assert listed.returncode == 0, listed.stderr
+    shown_ids = [line.split()[0] for line in listed.stdout.splitlines()[2:]]
+    assert len(shown_ids) == 3 and all(any(i.startswith(s) for i in ids) for s in shown_ids), listed.stdout
+    short = shown_ids[0]
+    full = next(i for i in ids if i.startswith(short))
+    show = edge(daemon.env, "alerts", "show", short)
+    assert show.returncode == 0, show.stderr
+    assert full in show.stdout and "MAJOR" in show.stdout and "opened:" in show.stdout
+    local = time.strftime("%Y-%m-%d", time.localtime())
+    assert local in show.stdout and "{" not in show.stdout, show.stdout
+    as_json = json.loads(edge(daemon.env, "alerts", "show", full, "--json").stdout)
+    assert as_json["id"] == full and isinstance(as_json["opened_at"], float)
+    ack = edge(daemon.env, "alerts", "ack", short.lower(), "--by", "ops")
+    assert ack.returncode == 0 and full in ack.stdout, ack.stderr
+    # a start shared by every alert is ambiguous; one nobody has is not found
+    ambiguous = edge(daemon.env, "alerts", "show", ids[0][:6])
+    assert ambiguous.returncode == 2 and "matches 3 alerts" in ambiguous.stderr
+    missing = edge(daemon.env, "alerts", "show", "ZZZZZZZZ")
+    assert missing.returncode == 1 and "no alert id starts with" in missing.stderr
+    assert "Traceback" not in ambiguous.stderr + missing.stderr
+
+
+@pytest.mark.parametrize("args", [("config", "reference"), ("status", "--json"), ("--help",)])
+def test_no_traceback_when_piped_into_head(start_daemon, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    daemon = start_daemon()
+    daemon.wait_healthy()
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in daemon.env.items() if k.startswith("EDGE_AGENT_"))
+    cmd = f"{env} {shlex.quote(sys.executable)} -m agent.cli {' '.join(args)} | head -c 20"
+    done = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert len(done.stdout) <= 20
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

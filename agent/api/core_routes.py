@@ -7,12 +7,14 @@ import contextlib
 import json
 import platform
 import sys
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from agent import __version__, metrics
 from agent.api.app import CTX, open_websocket
 from agent.api.routes import Route
+from agent.context import AgentContext
 from agent.errors import BadRequestError
 
 
@@ -55,12 +57,28 @@ async def info(request: web.Request) -> web.Response:
             "platform": sys.platform,
             "config_source": ctx.settings.source,
             "data_dir": ctx.settings.data_dir,
-            "mqtt": {"configured": ctx.settings.mqtt.enabled},
+            "mqtt": {"configured": ctx.settings.mqtt.enabled, **_hub_link(ctx)},
             "schema_version": ctx.store.schema_version,
             "services": [st.to_dict() for st in ctx.supervisor.status.values()],
             "hardware": hardware,
         }
     )
+
+
+def _hub_link(ctx: AgentContext) -> dict[str, Any]:
+    """Whether the hub is connected now, where, and how much waits in the outbox for it."""
+    sync = ctx.supervisor.services.get("sync")
+    rt = getattr(sync, "rt", None)
+    out: dict[str, Any] = {
+        "connected": bool(rt is not None and rt.online),
+        "hub_url": getattr(rt, "hub_url", "") or "",
+    }
+    if ctx.outbox is not None:
+        try:
+            out["outbox_messages"] = len(ctx.outbox)
+        except Exception:  # a locked or full database must not break /v1/info
+            out["outbox_messages"] = None
+    return out
 
 
 async def events_feed(request: web.Request) -> web.StreamResponse:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from agent.cli.output import print_json, table
@@ -31,48 +28,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = cmds.add_parser(
         "show", help="one alert in full", description="Show one alert with its history and root-cause hint."
     )
-    show.add_argument("id", help="the alert id")
+    show.add_argument("id", help="the alert id, or a unique start of it (as `alerts list` prints)")
+    show.add_argument("--json", action="store_true", help="print JSON (times as Unix seconds)")
     show.set_defaults(handler=show_alert)
     ack = cmds.add_parser(
         "ack",
         help="acknowledge an alert",
         description="Acknowledge an alert (POST /v1/alerts/ID/ack); the hub hears of it.",
     )
-    ack.add_argument("id", help="the alert id")
+    ack.add_argument("id", help="the alert id, or a unique start of it (as `alerts list` prints)")
     ack.add_argument("--by", default="", help="who acknowledges (recorded with the alert)")
     ack.set_defaults(handler=ack_alert)
     for sp in (ls, show, ack):
         sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
-        sp.add_argument("--token", default="", help="API bearer token (or EDGE_AGENT_TOKEN)")
 
 
 def api_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     """Call the daemon's API; prints why and returns None when it cannot be reached."""
-    import os
+    from agent.cli.apiclient import DaemonClient, DaemonUnreachable
 
-    settings = load_settings(args.config)
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
-    url = f"http://{host}:{settings.api.port}{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    token = getattr(args, "token", "") or os.environ.get("EDGE_AGENT_TOKEN", "")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+    client = DaemonClient(
+        load_settings(args.config), getattr(args, "token", None), getattr(args, "timeout", 5.0)
+    )
     try:
-        with urllib.request.urlopen(req, timeout=getattr(args, "timeout", 5.0)) as resp:
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            err = json.loads(exc.read() or b"{}").get("error", {})
-        except ValueError:
-            err = {}
-        print(f"edge-agent: {err.get('message') or exc.reason} (HTTP {exc.code})", file=sys.stderr)
-        raise SystemExit(1) from None
-    except (urllib.error.URLError, OSError) as exc:
-        print(
-            f"edge-agent is not running (no answer at {url}: {getattr(exc, 'reason', exc)})", file=sys.stderr
-        )
+        status, data = client.request(method, path, body)
+    except DaemonUnreachable as exc:
+        print(f"edge-agent is not running: {exc}", file=sys.stderr)
         return None
+    if status >= 400:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        message = err.get("message") or f"HTTP {status}"
+        if status == 401:
+            message += " (pass --token or set EDGE_AGENT_TOKEN; make one with `edge-agent tokens create`)"
+        print(f"edge-agent: {message} (HTTP {status})", file=sys.stderr)
+        raise SystemExit(1)
+    return data
 
 
 def list_alerts(args: argparse.Namespace) -> int:
@@ -87,9 +77,10 @@ def list_alerts(args: argparse.Namespace) -> int:
     if not alerts:
         print(f"no {args.state if args.state != 'all' else ''} alerts".replace("  ", " "))
         return 0
+    width = short_id_width([a["id"] for a in alerts])
     rows = [
         (
-            a["id"][-8:],
+            a["id"][:width],
             a["level"],
             a["state"] + ("/acked" if a["acked_at"] else ""),
             a["machine"],
@@ -102,16 +93,116 @@ def list_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ULIDs start with 10 characters of milliseconds: ids shorter than this would all look alike
+MIN_SHORT_ID = 12
+
+
+def short_id_width(ids: list[str]) -> int:
+    """The shortest start (at least MIN_SHORT_ID characters) that tells every listed id apart."""
+    width = MIN_SHORT_ID
+    while width < max((len(i) for i in ids), default=0) and len({i[:width] for i in ids}) < len(ids):
+        width += 1
+    return width
+
+
+def resolve_id(args: argparse.Namespace, given: str) -> str | None:
+    """The full id for a full id or a unique start of one (an end, as older versions printed, too).
+
+    None when the daemon cannot be reached (the reason is printed); exits 2
+    naming the candidates when several match, 1 when none does.
+    """
+    given = given.strip()
+    if not given or "/" in given:
+        print(
+            f"edge-agent: {given!r} is not an alert id; list them with `edge-agent alerts list`",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    body = api_call(args, "GET", "/v1/alerts?state=all&limit=1000")
+    if body is None:
+        return None
+    ids = [a["id"] for a in body["alerts"]]
+    if given in ids:
+        return given
+    upper = given.upper()
+    matches = [i for i in ids if i.upper().startswith(upper)] or [i for i in ids if i.upper().endswith(upper)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        print(
+            f"edge-agent: no alert id starts with {given!r}; list them with `edge-agent alerts list --state all`",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    print(
+        f"edge-agent: {given!r} matches {len(matches)} alerts ({', '.join(matches[:5])}); give more characters",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
+def _when(ts: float | None) -> str:
+    """A Unix time as the box's local date and time, with its zone."""
+    if not ts:
+        return "-"
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts)))
+
+
+def render_alert(a: dict[str, Any]) -> str:
+    """One alert for a person: what, where, since when (local time), why, and its history."""
+    acked = f"acked {_when(a['acked_at'])}" + (f" by {a['acked_by']}" if a.get("acked_by") else "")
+    lines = [
+        f"alert {a['id']}",
+        f"  {a['level'].upper()}  {a['title']}",
+        f"  machine:    {a['machine']}  ({a['source']})",
+        f"  condition:  {a['condition']}   score {a['score']:.2f}"
+        if isinstance(a.get("score"), (int, float))
+        else f"  condition:  {a['condition']}",
+        f"  state:      {a['state']}" + (f", {acked}" if a.get("acked_at") else ", not acknowledged"),
+        f"  opened:     {_when(a['opened_at'])}",
+        f"  updated:    {_when(a['updated_at'])}",
+    ]
+    if a.get("cleared_at"):
+        lines.append(f"  cleared:    {_when(a['cleared_at'])}")
+    if a.get("hint"):
+        lines.append(f"  hint:       {a['hint']}")
+    channels = a.get("channels") or []
+    if channels:
+        names = [c.get("channel", c) if isinstance(c, dict) else str(c) for c in channels]
+        lines.append(f"  channels:   {', '.join(map(str, names))}")
+    history = a.get("history") or []
+    if history:
+        lines.append("  history:")
+        for h in history:
+            extra = {k: v for k, v in h.items() if k not in ("ts", "transition")}
+            detail = (
+                "  " + ", ".join(f"{k}={v}" for k, v in extra.items() if v not in ("", None)) if extra else ""
+            )
+            lines.append(f"    {_when(h.get('ts'))}  {h.get('transition', '?')}{detail.rstrip()}")
+    return "\n".join(lines)
+
+
 def show_alert(args: argparse.Namespace) -> int:
-    body = api_call(args, "GET", f"/v1/alerts/{args.id}")
+    alert_id = resolve_id(args, args.id)
+    if alert_id is None:
+        return 3
+    body = api_call(args, "GET", f"/v1/alerts/{alert_id}")
     if body is None:
         return 3
-    print_json(body)
+    if args.json:
+        print_json(body)
+    else:
+        print(render_alert(body))
     return 0
 
 
 def ack_alert(args: argparse.Namespace) -> int:
-    body = api_call(args, "POST", f"/v1/alerts/{args.id}/ack", {"by": args.by})
+    alert_id = resolve_id(args, args.id)
+    if alert_id is None:
+        return 3
+    body = api_call(args, "POST", f"/v1/alerts/{alert_id}/ack", {"by": args.by})
     if body is None:
         return 3
     print(f"acknowledged {body['id']} ({body['level']}, {body['state']}): {body['title']}")

@@ -41,10 +41,21 @@ def status(args: argparse.Namespace) -> int:
         f"edge-agent {info['version']}  device {info['device_id']}  "
         f"{'ready' if info['ready'] else 'NOT READY'}  up {info['uptime_s']:.0f} s"
     )
-    print(
-        f"config: {info['config_source']}  data: {info['data_dir']}  "
-        f"hub: {'configured' if info['mqtt']['configured'] else 'offline (none configured)'}"
-    )
+    print(f"config: {info['config_source']}  data: {info['data_dir']}")
+    print(_hub_line(info.get("mqtt") or {}))
     rows = [(s["name"], s["state"], s["restarts"], s["last_error"]) for s in info["services"]]
     print(table(rows, ["service", "state", "restarts", "last error"]))
     return 0
+
+
+def _hub_line(mqtt: dict) -> str:  # type: ignore[type-arg]
+    """The hub link as the operator needs it: connected or not, to where, and what waits to be sent."""
+    if mqtt.get("connected"):
+        link = f"connected to {mqtt.get('hub_url') or 'the hub'}"
+    elif mqtt.get("configured") or mqtt.get("hub_url"):
+        link = "NOT CONNECTED (configured; reconnecting)"
+    else:
+        link = "offline (none configured)"
+    waiting = mqtt.get("outbox_messages")
+    outbox = "" if waiting is None else f"  outbox: {waiting} message(s) waiting"
+    return f"hub: {link}{outbox}"

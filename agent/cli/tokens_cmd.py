@@ -11,6 +11,7 @@ import argparse
 import getpass
 import os
 import re
+import sys
 import time
 
 from agent.cli.output import print_json, table
@@ -56,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     create = tsub.add_parser(
         "create",
         help="make a token and print it once",
-        description="Make a token with a role; it is printed once and stored only as a hash.",
+        description="Make a token with a role; it is printed once (alone on stdout, details on stderr) "
+        "and stored only as a hash.",
     )
     create.add_argument("name", help="a label for the token (who or what uses it)")
     create.add_argument(
@@ -90,11 +92,14 @@ def create_token(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"token": token, **info.to_dict()})
     else:
+        # only the token on stdout, so `T=$(edge-agent tokens create NAME)` captures it and nothing else
         print(token)
         expiry = (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(info.expires_at)) if info.expires_at else "never"
         )
-        print(f"# id {info.id}, role {info.role}, expires {expiry}. Shown once: store it now.")
+        print(
+            f"# id {info.id}, role {info.role}, expires {expiry}. Shown once: store it now.", file=sys.stderr
+        )
     return 0
 
 
