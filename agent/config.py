@@ -226,8 +226,22 @@ def _parse_env(raw: str, hint: Any) -> Any:
         except ValueError:
             return raw
     if get_origin(hint) in (list, tuple):
+        if raw.strip().startswith("["):  # a JSON list (the way Docker and Kubernetes env files give one)
+            return _json_or_raw(raw)
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if (hint is dict or get_origin(hint) is dict) and raw.strip().startswith("{"):
+        return _json_or_raw(raw)
     return raw
+
+
+def _json_or_raw(raw: str) -> Any:
+    """The parsed JSON, or the raw string (which then fails type checking with the expected form)."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def _expected(hint: Any, f: dataclasses.Field) -> str:
@@ -289,7 +303,27 @@ def _check_device_kinds(value: tuple[str, ...]) -> str | None:
     return f"unknown device kinds {unknown}; use npu, tpu, gpu, cpu" if unknown else None
 
 
+def _check_public_keys(value: tuple[str, ...]) -> str | None:
+    bad = [
+        v for v in value if len(v.strip()) != 64 or any(c not in "0123456789abcdefABCDEF" for c in v.strip())
+    ]
+    if bad:
+        return f"{bad[0]!r} is not an Ed25519 public key: expected 64 hex characters"
+    return None
+
+
+def _check_labels(value: tuple[str, ...]) -> str | None:
+    for entry in value:
+        key, sep, _ = entry.partition("=")
+        if not sep or not key.strip():
+            return f"label {entry!r} is not key=value (e.g. site=berlin)"
+    return None
+
+
 _VALIDATORS: dict[str, typing.Callable[[Any], str | None]] = {
+    "sync.trusted_keys": _check_public_keys,
+    "models.trusted_keys": _check_public_keys,
+    "sync.labels": _check_labels,
     "models.device_order": _check_device_kinds,
     "models.forbid_devices": _check_device_kinds,
     "sensors.machines": _check_sensor_machines,

@@ -162,3 +162,62 @@ def test_cli_config_show_json(tmp_path: Path) -> None:
     shown = json.loads(result.stdout)
     assert shown["mqtt"]["password"] == "********"
     assert shown["source"] == str(path)
+
+
+# -- settings as operators give them (issue 13) -------------------------------------------------------
+
+KEY = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "key", "expected"),
+    [
+        ("EDGE_AGENT_SYNC__LABELS", '["site=berlin", "line=2"]', "labels", ("site=berlin", "line=2")),
+        ("EDGE_AGENT_SYNC__LABELS", "site=berlin, line=2", "labels", ("site=berlin", "line=2")),
+        ("EDGE_AGENT_SYNC__TRUSTED_KEYS", f'["{KEY}"]', "trusted_keys", (KEY,)),
+    ],
+)
+def test_env_list_settings_given_as_json_are_parsed(
+    tmp_path: Path, variable: str, raw: str, key: str, expected: tuple[str, ...]
+) -> None:
+    settings = load_settings(env={"EDGE_AGENT_DATA_DIR": str(tmp_path), variable: raw})
+    assert getattr(settings.sync, key) == expected
+
+
+def test_env_list_given_as_broken_json_is_refused_with_the_form(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"EDGE_AGENT_SYNC__LABELS: sync.labels: expected a list of strings"
+    ):
+        load_settings(env={"EDGE_AGENT_DATA_DIR": str(tmp_path), "EDGE_AGENT_SYNC__LABELS": '["site=berlin"'})
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            "[sync]\ntrusted_keys = ['nothex']\n",
+            "'nothex' is not an Ed25519 public key: expected 64 hex characters",
+        ),
+        ("[models]\ntrusted_keys = ['zz']\n", "'zz' is not an Ed25519 public key"),
+        ("[sync]\nlabels = ['nolabel']\n", "label 'nolabel' is not key=value"),
+        ("[sync]\nlabels = ['=x']\n", "label '=x' is not key=value"),
+    ],
+)
+def test_config_check_rejects_bad_keys_and_labels(tmp_path: Path, toml: str, message: str) -> None:
+    path = write(tmp_path, toml)
+    result = run_cli("--config", str(path), "config", "check")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_json(tmp_path: Path) -> None:
+    import json
+
+    good = write(tmp_path, f"[sync]\ntrusted_keys = ['{KEY}']\nlabels = ['site=berlin']\n")
+    result = run_cli("--config", str(good), "config", "check", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout) == {"ok": True, "source": str(good)}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sync]\nlabels = ['nolabel']\n")
+    result = run_cli("--config", str(bad), "config", "check", "--json")
+    out = json.loads(result.stdout)
+    assert result.returncode == 2 and out["ok"] is False and "nolabel" in out["error"]

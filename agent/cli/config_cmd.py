@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="validate the config file and environment; exit 2 when bad",
         description="Load the config exactly as `run` would and report problems.",
     )
+    check.add_argument("--json", action="store_true", help='print {"ok", "source"} or {"ok": false, "error"}')
     check.set_defaults(handler=check_config)
     show = csub.add_parser(
         "show",
@@ -39,8 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    print(f"config OK ({settings.source})")
+    from agent.errors import ConfigError
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+        return 2
+    if args.json:
+        print(json.dumps({"ok": True, "source": settings.source}, indent=2))
+    else:
+        print(f"config OK ({settings.source})")
     return 0
 
 
