@@ -76,6 +76,11 @@ class HubService:
         from sync.hub.auth import check_bind, server_ssl_context
 
         await asyncio.to_thread(check_bind, s, tokens)  # before anything listens or connects
+        if not await asyncio.to_thread(tokens.any_active):
+            log.warning(
+                "no operator token exists yet, so every API call but /healthz and /readyz is refused: "
+                "make one with `edge-hub tokens create NAME --role admin` (same --data-dir / --db)"
+            )
         ssl_context = server_ssl_context(s)
         self.mqtt = HubMqtt(s.mqtt, on_message=self._on_message, client_id=self.instance_id, persistent=True)
         commands = CommandCenter(self.api_db, self.keys, self._publish, ttl_s=s.command_ttl_s)
