@@ -185,3 +185,21 @@ def test_no_traceback_when_piped_into_head(start_daemon, args: tuple[str, ...]) 
     done = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert len(done.stdout) <= 20
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+VALVE7 = REPO.parent / "shared" / "data" / "industrial-rig" / "valve1" / "7.csv"
+
+
+@pytest.mark.skipif(
+    not VALVE7.exists(), reason="the public industrial-rig recordings are not beside the repository"
+)
+def test_replay_prints_transitions_in_time_order(tmp_path: Path) -> None:
+    """On this recording the detectors report a stuck channel after later anomaly transitions."""
+    env = {"PATH": "/usr/bin:/bin", "EDGE_AGENT_DATA_DIR": str(tmp_path)}
+    done = edge(env, "sensors", "replay", str(VALVE7), "--json")
+    assert done.returncode == 0, done.stderr
+    times = [json.loads(line)["at"] for line in done.stdout.splitlines()]
+    assert len(times) > 10 and times == sorted(times)
+    text = edge(env, "sensors", "replay", str(VALVE7))
+    stamps = [line.split()[0] for line in text.stdout.splitlines() if line[:2] == "20"]
+    assert len(stamps) == len(times) and stamps == sorted(stamps)

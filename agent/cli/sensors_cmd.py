@@ -205,7 +205,9 @@ def replay(args: argparse.Namespace) -> int:
     ts, X = rec.ts, rec.X
     printed = 0
     for start in range(0, n, REPLAY_BATCH):
-        for t in runner.feed(ts[start : start + REPLAY_BATCH], X[start : start + REPLAY_BATCH]):
+        found = runner.feed(ts[start : start + REPLAY_BATCH], X[start : start + REPLAY_BATCH])
+        # the detectors report per condition; the reader wants one timeline
+        for t in sorted(found, key=lambda t: t.snapshot["updated_at"]):
             printed += 1
             if args.json:
                 print(json.dumps(_transition_json(t.kind, t.snapshot), default=str), flush=True)
