@@ -60,7 +60,6 @@ class ApiSettings:
     )
 
 
-
 @dataclass(frozen=True)
 class MqttSettings:
     url: str = setting("", "Hub broker, mqtt://host:port or mqtts://host:port; empty means offline.")
@@ -209,7 +208,7 @@ class SecuritySettings:
         1_048_576,
         "Size budget of the refusal audit segment (<data_dir>/audit-refusals.db); the oldest "
         "summaries rotate out behind a hash-chain checkpoint.",
-        minimum=16_384,
+        minimum=32_768,
         maximum=1 << 30,
     )
     seal_key_file: str = setting(

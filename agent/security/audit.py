@@ -323,13 +323,16 @@ class RefusalSegment:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        if self.size_bytes() > self.budget_bytes:
-            self.rotate()
+        # the newest row always stays; a budget below one row plus SQLite's own pages cannot be met
+        while self.size_bytes() > self.budget_bytes and self.rotate():
+            pass
         return row_id
 
     def rotate(self) -> int:
         """Delete the oldest half of the rows behind a checkpoint anchored in the main log."""
         count = self.conn.execute("SELECT COUNT(*) FROM refusals").fetchone()[0]
+        if count < 2:
+            return 0
         drop = max(1, count // 2)
         through = self.conn.execute(
             "SELECT id, hash FROM refusals ORDER BY id LIMIT 1 OFFSET ?", (drop - 1,)
