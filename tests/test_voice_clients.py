@@ -228,3 +228,58 @@ def test_listen_transcribes_the_whole_file_segment_by_segment(voiced: DaemonProc
     first = cli(voiced, "listen", "--input", str(wav), "--first")
     assert first.returncode == 0, first.stderr
     assert word_errors(sentences[0], first.stdout.strip())[0] <= 1, first.stdout
+
+
+def _plain_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "EDGE_AGENT_DATA_DIR": str(tmp_path / "data"),
+        "EDGE_AGENT_API__PORT": str(free_port()),
+    }
+
+
+def test_say_without_a_speaker_gives_only_the_clear_error(tmp_path: Path) -> None:
+    require_models("piper-joe-medium")
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "say", "Hello there."],
+        cwd=REPO,
+        env={**_plain_env(tmp_path), "AUDIODEV": "none"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    import pyaudio
+
+    pa = pyaudio.PyAudio()
+    try:
+        has_speaker = pa.get_device_count() > 0 and pa.get_default_output_device_info() is not None
+    except OSError:
+        has_speaker = False
+    finally:
+        pa.terminate()
+    if has_speaker:
+        pytest.skip("this machine has a speaker")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr  # one line
+    assert (
+        "cannot open the speaker" in done.stderr
+        and "ALSA lib" not in done.stderr
+        and "Jack" not in done.stderr
+    )
+
+
+def test_wake_json_reports_the_detections(tmp_path: Path) -> None:
+    require_models("wake-okay-nabu", "silero-vad")
+    said = speech.speak("Okay Nabu, open the passenger window.")
+    wav = speech.wav_file(speech.silence(500) + said + speech.silence(500), tmp_path / "wake.wav")
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "wake", "--input", str(wav), "--json"],
+        cwd=REPO,
+        env=_plain_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    hits = json.loads(done.stdout)["detections"]
+    assert [h["phrase"] for h in hits] == ["Okay Nabu"] and 0.4 < hits[0]["t_s"] < 0.5 + len(said) / 32000

@@ -78,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--seconds", type=float, default=0, help="stop after this long on the microphone (0: Ctrl-C)"
     )
+    c.add_argument(
+        "--json", action="store_true", help='print {"detections": [{"t_s", "phrase", "probability"}]}'
+    )
 
     a = sub.add_parser("audio", help="audio devices", description="Audio devices of this box.")
     asub = a.add_subparsers(dest="audio_command", metavar="ACTION", required=True)
@@ -92,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, VoiceSettings]:
+    from agent.voice.sources import quiet_audio_noise
+
+    quiet_audio_noise()  # the clear error, not the audio libraries' probing noise
     settings = load_settings(args.config)
     return settings, settings.voice
 
@@ -332,6 +338,7 @@ def wake(args: argparse.Namespace) -> int:
     settings, voice = _settings(args)
     words = [w.strip() for w in (args.words or "").split(",") if w.strip()] or list(voice.wake_words)
     hits = 0
+    found: list[dict[str, Any]] = []
 
     async def run() -> None:
         nonlocal hits
@@ -343,10 +350,18 @@ def wake(args: argparse.Namespace) -> int:
             async for pcm in _pipeline_audio(args.input):
                 for hit in await det.process(pcm):
                     hits += 1
-                    print(
-                        f"{hit.timestamp_ms / 1000:8.2f} s  {hit.phrase}  (p={hit.probability:.2f})",
-                        flush=True,
+                    found.append(
+                        {
+                            "t_s": round(hit.timestamp_ms / 1000, 3),
+                            "phrase": hit.phrase,
+                            "probability": round(hit.probability, 3),
+                        }
                     )
+                    if not args.json:
+                        print(
+                            f"{hit.timestamp_ms / 1000:8.2f} s  {hit.phrase}  (p={hit.probability:.2f})",
+                            flush=True,
+                        )
                 if args.seconds and time.monotonic() - t0 > args.seconds:
                     return
 
@@ -354,13 +369,16 @@ def wake(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    if args.json:
+        print_json({"detections": found})
     print(f"{hits} detection(s)", file=sys.stderr)
     return 0
 
 
 def devices(args: argparse.Namespace) -> int:
-    from agent.voice.sources import list_devices
+    from agent.voice.sources import list_devices, quiet_audio_noise
 
+    quiet_audio_noise()
     found = list_devices()
     if args.json:
         print_json(found)

@@ -216,19 +216,20 @@ class SpeakerSink(AudioSink):
         self._stream: Any = None
 
     async def _open(self, rate: int) -> None:
-        from agent.voice.sources import find_device, pyaudio_module
+        from agent.voice.sources import find_device, native_noise_silenced, open_portaudio, pyaudio_module
 
         pyaudio = pyaudio_module()
         loop = asyncio.get_running_loop()
 
         def open_stream() -> None:
             if self._pa is None:
-                self._pa = pyaudio.PyAudio()
+                self._pa = open_portaudio(pyaudio)
             index = find_device(self._pa, self.device, output=True)
             try:
-                self._stream = self._pa.open(
-                    format=pyaudio.paInt16, channels=1, rate=rate, output=True, output_device_index=index
-                )
+                with native_noise_silenced():
+                    self._stream = self._pa.open(
+                        format=pyaudio.paInt16, channels=1, rate=rate, output=True, output_device_index=index
+                    )
             except OSError as exc:
                 raise UnavailableError(
                     f"cannot open the speaker ({exc}); see 'edge-agent audio devices'"

@@ -11,8 +11,11 @@ oldest block when the queue is full and counts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +122,49 @@ def pyaudio_module() -> Any:
     return pyaudio
 
 
+#: set by the CLI: a person at a terminal gets the clear error, not ~60 lines of ALSA/JACK probing noise
+_QUIET = False
+
+
+def quiet_audio_noise(on: bool = True) -> None:
+    """Silence what ALSA and JACK print on stderr while PortAudio looks for devices.
+
+    Only for short-lived CLI processes: the silencing redirects file
+    descriptor 2, which in the daemon would also swallow its own log lines.
+    """
+    global _QUIET
+    _QUIET = on
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")  # do not try to start jackd on a headless box
+
+
+@contextlib.contextmanager
+def native_noise_silenced() -> Iterator[None]:
+    """Point fd 2 at /dev/null around a PortAudio call (when the CLI asked for quiet)."""
+    if not _QUIET:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def open_portaudio(pyaudio: Any) -> Any:
+    """``pyaudio.PyAudio()``, with the audio libraries' probing noise kept off the terminal."""
+    with native_noise_silenced():
+        return pyaudio.PyAudio()
+
+
 def list_devices() -> list[dict[str, Any]]:
     """Audio devices as PortAudio sees them (index, name, inputs, outputs, default rate)."""
     pyaudio = pyaudio_module()
-    pa = pyaudio.PyAudio()
+    pa = open_portaudio(pyaudio)
     try:
         out = []
         for i in range(pa.get_device_count()):
@@ -192,7 +234,7 @@ class MicSource(AudioSource):
             return None, pyaudio.paContinue
 
         def open_stream() -> None:
-            self._pa = pyaudio.PyAudio()
+            self._pa = open_portaudio(pyaudio)
             index = find_device(self._pa, self.device, output=False)
             rate = self.format.rate
             try:
@@ -207,10 +249,11 @@ class MicSource(AudioSource):
                 )
                 rate = int(info["defaultSampleRate"])
             self.format = AudioFormat(rate, 2, 1)
-            self._stream = self._pa.open(
-                format=pyaudio.paInt16, channels=1, rate=rate, input=True, input_device_index=index,
-                frames_per_buffer=int(rate * self.chunk_ms / 1000), stream_callback=callback,
-            )  # fmt: skip
+            with native_noise_silenced():
+                self._stream = self._pa.open(
+                    format=pyaudio.paInt16, channels=1, rate=rate, input=True, input_device_index=index,
+                    frames_per_buffer=int(rate * self.chunk_ms / 1000), stream_callback=callback,
+                )  # fmt: skip
 
         try:
             await loop.run_in_executor(None, open_stream)
