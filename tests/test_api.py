@@ -55,7 +55,7 @@ async def test_info(client, ctx: AgentContext) -> None:  # type: ignore[no-untyp
     info = await (await client.get("/v1/info")).json()
     assert info["device_id"] == ctx.settings.device_id
     assert info["uptime_s"] >= 0 and info["version"]
-    assert info["mqtt"] == {"configured": False}
+    assert info["mqtt"] == {"configured": False, "connected": False, "hub_url": "", "outbox_messages": 0}
     assert info["hardware"]["cores"] >= 1 and info["hardware"]["memory_mb"] > 0
     assert info["services"][0]["name"] == "idle"
 

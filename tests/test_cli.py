@@ -81,8 +81,8 @@ def test_tokens_create_prints_only_the_token_on_stdout_and_status_takes_it_after
     token = made.stdout.strip()
     assert made.stdout == token + "\n" and token.startswith("eat_")
     assert "# id" in made.stderr and "Shown once" in made.stderr
-    # once a token exists, status without one is refused with what to do
-    refused = edge(daemon.env, "status")
+    # once a token exists, status without one over TCP (no local socket in this data dir) is refused
+    refused = edge({**daemon.env, "EDGE_AGENT_DATA_DIR": str(daemon.data_dir.parent / "elsewhere")}, "status")
     assert refused.returncode == 1 and "tokens create" in refused.stderr and "Traceback" not in refused.stderr
     for args in (
         ("status", "--token", token),
@@ -203,3 +203,43 @@ def test_replay_prints_transitions_in_time_order(tmp_path: Path) -> None:
     text = edge(env, "sensors", "replay", str(VALVE7))
     stamps = [line.split()[0] for line in text.stdout.splitlines() if line[:2] == "20"]
     assert len(stamps) == len(times) and stamps == sorted(stamps)
+
+
+def test_local_root_reads_status_on_the_socket_not_over_tcp(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Once tokens exist, this user (root or the service user) reads status through <data_dir>/api.sock."""
+    import urllib.error
+    import urllib.request
+
+    daemon = start_daemon()
+    daemon.wait_healthy()
+    assert edge(daemon.env, "tokens", "create", "ops").returncode == 0
+    assert (daemon.data_dir / "api.sock").exists()
+    done = edge(daemon.env, "status")
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout
+    # the same request over TCP carries no identity: refused
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(daemon.url + "/v1/info", timeout=5)
+    assert refused.value.code == 401
+    # the socket gives reads only: a change still needs a token with its role
+    status, body = _over_socket(daemon.data_dir / "api.sock", "POST", "/v1/models/x/load")
+    assert status == 403 and "operator" in body["error"]["message"], body
+    assert daemon.stop() == 0
+    assert not (daemon.data_dir / "api.sock").exists()
+
+
+def _over_socket(path: Path, method: str, url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    import http.client
+    import socket
+
+    conn = http.client.HTTPConnection("localhost", timeout=5)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(5)
+    sock.connect(str(path))
+    conn.sock = sock
+    try:
+        conn.request(method, url, body=b"{}", headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()

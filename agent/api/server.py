@@ -65,15 +65,20 @@ class ApiService(Service):
             self.port,
             " (loads on first connection)" if settings.lazy else "",
         )
+        from agent.api.local_socket import bind_local_socket, close_local_socket, socket_path
+
+        local_path = socket_path(self.ctx.settings.data_path)
+        local = bind_local_socket(local_path)  # root on the box reads state here without a token
         self.ready.set()
         try:
             if settings.lazy:
-                await _first_connection(sock)
-            await self._serve(sock)
+                await _first_connection(sock, local)
+            await self._serve(sock, local)
         finally:
             sock.close()
+            close_local_socket(local, local_path)
 
-    async def _serve(self, sock: socket.socket) -> None:
+    async def _serve(self, sock: socket.socket, local: socket.socket | None = None) -> None:
         from aiohttp import web
 
         from agent.api.app import create_app
@@ -94,13 +99,15 @@ class ApiService(Service):
                 runner, sock, guard=guard, ssl_context=server_ssl_context(self.ctx.settings)
             )
             await site.start()
+            if local is not None:
+                await web.SockSite(runner, local).start()
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
 
 
-async def _first_connection(sock: socket.socket) -> None:
-    """Return when a connection is waiting to be accepted."""
+async def _first_connection(sock: socket.socket, local: socket.socket | None = None) -> None:
+    """Return when a connection is waiting to be accepted (on the TCP or the local socket)."""
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[None] = loop.create_future()
 
@@ -108,8 +115,11 @@ async def _first_connection(sock: socket.socket) -> None:
         if not pending.done():
             pending.set_result(None)
 
-    loop.add_reader(sock.fileno(), readable)
+    socks = [s for s in (sock, local) if s is not None]
+    for s in socks:
+        loop.add_reader(s.fileno(), readable)
     try:
         await pending
     finally:
-        loop.remove_reader(sock.fileno())
+        for s in socks:
+            loop.remove_reader(s.fileno())

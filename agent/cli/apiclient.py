@@ -8,8 +8,10 @@ daemon serves HTTPS and its own certificate is the CA we check it against.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -39,6 +41,24 @@ def checked_token(token: str | None) -> str | None:
     return token
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's Unix socket (``<data_dir>/api.sock``)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class DaemonClient:
     def __init__(self, settings: Settings, token: str | None = None, timeout: float = 10.0) -> None:
         self.settings = settings
@@ -63,6 +83,14 @@ class DaemonClient:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        else:
+            local = self._via_local_socket(method, path, data, headers)
+            if local is not None:
+                status, raw = local
+                try:
+                    return status, json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    return status, {"error": {"code": "http_error", "message": f"HTTP {status}"}}
         req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
@@ -78,6 +106,34 @@ class DaemonClient:
                 f"no daemon answers at {self.base_url} ({reason}); start it with `edge-agent run` "
                 "or `systemctl start edge-agent`"
             ) from None
+
+    def _via_local_socket(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes] | None:
+        """Without a token, try the Unix socket first: the daemon knows root and its own user there.
+
+        None when the socket is missing or refuses us (not root, not the service user):
+        the caller then goes over TCP. A failure after connecting is the daemon's answer.
+        """
+        from agent.api.local_socket import socket_path
+
+        unix_path = socket_path(self.settings.data_path)
+        if not unix_path.exists():
+            return None
+        conn = _UnixConnection(str(unix_path), self.timeout)
+        try:
+            try:
+                conn.connect()
+            except OSError:
+                return None
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                raise DaemonUnreachable(f"the daemon's socket {unix_path} did not answer ({exc})") from None
+        finally:
+            conn.close()
 
     def request_bytes(
         self, method: str, path: str, data: bytes | None = None, content_type: str = ""

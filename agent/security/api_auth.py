@@ -280,6 +280,10 @@ async def security_middleware(request: web.Request, handler):  # type: ignore[no
         if header:
             scheme, _, value = header.partition(" ")
             token = guard.tokens.authenticate(value) if scheme.lower() == "bearer" else None
+        else:  # root or the service user on the Unix socket (SO_PEERCRED), never a TCP peer
+            from agent.api.local_socket import peer_token
+
+            token = peer_token(request)
         client = f"token:{token.id}" if token else source
         request[CLIENT_KEY] = client
         # limited before a bad token is answered, so guessing tokens is rate limited too: per source,
