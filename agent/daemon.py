@@ -18,10 +18,11 @@ import socket
 from agent.bus import Bus, DaemonStateChanged
 from agent.config import Settings
 from agent.context import AgentContext
-from agent.errors import ConfigError, EdgeAgentError
+from agent.errors import ConfigError, DiskFullError, EdgeAgentError
 from agent.process import DataDirLock, fork_hygiene, reap_children
 from agent.sdnotify import Notifier
 from agent.store import Store
+from agent.store.space import SpacePolicy
 from agent.supervisor import FunctionService, Service, Supervisor
 
 log = logging.getLogger("edge_agent.daemon")
@@ -36,6 +37,7 @@ def build_context(settings: Settings) -> AgentContext:
         settings.database_path,
         synchronous=settings.store.synchronous,
         check=settings.store.check_on_open,
+        space=SpacePolicy.from_settings(settings.store),
     )
     bus = Bus(default_queue_size=settings.bus.queue_size)
     ctx = AgentContext(
@@ -66,6 +68,14 @@ def build_context(settings: Settings) -> AgentContext:
             voice_settings = settings.voice
     ctx.models = build_manager(settings.data_path, settings.models, profile, voice=voice_settings)
     return ctx
+
+
+def record_lifecycle(ctx: AgentContext, type_: str, data: dict[str, object]) -> None:
+    """A start/stop event row; a full disk must not turn a start or a clean stop into a crash."""
+    try:
+        ctx.store.record_event(type_, "daemon", data)
+    except DiskFullError as exc:
+        log.warning("%s not recorded: %s", type_, exc)
 
 
 def licensed(ctx: AgentContext, feature: str) -> bool:
@@ -194,7 +204,7 @@ class Daemon:
                 ctx.supervisor.start()
                 await self._wait_ready_or_stop(ctx)
             if not self._stop.is_set():
-                ctx.store.record_event("daemon.started", "daemon", {"pid": os.getpid()})
+                record_lifecycle(ctx, "daemon.started", {"pid": os.getpid()})
                 ctx.ready = True
                 ctx.notifier.ready(f"running; device {self.settings.device_id}")
                 await ctx.bus.publish(DaemonStateChanged(source="daemon", state="ready"))
@@ -209,7 +219,7 @@ class Daemon:
             await ctx.bus.publish(DaemonStateChanged(source="daemon", state="stopping"))
             hung = await ctx.supervisor.stop()
             reap_children()
-            ctx.store.record_event("daemon.stopped", "daemon", {"pid": os.getpid(), "hung_services": hung})
+            record_lifecycle(ctx, "daemon.stopped", {"pid": os.getpid(), "hung_services": hung})
             return 0 if not hung else 1
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):

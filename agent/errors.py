@@ -86,3 +86,15 @@ class ResourceExhaustedError(EdgeAgentError):
 
     code = "resource_exhausted"
     http_status = 507
+
+
+class DiskFullError(StoreError, ResourceExhaustedError):
+    """The data directory's disk is full (or below its hard floor): nothing new can be stored.
+
+    Never reported as corruption: the database is intact, only space is missing.
+    ``retry_after_s`` is what an HTTP answer tells the client (Retry-After).
+    """
+
+    code = "disk_full"
+    http_status = 507
+    retry_after_s = 30

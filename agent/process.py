@@ -59,7 +59,8 @@ class DataDirLock:
                 code="data_dir_locked",
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # the PID is a courtesy: a full disk must not stop the lock
+            os.write(fd, f"{os.getpid()}\n".encode())
         return cls(path, fd)
 
     def release(self) -> None:

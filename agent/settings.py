@@ -93,6 +93,26 @@ class StoreSettings:
     check_on_open: Literal["quick", "off"] = setting(
         "quick", "Run PRAGMA quick_check when the database is opened."
     )
+    reserve_free_mb: float = setting(
+        16.0,
+        "Free space (MiB) kept on the data directory's disk: below it the disk is 'low', the outbox "
+        "stops growing, telemetry is folded harder and then dropped (counted); alerts are still stored.",
+        minimum=0,
+        maximum=1 << 20,
+    )
+    reserve_free_percent: float = setting(
+        0.0,
+        "The reserve as a share of the disk's size, in %; the larger of this and reserve_free_mb applies.",
+        minimum=0,
+        maximum=50,
+    )
+    min_free_mb: float = setting(
+        2.0,
+        "Hard floor (MiB, at most the reserve): below it the disk is 'full', nothing new is stored, "
+        "ingestion answers 507 with Retry-After and new alerts wait in memory until space is back.",
+        minimum=0,
+        maximum=1 << 20,
+    )
 
 
 @dataclass(frozen=True)

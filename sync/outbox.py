@@ -19,12 +19,22 @@ transaction unless caught: the caller chooses). Messages past their expiry are
 never sent and are deleted by ``expire()``. Every loss is counted by reason in
 ``sync_outbox_drops`` (same transaction as the loss) and in Prometheus.
 
+Disk: the bound is min(``max_bytes``, what the data disk can still hold above
+its reserve), read from ``store.space`` (agent/store/space.py) at most every
+half second. Below the reserve (disk "low") telemetry and events cannot grow
+the outbox: a new one displaces the oldest of its kind (counted ``disk_low``)
+or is refused; alerts may still grow it down to the hard floor; below the
+floor (disk "full") a message that cannot displace a less important one is
+refused with DiskFullError (507). When the disk recovers, one alert tells the
+hub how long it was low or full and what was refused.
+
 One writer process per database: the daemon. The counters are per process; a
 collision with another writer is detected and the counter re-seeded.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -35,6 +45,7 @@ from typing import Any, Literal
 
 from agent.errors import ResourceExhaustedError
 from agent.store import Store
+from agent.store.space import DiskSpace, disk_full_error, recovery_alert
 from sync import metrics
 from sync.envelope import Envelope, id_time
 
@@ -99,6 +110,8 @@ _LISTENERS: dict[str, list[Callable[[], None]]] = {}
 
 _PRIOS = frozenset(Priority)
 _ENQUEUED = {p: metrics.OUTBOX_ENQUEUED.labels(name) for p, name in PRIORITY_NAMES.items()}
+#: disk bytes per outbox byte: the row, its index entry and its copy in the WAL until a checkpoint
+DISK_OVERHEAD = 2
 _INSERT = "INSERT INTO sync_outbox (seq, id, topic, payload, size, expires) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -121,6 +134,13 @@ class Outbox:
         self.rejected: dict[int, int] = {}  # in memory: a rejection's transaction rolls back its count
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
+        self.space: DiskSpace | None = getattr(store, "space", None)
+        #: per-priority byte caps (max_bytes and the disk) and until when (monotonic) they hold
+        self._caps = (self.limits.max_bytes,) * 3
+        self._disk_bound = (False, False, False)
+        self._caps_until = -1.0 if self.space is not None else float("inf")
+        #: the device whose messages this outbox carries (taken from them: the disk recovery alert's sender)
+        self.device = ""
 
     # ------------------------------------------------------------ writing
 
@@ -151,7 +171,7 @@ class Outbox:
             self._insert(
                 conn, [[0, envelope.id, topic, payload, size, expires]], [priority], reseed=seq is not None
             )
-        self._enqueued(priority)
+        self._enqueued(priority, envelope.device)
         return envelope.id
 
     def _encode(
@@ -171,19 +191,50 @@ class Outbox:
         commit is fsync-bound, and everything else here is overhead (see the bench).
         """
         key = (self._key, priority)
+        if time.monotonic() > self._caps_until:
+            return None  # the disk's verdict is due: the slow path reads it
         with _SEQ_LOCK:
             upper = _UPPER.get(self._key)
             last = _SEQ.get(key)
-            if upper is None or last is None or upper + size > self.limits.max_bytes:
+            if upper is None or last is None or upper + size > self._caps[priority]:
                 return None
             _UPPER[self._key] = upper + size
             _SEQ[key] = last + 1
         return (priority << _SHIFT) | (last + 1)
 
-    def _enqueued(self, priority: int) -> None:
+    def _enqueued(self, priority: int, device: str) -> None:
         _ENQUEUED[priority].inc()
+        self.device = device
         if self._listeners:
             self._notify()
+        if self.space is not None and self.space.recovered:
+            self._report_recovery()
+
+    def _report_recovery(self) -> None:
+        """One alert per disk outage that ended, to the hub (and a local event row).
+
+        Inside a caller's transaction this is a savepoint of it (so it commits with
+        the caller's record: should the caller roll back, that one notice is lost,
+        a price paid for never writing outside the caller's transaction).
+        """
+        space = self.space
+        if space is None or not self.device:
+            return
+        from sync.topics import device_topic
+
+        for info in space.pop_recovered():
+            body = recovery_alert(info)
+            try:
+                with self.store.atomic() as conn:
+                    conn.execute(
+                        "INSERT INTO events (ts, type, source, data) VALUES (?, 'disk.recovered', 'store', ?)",
+                        (info["until"], json.dumps(info, separators=(",", ":"))),
+                    )
+                    envelope = Envelope(kind="alerts", device=self.device, body=body)
+                    self.enqueue(conn, device_topic(self.device, "alerts"), envelope, Priority.ALERT)
+            except ResourceExhaustedError:
+                space.recovered.insert(0, info)  # full again already: report it next time
+                return
 
     def enqueue_many(
         self,
@@ -208,7 +259,7 @@ class Outbox:
             total_size += size
         if not rows:
             return []
-        if not self._reserve(conn, total_size):
+        if not self._reserve(conn, total_size, max(prios)):
             # slow path: room is made (or refused) message by message, in order
             for row, priority in zip(rows, prios, strict=True):
                 self._make_room(conn, row[4], priority)
@@ -242,7 +293,7 @@ class Outbox:
                 self._make_room(conn, size, priority)
                 row = [0, envelope.id, topic, payload, size, expires]
                 self._insert(conn, [row], [priority], reseed=seq is not None)
-        self._enqueued(priority)
+        self._enqueued(priority, envelope.device)
         return envelope.id
 
     def put_many(self, items: Iterable[tuple[str, Envelope, int]], **kw: Any) -> list[str]:
@@ -292,7 +343,7 @@ class Outbox:
     def _total_bytes(conn: sqlite3.Connection) -> int:
         return int(conn.execute("SELECT SUM(bytes) FROM sync_outbox_totals").fetchone()[0] or 0)
 
-    def _fits_cached(self, size: int) -> bool:
+    def _fits_cached(self, size: int, priority: int) -> bool:
         """True when the cached upper bound of stored bytes says ``size`` more fits (no query).
 
         The bound only ever errs high: it grows with every enqueue, including
@@ -300,35 +351,67 @@ class Outbox:
         drops, expiry), so "fits" is always true. Near the limit it is
         re-read from the running totals.
         """
+        if time.monotonic() > self._caps_until:
+            return False
         with _SEQ_LOCK:
             upper = _UPPER.get(self._key)
-            if upper is not None and upper + size <= self.limits.max_bytes:
+            if upper is not None and upper + size <= self._caps[priority]:
                 _UPPER[self._key] = upper + size
                 return True
         return False
 
-    def _reserve(self, conn: sqlite3.Connection, size: int) -> bool:
+    def _reserve(self, conn: sqlite3.Connection, size: int, priority: int) -> bool:
         """Whether ``size`` more bytes fit under the bound (cached, else from the running totals)."""
-        if self._fits_cached(size):
+        if self._fits_cached(size, priority):
             return True
         total = self._total_bytes(conn)
-        fits = total + size <= self.limits.max_bytes
+        self._refresh_caps(total)
+        fits = total + size <= self._caps[priority]
         with _SEQ_LOCK:
             _UPPER[self._key] = total + size if fits else None
         return fits
 
-    def _make_room(self, conn: sqlite3.Connection, size: int, priority: int) -> None:
-        if self._reserve(conn, size):
+    def _refresh_caps(self, total: int) -> None:
+        """The per-priority bounds: ``max_bytes``, or less when the disk cannot hold that much."""
+        space = self.space
+        if space is None:
             return
-        over = self._total_bytes(conn) + size - self.limits.max_bytes
-        if size <= self.limits.max_bytes and self.limits.policy == "drop_oldest":
-            # least important first, and never a more important message for a less important one
-            for victim in range(max(Priority), priority - 1, -1):
-                over -= self._drop_oldest(conn, victim, over)
+        space.refresh()
+        cap = self.limits.max_bytes
+        low = total + space.headroom(floor=False) // DISK_OVERHEAD
+        hard = total + space.headroom(floor=True) // DISK_OVERHEAD
+        self._caps = (min(cap, hard), min(cap, low), min(cap, low))
+        self._disk_bound = (hard < cap, low < cap, low < cap)
+        self._caps_until = time.monotonic() + space.interval_s
+
+    def _make_room(self, conn: sqlite3.Connection, size: int, priority: int) -> None:
+        if self._reserve(conn, size, priority):
+            return
+        cap = self._caps[priority]
+        over = self._total_bytes(conn) + size - cap
+        disk = self._disk_bound[priority]
+        if size <= cap and self.limits.policy == "drop_oldest":
+            # least important first, and never a more important message for a less important one;
+            # when the disk is the bound, never an alert for another: they are kept down to the floor
+            last = priority + 1 if disk and priority == Priority.ALERT else priority
+            for victim in range(max(Priority), last - 1, -1):
+                over -= self._drop_oldest(conn, victim, over, "disk_low" if disk else "overflow")
                 if over <= 0:
                     return
         self.rejected[priority] = self.rejected.get(priority, 0) + 1
-        metrics.OUTBOX_DROPPED.labels("rejected", PRIORITY_NAMES[priority]).inc()
+        name = PRIORITY_NAMES[priority]
+        if disk and self.space is not None:
+            metrics.OUTBOX_DROPPED.labels("disk_full", name).inc()
+            if priority == Priority.ALERT:
+                self.space.note_full(f"outbox_{name}")  # the floor is reached: the disk counts as full
+            else:
+                self.space.count_refused(f"outbox_{name}")
+            raise disk_full_error(
+                self.space.path,
+                f"a {name} message of {size} bytes was refused (the disk is {self.space.state}; "
+                f"the outbox holds {self._total_bytes(conn)} bytes)",
+            )
+        metrics.OUTBOX_DROPPED.labels("rejected", name).inc()
         raise ResourceExhaustedError(
             f"the outbox is full ({self.limits.max_bytes} bytes, policy {self.limits.policy}); "
             f"a {PRIORITY_NAMES[priority]} message of {size} bytes was refused. The hub has been "
@@ -336,7 +419,7 @@ class Outbox:
             code="outbox_full",
         )
 
-    def _drop_oldest(self, conn: sqlite3.Connection, priority: int, need: int) -> int:
+    def _drop_oldest(self, conn: sqlite3.Connection, priority: int, need: int, reason: str) -> int:
         lo = priority << _SHIFT
         freed = 0
         dropped = 0
@@ -356,7 +439,7 @@ class Outbox:
             cur = conn.execute("DELETE FROM sync_outbox WHERE seq >= ? AND seq <= ?", (lo, last))
             dropped += cur.rowcount
             lo = last + 1
-        self._count_drops(conn, "overflow", priority, dropped)
+        self._count_drops(conn, reason, priority, dropped)
         return freed
 
     def _count_drops(self, conn: sqlite3.Connection, reason: str, priority: int, n: int) -> None:
@@ -497,7 +580,9 @@ class Outbox:
         return sum(c for c, _ in self.counts().values())
 
     def stats(self) -> dict[str, Any]:
-        """What is waiting, what was lost and why; also refreshes the gauges."""
+        """What is waiting, what was lost and why; also refreshes the gauges (and reports a disk recovery)."""
+        if self.space is not None and self.space.refresh() == "ok" and self.space.recovered:
+            self._report_recovery()
         now = self.clock()
         counts = self.counts()
         by_priority: dict[str, Any] = {}
@@ -528,6 +613,7 @@ class Outbox:
             "bytes": sum(b for _, b in counts.values()),
             "max_bytes": self.limits.max_bytes,
             "policy": self.limits.policy,
+            "disk": self.space.snapshot() if self.space is not None else None,
             "by_priority": by_priority,
             "dropped": dropped,
             "dropped_total": sum(sum(v.values()) for v in dropped.values()),

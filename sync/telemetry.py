@@ -27,6 +27,8 @@ from sync.envelope import Envelope
 from sync.outbox import Outbox, Priority
 
 log = logging.getLogger("edge_agent.sync.telemetry")
+#: offline windows are this many times longer while the data disk is low or full
+FOLD_WHEN_DISK_LOW = 10
 
 
 class SystemSampler:
@@ -169,9 +171,14 @@ class Telemetry:
         if self._window is None:
             self._window = _Window(now)
         self._window.add(now, reading)
-        if self._window.n >= self.offline_window:
+        if self._window.n >= self.offline_window * self._fold_factor():
             queued += self.flush(now)
         return queued
+
+    def _fold_factor(self) -> int:
+        """Fold harder while the data disk is below its reserve (agent/store/space.py): 10x fewer messages."""
+        space = getattr(self.outbox, "space", None)
+        return 1 if space is None or space.refresh() == "ok" else FOLD_WHEN_DISK_LOW
 
     def flush(self, now: float | None = None) -> int:
         """Queue the partial offline window, if any."""

@@ -24,16 +24,28 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: every supervised service runs and the daemon is not stopping."""
+    """Readiness: every supervised service runs, the data disk is not full, the daemon is not stopping.
+
+    ``disk`` says how the data disk stands (ok / low / full, free space, reserve):
+    "low" is still ready (degraded: telemetry folded and dropped), "full" is not
+    (nothing new can be stored; ingestion answers 507).
+    """
     ctx = request.app[CTX]
     services = {name: st.state for name, st in ctx.supervisor.status.items()}
     not_running = sorted(name for name, state in services.items() if state != "running")
-    ready = ctx.ready and not ctx.stopping and not not_running
+    space = getattr(ctx.store, "space", None)
+    disk = space.snapshot() if space is not None else None
+    disk_full = disk is not None and disk["state"] == "full"
+    ready = ctx.ready and not ctx.stopping and not not_running and not disk_full
     body = {"ready": ready, "services": services}
+    if disk is not None:
+        body["disk"] = disk
     if not ready:
         body["not_running"] = not_running
         if ctx.stopping:
             body["reason"] = "stopping"
+        elif disk_full:
+            body["reason"] = "disk_full"
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -22,6 +22,8 @@ from agent.api.app import CTX
 from agent.api.routes import Route
 from agent.core.jsonbody import is_json_type, read_json
 from agent.errors import BadRequestError, UnavailableError
+from models.manifest import NAME_RE, VERSION_RE
+from models.tensors import DTYPES
 
 if TYPE_CHECKING:
     from models.manager import ModelManager
@@ -36,6 +38,15 @@ def _manager(request: web.Request) -> ModelManager:
     if manager is None:
         raise UnavailableError("the model manager is not running on this daemon", code="models_disabled")
     return manager
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not NAME_RE.match(name):
+        raise BadRequestError(
+            f"{name[:70]!r} is not a model name: lower-case letters, digits, '.', '_' and '-', at most 64"
+        )
+    return name
 
 
 async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
@@ -78,18 +89,21 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     manager = _manager(request)
     await manager.status_async()
-    return web.json_response(manager.model_status(request.match_info["name"]))
+    return web.json_response(manager.model_status(_name(request)))
 
 
 async def load_model(request: web.Request) -> web.Response:
     body = await _json_body(request, {"version", "pin"})  # a bad body is a 4xx even with models off
     manager = _manager(request)
-    name = request.match_info["name"]
+    name = _name(request)
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise BadRequestError("version must be a string")
     status = await manager.load(name, version)
-    if body.get("pin"):
+    pin = body.get("pin", False)
+    if not isinstance(pin, bool):
+        raise BadRequestError("pin must be true or false")
+    if pin:
         await manager.pin(name)
         status = manager.model_status(name)
     return web.json_response(status)
@@ -98,15 +112,18 @@ async def load_model(request: web.Request) -> web.Response:
 async def unload_model(request: web.Request) -> web.Response:
     body = await _json_body(request, {"force"})
     manager = _manager(request)
-    name = request.match_info["name"]
-    unloaded = await manager.unload(name, force=bool(body.get("force", False)))
+    name = _name(request)
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequestError("force must be true or false")
+    unloaded = await manager.unload(name, force=force)
     return web.json_response({"name": name, "unloaded": unloaded})
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
     from models.tensors import decode_npy, decode_tensors, encode_npy, encode_npz, encode_tensors
 
-    name = request.match_info["name"]
+    name = _name(request)
     priority: Any = request.query.get("priority", "batch")
     ctype = request.content_type
     npy_body: bytes | None = None
@@ -121,11 +138,11 @@ async def infer(request: web.Request) -> web.StreamResponse:
     else:
         raise web.HTTPUnsupportedMediaType(text=f"send application/json or {NPY}, not {ctype or 'no type'}")
     manager = _manager(request)
-    if npy_body is None:
-        feed = decode_tensors(body["inputs"])
     accept = request.headers.get("Accept", "")
-    async with manager.use(name, priority) as lease:
-        if npy_body is not None:
+    async with manager.use(name, priority) as lease:  # an unknown model is a 404 before its inputs are read
+        if npy_body is None:
+            feed = decode_tensors(body["inputs"])
+        else:
             if len(lease.session.inputs) != 1:
                 names = [s.name for s in lease.session.inputs]
                 raise BadRequestError(f"model {name} takes {len(names)} inputs {names}; send JSON tensors")
@@ -150,7 +167,7 @@ _TENSOR = {
     "type": "object",
     "required": ["dtype", "shape", "data"],
     "properties": {
-        "dtype": {"type": "string"},
+        "dtype": {"type": "string", "enum": list(DTYPES)},
         "shape": {"type": "array", "items": {"type": "integer"}},
         "data": {"type": "array"},
     },
@@ -159,12 +176,19 @@ _INFER_BODY = {
     "type": "object",
     "required": ["inputs"],
     "properties": {
-        "inputs": {"type": "object", "additionalProperties": _TENSOR},
+        "inputs": {"type": "object", "additionalProperties": _TENSOR, "minProperties": 1},
         "priority": {"type": "string", "enum": ["realtime", "interactive", "batch"]},
     },
+    "additionalProperties": False,
 }
-_LOAD_BODY = {"type": "object", "properties": {"version": {"type": "string"}, "pin": {"type": "boolean"}}}
-_UNLOAD_BODY = {"type": "object", "properties": {"force": {"type": "boolean"}}}
+_LOAD_BODY = {
+    "type": "object",
+    "properties": {"version": {"type": "string", "pattern": VERSION_RE.pattern}, "pin": {"type": "boolean"}},
+    "additionalProperties": False,
+}
+_UNLOAD_BODY = {"type": "object", "properties": {"force": {"type": "boolean"}}, "additionalProperties": False}
+
+_NAME = {"name": {"type": "string", "pattern": NAME_RE.pattern}}
 
 ROUTES = [
     Route(
@@ -180,6 +204,7 @@ ROUTES = [
         get_model,
         "One model's status.",
         tag="models",
+        path_params=_NAME,
         extra_responses={404: "unknown"},
     ),
     Route(
@@ -188,7 +213,9 @@ ROUTES = [
         load_model,
         "Load a model now (optionally a version, optionally pinned).",
         tag="models",
+        path_params=_NAME,
         body=_LOAD_BODY,
+        body_required=False,
         role="operator",
         extra_responses={404: "not installed", 503: "no engine or device", 507: "memory budget"},
     ),
@@ -198,7 +225,9 @@ ROUTES = [
         unload_model,
         "Unload a model (refused while in use; pinned only with force).",
         tag="models",
+        path_params=_NAME,
         body=_UNLOAD_BODY,
+        body_required=False,
         role="operator",
         extra_responses={409: "in use or pinned"},
     ),
@@ -208,6 +237,7 @@ ROUTES = [
         infer,
         "Run the model on JSON tensors, or on a .npy body for single-input models.",
         tag="models",
+        path_params=_NAME,
         body=_INFER_BODY,
         role="operator",
         audit=False,  # a data path: auditing every inference would fsync a row per request

@@ -53,6 +53,8 @@ _CHAT_KEYS = {
 } | _IGNORED
 _ROLES = {"system", "user", "assistant"}
 MAX_TOKENS_LIMIT = 1024
+#: the transcription form's text fields (OpenAI's); only prompt and response_format change anything here
+_FORM_FIELDS = frozenset({"model", "language", "prompt", "response_format", "temperature"})
 
 
 def _llm(request: web.Request) -> Any:
@@ -190,8 +192,12 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], bytes | None
             if part.name == "file":
                 filename = part.filename or ""
                 audio = bytes(await part.read())
+            elif part.name in _FORM_FIELDS:
+                form[part.name] = await part.text()
             else:
-                form[part.name or ""] = await part.text()
+                raise BadRequestError(
+                    f"unknown form field {str(part.name)[:40]!r}; send 'file' and any of {sorted(_FORM_FIELDS)}"
+                )
     except web.HTTPException:
         raise  # 413 and friends keep their status
     except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
@@ -249,16 +255,42 @@ def _to_24k(pcm: bytes, rate: int) -> bytes:
     return float_to_pcm16(np.asarray(y, dtype=np.float32))
 
 
+_MESSAGE = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"type": "string", "enum": sorted(_ROLES)},
+        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    },
+}
 _CHAT_BODY = {
     "type": "object",
     "required": ["messages"],
     "properties": {
         "model": {"type": "string"},
-        "messages": {"type": "array", "items": {"type": "object"}},
+        "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
         "stream": {"type": "boolean"},
-        "max_tokens": {"type": "integer"},
-        "temperature": {"type": "number"},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
+        "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "n": {"type": "integer", "enum": [1]},
+        "tools": {"type": "array", "maxItems": 0, "description": "not supported: tool calls map to intents"},
+        **{key: {} for key in sorted(_IGNORED | {"stream_options", "tool_choice"})},
     },
+    "additionalProperties": False,
+}
+_TRANSCRIBE_BODY = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "WAV, FLAC, Ogg or MP3"},
+        "model": {"type": "string"},
+        "response_format": {"type": "string", "enum": ["json", "text", "verbose_json"]},
+        "prompt": {"type": "string", "description": "comma-separated phrases to favour"},
+        "language": {"type": "string"},
+        "temperature": {"type": "string"},
+    },
+    "additionalProperties": False,
 }
 _SPEECH_BODY = {
     "type": "object",
@@ -279,7 +311,7 @@ ROUTES = [
     ),
     Route(
         "POST", "/v1/audio/transcriptions", transcriptions, "OpenAI-compatible speech to text (multipart upload).",
-        tag="openai", extra_responses={503: "no recognizer"},
+        tag="openai", body=_TRANSCRIBE_BODY, body_type="multipart/form-data", extra_responses={503: "no recognizer"},
     ),
     Route(
         "POST", "/v1/audio/speech", speech, "OpenAI-compatible text to speech (wav or 24 kHz pcm).",

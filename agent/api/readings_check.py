@@ -32,11 +32,23 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _known(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise JsonBodyError(
+            400,
+            "bad_request",
+            f"{where or 'the body'}: unknown field(s) {unknown}; allowed: {sorted(allowed)}",
+            field=f"{where}.{unknown[0]}" if where else unknown[0],
+        )
+
+
 def check_batches(body: Any) -> None:
     """Raise JsonBodyError (400 shape, 422 a bad row) unless every row of every batch is well formed."""
     if not isinstance(body, dict):
         raise JsonBodyError(400, "bad_request", SHAPE)
     if "batches" in body:
+        _known(body, {"batches"}, "")
         batches, prefix = body["batches"], "batches"
         if not isinstance(batches, list) or not batches:
             raise JsonBodyError(400, "bad_request", f"'batches' must be a non-empty list: {SHAPE}")
@@ -48,6 +60,7 @@ def check_batches(body: Any) -> None:
         dot = f"{where}." if where else ""
         if not isinstance(batch, dict) or not isinstance(batch.get("machine"), str) or not batch["machine"]:
             raise JsonBodyError(400, "bad_request", f"{where or 'the body'}: {SHAPE}", field=where or "$")
+        _known(batch, {"machine", "rows"}, where)
         rows = batch.get("rows")
         if not isinstance(rows, list):
             raise JsonBodyError(

@@ -52,6 +52,12 @@ class Route:
     tag: str = "core"
     #: JSON schema of the request body, when there is one
     body: dict[str, Any] | None = None
+    #: media type of the body (multipart/form-data for uploads)
+    body_type: str = "application/json"
+    #: False where the body only adds options and may be left out
+    body_required: bool = True
+    #: JSON schemas of path parameters (a plain string when not named)
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: JSON schema of the success response
     response: dict[str, Any] | None = None
     #: status of a successful response (202 where the work is queued)
@@ -84,10 +90,19 @@ def openapi_document(
         params = re.findall(r"{(\w+)}", route.path)
         if params:
             op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
+                {
+                    "name": p,
+                    "in": "path",
+                    "required": True,
+                    "schema": route.path_params.get(p, {"type": "string"}),
+                }
+                for p in params
             ]
         if route.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": route.body}}}
+            op["requestBody"] = {
+                "required": route.body_required,
+                "content": {route.body_type: {"schema": route.body}},
+            }
         if route.websocket:
             op["description"] = "WebSocket endpoint: upgrade with a GET request; messages are JSON text."
         paths.setdefault(route.path, {})[route.method.lower()] = op
@@ -120,7 +135,9 @@ def _responses(route: Route, secured: bool = True) -> dict[str, Any]:
     if secured:
         errors.update(_AUTH_RESPONSES)
     if route.body is not None:
-        errors.update(_BODY_RESPONSES)
+        errors.update(
+            _BODY_RESPONSES if route.body_type == "application/json" else {415: "not multipart/form-data"}
+        )
     errors.update(route.extra_responses)
     for status in sorted(errors):
         responses[str(status)] = {"description": errors[status], "content": error_ref}

@@ -98,20 +98,39 @@ async def sensors_report(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(report_from_store, request.app[CTX].store, since_s))
 
 
-_INGEST_BODY = {
+_BATCH = {
     "type": "object",
     "required": ["machine", "rows"],
     "properties": {
-        "machine": {"type": "string"},
+        "machine": {"type": "string", "minLength": 1},
         "rows": {
             "type": "array",
             "items": {
                 "type": "object",
                 "required": ["ts", "values"],
-                "properties": {"ts": {"type": "number"}, "values": {"type": "object"}},
+                "properties": {
+                    "ts": {"type": "number", "description": "seconds since the epoch"},
+                    "values": {
+                        "type": "object",
+                        "description": "channel: finite number, or null for a missing sample",
+                        "additionalProperties": {"type": ["number", "null"]},
+                    },
+                },
             },
         },
     },
+    "additionalProperties": False,
+}
+_INGEST_BODY = {
+    "oneOf": [
+        _BATCH,
+        {
+            "type": "object",
+            "required": ["batches"],
+            "properties": {"batches": {"type": "array", "minItems": 1, "items": _BATCH}},
+            "additionalProperties": False,
+        },
+    ]
 }
 
 _INGEST_RESPONSE = {
@@ -176,6 +195,8 @@ ROUTES = [
         ack_alert,
         "Acknowledge an alert (optional body {by}).",
         tag="alerts",
+        body={"type": "object", "properties": {"by": {"type": "string"}}},
+        body_required=False,
         role="operator",
         extra_responses={404: "no such alert"},
     ),

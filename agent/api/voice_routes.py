@@ -268,12 +268,17 @@ async def _command(raw: str, pipeline: Any, source: Any, resampler: Any, send_js
 _SAY_BODY = {
     "type": "object",
     "required": ["text"],
-    "properties": {"text": {"type": "string"}, "speed": {"type": "number"}},
+    "properties": {"text": {"type": "string", "pattern": "\\S"}, "speed": {"type": "number"}},
+    "additionalProperties": False,
 }
 _ASK_BODY = {
     "type": "object",
     "required": ["text"],
-    "properties": {"text": {"type": "string"}, "conversation": {"type": "string"}},
+    "properties": {
+        "text": {"type": "string", "pattern": "\\S"},
+        "conversation": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
+    "additionalProperties": False,
 }
 _ANNOUNCE_BODY = {
     "type": "object",
@@ -282,13 +287,17 @@ _ANNOUNCE_BODY = {
         "severity": {"type": "string", "enum": ["info", "warning", "minor", "major", "critical"]},
         "message": {"type": "string"},
     },
+    "additionalProperties": False,
 }
 
 ROUTES = [
-    Route("GET", "/v1/voice/status", status, "Voice assistant state, loaded models, problems and their fixes.", tag="voice"),
+    Route(
+        "GET", "/v1/voice/status", status, "Voice assistant state, loaded models, problems and their fixes.",
+        tag="voice", extra_responses={503: "voice not running"},
+    ),
     Route(
         "GET", "/v1/voice/ws", voice_socket, "Full-duplex voice session: PCM in, events and reply audio out.",
-        tag="voice", websocket=True, role="operator",
+        tag="voice", websocket=True, role="operator", extra_responses={503: "voice not running", 429: "too many sessions"},
     ),
     Route(
         "POST", "/v1/voice/say", say, "Speak text through the car's audio output.", tag="voice",

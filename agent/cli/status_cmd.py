@@ -34,6 +34,9 @@ def status(args: argparse.Namespace) -> int:
             print(f"edge-agent is not running: {exc}.")
         return 3
     info["ready"] = code == 200 and ready.get("ready", False)
+    disk = ready.get("disk") if isinstance(ready, dict) else None
+    if disk is not None:
+        info["disk"] = disk
     if args.json:
         print_json({"running": True, **info})
         return 0
@@ -43,9 +46,27 @@ def status(args: argparse.Namespace) -> int:
     )
     print(f"config: {info['config_source']}  data: {info['data_dir']}")
     print(_hub_line(info.get("mqtt") or {}))
+    if disk is not None:
+        print(_disk_line(disk))
     rows = [(s["name"], s["state"], s["restarts"], s["last_error"]) for s in info["services"]]
     print(table(rows, ["service", "state", "restarts", "last error"]))
     return 0
+
+
+def _disk_line(disk: dict) -> str:  # type: ignore[type-arg]
+    """The data disk's state; when low or full, what that means and what to do."""
+    state = str(disk.get("state", "?"))
+    line = (
+        f"disk: {state.upper() if state != 'ok' else 'ok'}  {disk.get('free_mb')} MiB free "
+        f"(reserve {disk.get('reserve_mb')} MiB, floor {disk.get('floor_mb')} MiB) on {disk.get('path')}"
+    )
+    if state == "full":
+        line += "\n  nothing new is stored (ingestion answers 507; alerts wait in memory): free space there"
+    elif state == "low":
+        line += (
+            "\n  below the reserve: telemetry is folded and dropped, alerts still stored; free space there"
+        )
+    return line
 
 
 def _hub_line(mqtt: dict) -> str:  # type: ignore[type-arg]

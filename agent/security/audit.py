@@ -280,7 +280,9 @@ class RefusalSegment:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
         # auto_vacuum before the first table: deleted rows give their pages back to the file system
-        conn.execute("PRAGMA auto_vacuum = FULL")
+        # (set once, on a new file: setting it again on a full disk fails, and would stop the API)
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 1:  # 1: FULL
+            conn.execute("PRAGMA auto_vacuum = FULL")
         conn.execute("PRAGMA journal_mode = DELETE")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS refusals (id INTEGER PRIMARY KEY, ts REAL NOT NULL, "

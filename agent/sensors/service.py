@@ -98,8 +98,20 @@ class SensorService(Service):
         return accepted
 
     def ingest_http(self, body: Any) -> dict[str, Any]:
+        """Validate and queue an HTTP batch; DiskFullError (507) while alerts cannot be stored."""
         from agent.sensors.sources import parse_http_batch
 
+        space = getattr(self.ctx.store, "space", None)
+        if space is not None and (
+            space.refresh(force=True) == "full" or (self.sink is not None and self.sink.held)
+        ):
+            from agent.store.space import disk_full_error
+
+            space.count_refused("readings_batch")
+            raise disk_full_error(
+                space.path,
+                "this batch of readings was refused, since the alerts it could raise cannot be stored",
+            )
         total = accepted = 0
         dropped_before = self.dropped
         for machine, rows in parse_http_batch(body):
@@ -286,6 +298,8 @@ class SensorService(Service):
 
     async def _deliver(self, transitions: list[Any]) -> None:
         if not transitions:
+            if self.sink is not None and self.sink.held:  # the disk was full: retry (the stale loop, 1/s)
+                await asyncio.to_thread(self.sink.write, [])
             return
         from agent.sensors.events import EVENT_FOR
 
@@ -399,6 +413,7 @@ class SensorService(Service):
                 "dropped": self.dropped,
             },
             "readings": dict(self.validator.counts),
+            "alerts_held": len(self.sink.held) if self.sink is not None else 0,
             "scored_rows": self.scored,
             "batches": self.batches,
             "machines": [],

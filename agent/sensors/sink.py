@@ -8,16 +8,23 @@ at priority ALERT, ahead of events and telemetry.
 ``AlertSink`` is the seam: the service calls ``write(transitions)`` and
 ``ack(id)``; with no outbox (tests, a build without sync/) only the store is
 written.
+
+A full data disk (DiskFullError) does not stop detection: transitions that
+cannot be stored are held in memory, in order (at most ``MAX_HELD``; beyond
+that the oldest are dropped and counted), and written with the next write
+once space is back. An acknowledgement is the user's action, so it is never
+held: it fails with DiskFullError (507) and the user retries.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent.errors import NotFoundError
+from agent.errors import DiskFullError, NotFoundError
 from agent.sensors.alerts import Alert, Transition
 from agent.store import Store
 
@@ -29,6 +36,11 @@ _UPSERT = (
     "acked_at = COALESCE(alerts.acked_at, excluded.acked_at), data = excluded.data"
 )
 _DATA_KEYS = ("machine", "channels", "hint", "detectors", "history", "acked_by")
+#: alert transitions kept in memory while the disk is full
+MAX_HELD = 10_000
+#: seconds between two "still holding alerts" warnings
+_WARN_EVERY_S = 60.0
+log = logging.getLogger("edge_agent.sensors")
 
 
 def alert_row(snapshot: dict[str, Any]) -> tuple[Any, ...]:
@@ -103,6 +115,11 @@ class AlertSink:
         self.store = store
         self.device_id = device_id
         self.outbox = outbox
+        #: transitions not yet stored because the disk is full, oldest first
+        self.held: list[Transition] = []
+        #: held transitions dropped because more than MAX_HELD waited
+        self.held_dropped = 0
+        self._warned = 0.0
 
     def _enqueue(self, conn: Any, transition: str, snapshot: dict[str, Any]) -> None:
         if self.outbox is None:
@@ -116,18 +133,41 @@ class AlertSink:
         )
         self.outbox.enqueue(conn, device_topic(self.device_id, "alerts"), envelope, Priority.ALERT)
 
-    def write(self, transitions: Sequence[Transition]) -> None:
-        """Store every transition and queue it for the hub: one transaction for the batch."""
-        if not transitions:
-            return
-        with self.store.atomic() as conn:
-            for t in transitions:
-                conn.execute(_UPSERT, alert_row(t.snapshot))
-                self._enqueue(conn, t.kind, t.snapshot)
+    def write(self, transitions: Sequence[Transition]) -> bool:
+        """Store every transition (and any held ones first) and queue it for the hub, in one transaction.
+
+        Returns False when the disk is full: the transitions are held, never raised
+        (the scoring loop goes on; the next write, or ``write([])``, retries).
+        """
+        batch = [*self.held, *transitions] if self.held else list(transitions)
+        if not batch:
+            return True
+        try:
+            with self.store.atomic() as conn:
+                for t in batch:
+                    conn.execute(_UPSERT, alert_row(t.snapshot))
+                    self._enqueue(conn, t.kind, t.snapshot)
+        except DiskFullError as exc:
+            over = len(batch) - MAX_HELD
+            if over > 0:
+                self.held_dropped += over
+                del batch[:over]
+            self.held = batch
+            now = time.monotonic()
+            if now - self._warned > _WARN_EVERY_S:
+                self._warned = now
+                log.warning("%d alert transition(s) held in memory: %s", len(batch), exc)
+            return False
+        if self.held:
+            log.info("the disk has room again: %d held alert transition(s) stored", len(self.held))
+            self.held = []
+        return True
 
     def ack(self, alert_id: str, by: str = "", now: float | None = None) -> dict[str, Any]:
         """Acknowledge an alert (open or cleared); acknowledging twice keeps the first time."""
         now = time.time() if now is None else now
+        if self.held:
+            self.write([])  # the alert may be one of them
         with self.store.atomic() as conn:
             cur = conn.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,))
             cols = [d[0] for d in cur.description]

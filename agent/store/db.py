@@ -12,6 +12,11 @@ Why these choices:
 - A file that is not a database, or fails ``quick_check``, is reported and
   left untouched: silently recreating it would destroy the evidence and any
   data a repair could still save.
+- A full disk is never reported as corruption: SQLITE_FULL (and the I/O
+  errors SQLite gives when it cannot grow its WAL or shared-memory file on a
+  full disk) become ``DiskFullError`` wherever they surface, at open, in a
+  transaction or a single statement, and ``space`` (agent/store/space.py)
+  learns that the disk is full.
 """
 
 from __future__ import annotations
@@ -27,18 +32,26 @@ from typing import Any
 
 from agent.errors import CorruptDatabaseError, SchemaTooNewError, StoreError
 from agent.store.migrations import Migration, registered
+from agent.store.space import DiskSpace, SpacePolicy, disk_full_error, is_disk_full
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: SQLite's default WAL checkpoint interval (pages); smaller when the disk reserve is small
+WAL_AUTOCHECKPOINT = 1000
 
 
 class Store:
     """The daemon's SQLite database. Safe to share between the loop and executor threads."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, space: SpacePolicy | None = None) -> None:
         self.conn = conn
         self.path = path
         self._lock = threading.RLock()
         self._depth = 0
+        self._free_pages = 0
+        #: the data disk's free space and state (None for an in-memory database)
+        self.space: DiskSpace | None = None
+        if str(path) != ":memory:":
+            self.space = DiskSpace(path.resolve().parent, space, extra_free=self._freelist_bytes)
 
     # ------------------------------------------------------------ opening
 
@@ -50,8 +63,14 @@ class Store:
         synchronous: str = "full",
         check: str = "quick",
         migrate: bool = True,
+        space: SpacePolicy | None = None,
     ) -> Store:
-        """Open (creating when absent), check integrity, and bring the schema up to date."""
+        """Open (creating when absent), check integrity, and bring the schema up to date.
+
+        Raises DiskFullError when the disk is too full to open or create it
+        (the file is intact; freeing space is the fix), CorruptDatabaseError
+        only when the file itself is damaged.
+        """
         path = Path(path)
         if path.exists() and path.stat().st_size > 0:
             cls._check_header(path)
@@ -59,20 +78,40 @@ class Store:
         try:
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
         except sqlite3.Error as exc:
+            if is_disk_full(exc, path.parent):
+                raise disk_full_error(
+                    path.parent, f"the database {path.name} cannot be created", at_start=True
+                ) from None
             raise StoreError(f"cannot open database {path}: {exc}; check the path and permissions") from None
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=10000")
+            # the WAL grows with every write, deletes included, until a checkpoint: keep it within half
+            # the hard floor (so draining the outbox still works on a "full" disk), and cut the file
+            # back after a burst
+            wal_pages = max(32, min(WAL_AUTOCHECKPOINT, (space or SpacePolicy()).floor_bytes // 2 // 4096))
+            conn.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+            conn.execute(f"PRAGMA journal_size_limit={wal_pages * 4096}")
             if check == "quick":
                 cls._quick_check(conn, path)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if is_disk_full(exc, path.parent):
+                raise disk_full_error(
+                    path.parent,
+                    f"the database {path.name} cannot be opened (it was not modified)",
+                    at_start=True,
+                ) from None
             raise CorruptDatabaseError(cls._corrupt_message(path, str(exc))) from None
-        store = cls(conn, path)
+        store = cls(conn, path, space)
         if migrate:
-            store.migrate()
+            try:
+                store.migrate()
+            except BaseException:
+                conn.close()
+                raise
         return store
 
     @staticmethod
@@ -157,6 +196,12 @@ class Store:
                 except BaseException as exc:
                     if self.conn.in_transaction:
                         self.conn.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.Error) and is_disk_full(exc, self.path.parent):
+                        raise disk_full_error(
+                            self.path.parent,
+                            f"migration {m.version} ({m.name}) cannot be applied",
+                            at_start=True,
+                        ) from None
                     if isinstance(exc, sqlite3.Error):
                         raise StoreError(
                             f"migration {m.version} ({m.name}) failed on {self.path}: {exc}; "
@@ -178,32 +223,80 @@ class Store:
         with self._lock:
             depth = self._depth
             name = f"sp{depth}"
-            self.conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
             self._depth += 1
             try:
                 yield self.conn
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
-                if depth == 0:
-                    self.conn.execute("ROLLBACK")
-                else:
-                    self.conn.execute(f"ROLLBACK TO {name}")
-                    self.conn.execute(f"RELEASE {name}")
+                self._rollback(depth, name)
+                if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                    raise self._translate(exc) from None
                 raise
             else:
                 self._depth -= 1
-                self.conn.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+                try:
+                    self.conn.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+                except sqlite3.Error as exc:
+                    self._rollback(depth, name)
+                    raise self._translate(exc) from None
+
+    def _rollback(self, depth: int, name: str) -> None:
+        """Undo the block; after SQLITE_FULL SQLite may already have rolled the whole transaction back."""
+        if not self.conn.in_transaction:
+            return
+        try:
+            if depth == 0:
+                self.conn.execute("ROLLBACK")
+            else:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+        except sqlite3.Error:
+            pass  # nothing left to undo
+
+    def _translate(self, exc: sqlite3.Error) -> BaseException:
+        """A full disk becomes DiskFullError (and the space tracker hears of it); anything else as is."""
+        if not is_disk_full(exc, self.path.parent):
+            return exc
+        if self.space is not None:
+            self.space.note_full("write")
+        return disk_full_error(self.path.parent, "the write was not stored")
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:
-            return self.conn.execute(sql, params)
+            try:
+                return self.conn.execute(sql, params)
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts (column name -> value)."""
         with self._lock:
-            cur = self.conn.execute(sql, params)
+            try:
+                cur = self.conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
             cols = [d[0] for d in cur.description or ()]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def _freelist_bytes(self) -> int:
+        """Free pages inside the database file (reused before it grows); never waits for a writer."""
+        if not self._lock.acquire(blocking=False):
+            return self._free_pages
+        try:
+            pages = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+            self._free_pages = int(pages) * int(size)
+        except sqlite3.Error:
+            pass
+        finally:
+            self._lock.release()
+        return self._free_pages
 
     # ------------------------------------------------------------ small helpers
 

@@ -1,0 +1,170 @@
+"""A full disk, at the library level: real SQLite on a real 8 MiB filesystem (tests/diskfull_support.py).
+
+Never "corrupt" for a full disk; the outbox's bound follows free space (telemetry
+gives way first, alerts are kept down to the hard floor, then refused with
+DiskFullError); nothing acknowledged is lost; when space is back the hub hears
+of the outage once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from agent.errors import CorruptDatabaseError, DiskFullError
+from agent.store import Store
+from agent.store.space import MIB, SpacePolicy
+from sync.envelope import Envelope
+from sync.outbox import Outbox, Priority
+from tests.diskfull_support import SmallDisk, small_disk_fixture  # noqa: F401 - the `small_disk` fixture
+
+POLICY = SpacePolicy(reserve_bytes=2 * MIB, floor_bytes=MIB // 2)
+
+
+def _open(disk: SmallDisk, name: str = "edge-agent.db") -> Store:
+    store = Store.open(disk.path / name, space=POLICY)
+    assert store.space is not None
+    store.space.interval_s = 0.0  # every check reads the disk: the test sees each step
+    return store
+
+
+def test_a_full_disk_at_open_is_disk_full_never_corrupt(small_disk: SmallDisk) -> None:
+    store = _open(small_disk)
+    store.record_event("test.kept", "test", {"n": 1})
+    store.close()
+    small_disk.fill()
+    for name in ("edge-agent.db", "fresh.db"):  # restart with a database, and a first start
+        with pytest.raises(DiskFullError) as caught:
+            Store.open(small_disk.path / name, space=POLICY)
+        assert not isinstance(caught.value, CorruptDatabaseError)
+        message = str(caught.value)
+        assert "full" in message and "corrupt" not in message and "free space" in message, message
+    small_disk.release()
+    store = _open(small_disk)
+    assert [r["type"] for r in store.query("SELECT type FROM events")] == ["test.kept"]
+    assert store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.close()
+    Store.open(small_disk.path / "fresh.db").close()
+
+
+def test_a_write_on_a_full_disk_is_disk_full_and_rolled_back(small_disk: SmallDisk) -> None:
+    store = _open(small_disk)
+    store.record_event("before", "test", {})
+    small_disk.fill()
+    with pytest.raises(DiskFullError):
+        with store.atomic() as conn:
+            conn.execute(
+                "INSERT INTO events (ts, type, source, data) VALUES (0, 'big', 'test', ?)", ("x" * MIB,)
+            )
+    assert store.space is not None and store.space.refresh() == "full"
+    assert [r["type"] for r in store.query("SELECT type FROM events")] == ["before"]
+    small_disk.release()
+    store.record_event("after", "test", {})
+    assert store.space.refresh() == "ok"
+    store.close()
+
+
+def test_broker_down_alerts_fill_the_disk_down_to_the_floor_and_nothing_accepted_is_lost(
+    small_disk: SmallDisk,
+) -> None:
+    """The issue's repro: with the hub unreachable, alerts and telemetry pile up on an 8 MiB disk."""
+    store = _open(small_disk)
+    outbox = Outbox(store)  # 64 MiB configured: the disk is the real bound
+    assert outbox.limits.max_bytes > 8 * MIB
+    accepted_alerts: list[str] = []
+    refused_alerts = telemetry_refused = 0
+    pad = "p" * 1500
+    for i in range(20_000):  # bounded: the disk is full long before
+        try:
+            outbox.put(
+                "edge/v1/d1/telemetry", Envelope("telemetry", "d1", {"i": i, "pad": pad}), Priority.TELEMETRY
+            )
+        except DiskFullError:
+            telemetry_refused += 1
+        try:
+            env = Envelope(
+                "alerts", "d1", {"i": i, "level": "major", "title": "t", "state": "open", "pad": pad}
+            )
+            accepted_alerts.append(outbox.put("edge/v1/d1/alerts", env, Priority.ALERT))
+        except DiskFullError as exc:
+            assert exc.code == "disk_full" and exc.http_status == 507
+            refused_alerts += 1
+            if refused_alerts >= 20:
+                break
+    assert refused_alerts == 20, "alerts are refused once the floor is reached"
+    assert store.space is not None and store.space.state == "full"
+    assert small_disk.free() > 0, "the outbox stopped before SQLite ran out of disk"
+    stats = outbox.stats()
+    assert stats["dropped"]["disk_low"]["telemetry"] > 0  # telemetry gave way first, counted
+    assert stats["disk"]["state"] == "full"
+    # ... nearly all of it, before alerts were refused
+    assert stats["by_priority"]["telemetry"]["messages"] <= 1
+    # nothing accepted was lost: every alert put() returned for is still queued, in order
+    rows = store.execute("SELECT id, payload FROM sync_outbox WHERE seq < ? ORDER BY seq", (1 << 56,))
+    stored = [i for i, p in rows if not json.loads(p)["body"].get("condition", "").startswith("disk_")]
+    assert stored == accepted_alerts and len(stored) > 1000
+
+    # the hub comes back and takes everything: the freed pages are room again, and the hub hears of the outage
+    seqs = [m.seq for m in outbox.peek_batch(100_000)]
+    for i in range(0, len(seqs), 32):  # acked as the publisher does: an in-flight window at a time
+        assert outbox.ack(seqs[i : i + 32]) == len(seqs[i : i + 32])
+    assert store.space.refresh(force=True) == "ok"
+    outbox.put("edge/v1/d1/telemetry", Envelope("telemetry", "d1", {"after": True}), Priority.TELEMETRY)
+    queued = store.query("SELECT topic, payload FROM sync_outbox WHERE topic LIKE '%/alerts'")
+    assert len(queued) == 1, queued
+    body = json.loads(queued[0]["payload"])["body"]
+    assert (
+        body["condition"] == "disk_full"
+        and body["state"] == "cleared"
+        and body["refused"]["outbox_alert"] == 20
+    )
+    assert "space is back" in body["title"]
+    events = store.query("SELECT data FROM events WHERE type = 'disk.recovered'")
+    assert len(events) == 1 and json.loads(events[0]["data"])["was"] == "full"
+    assert store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.close()
+
+
+def test_low_disk_keeps_telemetry_from_growing_and_counts_what_it_drops(small_disk: SmallDisk) -> None:
+    store = _open(small_disk)
+    outbox = Outbox(store)
+    for i in range(50):
+        outbox.put(
+            "edge/v1/d1/telemetry",
+            Envelope("telemetry", "d1", {"i": f"{i:04d}", "pad": "x" * 1000}),
+            Priority.TELEMETRY,
+        )
+    small_disk.fill(leave=POLICY.reserve_bytes - MIB // 4)  # below the reserve, above the floor
+    assert store.space is not None and store.space.refresh() == "low"
+    before = outbox.stats()["bytes"]
+    for i in range(200):
+        outbox.put(
+            "edge/v1/d1/telemetry",
+            Envelope("telemetry", "d1", {"i": f"{i:04d}", "pad": "y" * 1000}),
+            Priority.TELEMETRY,
+        )
+    stats = outbox.stats()
+    assert stats["bytes"] <= before + 2000  # no growth below the reserve: each new one displaced an old one
+    assert stats["dropped"]["disk_low"]["telemetry"] >= 190
+    # an alert is still stored while the disk is only low
+    outbox.put(
+        "edge/v1/d1/alerts",
+        Envelope("alerts", "d1", {"level": "minor", "title": "t", "state": "open"}),
+        Priority.ALERT,
+    )
+    assert stats["disk"]["state"] == "low"
+    store.close()
+
+
+def test_sqlite_full_error_is_recognised_by_code() -> None:
+    from agent.store.space import is_disk_full
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("PRAGMA max_page_count=2")
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    assert is_disk_full(caught.value)
+    assert not is_disk_full(sqlite3.DatabaseError("file is not a database"))
