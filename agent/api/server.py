@@ -99,8 +99,9 @@ class ApiService(Service):
                 runner, sock, guard=guard, ssl_context=server_ssl_context(self.ctx.settings)
             )
             await site.start()
-            if local is not None:
-                await web.SockSite(runner, local).start()
+            if local is not None:  # its own cap: a flood on one socket must not starve the other
+                local_guard = ConnectionGuard(min(64, api.max_connections), api.header_timeout_s)
+                await GuardedSockSite(runner, local, guard=local_guard).start()
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
