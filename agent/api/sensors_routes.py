@@ -14,7 +14,7 @@ from agent.api.app import CTX
 from agent.api.readings_check import check_batches
 from agent.api.routes import Route
 from agent.core.jsonbody import read_json
-from agent.errors import BadRequestError, UnavailableError
+from agent.errors import BadRequestError, DiskFullError, UnavailableError
 
 
 def _service(request: web.Request):  # type: ignore[no-untyped-def]
@@ -39,7 +39,19 @@ async def ingest(request: web.Request) -> web.Response:
         raise UnavailableError(
             "the sensor pipeline is not running (sensors.enabled = false, or it is starting)"
         )
-    return web.json_response(service.ingest_http(body), status=202)
+    try:
+        return web.json_response(service.ingest_http(body), status=202)
+    except DiskFullError as exc:
+        return _disk_full(exc)
+
+
+def _disk_full(exc: DiskFullError) -> web.Response:
+    """507 with Retry-After: nothing was stored, and the client should send it again later."""
+    from agent.api.app import json_error
+
+    response = json_error(exc.http_status, exc.code, str(exc))
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def list_alerts(request: web.Request) -> web.Response:
@@ -75,16 +87,19 @@ async def ack_alert(request: web.Request) -> web.Response:
     by = body["by"][:200] if isinstance(body.get("by"), str) else ""
     service = _service(request)
     alert_id = request.match_info["id"]
-    if service is not None:
-        return web.json_response(await service.ack(alert_id, by))
-    import asyncio
+    try:
+        if service is not None:
+            return web.json_response(await service.ack(alert_id, by))
+        import asyncio
 
-    from agent.sensors.sink import AlertSink
+        from agent.sensors.sink import AlertSink
 
-    ctx = request.app[CTX]
-    return web.json_response(
-        await asyncio.to_thread(AlertSink(ctx.store, ctx.settings.device_id).ack, alert_id, by)
-    )
+        ctx = request.app[CTX]
+        return web.json_response(
+            await asyncio.to_thread(AlertSink(ctx.store, ctx.settings.device_id).ack, alert_id, by)
+        )
+    except DiskFullError as exc:  # the acknowledgement was not stored: say so, and when to retry
+        return _disk_full(exc)
 
 
 async def sensors_report(request: web.Request) -> web.Response:
@@ -164,7 +179,10 @@ ROUTES = [
         audit=False,  # a data path: readings arrive many times a second
         status=202,
         response=_INGEST_RESPONSE,
-        extra_responses={503: "sensor pipeline not running"},
+        extra_responses={
+            503: "sensor pipeline not running",
+            507: "the data disk is full: nothing was stored (Retry-After)",
+        },
     ),
     Route(
         "GET",
@@ -198,6 +216,6 @@ ROUTES = [
         body={"type": "object", "properties": {"by": {"type": "string"}}},
         body_required=False,
         role="operator",
-        extra_responses={404: "no such alert"},
+        extra_responses={404: "no such alert", 507: "the data disk is full: not stored (Retry-After)"},
     ),
 ]
