@@ -227,3 +227,69 @@ def test_no_child_process_outlives_the_stop(start_daemon) -> None:  # type: igno
     assert daemon.stop() == 0
     _, alive = psutil.wait_procs(children, timeout=2)
     assert not alive, f"children outlived the daemon: {[c.pid for c in alive]}"
+
+
+FORKING_DAEMON = """
+import asyncio, os, signal, sys, time
+from agent import daemon as d
+from agent.config import load_settings
+from agent.logs import setup_logging
+
+def services(ctx, _orig=d.build_services):
+    async def forker():
+        await asyncio.sleep(0.3)
+        pid = os.fork()  # what a library's worker pool does, without exec
+        if pid == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # the child is told to stop, not the daemon
+            time.sleep(0.5)
+            os._exit(0)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        print("child ended", os.waitstatus_to_exitcode(status), flush=True)
+        await asyncio.Event().wait()
+    return [*_orig(ctx), d.FunctionService("forker", forker)]
+
+d.build_services = services
+setup_logging("info", "json")
+sys.exit(asyncio.run(d.Daemon(load_settings()).run()))
+"""
+
+
+def test_a_signal_to_a_forked_child_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    from tests.conftest import free_port, http_get
+
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "EDGE_AGENT_DATA_DIR": str(tmp_path / "data"),
+        "EDGE_AGENT_API__PORT": str(port),
+        "EDGE_AGENT_VOICE__ENABLED": "off",
+        "EDGE_AGENT_SYNC__DISCOVERY": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORKING_DAEMON],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        lines: list[str] = []
+        assert proc.stdout is not None
+        while not any(line.startswith("child ended") for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "\n".join(lines)
+            lines.append(proc.stdout.readline().decode(errors="replace").strip())
+        assert "child ended -15" in lines, lines  # the child died of its SIGTERM
+        time.sleep(1.0)
+        assert proc.poll() is None, (
+            "the daemon stopped: the child's signal reached its event loop\n" + "\n".join(lines)
+        )
+        assert not any('"stopping' in line for line in lines), lines
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
