@@ -11,7 +11,6 @@ the operator's name goes with each command, bundle and deployment it causes.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from aiohttp import web
 from agent import __version__
 from agent.api.app import MAX_BODY_BYTES, error_middleware
 from agent.api.routes import Route, openapi_document
+from agent.core.jsonbody import read_json
 from agent.errors import BadRequestError, EdgeAgentError, NotFoundError
 from sync.hub import metrics, registry
 from sync.hub.auth import operator_of, with_auth_responses
@@ -33,12 +33,8 @@ _MAX_WAIT_S = 600.0
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequestError("the request body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise BadRequestError("the request body must be a JSON object")
+    """The JSON object body, through the device API's reader: type, depth and number limits (agent/core)."""
+    data: dict[str, Any] = await read_json(request)
     return data
 
 
