@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,72 @@ def test_sqlite_full_error_is_recognised_by_code() -> None:
         conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
     assert is_disk_full(caught.value)
     assert not is_disk_full(sqlite3.DatabaseError("file is not a database"))
+
+
+def _transition(alert_id: str, kind: str = "opened") -> Any:
+    from agent.sensors.alerts import Transition
+
+    snapshot = {
+        "id": alert_id,
+        "source": "sensors/m1",
+        "machine": "m1",
+        "condition": "anomaly",
+        "level": "major",
+        "state": "open",
+        "title": f"anomaly {alert_id}",
+        "score": 9.0,
+        "opened_at": 1000.0,
+        "updated_at": 1000.0,
+        "cleared_at": None,
+        "acked_at": None,
+        "history": [],
+    }
+    return Transition(kind, None, snapshot=snapshot)  # type: ignore[arg-type]
+
+
+def test_alerts_raised_while_full_are_held_then_stored_in_order(small_disk: SmallDisk) -> None:
+    from agent.sensors.sink import AlertSink
+
+    store = _open(small_disk)
+    sink = AlertSink(store, "d1", Outbox(store))
+    assert sink.write([_transition("a1")]) is True
+    small_disk.fill()
+    assert sink.write([_transition("a2")]) is False  # never raised: the scoring loop goes on
+    assert sink.write([_transition("a3")]) is False
+    assert [t.snapshot["id"] for t in sink.held] == ["a2", "a3"]
+    with pytest.raises(DiskFullError):  # an acknowledgement is the user's: refused, not held
+        sink.ack("a1", "op")
+    small_disk.release()
+    assert sink.write([]) is True and not sink.held
+    assert [r["id"] for r in store.query("SELECT id FROM alerts ORDER BY id")] == ["a1", "a2", "a3"]
+    bodies = [json.loads(r[0])["body"] for r in store.execute("SELECT payload FROM sync_outbox ORDER BY seq")]
+    assert [b["alert"]["id"] for b in bodies if "alert" in b] == ["a1", "a2", "a3"]
+    assert [b["condition"] for b in bodies if "alert" not in b] == ["disk_full"]  # the outage, once
+    assert sink.ack("a1", "op")["acked_by"] == "op"
+    store.close()
+
+
+def test_offline_telemetry_folds_ten_times_harder_while_the_disk_is_low(small_disk: SmallDisk) -> None:
+    from sync.telemetry import FOLD_WHEN_DISK_LOW, Telemetry
+
+    store = _open(small_disk)
+    outbox = Outbox(store)
+    now = [0.0]
+    telemetry = Telemetry(
+        device="d1",
+        outbox=outbox,
+        sample=lambda: {"cpu_percent": 5.0},
+        online=lambda: False,
+        offline_window=2,
+        clock=lambda: now[0],
+    )
+    for _ in range(20):
+        now[0] += 30
+        telemetry.tick()
+    assert telemetry.sent == 10  # disk ok: one window per 2 samples
+    small_disk.fill(leave=POLICY.reserve_bytes - MIB // 4)
+    for _ in range(40):
+        now[0] += 30
+        telemetry.tick()
+    assert telemetry.sent == 10 + 40 // (2 * FOLD_WHEN_DISK_LOW)
+    store.close()
