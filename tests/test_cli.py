@@ -243,3 +243,12 @@ def _over_socket(path: Path, method: str, url: str) -> tuple[int, dict]:  # type
         return resp.status, json.loads(resp.read())
     finally:
         conn.close()
+
+
+def test_licence_show_is_not_a_failure_when_no_feature_needs_one(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "EDGE_AGENT_DATA_DIR": str(tmp_path)}
+    done = edge(env, "licence", "show")
+    assert done.returncode == 0 and "not needed: no feature is gated" in done.stdout, done.stdout
+    assert json.loads(edge(env, "licence", "show", "--json").stdout)["needed"] is False
+    gated = edge({**env, "EDGE_AGENT_SECURITY__LICENSED_FEATURES": "sensors"}, "licence", "show")
+    assert gated.returncode == 1 and "NOT VALID: no licence installed" in gated.stdout

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = lsub.add_parser(
         "show",
         help="show the installed licence and whether it is valid here",
-        description="Show the installed licence and its validity on this device.",
+        description="Show the installed licence and its validity on this device. Exits 1 only when a "
+        "gated feature (security.licensed_features) lacks a valid licence.",
     )
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=show_licence)
@@ -44,16 +45,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 def show_licence(args: argparse.Namespace) -> int:
     checker = LicenceChecker.from_settings(load_settings(args.config))
     st = checker.status()
+    # with no feature gated, nothing here needs a licence: its absence is not a failure
+    needed = bool(st.gated)
     if args.json:
-        print_json({"device_id": checker.device_id, **st.to_dict()})
+        print_json({"device_id": checker.device_id, "needed": needed, **st.to_dict()})
     else:
         print(f"device:    {checker.device_id}" + (f" (fleet {checker.fleet})" if checker.fleet else ""))
         print(f"licence:   {st.licence_id or '-'} issued to {st.issued_to or '-'}")
-        print(f"state:     {'VALID' if st.valid else 'NOT VALID'}: {st.reason}")
+        if st.valid:
+            state = f"VALID: {st.reason}"
+        elif needed:
+            state = f"NOT VALID: {st.reason}"
+        else:
+            state = f"not needed: no feature is gated ({st.reason})"
+        print(f"state:     {state}")
         print(f"features:  {', '.join(st.features) or '-'}")
         print(f"expires:   {st.expires or '-'}")
         print(f"gated:     {', '.join(st.gated) or 'none (security.licensed_features is empty)'}")
-    return 0 if st.valid else 1
+    return 0 if st.valid or not needed else 1
 
 
 def install_licence(args: argparse.Namespace) -> int:
