@@ -221,3 +221,21 @@ def test_config_check_json(tmp_path: Path) -> None:
     result = run_cli("--config", str(bad), "config", "check", "--json")
     out = json.loads(result.stdout)
     assert result.returncode == 2 and out["ok"] is False and "nolabel" in out["error"]
+
+
+def test_config_show_masks_a_sealed_secret_instead_of_showing_it_empty(tmp_path: Path) -> None:
+    import json
+    import os
+
+    env = {**os.environ, "EDGE_AGENT_DATA_DIR": str(tmp_path / "data")}
+    env.pop("EDGE_AGENT_CONFIG", None)
+    sealed = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "secrets", "set", "mqtt.password"],
+        cwd=REPO, env=env, input="hunter2\n", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert sealed.returncode == 0, sealed.stderr
+    shown = run_cli("config", "show", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert 'password = "********"' in shown.stdout and "hunter2" not in shown.stdout
+    as_json = json.loads(run_cli("config", "show", "--json", env=env).stdout)
+    assert as_json["mqtt"]["password"] == "********"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from agent.config import load_settings, reference_rows, settings_to_dict, settings_to_toml
 
@@ -56,8 +57,33 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_sealed_marked(settings: Any) -> Any:
+    """Settings where each secret sealed in ``secrets.json`` is non-empty, so it shows masked.
+
+    ``run`` opens them at start; showing them as empty told the operator the
+    secret was missing. Nothing is unsealed here (the seal key may be unreadable
+    to whoever runs ``config show``).
+    """
+    import dataclasses
+
+    from agent.security.seal import SecretsFile
+
+    for name in SecretsFile(settings.data_dir).read():
+        *sections, field_name = name.split(".")
+        owners = [settings]
+        for section in sections:
+            owners.append(getattr(owners[-1], section, None))
+        if owners[-1] is None or not hasattr(owners[-1], field_name) or getattr(owners[-1], field_name):
+            continue
+        value: Any = dataclasses.replace(owners[-1], **{field_name: "sealed"})
+        for owner, section in zip(reversed(owners[:-1]), reversed(sections), strict=True):
+            value = dataclasses.replace(owner, **{section: value})
+        settings = value
+    return settings
+
+
 def show_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = _with_sealed_marked(load_settings(args.config))
     if args.json:
         print(json.dumps({"source": settings.source, **settings_to_dict(settings)}, indent=2))
     else:
