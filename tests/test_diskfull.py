@@ -238,3 +238,47 @@ def test_offline_telemetry_folds_ten_times_harder_while_the_disk_is_low(small_di
         telemetry.tick()
     assert telemetry.sent == 10 + 40 // (2 * FOLD_WHEN_DISK_LOW)
     store.close()
+
+
+async def test_a_source_keeps_being_scored_while_full_and_no_service_restarts(
+    small_disk: SmallDisk, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The simulator streams through a baseline fit on a full disk: no restart loop, alerts held."""
+    import asyncio
+    import dataclasses
+    import time
+
+    from agent.daemon import build_context
+    from agent.sensors.service import SensorService
+
+    machine = {"channels": {"vibration": {}, "current": {}}, "learn_rows": 200, "source": "simulator"}
+    sensors = dataclasses.replace(
+        settings.sensors, sources=("simulator",), machines={"m1": machine}, simulator_rate_hz=400.0
+    )
+    store_settings = dataclasses.replace(settings.store, reserve_free_mb=2.0, min_free_mb=0.5)
+    ctx = build_context(
+        dataclasses.replace(
+            settings, data_dir=str(small_disk.path / "data"), sensors=sensors, store=store_settings
+        )
+    )
+    service = SensorService(ctx)
+    ctx.supervisor.add(service)
+    ctx.supervisor.start()
+    try:
+        assert not await ctx.supervisor.wait_ready(10)
+        small_disk.fill()
+        deadline = time.monotonic() + 15
+        while service.engines["m1"].phase != "detecting" or service.scored < 1000:
+            assert time.monotonic() < deadline, service.status()
+            await asyncio.sleep(0.05)
+        status = ctx.supervisor.status["sensors"]
+        assert status.state == "running" and status.restarts == 0, status.to_dict()
+        assert any(
+            "baseline not recorded" in r.getMessage() for r in caplog.records
+        )  # the fit hit the full disk
+        assert ctx.store.space is not None and ctx.store.space.refresh() == "full"
+        small_disk.release()
+        assert ctx.store.space.refresh(force=True) == "ok"
+    finally:
+        await ctx.supervisor.stop()
+        ctx.store.close()

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.context import AgentContext
-from agent.errors import UnavailableError
+from agent.errors import DiskFullError, UnavailableError
 from agent.sensors import metrics
 from agent.sensors.readings import Row, Validator
 from agent.sensors.spec import MachineSpec, parse_machines
@@ -293,7 +293,10 @@ class SensorService(Service):
 
         await asyncio.get_running_loop().run_in_executor(None, engine.fit)
         bind(policy, engine)
-        await asyncio.to_thread(self._record_baseline, engine)
+        try:
+            await asyncio.to_thread(self._record_baseline, engine)
+        except DiskFullError as exc:  # a record for GET /v1/sensors only: detection goes on without it
+            log.warning("sensors: %s baseline not recorded: %s", name, exc)
         log.info("sensors: %s baseline learned (%d fits); detecting", name, engine.fits)
 
     async def _deliver(self, transitions: list[Any]) -> None:
