@@ -18,7 +18,8 @@ RANK = {lv: i for i, lv in enumerate(LEVELS)}
 # fault, channel, duration s, condition, (level, within s of the fault start), ...
 EXPECTED = [
     ("spike", "vibration", 2.0, "anomaly", [("warning", 1.5)]),
-    ("drift", "bearing_temp", 300.0, "anomaly", [("warning", 150.0), ("major", 240.0)]),
+    # Minor, not Major (before the budget calibration: Major within 240 s): see the issue 11 note
+    ("drift", "bearing_temp", 300.0, "anomaly", [("warning", 150.0), ("minor", 240.0)]),
     ("stuck", "pressure", 60.0, "stuck:pressure", [("warning", 5.0), ("major", 20.0)]),
     ("noise", "vibration", 120.0, "anomaly", [("warning", 110.0)]),
     ("decorrelate", "current", 120.0, "anomaly", [("warning", 20.0), ("minor", 45.0)]),

@@ -92,8 +92,9 @@ def test_autoencoder_as_a_detector_through_runtimes_and_the_model_store(tmp_path
         installed.version == "1" and installed.active and det.model_path == installed.file_path("model.onnx")
     )
     assert store.verify(model_name("press-1"), "1", []).ok is False  # signed by the device key, not a hub key
-    score, per = det.score(X[1500:])
-    assert per.shape == (900, 4) and np.isfinite(score).all()
+    raw, shares = det.raw(X[1500:])
+    score = raw[:, 0]
+    assert shares[0].shape == (900, 4) and np.isfinite(score).all()
     fault = labels[1500:] >= 0
     assert score[fault].mean() > 2 * score[~fault].mean()
     det.fit(X[:1500])  # a refit is a new version

@@ -13,9 +13,20 @@ level is reached when its accumulator holds its duration. An open alert also
 escalates one level every ``escalate_after_s`` it persists at the same level
 with the score at or above the Warning threshold.
 
-Hysteresis: an open alert clears only after the score stayed below
-``clear_ratio`` x the Warning threshold for ``clear_s`` seconds. All times are
+Hysteresis: an open alert clears only after the score stayed below its
+clearing level (``clear_ratio`` x the Warning threshold, raised by the engine
+to where held-out normal rows score) for ``clear_s`` seconds. All times are
 the readings' own timestamps, so a replay and a live stream behave alike.
+
+Alarm-flood protection (ISA-18.2 / EEMUA 191):
+
+- chattering: a condition that opens again within ``CHATTER_S`` of clearing
+  is chattering; each such re-open doubles how long it must stay quiet before
+  it clears (up to 16x ``clear_s``), so it settles into one long alert instead
+  of a stream of short ones. A quiet ``CHATTER_S`` resets it.
+- incidents: alerts that open on a machine while another is open there join
+  its incident (``incident`` = the first alert's id), so an operator sees one
+  event with its channels, not a burst of separate alarms.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from agent.sensors.spec import LEVELS, MachineSpec
 
 LEVEL_RANK = {name: i for i, name in enumerate(LEVELS)}
 _LEAK = 2.0
+CHATTER_S = 60.0  # ISA-18.2's chattering window: re-opened within a minute of clearing
+CHATTER_MAX = 16.0
 
 
 def _new_id() -> str:
@@ -63,6 +76,7 @@ class Alert:
     hint: str = ""
     detectors: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    incident: str = ""
 
     @property
     def source(self) -> str:
@@ -89,6 +103,7 @@ class Alert:
             "hint": self.hint,
             "detectors": {k: round(v, 4) for k, v in self.detectors.items()},
             "history": self.history,
+            "incident": self.incident or self.id,
         }
 
 
@@ -115,6 +130,8 @@ class _Cond:
     below_since: float | None = None
     level_since: float = 0.0
     episode_start: float | None = None
+    cleared_at: float | None = None  # when its last alert cleared (chattering)
+    hold: float = 1.0  # clear_s multiplier, doubled by each chattering re-open
 
 
 class AlertPolicy:
@@ -206,6 +223,10 @@ class AlertPolicy:
             alert = cond.alert
             if alert is None:
                 if reached >= 0:
+                    if cond.cleared_at is not None and t - cond.cleared_at <= CHATTER_S:
+                        cond.hold = min(cond.hold * 2.0, CHATTER_MAX)
+                    else:
+                        cond.hold = 1.0
                     cond.alert = self._open(name, channel, rules[reached].level, t, s, scores, i, cond)
                     cond.level_since = t
                     out.append(Transition("opened", cond.alert, _at(received, i)))
@@ -237,7 +258,7 @@ class AlertPolicy:
             if s < self.clear_below:
                 if cond.below_since is None:
                     cond.below_since = t
-                if t - cond.below_since >= self.spec.clear_s:
+                if t - cond.below_since >= self.spec.clear_s * cond.hold:
                     alert.state = "cleared"
                     alert.cleared_at = t
                     alert.history.append(
@@ -248,6 +269,7 @@ class AlertPolicy:
                     cond.acc = [0.0] * len(rules)
                     cond.below_since = None
                     cond.episode_start = None
+                    cond.cleared_at = t
             else:
                 cond.below_since = None
 
@@ -276,6 +298,8 @@ class AlertPolicy:
             opened_at=start,
             updated_at=t,
         )
+        others = [a for a in self.open_alerts if a.machine == alert.machine]
+        alert.incident = (others[0].incident or others[0].id) if others else alert.id
         self._describe(alert, name, channel, t, s, scores, i)
         alert.history.append({"ts": t, "level": level, "score": round(s, 4), "transition": "opened"})
         return alert
@@ -380,5 +404,6 @@ def _fmt(v: Any) -> str:
 def bind(policy: AlertPolicy, engine: Any) -> None:
     """Give the policy the engine's current baseline statistics for its hints."""
     policy.sigma = engine.scale
+    policy.clear_below = max(policy.spec.clear_ratio, engine.clear_level) * policy.warn
     policy.stuck_thr = engine.quality.stuck_thr
     policy.dropout_thr = engine.quality.dropout_thr

@@ -1,10 +1,15 @@
-"""The statistical detectors: robust rolling z-score, EWMA/CUSUM, Hotelling T² / PCA-Q, data quality.
+"""The statistical detectors: robust rolling z-score, CUSUM/EWMA, Hotelling T² / PCA-Q, data quality.
 
-Every detector is fitted on the baseline (rows of one machine, shape (n, C))
-and then scores micro-batches. Scores are *normalised*: 1.0 means "at this
-detector's alarm threshold", so the ensemble and the alert levels compare
-detectors on one scale. Each also returns per-channel contributions (n, C) on
-the same scale, for the root-cause hint.
+Every detector is fitted on part of the baseline and then produces *raw*
+statistics for micro-batches: ``raw(R) -> (stats (n, K), share)``, one column
+per sub-test (``columns`` says which channel each column belongs to, or -1 for
+a whole-machine statistic, whose per-channel split is ``share`` (n, C)). The
+engine maps each column onto the common budget scale with a
+``calibrate.TailCalibrator`` fitted on held-out baseline rows, so the
+detectors themselves hold no thresholds.
+
+Input: the engine's residual view (``calibrate.Residualizer``): per channel
+standardised AR innovations around a slowly adapting level.
 
 Speed: everything is vectorised with numpy over the micro-batch, or a tight
 pure-Python loop with O(1) work per sample where the recursion is sequential
@@ -24,10 +29,22 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from agent.sensors.calibrate import (
+    LinearCalibrator,
+    TailCalibrator,
+    gauss_upper,
+    long_run_sigma,
+    siegmund_h,
+)
 from agent.sensors.spec import ChannelSpec
 
 MAD_TO_SIGMA = 1.4826
 _EPS = 1e-12
+
+CAP_SCORE = 1.5  # CUSUM sums stop a little above their limit, so an alert clears in bounded time
+
+#: per multivariate column: how its statistic splits over the channels (n, C)
+Shares = dict[int, np.ndarray]
 
 
 def robust_center_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,44 +56,22 @@ def robust_center_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, np.maximum(mad, np.maximum(floor, _EPS))
 
 
-class Calibrator:
-    """Maps a raw score to the common scale from its distribution on held-out normal data.
-
-    ``norm = (v - median) / (margin * (q - median))``: 0 at a typical value, 1 at
-    ``margin`` times the distance to the baseline's ``quantile``. The margin
-    absorbs what a short baseline did not see.
-    """
-
-    def __init__(self, quantile: float = 0.995, margin: float = 1.5) -> None:
-        self.quantile = quantile
-        self.margin = margin
-        self.center = 0.0
-        self.scale = 1.0
-
-    def fit(self, raw: np.ndarray) -> Calibrator:
-        raw = raw[np.isfinite(raw)]
-        if raw.size:
-            self.center = float(np.median(raw))
-            spread = float(np.quantile(raw, self.quantile)) - self.center
-            floor = 1e-9 * max(abs(self.center), 1.0)
-            self.scale = max(spread * self.margin, floor)
-        return self
-
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return np.maximum((raw - self.center) / self.scale, 0.0)
-
-
 class RobustZ:
-    """Per stream: |x - rolling median| / rolling MAD, and the rolling MAD against the baseline's (noise)."""
+    """Per stream: |r - rolling median| / rolling MAD of the residual: spikes, and noise that grows.
+
+    (A separate statistic for the rolling MAD itself was dropped: it moves so
+    slowly that a held-out stretch shows too few of its excursions to
+    calibrate it, and the growing noise it was for already crosses the |z|
+    limit, PCA's Q and the forest's isolation depth.)"""
 
     name = "robust_z"
 
     def __init__(self, channels: Sequence[ChannelSpec]) -> None:
         p = [c.params for c in channels]
+        self.C = len(p)
         self.window = max(x.z_window for x in p)
         self.stride = min(x.z_stride for x in p)
-        self.z_thr = np.array([x.z_threshold for x in p])
-        self.noise_thr = np.array([x.noise_threshold for x in p])
+        self.columns = list(range(self.C))  # |z| per channel
         self.hist: np.ndarray | None = None
         self.base_scale: np.ndarray | None = None
         self.floor: np.ndarray | None = None
@@ -86,13 +81,16 @@ class RobustZ:
 
     def fit(self, X: np.ndarray) -> None:
         _, self.base_scale = robust_center_scale(X)
-        self.floor = 0.05 * self.base_scale
-        self.window = min(self.window, X.shape[0])
+        # quantized residuals have a MAD of 0 most of the time: never divide by less than a
+        # quarter of the channel's overall spread
+        self.floor = np.maximum(0.25 * X.std(axis=0), 0.05 * self.base_scale)
+        self.base_scale = np.maximum(self.base_scale, self.floor)
+        self.window = max(8, min(self.window, X.shape[0] // 2))
         self.hist = X[-self.window :].copy()
         self.pos = 0
         self.ref_med = self.ref_scale = None
 
-    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, Shares]:
         assert self.hist is not None and self.base_scale is not None
         n, s = X.shape[0], self.stride
         H = np.concatenate([self.hist, X])
@@ -100,19 +98,18 @@ class RobustZ:
         # is the median/MAD of the W rows before it, i.e. H[j : j + W]
         starts = np.arange((s - self.pos) % s, n, s)
         med, scale = self._refs_at(H, starts)
-        if self.ref_med is not None:  # rows before the first new reference use the previous one
+        if self.ref_med is not None and self.ref_scale is not None:  # rows before the first new reference
             med = np.concatenate([self.ref_med[None], med])
-            scale = np.concatenate([self.ref_scale[None], scale])  # type: ignore[index]
+            scale = np.concatenate([self.ref_scale[None], scale])
             ref_of_row = np.searchsorted(starts, np.arange(n), side="right")
         else:  # fresh after fit: pos == 0, so row 0 is a reference point
             ref_of_row = np.searchsorted(starts, np.arange(n), side="right") - 1
         m, sc = med[ref_of_row], scale[ref_of_row]
-        z = (X - m) / sc
-        per = np.maximum(np.abs(z) / self.z_thr, (sc / self.base_scale - 1.0) / (self.noise_thr - 1.0))
+        z = np.abs(X - m) / sc
         self.ref_med, self.ref_scale = med[-1], scale[-1]
         self.pos = (self.pos + n) % s
         self.hist = H[-self.window :]
-        return per.max(axis=1), per
+        return z, {}
 
     def _refs_at(self, H: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         win = sliding_window_view(H, self.window, axis=0)[idx]  # (k, C, W)
@@ -122,70 +119,80 @@ class RobustZ:
 
 
 class Cusum:
-    """Per stream: two-sided CUSUM and EWMA of the deviation from the baseline, for slow drift.
+    """Per stream: two-sided CUSUM and an EWMA of the residual, for shifts and slow drift.
 
-    Thresholds are calibrated on the baseline itself (the largest CUSUM sum and
-    EWMA excursion it produced, times a margin) rather than from textbook
-    average-run-lengths, because real channels are autocorrelated (a load
-    cycle) and the textbook h would alarm every minute. The sums are capped at
-    1.5h so an alert clears in bounded time once the drift is gone.
+    The allowance ``k`` (in long-run sigmas; textbook: half the smallest shift
+    worth finding) is a parameter; the decision limits are not: ``calibrate``
+    derives them from the budget with Siegmund's run-length approximation
+    (CUSUM) and the stationary EWMA variance, on the residuals' long-run sigma.
+    The sums are capped a little above their limit (``cap``, set by the
+    engine) so an alert clears in bounded time once the shift is gone.
     """
 
     name = "cusum"
-    margin = 3.0
 
-    def __init__(self, channels: Sequence[ChannelSpec], rate_hz: float = 10.0) -> None:
-        self.rate = rate_hz
-        self.k_min = [c.params.cusum_k for c in channels]
-        self.k = list(self.k_min)
-        self.lam = [c.params.ewma_lambda for c in channels]
-        self.center = np.zeros(len(channels))
-        self.scale = np.ones(len(channels))
-        self.h = [5.0] * len(channels)
-        self.limit = [1.0] * len(channels)
-        self.state = [[0.0, 0.0, 0.0] for _ in channels]
+    def __init__(
+        self, channels: Sequence[ChannelSpec], rate_hz: float = 10.0, levels_of: Sequence[int] = ()
+    ) -> None:
+        # inputs: every channel's residual, then the level deviation of the channels in ``levels_of``
+        chan = list(range(len(channels))) + list(levels_of)
+        self.C = len(chan)
+        self.n_levels = len(levels_of)
+        self.k = [channels[c].params.cusum_k for c in chan]
+        self.lam = [channels[c].params.ewma_lambda for c in chan]
+        # CUSUM sum per input, |EWMA| per input, then the size of each level deviation itself (how
+        # far a drift has gone: it sets the alert's level while the sums only say "it moved")
+        self.columns = chan * 2 + list(levels_of)
+        self.center = np.zeros(self.C)
+        self.scale = np.ones(self.C)
+        self.cap = [math.inf] * self.C
+        self.state = [[0.0, 0.0, 0.0] for _ in range(self.C)]
+        self._fit_rows = np.zeros((0, self.C))
 
     def fit(self, X: np.ndarray) -> None:
-        self.center, self.scale = robust_center_scale(X)
-        Z = (X - self.center) / self.scale
-        for c in range(X.shape[1]):
-            lam = self.lam[c]
-            sp = sn = e = 0.0
-            max_s = max_e = 0.0
-            k = self.k[c]
-            for z in Z[:, c].tolist():
-                sp = max(0.0, sp + z - k)
-                sn = max(0.0, sn - z - k)
-                e += lam * (z - e)
-                max_s = max(max_s, sp, sn)
-                max_e = max(max_e, abs(e))
-            # floor: a shift of 2k held for 20 s. A short baseline under-samples a slowly wandering
-            # channel's extremes, and an h from it alone alarms every hour or two
-            self.h[c] = max(20.0 * self.rate * max(k, 0.25), self.margin * max_s)
-            self.limit[c] = max(3.0 * math.sqrt(lam / (2 - lam)), self.margin * max_e)
+        self.center = X.mean(axis=0)
+        self._fit_rows = X
+        self.scale = np.array([max(long_run_sigma(X[:, c] - self.center[c]), _EPS) for c in range(self.C)])
         self.state = [[0.0, 0.0, 0.0] for _ in range(X.shape[1])]
 
-    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def calibrate(self, held: np.ndarray, p_star: float) -> list[LinearCalibrator]:
+        """Limits for the budget ``p_star`` per statistic; the long-run sigma over all baseline rows."""
+        rows = np.vstack([self._fit_rows, held]) - self.center
+        self.scale = np.array([max(long_run_sigma(rows[:, c]), _EPS) for c in range(self.C)])
+        self._fit_rows = np.zeros((0, self.C))
+        n = len(held)
+        sums = [LinearCalibrator(siegmund_h(k, 1.0 / p_star), p_star, n) for k in self.k]
+        z = gauss_upper(p_star)
+        ewmas = [LinearCalibrator(z * math.sqrt(lam / (2.0 - lam)), p_star, n) for lam in self.lam]
+        for c, cal in enumerate(sums):
+            self.cap[c] = cal.raw_at(CAP_SCORE)
+        self.state = [[0.0, 0.0, 0.0] for _ in range(self.C)]
+        first = self.C - self.n_levels
+        size = np.abs((held - self.center) / self.scale)[:, first:]
+        sizes = [TailCalibrator().fit(size[:, j], p_star) for j in range(self.n_levels)]
+        return sums + ewmas + sizes
+
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, Shares]:
         Z = (X - self.center) / self.scale
         n, C = Z.shape
-        per = np.empty((n, C))
+        out = np.empty((n, 2 * C))
         for c in range(C):
             sp, sn, e = self.state[c]
-            k, lam, h, lim = self.k[c], self.lam[c], self.h[c], self.limit[c]
-            cap = 1.5 * h
-            out = [0.0] * n
+            k, lam, cap = self.k[c], self.lam[c], self.cap[c]
+            s_out = [0.0] * n
+            e_out = [0.0] * n
             for i, z in enumerate(Z[:, c].tolist()):
                 sp += z - k
                 sp = 0.0 if sp < 0.0 else (cap if sp > cap else sp)
                 sn += -z - k
                 sn = 0.0 if sn < 0.0 else (cap if sn > cap else sn)
                 e += lam * (z - e)
-                a = (sp if sp > sn else sn) / h
-                b = (e if e > 0 else -e) / lim
-                out[i] = a if a > b else b
+                s_out[i] = sp if sp > sn else sn
+                e_out[i] = e if e > 0 else -e
             self.state[c] = [sp, sn, e]
-            per[:, c] = out
-        return per.max(axis=1), per
+            out[:, c] = s_out
+            out[:, C + c] = e_out
+        return np.hstack([out, np.abs(Z[:, C - self.n_levels :])]), {}
 
 
 class PcaT2Q:
@@ -196,11 +203,10 @@ class PcaT2Q:
     """
 
     name = "pca"
+    columns = [-1, -1]
 
     def __init__(self, variance: float = 0.9) -> None:
         self.variance = variance
-        self.t2 = Calibrator(quantile=0.999, margin=2.0)
-        self.q = Calibrator(quantile=0.999, margin=2.0)
 
     def fit(self, X: np.ndarray) -> None:
         self.mean = X.mean(axis=0)
@@ -217,37 +223,34 @@ class PcaT2Q:
         # channel that the model normally predicts well (small residual) counts as much as one it
         # predicts poorly (a lagged temperature): a broken relation shows wherever it happens
         self.res_scale = np.ones(Z.shape[1])
-        _, _, R = self._raw(X)
+        _, _, R = self._stats(X)
         self.res_scale = np.maximum(R.std(axis=0), 0.1)  # floor: a channel the PCs fit exactly
-        t2, q, _ = self._raw(X)
-        self.t2.fit(t2)
-        self.q.fit(q)
 
-    def _raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         Z = (X - self.mean) / self.std
         T = Z @ self.P
         t2 = (T**2 / self.lam).sum(axis=1)
         R = (Z - T @ self.P.T) / self.res_scale
         return t2, (R**2).sum(axis=1), R
 
-    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t2, q, R = self._raw(X)
-        a, b = self.t2(t2), self.q(q)
-        score = np.maximum(a, b)
-        # contributions: the residual's share when Q dominates, the standardised deviation's otherwise
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, Shares]:
+        t2, q, R = self._stats(X)
         Z2 = ((X - self.mean) / self.std) ** 2
-        share_q = R**2 / np.maximum(q, _EPS)[:, None]
         share_t = Z2 / np.maximum(Z2.sum(axis=1), _EPS)[:, None]
-        share = np.where((b >= a)[:, None], share_q, share_t)
-        return score, share * score[:, None]
+        share_q = R**2 / np.maximum(q, _EPS)[:, None]
+        return np.column_stack([t2, q]), {0: share_t, 1: share_q}
 
 
 class Quality:
     """Per stream data quality: stuck (a frozen value) and dropout (no valid value).
 
-    Stuck: how long the value has repeated exactly, over ``stuck_s`` (at least
-    twice the longest repeat run the baseline showed, so a coarse ADC that
-    legitimately repeats is not "stuck"). Dropout: time since the last valid
+    Stuck: how long the value has repeated exactly, against a limit learned
+    from the baseline's own runs of repeated values. Quantized and
+    sample-and-hold channels repeat all the time; a channel is called stuck
+    only when it holds far longer than it ever did: the limit is the largest
+    of ``stuck_s``, three times the longest baseline run, and the run length
+    whose extrapolated frequency (an exponential tail over the baseline's run
+    lengths) fits the false-alarm budget. Dropout: time since the last valid
     value over ``dropout_s`` (at least 5 sample periods). Both are time-based,
     from row timestamps, so replays and live streams agree.
     """
@@ -258,16 +261,32 @@ class Quality:
         self.dropout_thr = [max(c.params.dropout_s, 5 * period) for c in channels]
         self.period = period
         n = len(channels)
+        self.longest_run = [0] * n
+        self.resolution = [0.0] * n
         self.last_value = [math.nan] * n
         self.run_start = [math.nan] * n
         self.last_valid_ts = [math.nan] * n
+        self.active = False  # nothing is judged before the baseline is learned
 
-    def fit(self, X: np.ndarray, rate_hz: float) -> None:
+    def fit(self, X: np.ndarray, rate_hz: float, p_star: float = 1e-6) -> None:
+        n = len(X)
         for c in range(X.shape[1]):
             col = X[:, c]
-            same = np.concatenate([[False], col[1:] == col[:-1]])
-            longest = _longest_run(same)
-            self.stuck_thr[c] = max(self.stuck_thr[c], 2.0 * (longest + 1) / rate_hz)
+            steps = np.abs(np.diff(col))
+            moved = steps[steps > 0]
+            self.resolution[c] = float(moved.min()) if moved.size else 0.0
+            runs = _run_lengths(col)  # samples per run of equal values
+            longest = int(runs.max()) if runs.size else 1
+            self.longest_run[c] = longest
+            limit = 3.0 * longest
+            held = runs[runs >= 2]
+            if held.size >= 5:  # runs per sample, and the tail of their length, from the baseline
+                beta = max(float((held - 2).mean()), 1.0)
+                runs_per_sample = held.size / max(n, 1)
+                limit = max(limit, 2.0 + beta * math.log(max(runs_per_sample / p_star, 1.0)))
+            base = self.stuck_thr[c]
+            self.stuck_thr[c] = max(base, limit / rate_hz)
+        self.active = True
 
     def score(self, ts: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, C = X.shape
@@ -291,21 +310,32 @@ class Quality:
                 else:
                     last, start = v, t
             self.last_value[c], self.run_start[c], self.last_valid_ts[c] = last, start, valid_ts
-            stuck[:, c] = s_out
-            drop[:, c] = d_out
+            if self.active:
+                stuck[:, c] = s_out
+                drop[:, c] = d_out
         return stuck, drop
 
     def staleness(self, now: float) -> list[float]:
         """Dropout scores at ``now`` for a stream that sends nothing at all (checked on a timer)."""
+        if not self.active:
+            return [0.0] * len(self.last_valid_ts)
         return [
             0.0 if t != t else max(0.0, (now - t) / thr)
             for t, thr in zip(self.last_valid_ts, self.dropout_thr, strict=True)
         ]
 
+    def describe(self, c: int) -> dict[str, float]:
+        return {
+            "stuck_after_s": round(self.stuck_thr[c], 3),
+            "longest_baseline_run": self.longest_run[c],
+            "resolution": self.resolution[c],
+            "dropout_after_s": round(self.dropout_thr[c], 3),
+        }
 
-def _longest_run(flags: np.ndarray) -> int:
-    if not flags.any():
-        return 0
-    padded = np.concatenate([[0], flags.astype(np.int8), [0]])
-    edges = np.flatnonzero(np.diff(padded))
-    return int((edges[1::2] - edges[::2]).max())
+
+def _run_lengths(col: np.ndarray) -> np.ndarray:
+    """Lengths (in samples) of the runs of exactly repeated values in ``col``."""
+    if not col.size:
+        return np.zeros(0, dtype=int)
+    change = np.flatnonzero(np.concatenate([[True], col[1:] != col[:-1], [True]]))
+    return np.diff(change)

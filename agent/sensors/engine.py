@@ -5,10 +5,15 @@ the benchmark all drive the same object with micro-batches ``(ts, X)``.
 
 Missing values (NaN) are held at the channel's last valid value for the
 model detectors (a multivariate model needs a full row), while the quality
-checks see the raw NaN (that is what dropout means). The ensemble score of a
-row is the largest weighted detector score: each detector is calibrated to
-reach 1.0 at its own alarm threshold, and the alert policy's durations,
-rather than a vote, keep one detector's stray exceedances from raising alerts.
+checks see the raw NaN (that is what dropout means).
+
+Calibration: the baseline is split; the detectors fit on its first part and
+score the rest, which they never saw, and each of their statistics is mapped
+onto the machine's false-alarm budget from that held-out tail
+(``calibrate.TailCalibrator``). The ensemble score of a row is the largest
+detector score; because every statistic only gets its share of the budget,
+the largest of them still meets it. Nothing is scored, and nothing alerts,
+before the baseline is learned.
 """
 
 from __future__ import annotations
@@ -16,21 +21,37 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent.sensors.detectors import Calibrator, Cusum, PcaT2Q, Quality, RobustZ, robust_center_scale
+from agent.sensors.calibrate import (
+    FREEZE_SCORE,
+    LinearCalibrator,
+    Residualizer,
+    TailCalibrator,
+    holdout_split,
+    per_sample_budget,
+)
+from agent.sensors.detectors import Cusum, PcaT2Q, Quality, RobustZ, robust_center_scale
 from agent.sensors.forecast import Forecast, TrendForecaster
+from agent.sensors.model_detectors import AeDetector, AePublisher, IForestDetector
 from agent.sensors.spec import MachineSpec
 
-log = logging.getLogger("edge_agent.sensors")
+#: what each detector's statistics are, in the order it reports them (for status)
+STAT_NAMES: dict[str, tuple[str, ...]] = {
+    "robust_z": ("robust z",),
+    "cusum": ("CUSUM", "EWMA", "level deviation"),
+    "pca": ("Hotelling T²", "Q (SPE)"),
+    "iforest": ("isolation depth",),
+    "lstm_ae": ("reconstruction error",),
+}
+CLEAR_MIN, CLEAR_MAX = 0.5, 0.9  # bounds of the clearing level, as a fraction of the Warning threshold
 
-#: publishes a trained autoencoder and returns the ONNX file to load (the service: the model store)
-AePublisher = Callable[[Any, dict[str, float], MachineSpec], Path]
+__all__ = ["AeDetector", "AePublisher", "IForestDetector", "MachineEngine", "Scores"]
+
+log = logging.getLogger("edge_agent.sensors")
 
 
 @dataclass
@@ -49,87 +70,27 @@ class Scores:
     forecasts: dict[int, Forecast] = field(default_factory=dict)
 
 
-class AeDetector:
-    """The LSTM autoencoder as a detector: an ONNX session from runtimes/ scoring windows in batches."""
+class Calibrated:
+    """A fitted detector and one tail calibrator per statistic it reports."""
 
-    name = "lstm_ae"
+    def __init__(self, det: Any, cals: list[Any]) -> None:
+        self.det = det
+        self.cals = cals
+        self.columns: list[int] = list(det.columns)
 
-    def __init__(self, spec: MachineSpec, publish: AePublisher | None) -> None:
-        self.spec = spec
-        self.publish = publish
-        self.session: Any = None
-        self.window = spec.ae_window
-        self.hist: np.ndarray | None = None
-        self.calib = Calibrator(quantile=0.995, margin=1.5)
-        self.model_path: Path | None = None
-
-    def fit(self, X: np.ndarray) -> None:
-        from agent.sensors.lstm_ae import LstmAutoencoder
-        from runtimes.base import LoadOptions
-        from runtimes.registry import get_runtime
-
-        split = int(len(X) * 0.8)
-        ae = LstmAutoencoder(X.shape[1], self.spec.ae_hidden, self.window, seed=self.spec.seed)
-        ae.fit(X[:split], epochs=self.spec.ae_epochs, seed=self.spec.seed)
-        self.mean, self.std = ae.mean, ae.std
-        held = ae.windows((X[split - self.window + 1 :] - ae.mean) / ae.std)
-        err = ((ae.reconstruct(held) - held) ** 2).mean(axis=(1, 2))
-        self.calib.fit(err)
-        calibration = {"center": self.calib.center, "scale": self.calib.scale}
-        if self.publish is not None:
-            path = self.publish(ae, calibration, self.spec)
-        else:
-            import tempfile
-
-            from agent.sensors.lstm_ae import save_bundle
-
-            tmp = Path(tempfile.mkdtemp(prefix="edge-ae-"))
-            save_bundle(ae, tmp, calibration)
-            path = tmp / "model.onnx"
-        if self.session is not None:
-            self.session.close()
-        self.session = get_runtime("onnxruntime").load(path, "CPU", LoadOptions(threads=1))
-        self.model_path = path
-        self.hist = (X[-(self.window - 1) :] - self.mean) / self.std
-
-    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from numpy.lib.stride_tricks import sliding_window_view
-
-        assert self.hist is not None
-        Z = np.concatenate([self.hist, (X - self.mean) / self.std])
-        win = np.transpose(sliding_window_view(Z, self.window, axis=0), (0, 2, 1))
-        recon = self.session.run({"x": np.ascontiguousarray(win, dtype=np.float32)})["recon"]
-        per = ((recon - win) ** 2).mean(axis=1)  # (n, C)
-        score = self.calib(per.mean(axis=1))
-        self.hist = Z[-(self.window - 1) :]
-        share = per / np.maximum(per.sum(axis=1, keepdims=True), 1e-12)
-        return score, share * score[:, None]
-
-
-class IForestDetector:
-    name = "iforest"
-
-    def __init__(self, spec: MachineSpec) -> None:
-        self.spec = spec
-        # margin 1.5: at 1.0 it caught nothing the ensemble missed and added a false alarm (bench)
-        self.calib = Calibrator(quantile=0.999, margin=1.5)
-
-    def fit(self, X: np.ndarray) -> None:
-        from agent.sensors.iforest import IsolationForestModel
-
-        self.mean = X.mean(axis=0)
-        self.std = np.maximum(X.std(axis=0), 1e-9)
-        Z = (X - self.mean) / self.std
-        self.model = IsolationForestModel.fit(
-            Z, n_trees=self.spec.iforest_trees, max_samples=self.spec.iforest_sample, seed=self.spec.seed
-        )
-        self.calib.fit(self.model.anomaly_score(Z))
-
-    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        Z = (X - self.mean) / self.std
-        score = self.calib(self.model.anomaly_score(Z))
-        share = Z**2 / np.maximum((Z**2).sum(axis=1, keepdims=True), 1e-12)
-        return score, share * score[:, None]
+    def score(self, R: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+        raw, shares = self.det.raw(R)
+        n = len(R)
+        best = np.zeros(n)
+        contrib = np.zeros((n, C))
+        for k, (cal, ch) in enumerate(zip(self.cals, self.columns, strict=True)):
+            s = cal(raw[:, k])
+            np.maximum(best, s, out=best)
+            if ch >= 0:
+                np.maximum(contrib[:, ch], s, out=contrib[:, ch])
+            else:
+                np.maximum(contrib, shares[k] * s[:, None], out=contrib)
+        return best, contrib
 
 
 class MachineEngine:
@@ -152,7 +113,11 @@ class MachineEngine:
             i: TrendForecaster(c.limit) for i, c in enumerate(spec.channels) if c.limit is not None
         }
         self.limit_state = np.zeros(self.C)
-        self.detectors: dict[str, Any] = {}
+        self.detectors: dict[str, Calibrated] = {}
+        self.resid = Residualizer(self.C)
+        self.calibration: dict[str, Any] = {}
+        self.clear_level = CLEAR_MIN
+        self.level_views: list[int] = []
         self._baseline: list[np.ndarray] = []
         self._baseline_rows = 0
         self._recent: deque[np.ndarray] = deque()
@@ -212,24 +177,69 @@ class MachineEngine:
         return int(np.searchsorted(done, max(need, 1))) + 1
 
     def fit(self, X: np.ndarray | None = None) -> None:
-        """Fit every detector on ``X`` (default: the pending baseline). Blocking: run it in an executor."""
+        """Fit and calibrate on ``X`` (default: the pending baseline). Blocking: run it in an executor.
+
+        The first part of the rows fits the residual model and the detectors;
+        the rest, held out, is scored by them as live data would be, and each
+        statistic's threshold comes from that held-out tail and the budget.
+        """
         data = self._pending_fit if X is None else X
         if data is None:
             return
         started = time.perf_counter()
         self.center, self.scale = robust_center_scale(data)
-        fitted: dict[str, Any] = {}
+        split = holdout_split(len(data))
+        resid = Residualizer(self.C).fit(data[:split], data[split:])
+        R_fit = resid.fit_residuals
+        L_held = resid.levels(data[split:])
+        R_held = resid.transform(data[split:])
+        # CUSUM/EWMA also watch the level deviation of the channels modelled on their differences:
+        # a slow drift of a channel that wanders is invisible in its step-to-step residual alone
+        self.level_views = [int(c) for c in np.flatnonzero(resid.diff)]
+        lv = self.level_views
+        RL_fit, RL_held = np.hstack([R_fit, resid.fit_levels[:, lv]]), np.hstack([R_held, L_held[:, lv]])
+        budget, rate = self.spec.false_alarms_per_day, self.spec.rate_hz
+        made = {}
         for name in self.detector_names:
             det = self._make(name)
             try:
-                det.fit(data)
+                det.fit(RL_fit if name == "cusum" else R_fit)
+                made[name] = det
             except Exception as exc:  # one detector failing must not stop the machine
                 log.warning("sensors: %s detector %s could not be fitted: %s", self.spec.name, name, exc)
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
+        fitted: dict[str, Calibrated] = {}
+        held_scores = [np.zeros(len(R_held))]
+        for name, det in made.items():
+            try:
+                p = per_sample_budget(budget, rate, len(made) * len(det.columns))
+                if hasattr(det, "calibrate"):  # limits from theory on held-out variance (CUSUM/EWMA)
+                    cals = det.calibrate(RL_held, p)
+                    raw, _ = det.raw(RL_held)  # warms the sums up to the present
+                else:  # limits from the held-out tail
+                    raw, _ = det.raw(R_held)
+                    cals = [TailCalibrator().fit(raw[:, k], p) for k in range(raw.shape[1])]
+            except Exception as exc:
+                log.warning("sensors: %s detector %s could not be calibrated: %s", self.spec.name, name, exc)
+                self.errors[name] = f"{type(exc).__name__}: {exc}"
                 continue
             self.errors.pop(name, None)
-            fitted[name] = det
-        self.quality.fit(data, self.spec.rate_hz)
+            fitted[name] = Calibrated(det, cals)
+            held_scores += [cal(raw[:, k]) for k, cal in enumerate(cals)]
+        # an alert clears once the score is back where held-out normal rows score (their 99th
+        # percentile), not at a fixed fraction of the threshold: the max over many statistics
+        # normally sits well above zero
+        typical = float(np.quantile(np.max(held_scores, axis=0), 0.99)) if len(R_held) else 0.5
+        self.clear_level = min(max(typical, CLEAR_MIN), CLEAR_MAX)
+        self.quality.fit(data, rate, per_sample_budget(budget, rate, 2 * self.C))
+        self.resid = resid
+        self.calibration = {
+            "false_alarms_per_day": budget,
+            "fit_rows": int(split),
+            "held_out_rows": int(len(data) - split),
+            "source": "held-out baseline rows" if self.fits == 0 else "held-out recent normal rows",
+            "clear_level": round(self.clear_level, 3),
+        }
         self.detectors = fitted
         self.phase = "detecting"
         self.fits += 1
@@ -242,7 +252,7 @@ class MachineEngine:
         if name == "robust_z":
             return RobustZ(self.spec.channels)
         if name == "cusum":
-            return Cusum(self.spec.channels, self.spec.rate_hz)
+            return Cusum(self.spec.channels, self.spec.rate_hz, self.level_views)
         if name == "pca":
             return PcaT2Q(self.spec.pca_variance)
         if name == "iforest":
@@ -279,9 +289,12 @@ class MachineEngine:
                 self._forecasts(),
             )
         rows = filled if complete.all() else np.where(np.isnan(filled), self.center, filled)
-        for name, det in list(self.detectors.items()):
+        L = self.resid.levels(rows)
+        R = self.resid.transform(rows)
+        RL = np.hstack([R, L[:, self.level_views]]) if "cusum" in self.detectors else R
+        for name, cd in list(self.detectors.items()):
             try:
-                s, per = det.score(rows)
+                s, per = cd.score(RL if name == "cusum" else R, self.C)
             except Exception as exc:  # scored as 0 and reported; the stream goes on
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
                 log.warning("sensors: %s detector %s failed: %s", self.spec.name, name, exc)
@@ -291,8 +304,11 @@ class MachineEngine:
             det_scores[name] = s * w
             np.maximum(contrib, per * w, out=contrib)
         combined = np.max(np.vstack(list(det_scores.values())), axis=0) if det_scores else zeros
+        normal = complete & (combined < FREEZE_SCORE)
+        # each channel's level follows only its own rows that scored normal: a fault is never learned
+        self.resid.adapt(rows, (contrib < FREEZE_SCORE) & complete[:, None])
         deviation = (rows - self.center) / self.scale
-        self._keep_recent(filled[complete & (combined < 0.5)], ts)
+        self._keep_recent(filled[normal], ts)
         return Scores(
             ts, X, combined, det_scores, contrib, deviation, stuck, dropout, limit, self._forecasts()
         )
@@ -354,6 +370,7 @@ class MachineEngine:
         return self.quality.staleness(now)
 
     def status(self) -> dict[str, Any]:
+        fitted = self.phase == "detecting" and self.fits > 0
         return {
             "machine": self.spec.name,
             "phase": self.phase,
@@ -363,6 +380,9 @@ class MachineEngine:
             "fits": self.fits,
             "fitted_at": self.fitted_at,
             "fit_seconds": round(self.fit_seconds, 3),
+            "false_alarms_per_day": self.spec.false_alarms_per_day,
+            "calibration": dict(self.calibration),
+            "thresholds": {name: self._thresholds(name, cd) for name, cd in self.detectors.items()},
             "channels": [
                 {
                     "name": c.name,
@@ -370,7 +390,30 @@ class MachineEngine:
                     "center": float(self.center[i]) if self.fits else None,
                     "sigma": float(self.scale[i]) if self.fits else None,
                     "limit": c.limit,
+                    **({"model": self.resid.describe()[i], **self.quality.describe(i)} if fitted else {}),
                 }
                 for i, c in enumerate(self.spec.channels)
             ],
         }
+
+    def _thresholds(self, name: str, cd: Calibrated) -> list[dict[str, Any]]:
+        """One entry per statistic: what it watches, its threshold, and where the threshold came from."""
+        names = self.spec.channel_names
+        stats = STAT_NAMES.get(name, ("statistic",))
+        out = []
+        for k, (cal, ch) in enumerate(zip(cd.cals, cd.columns, strict=True)):
+            kind = stats[min(k // max(len(names), 1), len(stats) - 1)] if ch >= 0 else stats[k % len(stats)]
+            source = (
+                "run-length theory on held-out variance"
+                if isinstance(cal, LinearCalibrator)
+                else ("exponential tail of held-out scores")
+            )
+            out.append(
+                {
+                    "statistic": kind,
+                    "channel": names[ch] if ch >= 0 else None,
+                    "source": source,
+                    **cal.describe(),
+                }
+            )
+        return out

@@ -35,7 +35,7 @@ _UPSERT = (
     "score = excluded.score, updated_at = excluded.updated_at, cleared_at = excluded.cleared_at, "
     "acked_at = COALESCE(alerts.acked_at, excluded.acked_at), data = excluded.data"
 )
-_DATA_KEYS = ("machine", "channels", "hint", "detectors", "history", "acked_by")
+_DATA_KEYS = ("machine", "channels", "hint", "detectors", "history", "acked_by", "incident")
 #: alert transitions kept in memory while the disk is full
 MAX_HELD = 10_000
 #: seconds between two "still holding alerts" warnings
@@ -85,6 +85,7 @@ def row_to_alert(row: dict[str, Any]) -> dict[str, Any]:
         "hint": data.get("hint", ""),
         "detectors": data.get("detectors", {}),
         "history": data.get("history", []),
+        "incident": data.get("incident") or row["id"],
     }
 
 
@@ -107,6 +108,7 @@ def alert_from_row(row: dict[str, Any]) -> Alert:
         hint=d["hint"],
         detectors=d["detectors"],
         history=d["history"],
+        incident=d["incident"],
     )
 
 

@@ -10,6 +10,7 @@ alone by the univariate detectors), with its own overrides::
     rate_hz = 10                  # expected sample rate: dropout detection, simulator
     learn_rows = 3000             # baseline length (rows) before detection starts
     refit_s = 3600                # refit the detectors on recent normal data (0: never)
+    false_alarms_per_day = 1.0    # the budget every detector's threshold is calibrated to
     detectors = ["robust_z", "cusum", "pca", "iforest"]   # + "lstm_ae"
     warning = [1.0, 1.0]          # [score threshold, seconds] per level
     [sensors.machines.press-1.channels.bearing_temp]
@@ -58,8 +59,8 @@ class StreamParams:
     z_stride: int = 8  # reference statistics recomputed every this many samples
     z_threshold: float = 6.0  # robust z at which the score reaches 1
     noise_threshold: float = 2.0  # rolling MAD / baseline MAD at which the score reaches 1
-    cusum_k: float = 1.0  # CUSUM allowance (in baseline sigmas): shifts smaller than this are ignored
-    ewma_lambda: float = 0.02
+    cusum_k: float = 0.5  # CUSUM allowance in long-run sigmas (textbook: half the smallest shift to find)
+    ewma_lambda: float = 0.1  # EWMA weight: an effective window of about 2/lambda samples
     stuck_s: float = 3.0  # a value frozen this long scores 1
     dropout_s: float = 2.0  # no valid value for this long scores 1
 
@@ -88,12 +89,13 @@ class MachineSpec:
     rate_hz: float = 10.0
     learn_rows: int = 3000
     refit_s: float = 0.0
-    detectors: tuple[str, ...] = ("robust_z", "cusum", "pca", "iforest")
+    false_alarms_per_day: float = 1.0
+    detectors: tuple[str, ...] = ("cusum", "pca", "iforest")
     weights: Mapping[str, float] = field(default_factory=dict)
     levels: tuple[LevelRule, ...] = DEFAULT_LEVELS
     clear_ratio: float = 0.5
     clear_s: float = 5.0
-    escalate_after_s: float = 300.0
+    escalate_after_s: float = 0.0  # 0: a level reflects severity, not age (ISA-18.2); > 0 escalates by time
     forecast_horizon_s: float = 1800.0
     pca_variance: float = 0.9
     iforest_trees: int = 100
@@ -122,6 +124,7 @@ _MACHINE_SCALARS = {
     "rate_hz": float,
     "learn_rows": int,
     "refit_s": float,
+    "false_alarms_per_day": float,
     "clear_ratio": float,
     "clear_s": float,
     "escalate_after_s": float,
@@ -138,6 +141,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "rate_hz": (0.001, 100_000),
     "learn_rows": (32, 10_000_000),
     "refit_s": (0, 10 * 365 * 86400),
+    "false_alarms_per_day": (0.0001, 10_000),
     "clear_ratio": (0.01, 1.0),
     "clear_s": (0, 86400),
     "escalate_after_s": (0, 30 * 86400),

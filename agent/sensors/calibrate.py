@@ -1,0 +1,398 @@
+"""From a false-alarm budget to thresholds: tail calibration on held-out normal data, and residuals.
+
+Every detector produces a *raw* score (a CUSUM sum, a Q statistic, an
+isolation depth...). Raw scores of different detectors mean different things,
+so before the ensemble compares them each is mapped onto one scale:
+
+    score = ln(1 / P(raw)) / ln(1 / p*)
+
+where ``P(raw)`` is the probability that normal data scores at least ``raw``
+and ``p*`` is the per-sample exceedance probability the machine's budget
+allows this detector (``false_alarms_per_day`` spread over the samples of a day
+and over the detectors and channels that share it: a Bonferroni split, so
+adding a detector cannot raise the machine's false-alarm rate above the
+budget). Score 1 is the alarm threshold; score 2 is a value as improbable as
+two independent threshold crossings at once, and so on up the levels.
+
+``P`` is estimated on normal rows the detector did *not* fit on (the last part
+of the baseline, held back). A baseline of a few hundred rows cannot show a
+one-in-a-million value, so the tail above the held-out 90th percentile is
+extrapolated with an exponential (peaks over threshold, the generalised Pareto
+with shape 0: Pickands-Balkema-de Haan; the streaming form is Siffer et al.,
+"Anomaly detection in streams with extreme value theory", KDD 2017). The
+scale is the upper 95 % confidence bound of the mean excess over the
+threshold, so a short baseline widens the limits instead of lowering them.
+
+``Residualizer``: the model detectors score *innovations*, not raw values.
+Each channel gets an AR(2) model fitted on the baseline; a persistent channel
+(a temperature that wanders by degrees over minutes) is then judged on how
+surprising each step is, not on where it has wandered to, while a channel
+that is noise around a level (a flow rate) keeps its level in the residual,
+so a shift of that level stays visible for as long as it lasts. The level
+itself follows slow plant drift with an exponential moving average whose time
+constant is a quarter of the baseline, fed only the rows the machine scored
+as normal, so an open fault is never learned as normal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SECONDS_PER_DAY = 86400.0
+TAIL_QUANTILE = 0.9  # the peaks-over-threshold threshold u (a common choice: 90-98 %)
+MIN_EXCESSES = 5  # fewer points above u: fall back to the held-out spread for the scale
+
+
+def per_sample_budget(false_alarms_per_day: float, rate_hz: float, shares: int) -> float:
+    """Exceedance probability per sample for one of ``shares`` tests sharing the machine's budget."""
+    samples_per_day = max(rate_hz, 1e-6) * SECONDS_PER_DAY
+    p = false_alarms_per_day / samples_per_day / max(shares, 1)
+    return float(min(max(p, 1e-15), 0.5))
+
+
+@dataclass
+class TailCalibrator:
+    """Raw score -> budget scale (1.0 at the threshold) from an exponential tail fitted on held-out data."""
+
+    p_star: float = 1e-6
+    u: float = 0.0  # POT threshold (held-out 90th percentile)
+    beta: float = 1.0  # tail scale (mean excess over u)
+    p_u: float = 1.0 - TAIL_QUANTILE
+    n: int = 0  # held-out samples the tail came from
+    held_out_max: float = 0.0
+
+    def fit(self, raw: np.ndarray, p_star: float) -> TailCalibrator:
+        raw = np.asarray(raw, dtype=float)
+        raw = raw[np.isfinite(raw)]
+        self.p_star = p_star
+        self.n = int(raw.size)
+        if not raw.size:
+            self.u, self.beta, self.p_u, self.held_out_max = 0.0, 1.0, 1.0 - TAIL_QUANTILE, 0.0
+            return self
+        self.u = float(np.quantile(raw, TAIL_QUANTILE))
+        excess = raw[raw > self.u] - self.u
+        self.p_u = max(excess.size / raw.size, 1.0 / raw.size)
+        spread = float(np.quantile(raw, 0.75) - np.quantile(raw, 0.25))
+        floor = max(1e-9 * max(abs(self.u), 1.0), 0.05 * spread)
+        if excess.size >= MIN_EXCESSES:
+            # the upper 95 % confidence bound of the exponential scale (2 m beta_hat / beta is
+            # chi-square with 2 m degrees of freedom): a tail seen through a few dozen held-out
+            # points is extrapolated on the safe side, not the likely one
+            m = int(excess.size)
+            self.beta = max(float(excess.mean()) * _chi2_upper_factor(2 * m, 0.95) ** 2, floor)
+        else:  # a statistic that is nearly constant on normal data: any clear excess is news
+            self.beta = max(float(excess.max()) if excess.size else 0.0, spread, floor, 1e-6)
+        self.held_out_max = float(raw.max())
+        return self
+
+    @property
+    def threshold(self) -> float:
+        """The raw value whose estimated exceedance probability is ``p_star`` (score 1)."""
+        return self.raw_at(1.0)
+
+    def raw_at(self, score: float) -> float:
+        return self.u + self.beta * (score * math.log(1.0 / self.p_star) - math.log(1.0 / self.p_u))
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        # -ln P(raw) = ln(1/p_u) + (raw - u)/beta above u; below u the score is small and unused,
+        # kept monotone and >= 0 by the same line clipped at 0
+        logp = math.log(1.0 / self.p_u) + (np.asarray(raw, dtype=float) - self.u) / self.beta
+        return np.maximum(logp, 0.0) / math.log(1.0 / self.p_star)
+
+    def describe(self) -> dict[str, float | int]:
+        return {
+            "threshold": round(self.threshold, 6),
+            "p_per_sample": float(f"{self.p_star:.3g}"),
+            "tail_u": round(self.u, 6),
+            "tail_scale": round(self.beta, 6),
+            "held_out_rows": self.n,
+            "held_out_max": round(self.held_out_max, 6),
+        }
+
+
+def holdout_split(n: int) -> int:
+    """Rows of a baseline of ``n`` used to fit; the rest (at least 30 %, at least 20 rows) calibrate."""
+    hold = max(round(0.3 * n), min(20, n // 2))
+    return max(n - hold, 1)
+
+
+AR_ORDER = 2
+HELD_RATE = 0.0  # how fast a level follows rows that did not score normal, relative to normal rows
+FREEZE_SCORE = 1.0  # rows scoring this high are not normal: no level adaptation, no refit data
+
+
+MODELS = ("AR(2) around an adapting level", "AR(2) on differences", "AR(2) on what the other channels leave")
+
+
+class Residualizer:
+    """Per channel AR(2) innovations, in units of the innovation sigma.
+
+    Three models per channel, and the held-out rows choose between them:
+
+    - AR(2) around a slowly adapting level: for a channel that is noise
+      around a level (a flow rate), whose shifts stay in the residual for as
+      long as they last;
+    - AR(2) on the first differences: for a channel that wanders on its own
+      (a room temperature), judged on how surprising each step is rather than
+      on where it has wandered to;
+    - AR(2) on what a regression on the other channels leaves: for a channel
+      that follows the others (a bearing temperature that follows the motor's
+      load), whose drift away from that relation is the fault.
+
+    Whichever predicts the held-out rows one step ahead with the smallest
+    error is kept; nothing about the channel is assumed.
+    """
+
+    def __init__(self, channels: int) -> None:
+        self.C = channels
+        self.level = np.zeros(channels)
+        self.mode = np.zeros(channels, dtype=int)
+        self.B = np.zeros((channels, channels))  # cross-channel regression, rows of mode-2 channels
+        self.coef = np.zeros((channels, AR_ORDER))
+        self.sigma = np.ones(channels)
+        self.prev = np.zeros((AR_ORDER, channels))  # last AR_ORDER deviations, newest last
+        self.last_x = np.zeros(channels)
+        self.alpha = 0.01
+        self.fit_residuals = np.zeros((0, channels))
+        self.level_sigma = np.ones(channels)
+        self.slow_level = np.zeros(channels)
+        self.fit_levels = np.zeros((0, channels))
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self.mode == 1
+
+    @staticmethod
+    def _ar(D: np.ndarray) -> np.ndarray:
+        n = len(D)
+        if n <= 4 * AR_ORDER + 4:
+            return np.zeros(AR_ORDER)
+        A = np.column_stack([D[AR_ORDER - k - 1 : n - k - 1] for k in range(AR_ORDER)])
+        coef, *_ = np.linalg.lstsq(A, D[AR_ORDER:], rcond=None)
+        if not np.all(np.isfinite(coef)) or abs(coef.sum()) >= 1.0:  # keep it stationary
+            return np.zeros(AR_ORDER)
+        return np.asarray(coef, dtype=float)
+
+    @staticmethod
+    def _pred_err(D: np.ndarray, coef: np.ndarray, warm: np.ndarray) -> np.ndarray:
+        full = np.concatenate([warm, D])
+        pred = np.zeros(len(D))
+        for k in range(AR_ORDER):
+            pred += full[AR_ORDER - k - 1 : AR_ORDER - k - 1 + len(D)] * coef[k]
+        return D - pred
+
+    @staticmethod
+    def _regress(y: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """Ridge regression of ``y`` on the columns of ``O`` (standardised; a light ridge for stability)."""
+        scale = np.maximum(others.std(axis=0), 1e-12)
+        Z = others / scale
+        lam = 1e-3 * len(Z)
+        b = np.linalg.solve(Z.T @ Z + lam * np.eye(Z.shape[1]), Z.T @ y)
+        return np.asarray(b / scale, dtype=float)
+
+    def _base(self, X: np.ndarray, before: np.ndarray) -> np.ndarray:
+        """Deviations each channel's AR model runs on: from the level, the previous row, or the others."""
+        dev = X - self.level
+        cross = dev - dev @ self.B.T
+        return np.where(self.mode == 1, X - before, np.where(self.mode == 2, cross, dev))
+
+    def fit(self, X: np.ndarray, held: np.ndarray | None = None) -> Residualizer:
+        n, C = X.shape
+        self.level = X.mean(axis=0)
+        self.coef = np.zeros((C, AR_ORDER))
+        self.mode = np.zeros(C, dtype=int)
+        self.B = np.zeros((C, C))
+        dev = X - self.level
+        for c in range(C):
+            x = X[:, c]
+            others = [j for j in range(C) if j != c]
+            series = [dev[:, c], np.diff(x, prepend=x[0])]
+            b = None
+            if others and n > 4 * C:
+                b = self._regress(dev[:, c], dev[:, others])
+                series.append(dev[:, c] - dev[:, others] @ b)
+            coefs = [self._ar(d) for d in series]
+            if held is not None and len(held) > 2 * AR_ORDER and n > AR_ORDER + 1:
+                h = held[:, c]
+                hdev = held - self.level
+                cands = [hdev[:, c], np.diff(h, prepend=x[-1])]
+                if b is not None:
+                    cands.append(hdev[:, c] - hdev[:, others] @ b)
+                errs = [
+                    float(np.mean(self._pred_err(cand, coefs[m], series[m][-AR_ORDER:]) ** 2))
+                    for m, cand in enumerate(cands)
+                ]
+                # the plain level model stands unless another predicts significantly better (an F test
+                # on the held-out errors at 95 %: ln F ~ N(0, 4 / n) for two equal-sized samples)
+                margin = math.exp(1.645 * math.sqrt(4.0 / len(h)))
+                best = int(np.argmin(errs))
+                self.mode[c] = best if errs[best] * margin < errs[0] else 0
+            if self.mode[c] == 2 and b is not None:
+                self.B[c, others] = b
+            self.coef[c] = coefs[self.mode[c]]
+        D = self._base(X, np.vstack([X[:1], X[:-1]]))
+        E = self._innovations(D, np.zeros((AR_ORDER, C)))
+        spread = E.std(axis=0)
+        mad = np.median(np.abs(E - np.median(E, axis=0)), axis=0) * 1.4826
+        # quantized channels have MAD 0 (most steps repeat the level); the std then carries the scale
+        floor = np.maximum(1e-9 * np.maximum(np.abs(self.level), 1.0), 1e-12)
+        self.sigma = np.maximum(np.maximum(mad, 0.5 * spread), floor)
+        self.fit_residuals = E / self.sigma
+        self.level_sigma = np.maximum(dev.std(axis=0), floor)
+        self.slow_level = self.level.copy()
+        self.fit_levels = dev / self.level_sigma
+        self.prev = D[-AR_ORDER:].copy() if n >= AR_ORDER else np.zeros((AR_ORDER, C))
+        self.last_x = X[-1].copy()
+        # the level's time constant: a quarter of the baseline (slow plant drift, not a fault's step)
+        self.alpha = 1.0 / max(n / 4.0, 10.0)
+        return self
+
+    def _innovations(self, D: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        full = np.vstack([prev, D])
+        pred = np.zeros_like(D)
+        n = len(D)
+        for k in range(AR_ORDER):
+            pred += full[AR_ORDER - k - 1 : AR_ORDER - k - 1 + n] * self.coef[:, k]
+        return D - pred
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Standardised innovations of a micro-batch; advances the AR state (not the level)."""
+        if not len(X):
+            return np.zeros((0, self.C))
+        D = self._base(X, np.vstack([self.last_x[None], X[:-1]]))
+        E = self._innovations(D, self.prev)
+        self.prev = np.vstack([self.prev, D])[-AR_ORDER:]
+        self.last_x = X[-1].copy()
+        return E / self.sigma
+
+    def levels(self, X: np.ndarray) -> np.ndarray:
+        """Deviation of each row from the channel's slow level (a whole baseline's time constant), in
+        baseline sigmas: the view in which a slow drift of a wandering channel shows."""
+        return (X - self.slow_level) / self.level_sigma
+
+    def adapt(self, X: np.ndarray, normal: np.ndarray) -> None:
+        """Let each level follow the rows (an EWMA, in closed form); rows not scored normal barely move it.
+
+        ``normal`` (n, C): per channel, so a fault on one channel holds that
+        channel's level while the others go on following the plant's drift. A
+        held level still creeps at a tenth of the speed: a deviation that
+        persists for many baselines (a plant that has moved for good) ends as
+        the new normal instead of a standing alarm, while a fault stays
+        flagged for many times its own onset.
+        """
+        if not len(X):
+            return
+        self.level = self._ewma(self.level, X, normal, self.alpha)
+        self.slow_level = self._ewma(self.slow_level, X, normal, self.alpha / 4.0)
+
+    @staticmethod
+    def _ewma(level: np.ndarray, X: np.ndarray, normal: np.ndarray, alpha: float) -> np.ndarray:
+        a = np.where(normal, alpha, alpha * HELD_RATE)  # (n, C)
+        keep = np.log1p(-a)
+        after = np.cumsum(keep[::-1], axis=0)[::-1] - keep  # sum of log(1 - a_j) for j > i
+        w = a * np.exp(after)
+        return np.asarray(np.exp(keep.sum(axis=0)) * level + (w * X).sum(axis=0))
+
+    def describe(self) -> list[dict[str, float]]:
+        return [
+            {
+                "model": MODELS[int(self.mode[c])],
+                "level": float(self.level[c]),
+                "ar": [round(float(v), 4) for v in self.coef[c]],
+                "innovation_sigma": float(self.sigma[c]),
+            }
+            for c in range(self.C)
+        ]
+
+
+@dataclass
+class LinearCalibrator:
+    """Raw / threshold, for statistics whose threshold comes from theory rather than a fitted tail.
+
+    Used by CUSUM and EWMA, whose sums remember tens of samples: a held-out
+    stretch of a few hundred rows holds too few independent excursions to fit
+    their tail, so their limits come from the classical run-length results
+    (Siegmund's approximation for CUSUM; the stationary EWMA variance) applied
+    to the held-out residuals' *long-run* variance (batch means), which is
+    what makes those results hold for autocorrelated signals.
+    """
+
+    limit: float = 1.0
+    p_star: float = 1e-6
+    n: int = 0
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(raw, dtype=float) / self.limit
+
+    @property
+    def threshold(self) -> float:
+        return self.limit
+
+    def raw_at(self, score: float) -> float:
+        return score * self.limit
+
+    def describe(self) -> dict[str, float | int]:
+        return {
+            "threshold": round(self.limit, 6),
+            "p_per_sample": float(f"{self.p_star:.3g}"),
+            "held_out_rows": self.n,
+        }
+
+
+def long_run_sigma(x: np.ndarray, confidence: float = 0.95) -> float:
+    """Long-run standard deviation of ``x`` (batch means), at the upper end of its confidence interval.
+
+    Batch means of ``b`` samples capture the slow wander that a per-sample
+    standard deviation misses. A baseline of a few hundred rows yields only a
+    few dozen batches, so the variance estimate itself is uncertain (chi-square
+    with m - 1 degrees of freedom); thresholds use its upper ``confidence``
+    bound, so a short baseline gives wider limits rather than false alarms.
+    """
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    sd = float(x.std()) if n else 1.0
+    b = max(5, round(math.sqrt(n)))
+    m = n // b
+    if m < 4:
+        return sd * _chi2_upper_factor(max(n - 1, 1), confidence)
+    means = x[: m * b].reshape(m, b).mean(axis=1)
+    est = max(sd, float(math.sqrt(b) * means.std(ddof=1)))
+    return est * _chi2_upper_factor(m - 1, confidence)
+
+
+def _chi2_upper_factor(dof: int, confidence: float) -> float:
+    """sqrt(dof / chi2_{1-confidence}(dof)): the upper confidence bound of a sigma over its estimate."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1.0 - confidence)  # lower quantile (negative)
+    v = float(dof)
+    q = v * (1.0 - 2.0 / (9.0 * v) + z * math.sqrt(2.0 / (9.0 * v))) ** 3  # Wilson-Hilferty
+    return math.sqrt(v / max(q, 1e-9))
+
+
+def siegmund_h(k: float, arl: float) -> float:
+    """Two-sided CUSUM decision interval h (in sigmas) with in-control average run length ``arl``."""
+    target = 2.0 * arl  # two one-sided charts: ARL2 ~ ARL1 / 2
+    k = max(k, 0.05)
+
+    def arl1(h: float) -> float:
+        b = 2.0 * k * (h + 1.166)
+        return (math.exp(min(b, 700.0)) - b - 1.0) / (2.0 * k * k)
+
+    lo, hi = 0.0, 1.0
+    while arl1(hi) < target and hi < 1e6:
+        hi *= 2.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if arl1(mid) < target else (lo, mid)
+    return hi
+
+
+def gauss_upper(p: float) -> float:
+    """z with P(|Z| > z) = p for a standard normal Z."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1.0 - max(min(p, 0.5), 1e-15) / 2.0)
