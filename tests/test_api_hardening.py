@@ -171,3 +171,53 @@ async def test_websockets_are_capped_per_client_and_in_all(client) -> None:  # t
     hello = await asyncio.wait_for(again.receive_json(), timeout=2)
     assert hello["type"] == "feed.hello"
     await again.close()
+
+
+async def test_the_global_websocket_cap_answers_503(aiohttp_client, ctx: AgentContext) -> None:  # type: ignore[no-untyped-def]
+    from agent.security.tokens import TokenStore
+
+    client = await aiohttp_client(create_app(ctx, ROUTE_MODULES))
+    tokens = TokenStore(ctx.store)
+    a, _ = tokens.create("a", "viewer")
+    b, _ = tokens.create("b", "viewer")
+    held = [
+        await client.ws_connect("/v1/events", headers={"Authorization": f"Bearer {t}"}) for t in (a, a, b)
+    ]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as full:  # max_websockets = 3, in all
+        await client.ws_connect("/v1/events", headers={"Authorization": f"Bearer {b}"})
+    assert full.value.status == 503 and full.value.headers["Retry-After"]
+    for ws in held:
+        await ws.close()
+
+
+def test_a_repeated_error_is_logged_once_per_interval_with_a_count() -> None:
+    import io
+    import logging
+
+    from agent.logs import JsonFormatter, RepeatFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    repeat = RepeatFilter(interval_s=0.2)
+    handler.addFilter(repeat)
+    log = logging.getLogger("edge_agent.test_repeat")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+    def malformed(peer: str) -> None:  # one call site, as in the server
+        log.warning("malformed HTTP request from %s", peer)
+
+    try:
+        for i in range(1000):
+            malformed(f"10.0.0.{i % 250}")
+        log.info("info is never held back")
+        log.info("info is never held back")
+        time.sleep(0.25)
+        malformed("10.0.0.1")
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert '"repeated": 999' in lines[-1]
