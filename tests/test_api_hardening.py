@@ -221,3 +221,16 @@ def test_a_repeated_error_is_logged_once_per_interval_with_a_count() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4, lines
     assert '"repeated": 999' in lines[-1]
+
+
+async def test_a_voice_socket_control_message_is_read_under_the_same_limits() -> None:
+    from agent.api.voice_routes import _command
+
+    sent: list[dict] = []
+
+    async def send(msg: dict) -> None:
+        sent.append(msg)
+
+    for raw in ("[" * 50_000 + "]" * 50_000, '{"type": "audio-start", "rate": ' + "9" * 5000 + "}", "{no"):
+        assert await _command(raw, None, None, "resampler", send) == "resampler"
+    assert [m["code"] for m in sent] == ["bad_request"] * 3

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections import OrderedDict
 from typing import Any
 
@@ -41,6 +42,18 @@ CONNECTIONS_CLOSED = Counter(
     "API connections closed by the server's limits, by reason.",
     ["reason"],
 )
+
+
+def connection_cap(configured: int, reserve: int = 128) -> int:
+    """``api.max_connections``, lowered to leave ``reserve`` descriptors for the database, logs and models."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or configured <= soft - reserve:
+        return configured
+    cap = max(8, soft - reserve)
+    log.warning(
+        "api.max_connections = %d does not fit the descriptor limit (%d); using %d", configured, soft, cap
+    )
+    return cap
 
 
 class ConnectionGuard:

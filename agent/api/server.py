@@ -82,7 +82,7 @@ class ApiService(Service):
         from aiohttp import web
 
         from agent.api.app import create_app
-        from agent.api.limits import ConnectionGuard, GuardedSockSite
+        from agent.api.limits import ConnectionGuard, GuardedSockSite, connection_cap
 
         api = self.ctx.settings.api
         app = create_app(self.ctx)
@@ -94,7 +94,7 @@ class ApiService(Service):
         try:
             from agent.security.api_settings import server_ssl_context
 
-            guard = ConnectionGuard(api.max_connections, api.header_timeout_s)
+            guard = ConnectionGuard(connection_cap(api.max_connections), api.header_timeout_s)
             site = GuardedSockSite(
                 runner, sock, guard=guard, ssl_context=server_ssl_context(self.ctx.settings)
             )

@@ -31,7 +31,7 @@ from aiohttp import WSMsgType, web
 
 from agent.api.app import CTX, open_websocket
 from agent.api.routes import Route
-from agent.core.jsonbody import read_json
+from agent.core.jsonbody import JsonBodyError, parse_json, read_json
 from agent.errors import BadRequestError, EdgeAgentError, UnavailableError
 
 log = logging.getLogger("edge_agent.api.voice")
@@ -237,10 +237,10 @@ async def _command(raw: str, pipeline: Any, source: Any, resampler: Any, send_js
     from agent.voice.audio import AudioFormat
     from agent.voice.resample import Resampler
 
-    try:
-        msg = json.loads(raw)
+    try:  # the same limits as a request body: a deep or huge-number message is an error, not a crash
+        msg = parse_json(raw)
         kind = msg["type"]
-    except (ValueError, KeyError, TypeError):
+    except (JsonBodyError, KeyError, TypeError):
         await send_json({"type": "error", "code": "bad_request", "message": 'send JSON {"type": ...}'})
         return resampler
     try:
