@@ -293,3 +293,23 @@ def test_a_signal_to_a_forked_child_does_not_stop_the_daemon(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_metrics_parse_with_prometheus_clients_own_parser(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import http_get
+
+    daemon = start_daemon()
+    daemon.wait_healthy()
+    http_get(daemon.url + "/v1/info")  # one API request counted
+    status, body = http_get(daemon.url + "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert "edge_api_requests" in families and any(
+        s.value >= 1 for s in families["edge_api_requests"].samples
+    )
+    assert all(f.documentation for f in families.values()), [
+        n for n, f in families.items() if not f.documentation
+    ]
+    assert daemon.stop() == 0
