@@ -139,6 +139,7 @@ class Outbox:
         self._caps = (self.limits.max_bytes,) * 3
         self._disk_bound = (False, False, False)
         self._caps_until = -1.0 if self.space is not None else float("inf")
+        self._low_hold = 0
         #: the device whose messages this outbox carries (taken from them: the disk recovery alert's sender)
         self.device = ""
 
@@ -378,7 +379,14 @@ class Outbox:
             return
         space.refresh()
         cap = self.limits.max_bytes
-        low = total + space.headroom(floor=False) // DISK_OVERHEAD
+        room = space.headroom(floor=False)
+        low = total + room // DISK_OVERHEAD
+        if room <= 0:
+            # below the reserve the bound holds where it was: following the total down would let
+            # every slightly larger message push out two and bleed the outbox empty
+            low = self._low_hold = max(low, self._low_hold)
+        else:
+            self._low_hold = 0
         hard = total + space.headroom(floor=True) // DISK_OVERHEAD
         self._caps = (min(cap, hard), min(cap, low), min(cap, low))
         self._disk_bound = (hard < cap, low < cap, low < cap)

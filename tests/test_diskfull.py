@@ -282,3 +282,30 @@ async def test_a_source_keeps_being_scored_while_full_and_no_service_restarts(
     finally:
         await ctx.supervisor.stop()
         ctx.store.close()
+
+
+def test_reserve_as_a_share_and_free_pages_do_not_hide_a_full_file_system(small_disk: SmallDisk) -> None:
+    from agent.store.space import DiskSpace
+
+    space = DiskSpace(small_disk.path, SpacePolicy(reserve_bytes=MIB, reserve_percent=50, floor_bytes=MIB))
+    assert space.refresh() == "ok" and space.reserve >= 4 * MIB - 65536  # 50% of 8 MiB beats 1 MiB
+    small_disk.fill(leave=3 * MIB)
+    assert space.refresh(force=True) == "low"
+    small_disk.release()
+
+    # a database with megabytes of free pages inside, on a file system with none left: "full"
+    # (rows could reuse those pages, but the WAL cannot grow), not "ok"
+    store = _open(small_disk)
+    store.execute("CREATE TABLE junk (b BLOB)")
+    for _ in range(8):  # 3 MiB in small transactions: the WAL is checkpointed as it goes
+        with store.atomic() as conn:
+            conn.executemany("INSERT INTO junk VALUES (zeroblob(4000))", [()] * 100)
+    for _ in range(8):
+        with store.atomic() as conn:
+            conn.execute("DELETE FROM junk WHERE rowid IN (SELECT rowid FROM junk LIMIT 100)")
+    store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    small_disk.fill()
+    assert store.space is not None and store.space.refresh() == "full"
+    snapshot = store.space.snapshot()
+    assert snapshot["free_mb"] >= 2.5 and snapshot["fs_free_mb"] < 0.1, snapshot
+    store.close()

@@ -130,7 +130,8 @@ class DiskSpace:
         self.extra_free = extra_free
         self.clock = clock
         self.state: SpaceState = "ok"
-        self.free = 0
+        self.free = 0  # file system free space plus the database's free pages
+        self.fs_free = 0
         self.total = 0
         self.reserve = self.policy.reserve_bytes
         self.since = time.time()
@@ -153,15 +154,16 @@ class DiskSpace:
         except OSError:
             self._checked = now
             return self.state  # the directory vanished or is unreadable: keep the last verdict
-        free = int(st.f_bavail) * int(st.f_frsize)
-        if self.extra_free is not None:
-            free += self.extra_free()
+        fs_free = int(st.f_bavail) * int(st.f_frsize)
+        free = fs_free + (self.extra_free() if self.extra_free is not None else 0)
         with self._lock:
             self._checked = now
-            self.free, self.total = free, int(st.f_blocks) * int(st.f_frsize)
+            self.free, self.fs_free, self.total = free, fs_free, int(st.f_blocks) * int(st.f_frsize)
             self.reserve = self.policy.reserve_for(self.total)
             floor = min(self.policy.floor_bytes, self.reserve)
-            if free < floor or (self._hit_full and free < self.reserve):
+            # the database's free pages hold new rows, but the WAL grows on the file system itself:
+            # with less there than half the floor (the WAL's bound, agent/store/db.py), nothing can be written
+            if free < floor or fs_free < floor // 2 or (self._hit_full and free < self.reserve):
                 state: SpaceState = "full"
             elif free < self.reserve or (self.state != "ok" and free < self.reserve + self.reserve // 4):
                 state = "low"  # back to ok only with a margin: a checkpoint's few pages must not flap it
@@ -224,6 +226,7 @@ class DiskSpace:
             "state": self.state,
             "path": str(self.path),
             "free_mb": round(self.free / MIB, 2),
+            "fs_free_mb": round(self.fs_free / MIB, 2),
             "reserve_mb": round(self.reserve / MIB, 2),
             "floor_mb": round(min(self.policy.floor_bytes, self.reserve) / MIB, 2),
             "since": self.since,
