@@ -283,3 +283,20 @@ def test_wake_json_reports_the_detections(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     hits = json.loads(done.stdout)["detections"]
     assert [h["phrase"] for h in hits] == ["Okay Nabu"] and 0.4 < hits[0]["t_s"] < 0.5 + len(said) / 32000
+
+
+def test_chat_without_a_daemon_loads_the_model_here_and_remembers_the_name(tmp_path: Path) -> None:
+    require_models("smollm2-135m")
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "chat"],
+        cwd=REPO,
+        env=_plain_env(tmp_path),
+        input="Hi, my name is Bob.\nWhat is my name?\n\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no daemon answers; loading the voice models in this process" in done.stderr
+    replies = [line for line in done.stdout.splitlines() if line.strip()]
+    assert replies and replies[-1] == "Your name is Bob.", done.stdout
