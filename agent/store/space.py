@@ -173,6 +173,7 @@ class DiskSpace:
                 self._hit_full = False  # "full" holds until the reserve is free again: no flapping
             self._set(state)
         DISK_FREE.labels().set(free)
+        DISK_STATE.labels().set(_STATE_VALUE[self.state])
         return self.state
 
     def _set(self, state: SpaceState) -> None:
