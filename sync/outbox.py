@@ -235,6 +235,8 @@ class Outbox:
                     self.enqueue(conn, device_topic(self.device, "alerts"), envelope, Priority.ALERT)
             except ResourceExhaustedError:
                 space.recovered.insert(0, info)  # full again already: report it next time
+                if self.store._depth and not self.store.conn.in_transaction:
+                    raise  # SQLite gave up the caller's whole transaction: the caller must hear of it
                 return
 
     def enqueue_many(
