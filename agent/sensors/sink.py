@@ -37,7 +37,7 @@ _UPSERT = (
 )
 _DATA_KEYS = ("machine", "channels", "hint", "detectors", "history", "acked_by", "incident")
 #: alert transitions kept in memory while the disk is full
-MAX_HELD = 10_000
+MAX_HELD = 2_000  # a few MB at most: alerts are rare, a box is small
 #: seconds between two "still holding alerts" warnings
 _WARN_EVERY_S = 60.0
 log = logging.getLogger("edge_agent.sensors")
