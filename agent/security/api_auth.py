@@ -180,8 +180,23 @@ class ApiGuard:
         self.limiter = RateLimiter(sec.rate_limit_per_s, sec.rate_limit_burst)
         self.guesses = RateLimiter(sec.rate_limit_per_s * _GUESS_FACTOR, sec.rate_limit_burst)
         self.refusals = RefusalCounter(sec.refusal_window_s)
-        self.segment = RefusalSegment(segment_path(audit.store.path), sec.refusal_log_bytes, audit)
+        self._segment: RefusalSegment | None = None
         self._flush_lock = asyncio.Lock()
+
+    @property
+    def segment(self) -> RefusalSegment:
+        """Opened on first use: an API nobody refuses never touches the file (nor a full disk)."""
+        if self._segment is None:
+            sec = self.settings.security
+            self._segment = RefusalSegment(
+                segment_path(self.audit.store.path), sec.refusal_log_bytes, self.audit
+            )
+        return self._segment
+
+    def close(self) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
 
     def refused(self, reason: str, source: str, request: web.Request, status: int, actor: str) -> None:
         self.refusals.add(reason, source, request.method, request.path, status, actor)
@@ -198,7 +213,7 @@ class ApiGuard:
                 return
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(None, self.segment.append, summary)
+                await loop.run_in_executor(None, lambda: self.segment.append(summary))  # opens it there too
             except Exception:
                 log.exception("could not write the refusal summary (%d refused calls)", summary["total"])
 
@@ -251,7 +266,7 @@ async def _refusal_windows(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await guard.flush()
-        guard.segment.close()
+        guard.close()
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
