@@ -378,6 +378,7 @@ class Outbox:
         """The per-priority bounds: ``max_bytes``, or less when the disk cannot hold that much."""
         space = self.space
         if space is None:
+            self._caps = (self.limits.max_bytes,) * 3  # limits may have been replaced since
             return
         space.refresh()
         cap = self.limits.max_bytes
