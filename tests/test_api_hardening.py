@@ -234,3 +234,24 @@ async def test_a_voice_socket_control_message_is_read_under_the_same_limits() ->
     for raw in ("[" * 50_000 + "]" * 50_000, '{"type": "audio-start", "rate": ' + "9" * 5000 + "}", "{no"):
         assert await _command(raw, None, None, "resampler", send) == "resampler"
     assert [m["code"] for m in sent] == ["bad_request"] * 3
+
+
+def test_the_ground_floor_imports_nothing_of_the_daemon() -> None:
+    """agent/core is what both APIs (and later hal/runtimes/models/sync) may use: stdlib and aiohttp only."""
+    import ast
+    import sys
+
+    from tests.conftest import REPO
+
+    allowed = set(sys.stdlib_module_names) | {"aiohttp", "agent"}
+    for path in sorted((REPO / "agent" / "core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+                if name.split(".")[0] == "agent":
+                    assert name.startswith("agent.core"), f"{path.name} imports the daemon's {name}"
