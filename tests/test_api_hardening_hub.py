@@ -73,5 +73,5 @@ def test_schemathesis_on_the_hub_finds_no_server_error(broker, start_hub, tmp_pa
         "^/v1/tokens",
         "--no-color",
     ]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=110)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]

@@ -55,7 +55,7 @@ def test_the_document_lists_what_the_api_answers(start_daemon) -> None:  # type:
     assert daemon.stop() == 0
 
 
-def test_schemathesis_finds_no_server_error_and_no_mismatch(start_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_schemathesis_finds_no_server_error_and_no_mismatch(start_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # a fuzzer is one client sending fast: the rate limit is not what this run is about
     daemon = start_daemon(
         {"EDGE_AGENT_SECURITY__RATE_LIMIT_PER_S": "100000", "EDGE_AGENT_SECURITY__RATE_LIMIT_BURST": "100000"}
@@ -85,7 +85,13 @@ def test_schemathesis_finds_no_server_error_and_no_mismatch(start_daemon) -> Non
         "--no-color",
     ]
     result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=daemon.env
+        # run from tmp_path: schemathesis keeps a cache directory where it runs
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=daemon.env,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failure" not in result.stdout.split("SUMMARY")[-1].lower()
