@@ -110,8 +110,11 @@ _LISTENERS: dict[str, list[Callable[[], None]]] = {}
 
 _PRIOS = frozenset(Priority)
 _ENQUEUED = {p: metrics.OUTBOX_ENQUEUED.labels(name) for p, name in PRIORITY_NAMES.items()}
-#: disk bytes per outbox byte: the row, its index entry and its copy in the WAL until a checkpoint
-DISK_OVERHEAD = 2
+#: disk bytes one outbox byte may cost, at worst: its row in a half-full page (alerts are inserted
+#: in the middle of the key space, before telemetry, so their pages split in half) and its WAL copy
+#: until a checkpoint. The bound lets the outbox grow by 1/DISK_OVERHEAD of the room left at each
+#: reading of the disk, and reads it again when that is used up: it closes in, never overshoots.
+DISK_OVERHEAD = 4
 _INSERT = "INSERT INTO sync_outbox (seq, id, topic, payload, size, expires) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -380,7 +383,7 @@ class Outbox:
         if space is None:
             self._caps = (self.limits.max_bytes,) * 3  # limits may have been replaced since
             return
-        space.refresh()
+        space.refresh(force=True)  # the slow path: the last allowance is used up or stale
         cap = self.limits.max_bytes
         room = space.headroom(floor=False)
         low = total + room // DISK_OVERHEAD
