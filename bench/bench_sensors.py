@@ -194,7 +194,7 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
     def batched(det: Any, size: int = 256) -> Any:
         def go() -> None:
             for i in range(0, len(data), size):
-                det.score(data[i : i + size])
+                det.raw(data[i : i + size])
 
         return go
 
