@@ -300,3 +300,18 @@ def test_chat_without_a_daemon_loads_the_model_here_and_remembers_the_name(tmp_p
     assert "no daemon answers; loading the voice models in this process" in done.stderr
     replies = [line for line in done.stdout.splitlines() if line.strip()]
     assert replies and replies[-1] == "Your name is Bob.", done.stdout
+
+
+def test_ask_a_spoken_question_through_the_daemon_and_write_the_answer(
+    voiced: DaemonProcess, tmp_path: Path
+) -> None:
+    wav = speech.wav_file(speech.speak("Play the next song."), tmp_path / "q.wav")
+    out = tmp_path / "answer.wav"
+    done = cli(voiced, "ask", "--input", str(wav), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "using the running daemon" in done.stderr
+    answer = json.loads(done.stdout)
+    assert word_errors("play the next song", answer["transcript"])[0] <= 1, answer
+    assert answer["intent"]["name"] == "media.next"
+    with wave.open(str(out)) as w:
+        assert w.getnframes() > w.getframerate() * 0.3
