@@ -159,6 +159,7 @@ class Residualizer:
         self.fit_residuals = np.zeros((0, channels))
         self.level_sigma = np.ones(channels)
         self.slow_level = np.zeros(channels)
+        self.base_level = np.zeros(channels)
         self.fit_levels = np.zeros((0, channels))
 
     @property
@@ -243,6 +244,7 @@ class Residualizer:
         self.fit_residuals = E / self.sigma
         self.level_sigma = np.maximum(dev.std(axis=0), floor)
         self.slow_level = self.level.copy()
+        self.base_level = self.level.copy()
         self.fit_levels = dev / self.level_sigma
         self.prev = D[-AR_ORDER:].copy() if n >= AR_ORDER else np.zeros((AR_ORDER, C))
         self.last_x = X[-1].copy()
@@ -285,7 +287,18 @@ class Residualizer:
         """
         if not len(X):
             return
-        self.level = self._ewma(self.level, X, normal, self.alpha)
+        # a channel modelled on the others keeps its baseline level: the relation already follows
+        # the plant, and mixing one held level with the others' moving ones would break it
+        moving = self._ewma(self.level, X, normal, self.alpha)
+        # a held level that learned part of a slow fault's onset would keep the alert open after the
+        # fault is gone: when rows that are not normal sit closer to the fitted level than to the
+        # held one, the held level was the stale one, and the fitted level comes back
+        held = ~normal.any(axis=0)
+        if held.any():
+            mean = X.mean(axis=0)
+            stale = held & (np.abs(mean - self.base_level) < np.abs(mean - moving))
+            moving = np.where(stale, self.base_level, moving)
+        self.level = np.where(self.mode == 2, self.level, moving)
         self.slow_level = self._ewma(self.slow_level, X, normal, self.alpha / 4.0)
 
     @staticmethod
