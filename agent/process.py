@@ -101,7 +101,7 @@ def fork_hygiene() -> None:
         multiprocessing.set_start_method("spawn", force=True)
 
 
-def reap_children(timeout: float = 1.0) -> list[int]:
+def reap_children(timeout: float = 0.5) -> list[int]:
     """Terminate every descendant still alive, kill those that ignore it; returns the PIDs found."""
     import psutil
 
@@ -111,6 +111,10 @@ def reap_children(timeout: float = 1.0) -> list[int]:
         return []
     if not children:
         return []
+    names = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            names.append(f"{child.pid} ({' '.join(child.cmdline()[:3])[:80]})")
     for child in children:
         with contextlib.suppress(psutil.Error):
             child.terminate()
@@ -124,7 +128,7 @@ def reap_children(timeout: float = 1.0) -> list[int]:
     log.warning(
         "stopped %d child process(es) still running at stop: %s",
         len(pids),
-        ", ".join(map(str, pids)),
+        ", ".join(names) or ", ".join(map(str, pids)),
         extra={"killed": len(alive)},
     )
     return pids

@@ -89,7 +89,7 @@ def _exit_past_busy_threads(code: int) -> None:
     interpreter would otherwise join the thread and keep a stopped daemon
     alive for as long as the load takes.
     """
-    deadline = time.monotonic() + 0.5
+    deadline = time.monotonic() + 0.2
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
