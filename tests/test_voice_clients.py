@@ -315,3 +315,31 @@ def test_ask_a_spoken_question_through_the_daemon_and_write_the_answer(
     assert answer["intent"]["name"] == "media.next"
     with wave.open(str(out)) as w:
         assert w.getnframes() > w.getframerate() * 0.3
+
+
+@pytest.mark.parametrize("delay", [1.0, 3.0])
+def test_sigterm_while_the_voice_models_load_exits_0_within_5_s(tmp_path: Path, delay: float) -> None:
+    require_models()
+    env = {**_plain_env(tmp_path), "EDGE_AGENT_VOICE__ENABLED": "on", "EDGE_AGENT_LOG__FORMAT": "json"}
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(delay)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log_path.read_text()[-3000:]
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    msgs = [json.loads(line)["msg"] for line in log_path.read_text().splitlines() if line.startswith("{")]
+    stop = next(i for i, m in enumerate(msgs) if m.startswith("stopping"))
+    assert "edge-agent ready" not in msgs[stop:], msgs
