@@ -53,7 +53,10 @@ def note(text: str) -> None:
 def _raise_for(status: int, data: Any) -> None:
     if status >= 400:
         err = data.get("error", {}) if isinstance(data, dict) else {}
-        raise EdgeAgentError(err.get("message") or f"HTTP {status}", code=err.get("code") or "http_error")
+        message = err.get("message") or f"HTTP {status}"
+        if status in (401, 403):
+            message += " (pass --token with an operator token, or --local to load the models here)"
+        raise EdgeAgentError(message, code=err.get("code") or "http_error")
 
 
 def ask_remote(client: DaemonClient, text: str, conversation: str = "cli") -> dict[str, Any]:
