@@ -343,3 +343,18 @@ def test_sigterm_while_the_voice_models_load_exits_0_within_5_s(tmp_path: Path, 
     msgs = [json.loads(line)["msg"] for line in log_path.read_text().splitlines() if line.startswith("{")]
     stop = next(i for i, m in enumerate(msgs) if m.startswith("stopping"))
     assert "edge-agent ready" not in msgs[stop:], msgs
+
+
+def test_ask_without_a_token_says_what_to_do(voiced: DaemonProcess) -> None:
+    env = {k: v for k, v in voiced.env.items() if k != "EDGE_AGENT_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "ask", "play some jazz"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # root reads through the local socket, but asking acts: it needs an operator token
+    assert done.returncode == 1, done.stdout
+    assert "--token" in done.stderr and "--local" in done.stderr and "Traceback" not in done.stderr
