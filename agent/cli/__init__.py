@@ -101,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         catch_early_signals()
     modules = ("agent.cli.run_cmd",) if running else COMMAND_MODULES
     parser = build_parser(modules)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BrokenPipeError:  # `edge-agent --help | head -1`
+        return _reader_went_away()
     try:
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
