@@ -11,6 +11,7 @@ the operator's name goes with each command, bundle and deployment it causes.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -30,6 +31,14 @@ HUB = web.AppKey("hub", HubContext)
 HUB_ROUTES = web.AppKey("hub_routes", list)
 
 _MAX_WAIT_S = 600.0
+#: a canary share as the API takes it: 0-100, optionally with % ("10%", "12.5", "100"); the schema says the same
+_CANARY_PATTERN = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%?$"
+#: one selector string as registry.parse_selector takes it: comma-separated terms, each 'all', blank or
+#: label=value with a label that is not blank; the schema says the same, so no documented string is refused
+_TERM = r"(\s*(all)?\s*|[^,=]*[^,=\s][^,=]*=[^,]*)"
+_SELECTOR_PATTERN = rf"^{_TERM}(,{_TERM})*$"
+_TTL_MAX_S = 7 * 86400
+_DEPLOY_TIMEOUT_MAX_S = 86400
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -60,10 +69,12 @@ def _query_int(request: web.Request, key: str, default: int, hi: int = 10_000) -
 def _selector(value: Any) -> dict[str, str]:
     if isinstance(value, dict):
         return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return registry.parse_selector(value)
-    if isinstance(value, str):
-        return registry.parse_selector(value)
+    terms = [value] if isinstance(value, str) else value
+    if isinstance(terms, list) and all(isinstance(v, str) for v in terms):
+        for term in terms:
+            if not re.fullmatch(_SELECTOR_PATTERN, term):
+                raise BadRequestError(f"selector {term!r}: expected 'all' or label=value[,label=value]")
+        return registry.parse_selector(terms)
     raise BadRequestError("'to' must be a selector: 'all', 'label=value[,label=value]' or a JSON object")
 
 
@@ -79,6 +90,15 @@ def _args(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise BadRequestError("'args' must be a JSON object")
     return args
+
+
+def _canary(value: Any) -> float:
+    """The canary share: a number 0-100 or a string such as "10%" (what the deployments route documents)."""
+    if isinstance(value, str) and not re.fullmatch(_CANARY_PATTERN, value):
+        raise BadRequestError(f"canary share {value!r}: expected a percentage from 0% to 100%, such as 10%")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise BadRequestError("'canary' must be a percentage such as \"10%\" or a number from 0 to 100")
+    return parse_percent(value)
 
 
 # ------------------------------------------------------------ health, info
@@ -191,7 +211,7 @@ async def device_command(request: web.Request) -> web.Response:
     data = await _body(request)
     name, args = _name(data), _args(data)
     wait_s = _number(data, "wait_s", 0)
-    ttl_s = _number(data, "ttl_s", hub.settings.command_ttl_s, lo=1, hi=7 * 86400)
+    ttl_s = _number(data, "ttl_s", hub.settings.command_ttl_s, lo=1, hi=_TTL_MAX_S)
     operator = operator_of(request).name
     cmd = await asyncio.to_thread(
         hub.commands.send, request.match_info["device"], name, args, ttl_s=ttl_s, operator=operator
@@ -208,7 +228,9 @@ async def fleet_command(request: web.Request) -> web.Response:
     name, args = _name(data), _args(data)
     selector = _selector(data.get("to"))
     wait_s = _number(data, "wait_s", 0)
-    online_only = bool(data.get("online_only", False))
+    online_only = data.get("online_only", False)
+    if not isinstance(online_only, bool):
+        raise BadRequestError("'online_only' must be true or false")
     targets = await asyncio.to_thread(
         registry.list_devices, hub.db, selector, online=True if online_only else None
     )
@@ -267,8 +289,8 @@ async def deployment_start(request: web.Request) -> web.Response:
     if not isinstance(bundle, str):
         raise BadRequestError("'bundle' must be the sha256 of an uploaded bundle (POST /v1/bundles)")
     selector = _selector(data.get("to"))
-    canary = parse_percent(data.get("canary", "10%"))
-    timeout_s = _number(data, "timeout_s", 600, lo=1, hi=86400)
+    canary = _canary(data.get("canary", "10%"))
+    timeout_s = _number(data, "timeout_s", 600, lo=1, hi=_DEPLOY_TIMEOUT_MAX_S)
     row = await hub.deployer.start(bundle, selector, canary, timeout_s, operator=operator_of(request).name)
     return web.json_response(row, status=202)
 
@@ -287,15 +309,14 @@ _COMMAND_BODY = {
     "type": "object",
     "required": ["name"],
     "properties": {
-        "name": {"type": "string"},
+        "name": {"type": "string", "minLength": 1, "maxLength": 64},
         "args": {"type": "object"},
-        "wait_s": {"type": "number"},
-        "ttl_s": {"type": "number"},
+        "wait_s": {"type": "number", "minimum": 0, "maximum": _MAX_WAIT_S},
+        "ttl_s": {"type": "number", "minimum": 1, "maximum": _TTL_MAX_S},
     },
 }
-_SELECTOR = {
-    "oneOf": [{"type": "string"}, {"type": "object"}, {"type": "array", "items": {"type": "string"}}]
-}
+_SELECTOR_STRING = {"type": "string", "pattern": _SELECTOR_PATTERN}
+_SELECTOR = {"oneOf": [_SELECTOR_STRING, {"type": "object"}, {"type": "array", "items": _SELECTOR_STRING}]}
 
 ROUTES = [
     Route("GET", "/healthz", healthz, "Liveness.", tag="hub"),
@@ -338,8 +359,17 @@ ROUTES = [
         fleet_command,
         "Send a signed command to every device matching 'to'.",
         tag="commands",
-        body={**_COMMAND_BODY, "properties": {**_COMMAND_BODY["properties"], "to": _SELECTOR}},
+        body={
+            **_COMMAND_BODY,
+            "required": ["name", "to"],
+            "properties": {
+                **_COMMAND_BODY["properties"],
+                "to": _SELECTOR,
+                "online_only": {"type": "boolean"},
+            },
+        },
         role="operator",
+        extra_responses={404: "no registered device matches 'to'", 503: "no broker"},
     ),
     Route(
         "GET",
@@ -366,7 +396,14 @@ ROUTES = [
         "Upload a model or config bundle (tar, raw body); an unsigned manifest is signed by the hub.",
         tag="deploy",
         role="admin",
-        extra_responses={507: "bundle too large"},
+        # the raw tar; its type is not checked (curl --data-binary sends form-urlencoded)
+        body={"type": "string", "format": "binary", "minLength": 1},
+        body_type="application/octet-stream",
+        extra_responses={
+            400: "no body, or one that is not a tar with a valid manifest.json at its top",
+            415: "not answered: the body is read as the tar whatever its content type",
+            507: "bundle too large",
+        },
     ),
     Route("GET", "/v1/bundles", bundle_list, "Uploaded bundles.", tag="deploy"),
     Route(
@@ -391,10 +428,16 @@ ROUTES = [
             "properties": {
                 "bundle": {"type": "string"},
                 "to": _SELECTOR,
-                "canary": {"type": "string"},
-                "timeout_s": {"type": "number"},
+                "canary": {
+                    "anyOf": [
+                        {"type": "string", "pattern": _CANARY_PATTERN},
+                        {"type": "number", "minimum": 0, "maximum": 100},
+                    ]
+                },
+                "timeout_s": {"type": "number", "minimum": 1, "maximum": _DEPLOY_TIMEOUT_MAX_S},
             },
         },
+        extra_responses={404: "unknown bundle, or no registered device matches 'to'", 503: "no broker"},
     ),
     Route("GET", "/v1/deployments", deployment_list, "Deployments, newest first.", tag="deploy"),
     Route(
