@@ -200,7 +200,7 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
 
     makers = {
         "robust_z": lambda: RobustZ(spec.channels),
-        "cusum": lambda: Cusum(spec.channels, spec.rate_hz),
+        "cusum": lambda: Cusum(spec.channels),
         "pca": lambda: PcaT2Q(),
     }
     for name, make in makers.items():

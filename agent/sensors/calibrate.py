@@ -120,7 +120,6 @@ def holdout_split(n: int) -> int:
 
 
 AR_ORDER = 2
-HELD_RATE = 0.0  # how fast a level follows rows that did not score normal, relative to normal rows
 FREEZE_SCORE = 1.0  # rows scoring this high are not normal: no level adaptation, no refit data
 
 
@@ -276,14 +275,10 @@ class Residualizer:
         return (X - self.slow_level) / self.level_sigma
 
     def adapt(self, X: np.ndarray, normal: np.ndarray) -> None:
-        """Let each level follow the rows (an EWMA, in closed form); rows not scored normal barely move it.
+        """Let each level follow the rows scored normal (an EWMA, in closed form); other rows hold it.
 
         ``normal`` (n, C): per channel, so a fault on one channel holds that
-        channel's level while the others go on following the plant's drift. A
-        held level still creeps at a tenth of the speed: a deviation that
-        persists for many baselines (a plant that has moved for good) ends as
-        the new normal instead of a standing alarm, while a fault stays
-        flagged for many times its own onset.
+        channel's level while the others go on following the plant's drift.
         """
         if not len(X):
             return
@@ -303,7 +298,7 @@ class Residualizer:
 
     @staticmethod
     def _ewma(level: np.ndarray, X: np.ndarray, normal: np.ndarray, alpha: float) -> np.ndarray:
-        a = np.where(normal, alpha, alpha * HELD_RATE)  # (n, C)
+        a = np.where(normal, alpha, 0.0)  # (n, C)
         keep = np.log1p(-a)
         after = np.cumsum(keep[::-1], axis=0)[::-1] - keep  # sum of log(1 - a_j) for j > i
         w = a * np.exp(after)

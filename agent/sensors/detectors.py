@@ -72,6 +72,7 @@ class RobustZ:
         self.window = max(x.z_window for x in p)
         self.stride = min(x.z_stride for x in p)
         self.columns = list(range(self.C))  # |z| per channel
+        self.kinds = ["robust z"] * self.C
         self.hist: np.ndarray | None = None
         self.base_scale: np.ndarray | None = None
         self.floor: np.ndarray | None = None
@@ -131,9 +132,7 @@ class Cusum:
 
     name = "cusum"
 
-    def __init__(
-        self, channels: Sequence[ChannelSpec], rate_hz: float = 10.0, levels_of: Sequence[int] = ()
-    ) -> None:
+    def __init__(self, channels: Sequence[ChannelSpec], levels_of: Sequence[int] = ()) -> None:
         # inputs: every channel's residual, then the level deviation of the channels in ``levels_of``
         chan = list(range(len(channels))) + list(levels_of)
         self.C = len(chan)
@@ -143,6 +142,7 @@ class Cusum:
         # CUSUM sum per input, |EWMA| per input, then the size of each level deviation itself (how
         # far a drift has gone: it sets the alert's level while the sums only say "it moved")
         self.columns = chan * 2 + list(levels_of)
+        self.kinds = ["CUSUM"] * self.C + ["EWMA"] * self.C + ["level deviation"] * self.n_levels
         self.center = np.zeros(self.C)
         self.scale = np.ones(self.C)
         self.cap = [math.inf] * self.C
@@ -204,6 +204,7 @@ class PcaT2Q:
 
     name = "pca"
     columns = [-1, -1]
+    kinds = ["Hotelling T²", "Q (SPE)"]
 
     def __init__(self, variance: float = 0.9) -> None:
         self.variance = variance

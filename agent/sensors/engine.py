@@ -39,14 +39,6 @@ from agent.sensors.forecast import Forecast, TrendForecaster
 from agent.sensors.model_detectors import AeDetector, AePublisher, IForestDetector
 from agent.sensors.spec import MachineSpec
 
-#: what each detector's statistics are, in the order it reports them (for status)
-STAT_NAMES: dict[str, tuple[str, ...]] = {
-    "robust_z": ("robust z",),
-    "cusum": ("CUSUM", "EWMA", "level deviation"),
-    "pca": ("Hotelling T²", "Q (SPE)"),
-    "iforest": ("isolation depth",),
-    "lstm_ae": ("reconstruction error",),
-}
 CLEAR_MIN, CLEAR_MAX = 0.5, 0.9  # bounds of the clearing level, as a fraction of the Warning threshold
 
 __all__ = ["AeDetector", "AePublisher", "IForestDetector", "MachineEngine", "Scores"]
@@ -252,7 +244,7 @@ class MachineEngine:
         if name == "robust_z":
             return RobustZ(self.spec.channels)
         if name == "cusum":
-            return Cusum(self.spec.channels, self.spec.rate_hz, self.level_views)
+            return Cusum(self.spec.channels, self.level_views)
         if name == "pca":
             return PcaT2Q(self.spec.pca_variance)
         if name == "iforest":
@@ -382,7 +374,7 @@ class MachineEngine:
             "fit_seconds": round(self.fit_seconds, 3),
             "false_alarms_per_day": self.spec.false_alarms_per_day,
             "calibration": dict(self.calibration),
-            "thresholds": {name: self._thresholds(name, cd) for name, cd in self.detectors.items()},
+            "thresholds": {name: self._thresholds(cd) for name, cd in self.detectors.items()},
             "channels": [
                 {
                     "name": c.name,
@@ -396,17 +388,15 @@ class MachineEngine:
             ],
         }
 
-    def _thresholds(self, name: str, cd: Calibrated) -> list[dict[str, Any]]:
+    def _thresholds(self, cd: Calibrated) -> list[dict[str, Any]]:
         """One entry per statistic: what it watches, its threshold, and where the threshold came from."""
         names = self.spec.channel_names
-        stats = STAT_NAMES.get(name, ("statistic",))
         out = []
-        for k, (cal, ch) in enumerate(zip(cd.cals, cd.columns, strict=True)):
-            kind = stats[min(k // max(len(names), 1), len(stats) - 1)] if ch >= 0 else stats[k % len(stats)]
+        for cal, ch, kind in zip(cd.cals, cd.columns, cd.det.kinds, strict=True):
             source = (
                 "run-length theory on held-out variance"
                 if isinstance(cal, LinearCalibrator)
-                else ("exponential tail of held-out scores")
+                else "exponential tail of held-out scores"
             )
             out.append(
                 {

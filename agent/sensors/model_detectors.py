@@ -26,6 +26,7 @@ class AeDetector:
 
     name = "lstm_ae"
     columns = [-1]
+    kinds = ["reconstruction error"]
 
     def __init__(self, spec: MachineSpec, publish: AePublisher | None) -> None:
         self.spec = spec
@@ -82,6 +83,7 @@ class AeDetector:
 class IForestDetector:
     name = "iforest"
     columns = [-1]
+    kinds = ["isolation depth"]
 
     def __init__(self, spec: MachineSpec) -> None:
         self.spec = spec
