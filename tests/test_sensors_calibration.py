@@ -141,3 +141,19 @@ def test_run_length_and_long_run_variance_helpers() -> None:
     lrs = long_run_sigma(x)
     assert 0.9 * 5.0 < lrs < 1.3 * 5.0
     assert per_sample_budget(1.0, 1.0, 4) == pytest.approx(1 / 86400 / 4)
+
+
+def test_sensors_status_prints_each_threshold_and_its_source(capsys) -> None:  # type: ignore[no-untyped-def]
+    from agent.cli.sensors_cmd import _print_thresholds
+
+    ts, X = stationary(1500, 3, 1.0, seed=4)
+    spec = machine_from_columns("m", ["a", "b", "c"], learn_rows=500, rate_hz=1.0)
+    runner = OfflineRunner(spec)
+    runner.run(ts, X, batch=64)
+    _print_thresholds(runner.engine.status())
+    out = capsys.readouterr().out
+    assert "budget 1 false alarms/day" in out and "350 rows fitted, 150 held out" in out
+    for stat in ("CUSUM", "EWMA", "Hotelling T²", "Q (SPE)", "isolation depth"):
+        assert stat in out
+    assert "run-length theory on held-out variance" in out and "exponential tail of held-out scores" in out
+    assert "stuck after" in out and "residual model" in out

@@ -456,4 +456,46 @@ def status(args: argparse.Namespace) -> int:
         for m in body["machines"]
     ]
     print(table(rows, ["machine", "phase", "baseline", "detectors", "open alerts"]))
+    for m in body["machines"]:
+        _print_thresholds(m)
     return 0
+
+
+def _print_thresholds(m: dict) -> None:  # type: ignore[type-arg]
+    """The calibrated thresholds of one machine: what each statistic watches, its limit, where it came from."""
+    cal = m.get("calibration") or {}
+    if not cal:
+        return
+    print(
+        f"\n{m['machine']}: budget {cal['false_alarms_per_day']:g} false alarms/day; thresholds from "
+        f"{cal['source']} ({cal['fit_rows']} rows fitted, {cal['held_out_rows']} held out); "
+        f"alerts clear below {cal['clear_level']:g}"
+    )
+    rows = [
+        (
+            det,
+            t["statistic"],
+            t["channel"] or "(all)",
+            f"{t['threshold']:.4g}",
+            f"{t['p_per_sample']:.2g}",
+            t["source"],
+        )
+        for det, stats in sorted(m.get("thresholds", {}).items())
+        for t in stats
+    ]
+    print(table(rows, ["detector", "statistic", "channel", "threshold", "p/sample", "source"]))
+    chans = [
+        (
+            c["name"],
+            c["model"]["model"],
+            f"{c['stuck_after_s']:g} s",
+            c["longest_baseline_run"],
+            f"{c['resolution']:.3g}",
+        )
+        for c in m.get("channels", [])
+        if "model" in c
+    ]
+    if chans:
+        print(
+            table(chans, ["channel", "residual model", "stuck after", "longest baseline run", "resolution"])
+        )
