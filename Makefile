@@ -47,9 +47,11 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# lint: ruff, the import contract (layers point down: tests/import_contract.py) and mypy.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m tests.import_contract
 
 format: setup
 	$(BIN)/ruff format .

@@ -50,7 +50,7 @@ def build_context(settings: Settings) -> AgentContext:
     import hal
     from agent.security import identity
     from agent.security.trust import TrustStore
-    from models.service import build_manager
+    from agent.models_service import build_manager
     from sync.keys import trusted_hub_keys
     from sync.service import outbox_for
 
@@ -104,7 +104,7 @@ def build_services(ctx: AgentContext) -> list[Service]:
 
         services.append(ApiService(ctx))
     if ctx.models is not None:
-        from models.service import ModelsService
+        from agent.models_service import ModelsService
 
         services.append(ModelsService(ctx.models))
     if ctx.settings.voice.enabled != "off" and licensed(ctx, "voice"):

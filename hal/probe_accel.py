@@ -2,7 +2,7 @@
 
 Hardware evidence comes first because it works on a recorded tree and on a
 box whose engines are not installed yet (``edge-agent hardware`` shows the
-GPU before OpenVINO is installed, and ``hal.choose`` can say which extra would
+GPU before OpenVINO is installed, and ``models.choose`` can say which extra would
 use it). The engines' own device lists
 then mark targets as confirmed. onnxruntime's provider list is what the wheel
 was built with, not what the box has, so a CUDA provider alone is never taken

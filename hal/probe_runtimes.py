@@ -5,8 +5,9 @@ importing onnxruntime and OpenVINO just to list devices adds ~75 MiB of
 resident memory to the daemon for its whole life (measured on x86_64 with
 onnxruntime 1.32 and OpenVINO 2026.4), and a broken GPU plugin can crash the
 process that loads it. The child prints one JSON line; the parent never
-imports an engine. The child asks the ``runtimes/`` adapters, so device names
-here are the ones ``Runtime.load`` takes. Run by hand: ``python -m hal.probe_runtimes``.
+imports an engine. The child runs ``python -m runtimes.listing``, which asks the
+``runtimes/`` adapters, so device names here are the ones ``Runtime.load`` takes.
+The layer below (``hal``) never imports ``runtimes``: it reads the child's JSON.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class EngineFindings:
 
     ``runtimes`` lists the available engines with their devices named as the
     ``runtimes/`` adapters name them (``CPU``, ``CUDA:0``, ``GPU.0``, ``NPU``,
-    ``EdgeTPU``), the names ``hal.choose`` and ``Runtime.load`` use;
+    ``EdgeTPU``), the names ``models.choose`` and ``Runtime.load`` use;
     ``details`` maps ``runtime:device`` to the adapter's detail (OpenVINO's
     FULL_DEVICE_NAME); ``nvidia_gpus`` holds nvidia-smi's (index, name, detail).
     """
@@ -40,44 +41,6 @@ class EngineFindings:
     details: dict[str, str] = field(default_factory=dict)
     nvidia_gpus: list[tuple[int, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def _version(modules: tuple[str, ...]) -> str:
-    import importlib.metadata  # child only: ~15 ms the daemon need not pay
-
-    for module in modules:
-        version = getattr(sys.modules.get(module), "__version__", None)
-        if version:
-            return str(version).split("-")[0]
-    dists = importlib.metadata.packages_distributions()
-    for module in modules:
-        for dist in dists.get(module, ()):
-            try:
-                return importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    return ""
-
-
-def _ask_engines() -> dict[str, Any]:
-    """Runs in the child: every registered adapter that is available, and its devices."""
-    out: dict[str, Any] = {"runtimes": [], "details": {}, "notes": []}
-    from runtimes import registry
-
-    for name, runtime in registry.all_runtimes().items():
-        try:
-            if not runtime.available():
-                if runtime.installed():
-                    out["notes"].append(f"{name} is installed but cannot load: {runtime.missing_reason()}")
-                continue
-            devices = runtime.devices()
-        except Exception as exc:  # a broken engine must not hide the others
-            out["notes"].append(f"{name} failed while listing devices: {exc}")
-            continue
-        version = _version(tuple(getattr(runtime, "modules", ())))
-        out["runtimes"].append({"name": name, "version": version, "devices": [d.device for d in devices]})
-        out["details"].update({f"{name}:{d.device}": d.detail for d in devices if d.detail})
-    return out
 
 
 def _nvidia_smi(findings: EngineFindings) -> None:
@@ -115,8 +78,8 @@ def ask_engines(timeout: float = CHILD_TIMEOUT_S) -> EngineFindings:
         done = subprocess.run(
             [
                 sys.executable,
-                "-c",
-                "import json, hal.probe_runtimes as p; print(json.dumps(p._ask_engines()))",
+                "-m",
+                "runtimes.listing",
             ],
             capture_output=True,
             text=True,
@@ -141,7 +104,3 @@ def ask_engines(timeout: float = CHILD_TIMEOUT_S) -> EngineFindings:
         findings.notes.append(f"engine probe failed: {exc}")
     _nvidia_smi(findings)
     return findings
-
-
-if __name__ == "__main__":
-    print(json.dumps(_ask_engines()))

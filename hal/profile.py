@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Union
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 
 SCHEMA_VERSION = 1
 

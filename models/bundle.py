@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 from models.manifest import (
     MANIFEST_FILE,
     FileEntry,

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import (
+from agent.core.errors import (
     BadRequestError,
     ConflictError,
     EdgeAgentError,
@@ -43,7 +43,7 @@ from agent.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from hal.choose import DEFAULT_POLICY, Candidate, Choice, Policy, Skip, choose, load_with_fallback, rank
+from models.choose import DEFAULT_POLICY, Candidate, Choice, Policy, Skip, choose, load_with_fallback, rank
 from models.scheduling import LatencyStats, Priority, PrioritySlots
 from models.store import InstalledModel, ModelStore
 
@@ -242,7 +242,7 @@ class ModelManager:
 
     def _rts(self) -> Mapping[str, Runtime]:
         if self._runtimes is None:
-            from hal.choose import default_runtimes
+            from models.choose import default_runtimes
 
             self._runtimes = default_runtimes()
         return self._runtimes

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 from models.signing import Signature
 from runtimes.base import TensorSpec
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadRequestError, UnavailableError
+from agent.core.errors import BadRequestError, UnavailableError
 from models.bundle import make_manifest, write_signed
 from models.manifest import Manifest, Quantization, Variant
 from models.smoke import Drift, drift, smoke_inputs

@@ -17,7 +17,7 @@ from collections import deque
 from enum import IntEnum
 from typing import Any
 
-from agent.errors import BadRequestError, ResourceExhaustedError
+from agent.core.errors import BadRequestError, ResourceExhaustedError
 
 
 class Priority(IntEnum):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import BadRequestError, ConfigError
+from agent.core.errors import BadRequestError, ConfigError
 
 ALGORITHM = "ed25519"
 _KEY_HEX_LEN = 64

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 from models.manifest import Manifest, Variant
 from models.tensors import TensorLimits, decode_tensors
 

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import BadRequestError, ConflictError, NotFoundError, StoreError
+from agent.core.errors import BadRequestError, ConflictError, NotFoundError, StoreError
 from models.manifest import MANIFEST_FILE, NAME_RE, VERSION_RE, Manifest, SignedManifest, parse_manifest_json
 
 _POINTER = ".active"

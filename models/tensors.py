@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.errors import BadRequestError, ConflictError, UnavailableError
+from agent.core.errors import BadRequestError, ConflictError, UnavailableError
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.errors import BadRequestError, EdgeAgentError, UnavailableError
+from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
 from runtimes.base import (
     DeviceInfo,
     LoadOptions,

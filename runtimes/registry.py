@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.errors import NotFoundError, UnavailableError
+from agent.core.errors import NotFoundError, UnavailableError
 from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session
 
 log = logging.getLogger(__name__)

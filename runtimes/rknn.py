@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.errors import BadRequestError, EdgeAgentError, UnavailableError
+from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
 from runtimes.base import (
     DeviceInfo,
     LoadOptions,

@@ -1,4 +1,4 @@
-"""hal.choose: ranking variants × runtimes × devices, skip reasons, load fallback."""
+"""models.choose: ranking variants × runtimes × devices, skip reasons, load fallback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.errors import BadRequestError, ResourceExhaustedError, UnavailableError
-from hal.choose import Policy, choose, load_with_fallback, rank
+from models.choose import Policy, choose, load_with_fallback, rank
 from hal.profile import Accelerator, CpuInfo, HardwareProfile, MemoryInfo, Target
 from models.manifest import MANIFEST_FILE, Variant, parse_manifest_json
 from models.smoke import check_session

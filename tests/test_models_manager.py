@@ -16,7 +16,7 @@ from agent.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from hal.choose import Policy
+from models.choose import Policy
 from models.manager import ManagerSettings, ModelManager
 from models.manifest import Variant
 from models.scheduling import Priority

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from agent.errors import BadRequestError, ConflictError
-from hal.choose import Policy
+from models.choose import Policy
 from models.manager import ManagerSettings, ModelManager
 from models.quantize import load_calibration, next_version, quantize_model
 from models.store import ModelStore

@@ -154,7 +154,7 @@ async def test_the_daemons_shared_manager_is_used_when_it_can_load_voice_models(
     require_models("silero-vad", "wake-okay-nabu", "whisper-tiny-en")
     from agent.voice.factory import manager_parts, wake_pool_sizes
     from models.manager import ManagerSettings, ModelManager
-    from models.service import ModelsService
+    from agent.models_service import ModelsService
 
     voice = VoiceSettings(enabled="on", llm=False, tts_voice="espeak:en-us", threads=1)
     settings = dataclasses.replace(settings, voice=voice)

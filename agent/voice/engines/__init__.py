@@ -114,6 +114,6 @@ def voice_runtimes() -> dict[str, Runtime]:
 
 def all_runtimes() -> dict[str, Runtime]:
     """The registry's adapters (onnxruntime, OpenVINO, LiteRT, ...) plus the voice engines."""
-    from hal.choose import default_runtimes
+    from models.choose import default_runtimes
 
     return {**default_runtimes(), **voice_runtimes()}

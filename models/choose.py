@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import BadRequestError, EdgeAgentError, ResourceExhaustedError, UnavailableError
+from agent.core.errors import BadRequestError, EdgeAgentError, ResourceExhaustedError, UnavailableError
 
 if TYPE_CHECKING:
     from models.manifest import Manifest, Variant

@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.config import ModelsSettings
 from agent.supervisor import Service
-from hal.choose import Policy
+from models.choose import Policy
 from models.manager import ManagerSettings, ModelManager
 from models.store import ModelStore
 
