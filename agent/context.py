@@ -41,6 +41,8 @@ class AgentContext:
     outbox: Outbox | None = None
     #: the voice assistant service (agent/voice), set by it when it runs
     voice: Any = None
+    #: the scheduler (agent/scheduler), set by its service
+    scheduler: Any = None
     ready: bool = False
     stopping: bool = False
     #: cached hardware summary; probing /sys and the runtimes is done once, lazily

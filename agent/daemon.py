@@ -121,6 +121,10 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from sync.service import build_sync_services
 
         services.extend(build_sync_services(ctx))
+    from agent.reports.recorder import RecorderService
+    from agent.scheduler.service import SchedulerService
+
+    services += [SchedulerService(ctx), RecorderService(ctx)]
     if ctx.notifier.watchdog_interval:
         services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
     return services

@@ -166,3 +166,44 @@ def sync_outbox_insert_trigger(db: Any) -> None:
         " UPDATE sync_outbox_totals SET count = count + 1, bytes = bytes + NEW.size"
         " WHERE priority = NEW.seq >> 56; END"
     )
+
+
+# ---------------------------------------------------------------- scheduler and reports (50-59)
+
+
+@migration(50, "scheduler: jobs, their runs; report samples")
+def scheduler_tables(db: Any) -> None:
+    # One row per known job: its spec as the scheduler last saw it, whether an operator paused it,
+    # and the newest scheduled time already handled (the missed-run policy counts from there).
+    db.execute(
+        "CREATE TABLE scheduler_jobs ("
+        " name TEXT PRIMARY KEY, spec TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0,"
+        " last_fire REAL, next_run REAL, updated_at REAL NOT NULL)"
+    )
+    # One row per attempt; queued/held/running rows found at start were cut short by a stop or power cut.
+    db.execute(
+        "CREATE TABLE scheduler_runs ("
+        " id INTEGER PRIMARY KEY, job TEXT NOT NULL, scheduled_for REAL NOT NULL, reason TEXT NOT NULL,"
+        " attempt INTEGER NOT NULL, state TEXT NOT NULL, queued_at REAL NOT NULL, started_at REAL,"
+        " finished_at REAL, held TEXT, error TEXT, result TEXT)"
+    )
+    db.execute("CREATE INDEX scheduler_runs_job ON scheduler_runs (job, id)")
+    db.execute("CREATE INDEX scheduler_runs_state ON scheduler_runs (state)")
+    # What reports chart and count that no other table keeps: the sensor samples the bus carries
+    # (channel values over time), voice turns with their latencies, and box health samples.
+    db.execute(
+        "CREATE TABLE report_samples (ts REAL NOT NULL, machine TEXT NOT NULL, channel TEXT NOT NULL,"
+        " value REAL)"
+    )
+    db.execute("CREATE INDEX report_samples_key ON report_samples (machine, channel, ts)")
+    db.execute("CREATE INDEX report_samples_ts ON report_samples (ts)")
+    db.execute(
+        "CREATE TABLE report_voice (ts REAL NOT NULL, stream TEXT, answer TEXT, total_ms REAL,"
+        " asr_ms REAL, reply_ms REAL, first_audio_ms REAL)"
+    )
+    db.execute("CREATE INDEX report_voice_ts ON report_voice (ts)")
+    db.execute(
+        "CREATE TABLE report_health (ts REAL NOT NULL, temp_c REAL, throttled INTEGER, cpu_pct REAL,"
+        " mem_pct REAL, models_loaded INTEGER, data TEXT)"
+    )
+    db.execute("CREATE INDEX report_health_ts ON report_health (ts)")

@@ -1,0 +1,171 @@
+"""The report's key-figure table, and the summary paragraph written from it alone.
+
+The table is the only thing the local LLM sees. Every number the model
+writes must appear in the table (as written there); a reply with any other
+number is regenerated (with another seed), and after ``ATTEMPTS`` failures
+the paragraph is the template's. Each sentence carries its source
+(``model`` or ``template``) so the rendered report can mark the model's.
+
+The model is the model manager's LLM (SmolLM2 by default), run at BATCH
+priority so a voice turn's generation goes first. Without a manager or the
+model, the template writes the paragraph: reports never depend on the LLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+log = logging.getLogger("edge_agent.reports")
+
+ATTEMPTS = 3
+DEFAULT_MODEL = "smollm2-135m"
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
+PROMPT = (
+    "You write the summary paragraph of a factory report. Below is the report's table of key figures. "
+    "Write two or three short plain sentences for a plant manager about the most important figures. "
+    "Copy numbers exactly as the table writes them and use no other numbers, dates or times. "
+    "No lists, no markdown."
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.1f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return str(value)
+
+
+def key_table(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows: the figures a reader looks for first, formatted once for everyone."""
+    a, r = report["alerts"], report["alerts"]["response"]
+    v, h = report["voice"], report["health"]
+    rows: list[tuple[str, Any]] = [
+        ("Window (hours)", report["window"]["hours"]),
+        ("Alerts opened", a["total"]),
+    ]
+    rows += [(f"{lv.capitalize()} alerts", n) for lv, n in a["by_level"].items()]
+    rows += [
+        ("Alerts still open at the end", a["open_at_end"]),
+        ("Alerts never acknowledged", r["never_acked"]),
+        ("Median time to acknowledge (s)", r["ack_p50_s"]),
+        ("90th percentile time to acknowledge (s)", r["ack_p90_s"]),
+        ("Median time to clear (s)", r["clear_p50_s"]),
+        ("90th percentile time to clear (s)", r["clear_p90_s"]),
+    ]
+    rows += [(f"Availability of {m} (%)", pct) for m, pct in report["availability_pct"].items()]
+    if a["root_causes"]:
+        top = a["root_causes"][0]
+        rows.append((f"Alerts naming {top['channel']}, the top root-cause channel", top["alerts"]))
+    ew = a["early_warnings"]
+    rows += [("Early warnings", ew["total"]), ("Early warnings that came true", ew["came_true"])]
+    rows += [
+        ("Voice turns", v["turns"]),
+        ("Voice latency p50 (ms)", v["latency_ms"]["p50"]),
+        ("Voice latency p90 (ms)", v["latency_ms"]["p90"]),
+        ("Voice latency p99 (ms)", v["latency_ms"]["p99"]),
+        ("Hottest temperature (°C)", h["temp_max_c"]),
+        ("Time throttled (%)", h["throttled_pct"]),
+        ("Peak memory use (%)", h["mem_max_pct"]),
+        ("Job runs", report["jobs"]["runs"]),
+        ("Failed job runs", report["jobs"]["failed"]),
+    ]
+    return [(label, _fmt(value)) for label, value in rows]
+
+
+def table_text(table: list[tuple[str, str]]) -> str:
+    return "\n".join(f"{label}: {value}" for label, value in table)
+
+
+def numbers_in(text: str) -> list[str]:
+    """Every number written in ``text``, normalised (thousands commas dropped, no sign, no trailing .0)."""
+    out = []
+    for raw in _NUMBER.findall(text):
+        n = raw.replace(",", "").lstrip("+-")
+        if "." in n:
+            n = n.rstrip("0").rstrip(".")
+        out.append(n)
+    return out
+
+
+def allowed_numbers(table: list[tuple[str, str]]) -> set[str]:
+    return {n for label, value in table for n in numbers_in(f"{label} {value}")}
+
+
+def foreign_numbers(text: str, table: list[tuple[str, str]]) -> list[str]:
+    """Numbers in ``text`` that the table does not hold (empty: the text may be used)."""
+    allowed = allowed_numbers(table)
+    return [n for n in numbers_in(text) if n not in allowed]
+
+
+def template_sentences(report: dict[str, Any]) -> list[str]:
+    a, r, v = report["alerts"], report["alerts"]["response"], report["voice"]
+    t = dict(key_table(report))
+    hours = t["Window (hours)"]
+    levels = ", ".join(f"{t[f'{lv.capitalize()} alerts']} {lv}" for lv in a["by_level"])
+    out = [f"In the {hours} hours of this report, {t['Alerts opened']} alerts were opened ({levels})."]
+    if r["ack_p50_s"] is not None:
+        out.append(
+            f"The median time to acknowledge was {t['Median time to acknowledge (s)']} s, and "
+            f"{t['Alerts never acknowledged']} alerts were never acknowledged."
+        )
+    if a["root_causes"]:
+        top = a["root_causes"][0]
+        out.append(
+            f"The channel named most often as a root cause was {top['channel']} ({_fmt(top['alerts'])} alerts)."
+        )
+    if v["turns"]:
+        out.append(
+            f"The voice assistant answered {t['Voice turns']} turns, with a median latency of {t['Voice latency p50 (ms)']} ms."
+        )
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    text = " ".join(text.replace("*", "").split())
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+async def write_summary(
+    report: dict[str, Any],
+    manager: Any = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    seed: int = 0,
+    attempts: int = ATTEMPTS,
+) -> dict[str, Any]:
+    """The paragraph: the model's when it passes the number check, else the template's."""
+    table = key_table(report)
+    tried: list[dict[str, Any]] = []
+    if manager is not None:
+        from models.scheduling import Priority
+
+        messages = [{"role": "system", "content": PROMPT}, {"role": "user", "content": table_text(table)}]
+        for i in range(attempts):
+            try:
+                result = await manager.infer(
+                    model,
+                    {"messages": messages, "max_tokens": 120, "temperature": 0.7, "seed": seed + i},
+                    Priority.BATCH,
+                )
+            except Exception as exc:  # no model, not installed, engine failure: the template writes it
+                log.info("report summary falls back to the template: %s", exc)
+                tried.append({"error": str(exc)})
+                break
+            text = str(result.get("text", "")).strip()
+            bad = foreign_numbers(text, table)
+            tried.append({"text": text, "foreign_numbers": bad})
+            if text and not bad and not text.lstrip().startswith("{"):
+                return {
+                    "sentences": [{"text": s, "source": "model"} for s in split_sentences(text)],
+                    "model": model,
+                    "attempts": tried,
+                }
+    return {
+        "sentences": [{"text": s, "source": "template"} for s in template_sentences(report)],
+        "model": None,
+        "attempts": tried,
+    }

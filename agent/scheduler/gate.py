@@ -1,0 +1,101 @@
+"""Resource awareness: when batch jobs must wait so voice and sensors keep the box.
+
+A batch job waits while any of these holds (the first reason is shown):
+
+- a voice turn is active (the pipeline's ``voice.state`` is listening,
+  thinking or speaking on some stream): a report render must not add
+  latency to an answer;
+- the CPU is thermally throttled (a kernel thermal zone at or above its
+  passive trip, or the Raspberry Pi firmware's throttle bits: ``hal``);
+- the box runs on battery, where the power-supply class says so (a mains or
+  USB supply present and offline, and a battery discharging).
+
+Thermal and power state are read from sysfs through ``hal.probe_fs.Tree``
+(a recorded board tree in tests), at most every ``recheck_s``: the gate is
+asked on every dispatch, and sysfs reads are not free on a small board.
+Realtime and normal jobs are never held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+VOICE_BUSY_STATES = frozenset({"listening", "thinking", "speaking"})
+
+
+def on_battery(root: str | Path = "/") -> bool:
+    """True when a battery discharges and no mains/USB supply is online (``/sys/class/power_supply``)."""
+    from hal.probe_fs import Tree
+
+    tree = Tree(root)
+    mains_online = False
+    discharging = False
+    for supply in tree.glob("/sys/class/power_supply/*"):
+        kind = (tree.read(f"{supply}/type") or "").strip()
+        if kind == "Battery":
+            discharging |= (tree.read(f"{supply}/status") or "").strip() == "Discharging"
+        elif kind in ("Mains", "USB", "USB_C", "USB_PD"):
+            mains_online |= (tree.read(f"{supply}/online") or "").strip() == "1"
+    return discharging and not mains_online
+
+
+def thermally_throttled(root: str | Path = "/") -> bool:
+    from hal.probe_fs import Tree
+    from hal.probe_thermal import probe_thermal
+
+    return probe_thermal(Tree(root)).throttling
+
+
+class ResourceGate:
+    """Answers "may a batch job start now?" with the reason it may not."""
+
+    def __init__(
+        self,
+        root: str | Path = "/",
+        *,
+        recheck_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = root
+        self.recheck_s = recheck_s
+        self.clock = clock
+        self._voice_active: set[str] = set()
+        self._checked_at = -1e18
+        self._hw_reason = ""
+
+    def note_event(self, event: dict[str, Any]) -> bool:
+        """Follow the voice pipeline's state; True when the gate may have opened."""
+        if event.get("type") != "voice.state":
+            return False
+        stream = str(event.get("stream", ""))
+        if event.get("state") in VOICE_BUSY_STATES:
+            self._voice_active.add(stream)
+            return False
+        self._voice_active.discard(stream)
+        return not self._voice_active
+
+    @property
+    def voice_active(self) -> bool:
+        return bool(self._voice_active)
+
+    def refresh(self) -> None:
+        """Read thermal and power state now (the next ``busy`` call would after ``recheck_s``)."""
+        self._checked_at = -1e18
+
+    def busy(self) -> str:
+        """Why batch work must wait now, or "" when it may run."""
+        if self._voice_active:
+            return "a voice turn is active"
+        now = self.clock()
+        if now - self._checked_at >= self.recheck_s:
+            self._checked_at = now
+            if thermally_throttled(self.root):
+                self._hw_reason = "the CPU is thermally throttled"
+            elif on_battery(self.root):
+                self._hw_reason = "the box is on battery power"
+            else:
+                self._hw_reason = ""
+        return self._hw_reason

@@ -1,0 +1,121 @@
+"""The ``scheduler`` service: one place that runs what the box does on a schedule.
+
+It builds the Scheduler over the daemon's store and bus, registers the
+built-in jobs (``agent.scheduler.builtin``), reads ``<data_dir>/jobs.toml``
+(command jobs, and overrides of a built-in job's trigger, priority, retries,
+timeout or missed policy), follows the bus for event triggers and the voice
+state, and runs until cancelled. ``ctx.scheduler`` is how the API and the
+hub commands reach it.
+
+``jobs.toml``::
+
+    [[job]]
+    name = "backup"
+    trigger = "cron:30 2 * * *"
+    command = ["/usr/local/bin/backup.sh"]
+    priority = "batch"        # realtime | normal | batch
+    retries = 2
+    timeout_s = 900
+    missed = "once"           # once | skip | all
+
+    [[job]]
+    name = "report.daily"     # a built-in: change when it runs
+    trigger = "cron:0 7 * * *"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.errors import ConfigError, EdgeAgentError
+from agent.scheduler.engine import Scheduler
+from agent.scheduler.gate import ResourceGate
+from agent.scheduler.jobs import JobSpec
+from agent.scheduler.triggers import Trigger, event_types
+from agent.supervisor import Service
+
+if TYPE_CHECKING:
+    from agent.context import AgentContext
+
+log = logging.getLogger("edge_agent.scheduler")
+
+JOBS_FILE = "jobs.toml"
+_OVERRIDABLE = {"trigger", "priority", "retries", "backoff_s", "timeout_s", "missed", "depends_on"}
+
+
+def load_jobs_file(path: Path, builtins: dict[str, JobSpec]) -> list[JobSpec]:
+    """The jobs of ``jobs.toml``: new command jobs, and built-ins with changed settings."""
+    if not path.exists():
+        return []
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}; fix the file or move it aside") from None
+    out: list[JobSpec] = []
+    for entry in data.get("job", []):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: each [[job]] must be a table")
+        try:
+            name = str(entry.get("name", ""))
+            if name in builtins and "command" not in entry:
+                bad = set(entry) - _OVERRIDABLE - {"name"}
+                if bad:
+                    raise ConfigError(
+                        f"built-in job {name}: only {', '.join(sorted(_OVERRIDABLE))} may change"
+                    )
+                changes: dict[str, Any] = {k: v for k, v in entry.items() if k in _OVERRIDABLE}
+                if "trigger" in changes:
+                    changes["trigger"] = Trigger.parse(str(changes["trigger"]))
+                if "depends_on" in changes:
+                    changes["depends_on"] = tuple(changes["depends_on"])
+                out.append(dataclasses.replace(builtins[name], **changes))
+            else:
+                out.append(JobSpec.from_table(entry))
+        except EdgeAgentError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return out
+
+
+class SchedulerService(Service):
+    name = "scheduler"
+
+    def __init__(self, ctx: AgentContext, *, scheduler: Scheduler | None = None) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.scheduler = scheduler or Scheduler(ctx.store, ctx.bus, gate=ResourceGate())
+        ctx.scheduler = self.scheduler  # type: ignore[attr-defined]
+        from agent.scheduler.builtin import builtin_jobs
+
+        builtins = {j.name: j for j in builtin_jobs(ctx)}
+        overrides = {j.name: j for j in load_jobs_file(ctx.settings.data_path / JOBS_FILE, builtins)}
+        for job in {**builtins, **overrides}.values():
+            self.scheduler.add(job)
+
+    async def run(self) -> None:
+        sub = self.ctx.bus.subscribe(
+            "scheduler", event_types() | {"voice.state"}, maxsize=256, policy="drop_oldest"
+        )
+        follower = asyncio.create_task(self._follow(sub), name="scheduler-events")
+        try:
+            await self.scheduler.run_forever()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            sub.close()
+
+    async def _follow(self, sub: Any) -> None:
+        async for event in sub:
+            try:
+                self.scheduler.on_event(event.to_dict())
+            except EdgeAgentError as exc:
+                log.warning("scheduler could not act on %s: %s", event.type, exc)
