@@ -86,6 +86,9 @@ class ApiService(Service):
 
         api = self.ctx.settings.api
         app = create_app(self.ctx)
+        from agent.web import install_console  # the web console under / (agent/web), with the web stack
+
+        install_console(app)
         # keepalive_timeout: an idle keep-alive connection holds a descriptor; 15 s is plenty for a client
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=15.0

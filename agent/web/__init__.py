@@ -1,0 +1,45 @@
+"""The box's web console: pages under ``/``, served by the daemon's own API app.
+
+Installed by the API service when it builds the aiohttp app (``agent/api/server.py``),
+so the console loads with the web stack (on the first connection with
+``api.lazy``) and costs an idle box nothing. Pages call the same JSON API and
+WebSocket feed (``/v1/events``) as every other client, under the same token
+roles; what the API does not already offer (machine alert levels, a live
+log tail, the audit log) is answered here under ``/ui/``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.web.render import Assets, Page, Renderer, add_common_routes, page_handler
+from agent.web.session import Console, Sessions, install_middleware
+
+DEVICE_PAGES = (
+    Page("overview", "Overview", "overview.html"),
+    Page("sensors", "Sensors", "sensors.html"),
+    Page("voice", "Voice", "voice.html"),
+    Page("models", "Models", "models.html"),
+    Page("logs", "Logs & audit", "logs.html"),
+)
+
+
+def install_console(app: web.Application) -> None:
+    """Add the console's middleware and routes to the daemon's API app (after ``create_app``)."""
+    from agent.security.api_auth import GUARD, RateLimiter, security_middleware
+    from agent.web import device
+
+    guard = app[GUARD]
+    limiter = RateLimiter(1.0, 5)
+
+    async def authenticate(token: str):  # type: ignore[no-untyped-def]
+        return guard.tokens.authenticate(token)
+
+    console = Console("edge-agent", authenticate, guard.tokens_required, Sessions(), limiter.take)
+    install_middleware(app, console, before=security_middleware)
+    assets = Assets([device.STATIC])
+    renderer = Renderer("edge-agent", DEVICE_PAGES, [], assets)
+    add_common_routes(app, renderer, home="overview")
+    for page in DEVICE_PAGES:
+        app.router.add_get(f"/ui/{page.slug}", page_handler(renderer, page, "device.js"))
+    device.add_routes(app)

@@ -1,0 +1,149 @@
+"""The box console's own data: machines' alert levels, a live log tail, the audit log.
+
+Everything else the pages show comes from the JSON API (``/v1/...``) and the
+bus feed (``/v1/events``). The log tail attaches a logging handler only while
+a console watches it, so a box with no browser pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from agent.api.app import CTX, open_websocket
+from agent.web.session import viewer_of
+
+STATIC = Path(__file__).resolve().parent / "static"
+_LOG_QUEUE = 500
+
+
+def _need(request: web.Request, role: str) -> None:
+    viewer = viewer_of(request)
+    if viewer is None:
+        raise web.HTTPUnauthorized(text="log in to the console first (/login)")
+    if not viewer.at_least(role):
+        raise web.HTTPForbidden(text=f"this needs the {role} role; you are {viewer.role}")
+
+
+async def machines(request: web.Request) -> web.Response:
+    """Each machine's channels and alert levels (the score thresholds the chart draws as bands)."""
+    _need(request, "viewer")
+    from agent.sensors.service import sensor_service
+
+    service = sensor_service(request.app[CTX])
+    out: list[dict[str, Any]] = []
+    if service is not None:
+        for name, spec in service.machines.items():
+            out.append(
+                {
+                    "machine": name,
+                    "channels": list(spec.channel_names),
+                    "levels": [{"level": r.level, "threshold": r.threshold} for r in spec.levels],
+                }
+            )
+    return web.json_response({"machines": out, "running": service is not None})
+
+
+def _record(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        "ts": round(record.created, 3),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "message": record.getMessage()[:2000],
+    }
+
+
+class _QueueHandler(logging.Handler):
+    """Copies records into one console's queue, from any thread; drops the oldest when it is full."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        super().__init__(logging.INFO)
+        self.loop = loop
+        self.queue = queue
+
+    def emit(self, record: logging.LogRecord) -> None:
+        item = _record(record)
+        with contextlib.suppress(RuntimeError):  # the loop closed while a thread was still logging
+            self.loop.call_soon_threadsafe(self._put, item)
+
+    def _put(self, item: dict[str, Any]) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(item)
+
+
+def _recent(n: int = 100) -> list[dict[str, Any]]:
+    """The newest records from the daemon's in-memory log ring, when it keeps one."""
+    for handler in logging.getLogger().handlers:
+        tail = getattr(handler, "tail", None)
+        if callable(tail):
+            with contextlib.suppress(Exception):
+                records = tail(n, level="info")
+                return [r if isinstance(r, dict) else {"message": str(r)} for r in records]
+    return []
+
+
+async def logs_feed(request: web.Request) -> web.StreamResponse:
+    """Live log records (info and up) as JSON messages, starting with the most recent ones."""
+    _need(request, "viewer")
+    ws = await open_websocket(request, heartbeat=30, max_msg_size=4096)
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_LOG_QUEUE)
+    handler = _QueueHandler(asyncio.get_running_loop(), queue)
+    root = logging.getLogger()
+    root.addHandler(handler)
+
+    async def drain() -> None:
+        async for msg in ws:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+
+    reader = asyncio.create_task(drain())
+    try:
+        await ws.send_str(json.dumps({"type": "logs.recent", "records": _recent()}))
+        while not ws.closed:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            await ws.send_str(json.dumps({"type": "log", **getter.result()}, default=str))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        root.removeHandler(handler)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await ws.close()
+    return ws
+
+
+async def audit(request: web.Request) -> web.Response:
+    """The newest audit entries and the chain check (``edge-agent audit verify``); admin only."""
+    _need(request, "admin")
+    from agent.security.audit import AuditLog
+
+    log = AuditLog(request.app[CTX].store)
+
+    def read() -> dict[str, Any]:
+        report = log.verify()
+        entries = [
+            {"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action, "target": e.target}
+            for e in log.entries(limit=50)
+        ]
+        problems = [str(getattr(p, "message", p)) for p in report.problems]
+        return {"entries": entries, "verify": {"rows": report.rows, "ok": not problems, "problems": problems}}
+
+    return web.json_response(await asyncio.to_thread(read))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ui/machines", machines)
+    app.router.add_get("/ui/logs", logs_feed)
+    app.router.add_get("/ui/audit", audit)

@@ -1,0 +1,86 @@
+"""A real browser for the console tests: Debian's Chromium driven by Playwright (the PyPI package).
+
+Playwright's own browser download is not used: the driver ships in the wheel
+and drives ``/usr/bin/chromium`` (a Debian package the Makefile installs),
+headless, with a fresh profile per launch and no background traffic (without
+those flags Chromium keeps dialling Google services that are not there).
+Screenshots go to ``build/screenshots/`` (kept by CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+CHROMIUM = os.environ.get("EDGE_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = REPO / "build" / "screenshots"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+#: a 7-inch in-vehicle display
+SEVEN_INCH = {"width": 800, "height": 480}
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def launch(playwright: Any, extra_args: list[str] | None = None) -> Any:
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        raise AssertionError(
+            f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium, as `make test` "
+            "does) or point EDGE_TEST_CHROMIUM at one"
+        )
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, *(extra_args or [])])
+
+
+@pytest.fixture(scope="module", name="playwright_driver")
+def playwright_fixture() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture(playwright_driver: Any) -> Iterator[Any]:
+    b = launch(playwright_driver)
+    yield b
+    b.close()
+
+
+def shoot(page: Any, name: str, sizes: dict[str, dict[str, int]] | None = None) -> list[Path]:
+    """Screenshots of ``page`` at each size (desktop and phone by default), restored to desktop after."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    out = []
+    for label, size in (sizes or {"desktop": DESKTOP, "phone": PHONE}).items():
+        page.set_viewport_size(size)
+        page.wait_for_timeout(300)  # charts follow their container's new width
+        path = SCREENSHOTS / f"{name}-{label}.png"
+        page.screenshot(path=str(path), full_page=True)
+        out.append(path)
+    page.set_viewport_size(DESKTOP)
+    return out
+
+
+def login(browser: Any, base_url: str, token: str) -> tuple[Any, Any]:
+    """A fresh browser context logged in with ``token`` through the login form: (context, page)."""
+    context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+    page = context.new_page()
+    page.goto("/login")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/ui/**")
+    return context, page
