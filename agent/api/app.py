@@ -47,6 +47,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "agent.api.sensors_routes",
     "agent.api.voice_routes",
     "agent.api.openai_routes",
+    "agent.api.jobs_routes",
 )
 
 _STATUS_CODES = {

@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.models_cmd",
     "agent.cli.sensors_cmd",
     "agent.cli.alerts_cmd",
+    "agent.cli.jobs_cmd",
+    "agent.cli.report_cmd",
     "agent.cli.voice_cmd",
     "agent.cli.keys_cmd",
     "agent.cli.tokens_cmd",

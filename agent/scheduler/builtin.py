@@ -61,7 +61,7 @@ async def deliver_report(
     from agent.reports.build import build_report, write
 
     report = await build_report(
-        ctx.store, kind, machine=machine, device=ctx.settings.device_id, manager=_llm_manager(ctx)
+        ctx.store, kind, machine=machine, device=ctx.settings.device_id, manager=llm_manager(ctx)
     )
     formats = ("json", "pdf" if pdf_available() else "html")
     paths = await asyncio.to_thread(write, report, folder or report_folder(ctx), formats)
@@ -69,7 +69,7 @@ async def deliver_report(
     return {"files": [str(p) for p in paths], "hub_message": hub, "alerts": report["alerts"]["total"]}
 
 
-def _llm_manager(ctx: AgentContext) -> Any:
+def llm_manager(ctx: AgentContext) -> Any:
     """The model manager when it serves the LLM; the summary falls back to its template otherwise."""
     manager = ctx.models
     if manager is None:

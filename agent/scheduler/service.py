@@ -101,6 +101,11 @@ class SchedulerService(Service):
             self.scheduler.add(job)
 
     async def run(self) -> None:
+        from agent.scheduler import commands
+
+        registry = commands.sync_registry(self.ctx)
+        if registry is not None:
+            commands.register(registry, self.scheduler, self.ctx)
         sub = self.ctx.bus.subscribe(
             "scheduler", event_types() | {"voice.state"}, maxsize=256, policy="drop_oldest"
         )

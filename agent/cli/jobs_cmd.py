@@ -1,0 +1,144 @@
+"""``edge-agent jobs``: list, run, pause, resume scheduled jobs and read their history (daemon API)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.parse
+from datetime import datetime
+from typing import Any
+
+from agent.cli.output import print_json, table
+from agent.config import load_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "jobs",
+        help="scheduled jobs: list, run, pause, resume, history",
+        description="The daemon's scheduled jobs (reports, housekeeping, jobs.toml), through its API.",
+    )
+    cmds = p.add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", required=True)
+    ls = cmds.add_parser("list", help="every job, when it runs next and how it last ended")
+    ls.set_defaults(handler=list_jobs)
+    run = cmds.add_parser("run", help="run a job now (a paused one too)")
+    run.add_argument("name", help="the job's name (as `jobs list` prints)")
+    run.add_argument(
+        "--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for it to end"
+    )
+    run.set_defaults(handler=run_job)
+    pause = cmds.add_parser("pause", help="stop a job from firing until resumed (kept across restarts)")
+    pause.add_argument("name", help="the job's name")
+    pause.set_defaults(handler=lambda a: _change(a, "pause"))
+    resume = cmds.add_parser("resume", help="let a paused job fire again (missed fires are not replayed)")
+    resume.add_argument("name", help="the job's name")
+    resume.set_defaults(handler=lambda a: _change(a, "resume"))
+    hist = cmds.add_parser("history", help="the newest runs, of one job or all")
+    hist.add_argument("name", nargs="?", default="", help="only this job")
+    hist.add_argument("--limit", type=int, default=20, help="at most this many runs (1-1000)")
+    hist.set_defaults(handler=history)
+    for sp in (ls, run, pause, resume, hist):
+        sp.add_argument("--json", action="store_true", help="print JSON")
+        sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon")
+
+
+def api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """Call the daemon; exit 3 when it is not running, 2 on a refused request, 1 on its failure."""
+    from agent.cli.apiclient import DaemonClient, DaemonUnreachable
+
+    client = DaemonClient(load_settings(args.config), getattr(args, "token", None), args.timeout)
+    try:
+        status, data = client.request(method, path, body)
+    except DaemonUnreachable as exc:
+        print(f"edge-agent is not running: {exc}; start it with `edge-agent run`", file=sys.stderr)
+        raise SystemExit(3) from None
+    if status >= 400:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        message = err.get("message") or f"HTTP {status}"
+        if status == 401:
+            message += " (pass --token or set EDGE_AGENT_TOKEN; make one with `edge-agent tokens create`)"
+        print(f"edge-agent: {message} (HTTP {status})", file=sys.stderr)
+        raise SystemExit(2 if status < 500 else 1)
+    return data
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _name(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def list_jobs(args: argparse.Namespace) -> int:
+    jobs = api(args, "GET", "/v1/jobs")["jobs"]
+    if args.json:
+        print_json(jobs)
+        return 0
+    rows = []
+    for j in jobs:
+        last = j["last_run"] or {}
+        state = j["state"] + (f" ({j['held']})" if j["held"] else "")
+        ended = f"{last.get('state', '')} {_when(last.get('finished_at'))}".strip()
+        rows.append((j["name"], j["trigger"], j["priority"], state, _when(j["next_run"]), ended))
+    print(table(rows, ["job", "trigger", "priority", "state", "next run", "last run"]))
+    return 0
+
+
+def run_job(args: argparse.Namespace) -> int:
+    run = api(args, "POST", f"/v1/jobs/{_name(args.name)}/run")
+    run_id = run["run_id"]
+    deadline = time.monotonic() + max(0.0, args.wait)
+    row: dict[str, Any] = {"id": run_id, "job": args.name, "state": "queued"}
+    while args.wait > 0:
+        runs = api(args, "GET", f"/v1/job-runs?job={_name(args.name)}&limit=50")["runs"]
+        row = next((r for r in runs if r["id"] == run_id), row)
+        if row["state"] not in ("queued", "held", "running") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if args.json:
+        print_json(row)
+    else:
+        extra = f": {row['error']}" if row.get("error") else (f" ({row['held']})" if row.get("held") else "")
+        print(f"run {run_id} of {args.name}: {row['state']}{extra}")
+    return 1 if row["state"] in ("failed", "timeout", "skipped") else 0
+
+
+def _change(args: argparse.Namespace, action: str) -> int:
+    job = api(args, "POST", f"/v1/jobs/{_name(args.name)}/{action}")
+    if args.json:
+        print_json(job)
+    else:
+        nxt = f"; next run {_when(job['next_run'])}" if job["next_run"] else ""
+        print(f"{job['name']}: {'paused' if job['paused'] else 'active'}{nxt}")
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        print("edge-agent: --limit must be between 1 and 1000", file=sys.stderr)
+        return 2
+    query = f"?limit={args.limit}" + (f"&job={_name(args.name)}" if args.name else "")
+    runs = api(args, "GET", "/v1/job-runs" + query)["runs"]
+    if args.json:
+        print_json(runs)
+        return 0
+    if not runs:
+        print("no runs yet")
+        return 0
+    rows = [
+        (
+            r["id"],
+            r["job"],
+            r["reason"],
+            r["attempt"],
+            r["state"],
+            _when(r["started_at"] or r["queued_at"]),
+            r.get("duration_s", ""),
+            (r["error"] or r["held"] or "")[:70],
+        )
+        for r in runs
+    ]
+    print(table(rows, ["run", "job", "reason", "try", "state", "at", "seconds", "note"]))
+    return 0
