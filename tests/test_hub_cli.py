@@ -214,3 +214,14 @@ def test_edge_hub_run_as_a_process(broker, tmp_path: Path) -> None:
     start = time.monotonic()
     assert main(["--hub", f"http://127.0.0.1:{port}", "status"]) == 3
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("args", [("status",), ("devices",), ("--help",)])
+def test_no_traceback_when_piped_into_head(broker, start_hub, tmp_path: Path, args: tuple[str, ...]) -> None:
+    """`edge-hub status | head`: the reader leaves first (head -c 0 exits at once); no traceback."""
+    hub = start_hub(hub_settings(tmp_path, broker))
+    cmd = f"(sleep 0.3; {sys.executable} -m sync.hub.cli --hub {hub.url} {' '.join(args)}) | head -c 0"
+    env = {**os.environ, "EDGE_HUB_TOKEN": hub.token}
+    done = subprocess.run(["bash", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.stderr == "", done.stderr

@@ -71,7 +71,7 @@ async def test_phrase_list_gets_a_rare_name_right(voice_stack: VoiceStack) -> No
 
 
 async def test_vosk_streams_partials_and_a_final(voice_stack: VoiceStack) -> None:
-    """The Korean vosk model exercises the streaming path: partials while audio arrives, then the final."""
+    """The Korean vosk model: partials while audio arrives, then the final; word times for a whole file."""
     require_models("vosk-ko")
     from agent.voice.asr import VoskAsr
 
@@ -84,6 +84,12 @@ async def test_vosk_streams_partials_and_a_final(voice_stack: VoiceStack) -> Non
         final = await stream.finish()
         assert partials, "vosk gave no partial results while audio streamed"
         assert final and len(final.split()) >= 2
+        # listen --input --json's word timestamps: vosk's own word times, in order, inside the audio
+        text, words = await asr.transcribe_words(speech.silence(500) + pcm)
+        assert text and [w["word"] for w in words] == text.split(), (text, words)
+        starts = [w["start"] for w in words]
+        assert starts == sorted(starts) and starts[0] >= 0.3, words
+        assert all(w["start"] < w["end"] <= len(pcm) / 32000 + 0.6 for w in words), words
         status = voice_stack.manager.model_status("vosk-ko")
         assert status["loaded"] and status["runtime"] == "vosk" and status["memory_bytes"] > 100 << 20
     finally:

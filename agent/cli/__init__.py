@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
+from agent.core.pipes import reader_went_away
 from agent.errors import ConfigError, EdgeAgentError
 
 #: command modules, in the order their commands appear in --help
@@ -106,13 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except BrokenPipeError:  # `edge-agent --help | head -1`
-        return _reader_went_away()
+        return reader_went_away()
     try:
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
         return code
     except BrokenPipeError:
-        return _reader_went_away()
+        return reader_went_away()
     except ConfigError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -121,23 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
-
-
-def _reader_went_away() -> int:
-    """Output piped into ``head`` (or a pager that quit): stop quietly, as ``cat`` does.
-
-    stdout is pointed at /dev/null so the interpreter's final flush cannot
-    raise again; 141 is what a shell reports for a process ended by SIGPIPE.
-    """
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
-    return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -149,7 +149,8 @@ class SensorService(Service):
         for alert in self.sink.open_alerts():
             open_by_machine.setdefault(alert.machine, []).append(alert)
         for name, spec in self.machines.items():
-            self.engines[name] = MachineEngine(spec, ae_publisher=publisher)
+            if name not in self.engines:  # a restart of the service keeps what each engine has learned
+                self.engines[name] = MachineEngine(spec, ae_publisher=publisher)
             policy = self.policies[name] = AlertPolicy(spec)
             for alert in open_by_machine.get(name, []):
                 policy.restore(alert)  # still one open alert per condition across a restart

@@ -237,6 +237,20 @@ class VoskAsr(AsrEngine):
         )
         return _VoskStream(self, out["stream"], list(out.get("missing_words", [])))
 
+    async def transcribe_words(
+        self, pcm: bytes, phrases: tuple[str, ...] | list[str] = ()
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The text and its words with start/end seconds (relative to ``pcm``) and confidence."""
+        from models.scheduling import Priority
+
+        stream = await self.open(phrases)
+        assert isinstance(stream, _VoskStream)
+        await stream.feed(pcm)
+        out = await self.manager.infer(
+            self.model, {"op": "finish", "stream": stream.state}, Priority.INTERACTIVE
+        )
+        return str(out.get("text", "")), list(out.get("words") or [])
+
 
 def make_asr(manager: ModelManager, engine: str, model: str = "", language: str = "en") -> AsrEngine:
     if engine == "vosk":

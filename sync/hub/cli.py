@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent import __version__
+from agent.core.pipes import reader_went_away
 from agent.errors import ConfigError, EdgeAgentError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -137,9 +138,16 @@ def client_for(args: argparse.Namespace, timeout: float = 10.0) -> HubClient:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        args = parser.parse_args(argv)
+    except BrokenPipeError:  # `edge-hub --help | head -1`
+        return reader_went_away()
+    try:
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:  # `edge-hub devices | head -1`
+        return reader_went_away()
     except ConfigError as exc:
         print(f"edge-hub: {exc}", file=sys.stderr)
         return EXIT_CONFIG

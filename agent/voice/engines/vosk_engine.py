@@ -20,11 +20,29 @@ from runtimes.base import LoadOptions, closed_session_error, require_model_file
 
 
 class VoskStream:
-    """One utterance's recognizer and the text finalised so far."""
+    """One utterance's recognizer, the text finalised so far and its words with times."""
 
     def __init__(self, recognizer: Any) -> None:
         self.recognizer = recognizer
         self.finals: list[str] = []
+        self.words: list[dict[str, Any]] = []
+
+    def take(self, result: str) -> str:
+        """Keep a final result's text and words (seconds from the stream's start); return the text."""
+        data = json.loads(result)
+        text = str(data.get("text", ""))
+        if text:
+            self.finals.append(text)
+        for w in data.get("result") or ():
+            self.words.append(
+                {
+                    "word": str(w.get("word", "")),
+                    "start": round(float(w.get("start", 0.0)), 3),
+                    "end": round(float(w.get("end", 0.0)), 3),
+                    "probability": round(float(w.get("conf", 0.0)), 3),
+                }
+            )
+        return text
 
 
 class VoskSession(EngineSession):
@@ -66,23 +84,20 @@ class VoskSession(EngineSession):
                     rec = vosk.KaldiRecognizer(self._model, 16000, json.dumps([*known, "[unk]"]))
                 else:
                     rec = vosk.KaldiRecognizer(self._model, 16000)
+                rec.SetWords(True)  # each final result carries its words with start/end/conf
                 return {"stream": VoskStream(rec), "missing_words": missing}
             stream = feed.get("stream")
             if not isinstance(stream, VoskStream):
                 raise BadRequestError("vosk: op feed/finish needs the stream from op open")
             if op == "feed":
                 if stream.recognizer.AcceptWaveform(bytes(feed.get("audio") or b"")):
-                    text = json.loads(stream.recognizer.Result()).get("text", "")
-                    if text:
-                        stream.finals.append(text)
+                    text = stream.take(stream.recognizer.Result())
                     return {"partial": " ".join(stream.finals), "final_segment": text}
                 partial = json.loads(stream.recognizer.PartialResult()).get("partial", "")
                 return {"partial": " ".join([*stream.finals, partial]).strip()}
             if op == "finish":
-                text = json.loads(stream.recognizer.FinalResult()).get("text", "")
-                if text:
-                    stream.finals.append(text)
-                return {"text": " ".join(stream.finals).strip()}
+                stream.take(stream.recognizer.FinalResult())
+                return {"text": " ".join(stream.finals).strip(), "words": list(stream.words)}
         except EdgeAgentError:
             raise
         except Exception as exc:
