@@ -114,7 +114,9 @@ class Console:
 
 
 CONSOLE: Any = web.AppKey("web_console", Console)
-VIEWER_KEY = "edge_console_viewer"
+VIEWER_KEY: Any = (
+    web.RequestKey("edge_console_viewer", Viewer) if hasattr(web, "RequestKey") else "edge_console_viewer"
+)
 
 
 def is_console_path(path: str) -> bool:

@@ -109,6 +109,9 @@ class HubService:
             mqtt_connected=self.mqtt.ready.is_set,
         )
         app = create_hub_app(self.ctx)
+        from sync.hub.web import install_console  # the web console under / (sync/hub/web)
+
+        install_console(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.api.host, s.api.port, reuse_address=True, ssl_context=ssl_context)

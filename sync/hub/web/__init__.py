@@ -1,0 +1,151 @@
+"""The hub's web console: fleet, device pages, alerts, command console, deployments.
+
+The same stack as the box's console (``agent/web``): a login that keeps the
+operator token on the server behind an HttpOnly, SameSite=Strict session
+cookie, plain templates, uPlot and our scripts served from the package.
+Pages read the hub's own JSON API under the token's role, so a viewer sees
+no operator buttons and the API refuses a viewer's command anyway.
+
+Live updates: ``/ui/feed`` is a WebSocket that tells each open console what
+changed (devices, alerts, commands, deployments) as it happens. The hub has
+no event bus, so while at least one console is connected the feed looks at
+cheap change markers (the intake's in-memory counts and the newest
+``updated_at`` of commands and deployments) twice a second and pushes only
+when one moved; with no console connected nothing runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from agent.web.render import Assets, Page, Renderer, add_common_routes, page_handler
+from agent.web.session import Console, Sessions, install_middleware, viewer_of
+
+HERE = Path(__file__).resolve().parent
+HUB_PAGES = (
+    Page("fleet", "Fleet", "fleet.html"),
+    Page("alerts", "Alerts", "alerts.html"),
+    Page("commands", "Commands", "commands.html"),
+    Page("deployments", "Deployments", "deployments.html"),
+)
+DEVICE_PAGE = Page("device", "Device", "device.html")
+_FEED_INTERVAL_S = 0.5
+_FEED_CAP = 64
+
+
+def install_console(app: web.Application) -> None:
+    """Add the console's middleware and routes to the hub's API app (after ``create_hub_app``)."""
+    from agent.security.api_auth import RateLimiter
+    from sync.hub.api import HUB
+    from sync.hub.auth import auth_middleware
+
+    hub = app[HUB]
+    limiter = RateLimiter(1.0, 5)
+
+    async def authenticate(token: str):  # type: ignore[no-untyped-def]
+        return await asyncio.to_thread(hub.tokens.authenticate, token)
+
+    console = Console("edge-hub", authenticate, lambda: True, Sessions(), limiter.take)
+    install_middleware(app, console, before=auth_middleware)
+    from agent.web.device import STATIC
+
+    assets = Assets([HERE / "static", STATIC])
+    renderer = Renderer("edge-hub", HUB_PAGES, [HERE / "templates"], assets)
+    add_common_routes(app, renderer, home="fleet")
+    for page in HUB_PAGES:
+        app.router.add_get(f"/ui/{page.slug}", page_handler(renderer, page, "hub.js"))
+    app.router.add_get("/ui/devices/{device}", page_handler(renderer, DEVICE_PAGE, "hub.js"))
+    app.router.add_get("/ui/feed", feed)
+    app[_SOCKETS] = set()
+    app.on_shutdown.append(_close)
+
+
+_SOCKETS: Any = web.AppKey("hub_console_sockets", set)
+
+
+#: marker -> (what changed, the query that reads it); a query the schema cannot answer is left out
+_MARKERS = {
+    "devices": ("devices", "SELECT COUNT(*) AS v FROM devices"),
+    "online": ("devices", "SELECT SUM(online) AS v FROM devices"),
+    "seen": ("devices", "SELECT MAX(last_seen) AS v FROM devices"),
+    "commands": ("commands", "SELECT MAX(COALESCE(result_at, created_at)) AS v FROM commands"),
+    "deploy_devices": ("deployments", "SELECT MAX(updated_at) AS v FROM deployment_devices"),
+    "deployments": ("deployments", "SELECT MAX(updated_at) AS v FROM deployments"),
+    "alerts": ("alerts", "SELECT COUNT(*) AS v FROM alerts"),
+}
+
+
+def _markers(hub: Any) -> dict[str, Any]:
+    """Cheap markers that move when something a console shows changes."""
+    out: dict[str, Any] = {}
+    for key, (_, sql) in _MARKERS.items():
+        try:
+            out[key] = hub.db.query(sql)[0]["v"]
+        except Exception:  # an older or newer schema: that marker is simply not watched
+            continue
+    if hub.intake is not None:
+        out["intake"] = json.dumps(hub.intake.totals, sort_keys=True, default=str)
+    return out
+
+
+def _changed(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    what = {_MARKERS[k][0] if k in _MARKERS else "messages" for k in now if before.get(k) != now[k]}
+    if "messages" in what:  # a stored message may be an alert transition or a command result
+        what |= {"alerts", "commands"}
+    return sorted(what)
+
+
+async def feed(request: web.Request) -> web.StreamResponse:
+    """``{"type": "changed", "what": [...]}`` whenever the fleet, alerts, commands or deployments change."""
+    if viewer_of(request) is None:
+        raise web.HTTPUnauthorized(text="log in to the console first (/login)")
+    sockets = request.app[_SOCKETS]
+    if len(sockets) >= _FEED_CAP:
+        raise web.HTTPServiceUnavailable(
+            text="too many consoles are open; retry later", headers={"Retry-After": "5"}
+        )
+    from sync.hub.api import HUB
+
+    hub = request.app[HUB]
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
+    await ws.prepare(request)
+    sockets.add(ws)
+
+    async def drain() -> None:
+        async for msg in ws:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+
+    reader = asyncio.create_task(drain())
+    try:
+        before = await asyncio.to_thread(_markers, hub)
+        await ws.send_str(json.dumps({"type": "feed.hello"}))
+        while not ws.closed and not reader.done():
+            await asyncio.wait({reader}, timeout=_FEED_INTERVAL_S)
+            if reader.done():
+                break
+            now = await asyncio.to_thread(_markers, hub)
+            what = _changed(before, now)
+            before = now
+            if what:
+                await ws.send_str(json.dumps({"type": "changed", "what": what}))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        sockets.discard(ws)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await ws.close()
+    return ws
+
+
+async def _close(app: web.Application) -> None:
+    for ws in list(app[_SOCKETS]):
+        await ws.close(code=1001, message=b"edge-hub is shutting down")
