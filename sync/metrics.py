@@ -15,13 +15,20 @@ from agent.metrics import counter, gauge
 OUTBOX_ENQUEUED = counter("edge_sync_outbox_enqueued", "Messages written to the outbox.", ["priority"])
 OUTBOX_DROPPED = counter(
     "edge_sync_outbox_dropped",
-    "Messages the outbox lost or refused, by reason (overflow, expired, rejected, refused_by_broker).",
+    "Messages the outbox lost or refused, by reason (overflow, expired, rejected, refused_by_broker, refused_by_hub).",
     ["reason", "priority"],
 )
 OUTBOX_MESSAGES = gauge("edge_sync_outbox_messages", "Messages waiting in the outbox.", ["priority"])
 OUTBOX_BYTES = gauge("edge_sync_outbox_bytes", "Bytes waiting in the outbox.", ["priority"])
 
-PUBLISHED = counter("edge_sync_published", "Outbox messages acknowledged by the broker (PUBACK).", [])
+PUBLISHED = counter(
+    "edge_sync_published",
+    "Outbox messages confirmed: stored at the hub (a receipt), or the broker's PUBACK with receipts off.",
+    [],
+)
+RESENT = counter(
+    "edge_sync_resent", "Messages sent again because no hub receipt came within sync.receipt_timeout_s.", []
+)
 CONNECTED = gauge("edge_sync_connected", "1 while connected to the hub's broker.", [])
 CONNECTS = counter("edge_sync_connects", "Connection attempts to the broker, by outcome.", ["outcome"])
 

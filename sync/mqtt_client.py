@@ -74,6 +74,8 @@ class MqttClient:
         self._misc: asyncio.Task[None] | None = None
         self.incoming_dropped = 0
         self._entered = False
+        #: counts connections, so an ack never reaches a later connection's packet of the same id
+        self._generation = 0
 
     # ------------------------------------------------------------ context
 
@@ -129,6 +131,7 @@ class MqttClient:
             clean_session=None if v5 else not o.persistent,
             transport=transport,
             reconnect_on_failure=False,
+            manual_ack=o.manual_ack,
         )
         if transport == "websockets":
             client.ws_set_options(path=urlsplit(o.url).path or "/mqtt")
@@ -175,6 +178,7 @@ class MqttClient:
         o = self.options
         host, port, _, _ = o.endpoint
         self._reset_state()
+        self._generation += 1
         client = self._paho = self._make_paho(proto)
         self.protocol = proto
         kwargs: dict[str, Any] = {}
@@ -405,11 +409,14 @@ class MqttClient:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         if client is not self._paho or self._incoming is None:
             return
-        message = IncomingMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
+        message = IncomingMessage(
+            msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid, self._generation
+        )
         try:
             self._incoming.put_nowait(message)
         except asyncio.QueueFull:
             # bounded on purpose; commands are few, so a full queue means a flood: drop the newest
+            # (unacknowledged under manual_ack: the broker sends it again on the next connection)
             self.incoming_dropped += 1
             log.warning("incoming MQTT queue full; dropped a message on %s", message.topic)
 
@@ -504,6 +511,20 @@ class MqttClient:
                     raise lost.exception()  # type: ignore[misc]
                 return
             yield message
+
+    def ack(self, message: IncomingMessage) -> bool:
+        """Acknowledge ``message`` (``manual_ack``) on the connection it came on; False when that is gone.
+
+        A message from an earlier connection is not acknowledged here: the
+        broker already counts it as undelivered and sends it again.
+        """
+        client = self._paho
+        if not self.options.manual_ack or not message.qos:
+            return True
+        if client is None or not self.connected or message.connection != self._generation:
+            return False
+        client.ack(message.mid, message.qos)
+        return True
 
     async def wait_lost(self) -> None:
         """Return (raising MqttConnectionLost) when the connection ends."""

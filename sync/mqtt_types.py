@@ -89,6 +89,9 @@ class MqttOptions:
     will: Will | None = None
     connect_timeout_s: float = 10.0
     incoming_queue: int = 1000
+    #: QoS 1 messages are acknowledged by ``MqttClient.ack`` once handled (the device's commands: after
+    #: the inbox row is written), not when they arrive: a crash in between means redelivery, not loss
+    manual_ack: bool = False
 
     @classmethod
     def from_settings(cls, settings: Any, *, url: str | None = None, will: Will | None = None) -> MqttOptions:
@@ -126,6 +129,9 @@ class IncomingMessage:
     payload: bytes
     qos: int
     retain: bool
+    #: the packet id and the connection it came on (``MqttClient.ack`` acknowledges on that one only)
+    mid: int = 0
+    connection: int = 0
 
 
 class Backoff:

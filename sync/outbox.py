@@ -7,29 +7,17 @@ crash there is never an alert the hub will not hear about, nor a message about
 an alert that does not exist.
 
 Order: alerts (0) before events (1) before telemetry (2), FIFO within a
-priority. The row key ``seq`` is ``priority << 56 | counter`` with a counter
-that never goes back within a process (seeded from the table at start), so the
-primary key alone is the drain order and no second index slows the inserts.
+priority; the row key alone is the drain order (``sync/outbox_bound.py``
+numbers the rows, holds the byte bound and the disk's verdict, and decides
+what gives way when full). Messages past their expiry are never sent and are
+deleted by ``expire()``. Every loss is counted by reason in
+``sync_outbox_drops`` (same transaction as the loss) and in Prometheus. When
+the disk recovers, one alert tells the hub how long it was low or full.
 
-Bound: total bytes (payload + topic). When full, ``drop_oldest`` deletes the
-oldest messages of the least important priority that is not more important
-than the new one (telemetry never pushes out an alert); ``reject_new`` refuses
-the new message with ResourceExhaustedError (which rolls back the caller's
-transaction unless caught: the caller chooses). Messages past their expiry are
-never sent and are deleted by ``expire()``. Every loss is counted by reason in
-``sync_outbox_drops`` (same transaction as the loss) and in Prometheus.
-
-Disk: the bound is min(``max_bytes``, what the data disk can still hold above
-its reserve), read from ``store.space`` (agent/store/space.py) at most every
-half second. Below the reserve (disk "low") telemetry and events cannot grow
-the outbox: a new one displaces the oldest of its kind (counted ``disk_low``)
-or is refused; alerts may still grow it down to the hard floor; below the
-floor (disk "full") a message that cannot displace a less important one is
-refused with DiskFullError (507). When the disk recovers, one alert tells the
-hub how long it was low or full and what was refused.
-
-One writer process per database: the daemon. The counters are per process; a
-collision with another writer is detected and the counter re-seeded.
+One Outbox per database, owned by the daemon (``ctx.outbox``) and handed to
+every writer (sensors, voice, sync): its counters and bound are instance
+state. A collision with another writer is detected and the counter re-seeded.
+Rows stay until the hub's receipt says they are stored (``sync/publisher.py``).
 """
 
 from __future__ import annotations
@@ -40,52 +28,24 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, Literal
+from typing import Any
 
 from agent.errors import ResourceExhaustedError
 from agent.store import Store
-from agent.store.space import DiskSpace, disk_full_error, recovery_alert
+from agent.store.space import DiskSpace, recovery_alert
 from sync import metrics
 from sync.envelope import Envelope, id_time
-
-
-class Priority(IntEnum):
-    ALERT = 0
-    EVENT = 1
-    TELEMETRY = 2
-
-
-PRIORITY_NAMES = {p: p.name.lower() for p in Priority}
-_SHIFT = 56
-_RANGE = 1 << _SHIFT
-
-DropPolicy = Literal["drop_oldest", "reject_new"]
-
-
-@dataclass(frozen=True)
-class OutboxLimits:
-    """The outbox's bound, overflow policy and per-priority time to live (0: never expires)."""
-
-    max_bytes: int = 64 * 1024 * 1024
-    policy: DropPolicy = "drop_oldest"
-    alert_ttl_s: float = 0.0
-    event_ttl_s: float = 7 * 86400.0
-    telemetry_ttl_s: float = 86400.0
-
-    @classmethod
-    def from_settings(cls, sync: Any) -> OutboxLimits:
-        """From ``Settings.sync`` (agent.config.SyncSettings)."""
-        return cls(
-            max_bytes=sync.outbox_max_bytes,
-            policy=sync.outbox_policy,
-            alert_ttl_s=sync.alert_ttl_s,
-            event_ttl_s=sync.event_ttl_s,
-            telemetry_ttl_s=sync.telemetry_ttl_s,
-        )
-
-    def ttl(self, priority: int) -> float:
-        return (self.alert_ttl_s, self.event_ttl_s, self.telemetry_ttl_s)[priority]
+from sync.outbox_bound import (
+    PRIORITY_NAMES,
+    RANGE,
+    SHIFT,
+    Bound,
+    DropPolicy,
+    OutboxLimits,
+    Priority,
+    check_priority,
+    count_drops,
+)
 
 
 @dataclass(frozen=True)
@@ -98,23 +58,11 @@ class OutboxMessage:
 
     @property
     def priority(self) -> int:
-        return self.seq >> _SHIFT
+        return self.seq >> SHIFT
 
-
-# per-database, per-priority counters shared by every Outbox of this process on that file
-_SEQ_LOCK = threading.Lock()
-_SEQ: dict[tuple[str, int], int] = {}
-# per-database upper bound of the bytes stored (see Outbox._fits_cached); None: read the totals
-_UPPER: dict[str, int | None] = {}
-_LISTENERS: dict[str, list[Callable[[], None]]] = {}
 
 _PRIOS = frozenset(Priority)
 _ENQUEUED = {p: metrics.OUTBOX_ENQUEUED.labels(name) for p, name in PRIORITY_NAMES.items()}
-#: disk bytes one outbox byte may cost, at worst: its row in a half-full page (alerts are inserted
-#: in the middle of the key space, before telemetry, so their pages split in half) and its WAL copy
-#: until a checkpoint. The bound lets the outbox grow by 1/DISK_OVERHEAD of the room left at each
-#: reading of the disk, and reads it again when that is used up: it closes in, never overshoots.
-DISK_OVERHEAD = 4
 _INSERT = "INSERT INTO sync_outbox (seq, id, topic, payload, size, expires) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -129,27 +77,34 @@ class Outbox:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.limits = limits or OutboxLimits()
         self.clock = clock
-        self._key = str(store.path.resolve()) if str(store.path) != ":memory:" else f"mem:{id(store)}"
-        # shared by every Outbox on this database: an alert writer's own instance still wakes the publisher
-        self._listeners: list[Callable[[], None]] = _LISTENERS.setdefault(self._key, [])
-        self.rejected: dict[int, int] = {}  # in memory: a rejection's transaction rolls back its count
+        self.bound = Bound(limits or OutboxLimits(), getattr(store, "space", None))
+        self._listeners: list[Callable[[], None]] = []
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
-        self.space: DiskSpace | None = getattr(store, "space", None)
-        #: per-priority byte caps (max_bytes and the disk) and until when (monotonic) they hold
-        self._caps = (self.limits.max_bytes,) * 3
-        self._disk_bound = (False, False, False)
-        self._caps_until = -1.0 if self.space is not None else float("inf")
-        self._low_hold = 0
         #: the device whose messages this outbox carries (taken from them: the disk recovery alert's sender)
         self.device = ""
+
+    @property
+    def limits(self) -> OutboxLimits:
+        return self.bound.limits
+
+    @limits.setter
+    def limits(self, value: OutboxLimits) -> None:
+        self.bound.limits = value
+
+    @property
+    def space(self) -> DiskSpace | None:
+        return self.bound.space
+
+    @property
+    def rejected(self) -> dict[int, int]:
+        return self.bound.rejected
 
     # ------------------------------------------------------------ writing
 
     def add_listener(self, callback: Callable[[], None]) -> None:
-        """Called (on the enqueueing thread) after each enqueue on this database: the publisher's wake-up."""
+        """Called (on the enqueueing thread) after each enqueue: the publisher's wake-up."""
         if callback not in self._listeners:
             self._listeners.append(callback)
 
@@ -169,9 +124,9 @@ class Outbox:
         envelope is over the message size limit.
         """
         payload, size, expires = self._encode(topic, envelope, priority, ttl_s)
-        seq = self._claim(size, priority)
+        seq = self.bound.claim(size, priority)
         if seq is None or not _try_insert(conn.execute, seq, envelope.id, topic, payload, size, expires):
-            self._make_room(conn, size, priority)
+            self.bound.make_room(conn, size, priority)
             self._insert(
                 conn, [[0, envelope.id, topic, payload, size, expires]], [priority], reseed=seq is not None
             )
@@ -182,29 +137,11 @@ class Outbox:
         self, topic: str, envelope: Envelope, priority: int, ttl_s: float | None
     ) -> tuple[bytes, int, float | None]:
         if priority not in _PRIOS:
-            _check_priority(priority)
+            check_priority(priority)
         payload = envelope.encode()
         size = len(payload) + (len(topic) if topic.isascii() else len(topic.encode()))
         ttl = self.limits.ttl(priority) if ttl_s is None else ttl_s
         return payload, size, (self.clock() + ttl if ttl > 0 else None)
-
-    def _claim(self, size: int, priority: int) -> int | None:
-        """Room (from the cached bound) and the next ``seq``, under one lock; None: take the slow path.
-
-        The hot path of every alert and event, kept lean: one message with one
-        commit is fsync-bound, and everything else here is overhead (see the bench).
-        """
-        key = (self._key, priority)
-        if time.monotonic() > self._caps_until:
-            return None  # the disk's verdict is due: the slow path reads it
-        with _SEQ_LOCK:
-            upper = _UPPER.get(self._key)
-            last = _SEQ.get(key)
-            if upper is None or last is None or upper + size > self._caps[priority]:
-                return None
-            _UPPER[self._key] = upper + size
-            _SEQ[key] = last + 1
-        return (priority << _SHIFT) | (last + 1)
 
     def _enqueued(self, priority: int, device: str) -> None:
         _ENQUEUED[priority].inc()
@@ -257,7 +194,7 @@ class Outbox:
         expiry = {p: (now + t if t > 0 else None) for p in Priority for t in [self._ttl(p, ttl_s)]}
         for topic, envelope, priority in items:
             if priority not in expiry:
-                _check_priority(priority)
+                check_priority(priority)
             payload = envelope.encode()
             size = len(payload) + len(topic.encode())
             rows.append([0, envelope.id, topic, payload, size, expiry[priority]])
@@ -265,10 +202,10 @@ class Outbox:
             total_size += size
         if not rows:
             return []
-        if not self._reserve(conn, total_size, max(prios)):
+        if not self.bound.reserve(conn, total_size, max(prios)):
             # slow path: room is made (or refused) message by message, in order
             for row, priority in zip(rows, prios, strict=True):
-                self._make_room(conn, row[4], priority)
+                self.bound.make_room(conn, row[4], priority)
                 self._insert(conn, [row], [priority])
         else:
             self._insert(conn, rows, prios)
@@ -291,12 +228,12 @@ class Outbox:
         joins that transaction.
         """
         payload, size, expires = self._encode(topic, envelope, priority, ttl_s)
-        seq = self._claim(size, priority)
+        seq = self.bound.claim(size, priority)
         if seq is None or not _try_insert(
             self.store.execute, seq, envelope.id, topic, payload, size, expires
         ):
             with self.store.atomic() as conn:
-                self._make_room(conn, size, priority)
+                self.bound.make_room(conn, size, priority)
                 row = [0, envelope.id, topic, payload, size, expires]
                 self._insert(conn, [row], [priority], reseed=seq is not None)
         self._enqueued(priority, envelope.device)
@@ -318,15 +255,7 @@ class Outbox:
         for priority in prios:
             per[priority] = per.get(priority, 0) + 1
         for attempt in (1,) if reseed else (0, 1):
-            next_seq: dict[int, int] = {}
-            with _SEQ_LOCK:
-                for priority, count in per.items():
-                    key = (self._key, priority)
-                    last = _SEQ.get(key)
-                    if last is None or attempt:
-                        last = max(last or 0, self._db_last(conn, priority))
-                    _SEQ[key] = last + count
-                    next_seq[priority] = (priority << _SHIFT) | last
+            next_seq = self.bound.number(conn, per, bool(attempt))
             for row, priority in zip(rows, prios, strict=True):
                 row[0] = next_seq[priority] = next_seq[priority] + 1
             try:
@@ -336,135 +265,6 @@ class Outbox:
                 if attempt:
                     raise
                 # another writer (process) used these numbers: re-seed from the table and retry
-
-    @staticmethod
-    def _db_last(conn: sqlite3.Connection, priority: int) -> int:
-        lo = priority << _SHIFT
-        row = conn.execute(
-            "SELECT MAX(seq) FROM sync_outbox WHERE seq >= ? AND seq < ?", (lo, lo + _RANGE)
-        ).fetchone()
-        return (row[0] - lo) if row and row[0] is not None else 0
-
-    @staticmethod
-    def _total_bytes(conn: sqlite3.Connection) -> int:
-        return int(conn.execute("SELECT SUM(bytes) FROM sync_outbox_totals").fetchone()[0] or 0)
-
-    def _fits_cached(self, size: int, priority: int) -> bool:
-        """True when the cached upper bound of stored bytes says ``size`` more fits (no query).
-
-        The bound only ever errs high: it grows with every enqueue, including
-        ones whose transaction later rolls back, and ignores deletes (acks,
-        drops, expiry), so "fits" is always true. Near the limit it is
-        re-read from the running totals.
-        """
-        if time.monotonic() > self._caps_until:
-            return False
-        with _SEQ_LOCK:
-            upper = _UPPER.get(self._key)
-            if upper is not None and upper + size <= self._caps[priority]:
-                _UPPER[self._key] = upper + size
-                return True
-        return False
-
-    def _reserve(self, conn: sqlite3.Connection, size: int, priority: int) -> bool:
-        """Whether ``size`` more bytes fit under the bound (cached, else from the running totals)."""
-        if self._fits_cached(size, priority):
-            return True
-        total = self._total_bytes(conn)
-        self._refresh_caps(total)
-        fits = total + size <= self._caps[priority]
-        with _SEQ_LOCK:
-            _UPPER[self._key] = total + size if fits else None
-        return fits
-
-    def _refresh_caps(self, total: int) -> None:
-        """The per-priority bounds: ``max_bytes``, or less when the disk cannot hold that much."""
-        space = self.space
-        if space is None:
-            self._caps = (self.limits.max_bytes,) * 3  # limits may have been replaced since
-            return
-        space.refresh(force=True)  # the slow path: the last allowance is used up or stale
-        cap = self.limits.max_bytes
-        room = space.headroom(floor=False)
-        low = total + room // DISK_OVERHEAD
-        if room <= 0:
-            # below the reserve the bound holds where it was: following the total down would let
-            # every slightly larger message push out two and bleed the outbox empty
-            low = self._low_hold = max(low, self._low_hold)
-        else:
-            self._low_hold = 0
-        hard = total + space.headroom(floor=True) // DISK_OVERHEAD
-        self._caps = (min(cap, hard), min(cap, low), min(cap, low))
-        self._disk_bound = (hard < cap, low < cap, low < cap)
-        self._caps_until = time.monotonic() + space.interval_s
-
-    def _make_room(self, conn: sqlite3.Connection, size: int, priority: int) -> None:
-        if self._reserve(conn, size, priority):
-            return
-        cap = self._caps[priority]
-        over = self._total_bytes(conn) + size - cap
-        disk = self._disk_bound[priority]
-        if size <= cap and self.limits.policy == "drop_oldest":
-            # least important first, and never a more important message for a less important one;
-            # when the disk is the bound, never an alert for another: they are kept down to the floor
-            last = priority + 1 if disk and priority == Priority.ALERT else priority
-            for victim in range(max(Priority), last - 1, -1):
-                over -= self._drop_oldest(conn, victim, over, "disk_low" if disk else "overflow")
-                if over <= 0:
-                    return
-        self.rejected[priority] = self.rejected.get(priority, 0) + 1
-        name = PRIORITY_NAMES[priority]
-        if disk and self.space is not None:
-            metrics.OUTBOX_DROPPED.labels("disk_full", name).inc()
-            if priority == Priority.ALERT:
-                self.space.note_full(f"outbox_{name}")  # the floor is reached: the disk counts as full
-            else:
-                self.space.count_refused(f"outbox_{name}")
-            raise disk_full_error(
-                self.space.path,
-                f"a {name} message of {size} bytes was refused (the disk is {self.space.state}; "
-                f"the outbox holds {self._total_bytes(conn)} bytes)",
-            )
-        metrics.OUTBOX_DROPPED.labels("rejected", name).inc()
-        raise ResourceExhaustedError(
-            f"the outbox is full ({self.limits.max_bytes} bytes, policy {self.limits.policy}); "
-            f"a {PRIORITY_NAMES[priority]} message of {size} bytes was refused. The hub has been "
-            "unreachable for long: check the connection, or raise sync.outbox_max_bytes",
-            code="outbox_full",
-        )
-
-    def _drop_oldest(self, conn: sqlite3.Connection, priority: int, need: int, reason: str) -> int:
-        lo = priority << _SHIFT
-        freed = 0
-        dropped = 0
-        while freed < need:
-            rows = conn.execute(
-                "SELECT seq, size FROM sync_outbox WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 256",
-                (lo, lo + _RANGE),
-            ).fetchall()
-            if not rows:
-                break
-            last = rows[-1][0]
-            for seq, size in rows:
-                freed += size
-                if freed >= need:
-                    last = seq
-                    break
-            cur = conn.execute("DELETE FROM sync_outbox WHERE seq >= ? AND seq <= ?", (lo, last))
-            dropped += cur.rowcount
-            lo = last + 1
-        self._count_drops(conn, reason, priority, dropped)
-        return freed
-
-    def _count_drops(self, conn: sqlite3.Connection, reason: str, priority: int, n: int) -> None:
-        if n <= 0:
-            return
-        conn.execute(
-            "INSERT INTO sync_outbox_drops (reason, priority, count) VALUES (?, ?, ?) "
-            "ON CONFLICT (reason, priority) DO UPDATE SET count = count + excluded.count",
-            (reason, priority, n),
-        )
-        metrics.OUTBOX_DROPPED.labels(reason, PRIORITY_NAMES[priority]).inc(n)
 
     # ------------------------------------------------------------ draining
 
@@ -497,14 +297,14 @@ class Outbox:
     def _peek(conn: sqlite3.Connection, n: int, after: Mapping[int, int], now: float) -> list[OutboxMessage]:
         out: list[OutboxMessage] = []
         for priority in Priority:
-            lo = priority << _SHIFT
+            lo = priority << SHIFT
             start = max(lo, after.get(priority, lo - 1) + 1)
             while len(out) < n:
                 want = n - len(out)
                 rows = conn.execute(
                     "SELECT seq, id, topic, payload, expires FROM sync_outbox "
                     "WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
-                    (start, lo + _RANGE, want),
+                    (start, lo + RANGE, want),
                 ).fetchall()
                 out.extend(OutboxMessage(*r) for r in rows if r[4] is None or r[4] > now)
                 if len(rows) < want:
@@ -556,7 +356,7 @@ class Outbox:
         with self.store.atomic() as conn:
             for seq in keys:
                 if conn.execute("DELETE FROM sync_outbox WHERE seq = ?", (seq,)).rowcount:
-                    self._count_drops(conn, reason, seq >> _SHIFT, 1)
+                    count_drops(conn, reason, seq >> SHIFT, 1)
                     n += 1
         return n
 
@@ -571,15 +371,15 @@ class Outbox:
         total = 0
         with self.store.atomic() as conn:
             for priority in Priority:
-                lo = priority << _SHIFT
+                lo = priority << SHIFT
                 row = conn.execute(
                     "SELECT seq FROM sync_outbox WHERE seq >= ? AND seq < ? "
                     "AND (expires IS NULL OR expires > ?) ORDER BY seq LIMIT 1",
-                    (lo, lo + _RANGE, now),
+                    (lo, lo + RANGE, now),
                 ).fetchone()
-                end = row[0] if row else lo + _RANGE
+                end = row[0] if row else lo + RANGE
                 n = conn.execute("DELETE FROM sync_outbox WHERE seq >= ? AND seq < ?", (lo, end)).rowcount
-                self._count_drops(conn, "expired", priority, n)
+                count_drops(conn, "expired", priority, n)
                 total += n
         return total
 
@@ -601,11 +401,11 @@ class Outbox:
         counts = self.counts()
         by_priority: dict[str, Any] = {}
         for priority in Priority:
-            lo = priority << _SHIFT
+            lo = priority << SHIFT
             messages, size = counts.get(priority, (0, 0))
             head = self.store.execute(
                 "SELECT id FROM sync_outbox WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 1",
-                (lo, lo + _RANGE),
+                (lo, lo + RANGE),
             ).fetchone()
             name = PRIORITY_NAMES[priority]
             by_priority[name] = {
@@ -643,7 +443,4 @@ def _try_insert(execute: Callable[..., Any], seq: int, *row: Any) -> bool:
     return True
 
 
-def _check_priority(priority: int) -> int:
-    if priority not in (0, 1, 2):
-        raise ValueError(f"priority must be 0 (alert), 1 (event) or 2 (telemetry), got {priority!r}")
-    return int(priority)
+__all__ = ["PRIORITY_NAMES", "DropPolicy", "Outbox", "OutboxLimits", "OutboxMessage", "Priority"]

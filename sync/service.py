@@ -12,16 +12,17 @@ supervisor:
 - ``sync.housekeeping``: expires outbox messages, prunes the inbox, refreshes
   the gauges, once a minute.
 
-``outbox_for(ctx)`` gives every feature the daemon's one Outbox, so an alert
-writer can ``outbox.enqueue(conn, ...)`` inside its own transaction.
+``outbox_for(ctx)`` gives every feature the daemon's one Outbox (``ctx.outbox``,
+made once by the daemon), so an alert writer can ``outbox.enqueue(conn, ...)``
+inside its own transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -40,20 +41,18 @@ from sync.telemetry import SystemSampler, Telemetry
 
 log = logging.getLogger("edge_agent.sync")
 
-_OUTBOXES: weakref.WeakKeyDictionary[Any, Outbox] = weakref.WeakKeyDictionary()
 #: how often to look for a hub on the LAN while none is configured or found
 REDISCOVER_S = 60.0
 REDISCOVER_MAX_S = 900.0
 
 
 def outbox_for(ctx: AgentContext) -> Outbox:
-    """The daemon's one outbox: ``ctx.outbox`` when the context carries one, else made on first use."""
+    """The daemon's one outbox: ``ctx.outbox``, made and kept there on first use."""
     shared = getattr(ctx, "outbox", None)
     if isinstance(shared, Outbox):
         return shared
-    outbox = _OUTBOXES.get(ctx.store)
-    if outbox is None:
-        outbox = _OUTBOXES[ctx.store] = Outbox(ctx.store, OutboxLimits.from_settings(ctx.settings.sync))
+    outbox = Outbox(ctx.store, OutboxLimits.from_settings(ctx.settings.sync))
+    ctx.outbox = outbox
     return outbox
 
 
@@ -87,9 +86,19 @@ class SyncRuntime:
         self.version = __version__
         self.outbox = outbox_for(ctx)
         self.outbox.clock = clock  # one clock for expiry and telemetry (tests play long outages fast)
-        self.publisher = Publisher(self.outbox)
+        s = settings.sync
+        self.publisher = Publisher(
+            self.outbox,
+            receipts=s.receipts,
+            receipt_timeout_s=s.receipt_timeout_s,
+            receipt_window=s.receipt_window,
+        )
         self.online = False
         self.hub_url = settings.mqtt.url
+        #: the broker link as status shows it: offline (no hub) | connecting | connected
+        self.link = "connecting" if settings.mqtt.url else "offline"
+        self.link_error = ""
+        self.link_since = clock()
         self.log_ring: LogRing | None = None
         if settings.sync.log_ring_size > 0:
             self.log_ring = LogRing(settings.sync.log_ring_size).install()
@@ -164,7 +173,9 @@ class SyncRuntime:
         """Options for one connection and the online state payload (made first: the will sorts after it)."""
         online = self.state_envelope(True).encode()
         will = Will(topics.device_topic(self.device, "state"), self.state_envelope(False).encode(), 1, True)
-        return MqttOptions.from_settings(self.settings, url=url, will=will), online
+        options = MqttOptions.from_settings(self.settings, url=url, will=will)
+        # commands are acknowledged to the broker only once their inbox row is written
+        return dataclasses.replace(options, manual_ack=True), online
 
     def close(self) -> None:
         """Detach what was installed process-wide (the log ring handler) and the outbox's reader."""
@@ -172,11 +183,33 @@ class SyncRuntime:
             self.log_ring.uninstall()
         self.outbox.close_reader()
 
+    def set_link(self, state: str, error: str = "") -> None:
+        if state != self.link:
+            self.link_since = self.clock()
+        self.link, self.link_error = state, error
+
+    def link_status(self) -> dict[str, Any]:
+        """The broker link, the hub's last receipt and the outbox's depth (``status``, ``/v1/status``)."""
+        counts = self.outbox.counts()
+        messages = sum(c for c, _ in counts.values())
+        pub = self.publisher.stats()
+        awaiting = min(messages, pub["awaiting_receipt"])
+        return {
+            "state": self.link,
+            "since": self.link_since,
+            "error": self.link_error,
+            "last_receipt_at": pub["last_receipt_at"],
+            "receipts": pub["receipts"],
+            "outbox": {"messages": messages, "pending": messages - awaiting, "awaiting_receipt": awaiting},
+            "resent": pub["resent"],
+        }
+
     def stats(self) -> dict[str, Any]:
         return {
             "online": self.online,
             "hub_url": self.hub_url,
             "published": self.publisher.published,
+            "publisher": self.publisher.stats(),
             "commands": self.processor.stats(),
         }
 
@@ -202,6 +235,7 @@ class SyncService(Service):
             while True:
                 url = await self._hub_url()
                 if not url:
+                    rt.set_link("offline")
                     # search again, less and less often while nothing answers (each search is a process)
                     await asyncio.sleep(rediscover)
                     rediscover = min(rediscover * 2, REDISCOVER_MAX_S)
@@ -213,11 +247,14 @@ class SyncService(Service):
                 else:
                     self.client.options = options
                 try:
+                    if rt.link != "connecting":
+                        rt.set_link("connecting", rt.link_error)
                     async with self.client as client:
                         self.backoff.reset()
                         await self._session(client, online)
                 except MqttError as exc:
                     log.warning("hub connection: %s", exc, extra={"code": exc.code})
+                    rt.set_link("connecting", str(exc))
                 finally:
                     rt.online = False
                     self.connected.clear()
@@ -244,8 +281,11 @@ class SyncService(Service):
         await client.publish(
             topics.device_topic(rt.device, "state"), online_state, 1, retain=True, timeout=10
         )
-        await client.subscribe(topics.command_subscription(rt.device), qos=1)
+        await client.subscribe(
+            [topics.command_subscription(rt.device), topics.receipt_topic(rt.device)], qos=1
+        )
         rt.online = True
+        rt.set_link("connected")
         self.connected.set()
         tasks = [
             asyncio.create_task(rt.publisher.run(client), name="sync:publisher"),
@@ -261,8 +301,14 @@ class SyncService(Service):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _commands(self, client: MqttClient) -> None:
+        receipts = topics.receipt_topic(self.rt.device)
         async for message in client.messages():
-            await self.rt.processor.handle(message.topic, message.payload)
+            if message.topic == receipts:
+                self.rt.publisher.on_receipt(message.payload)
+            else:
+                # written to the inbox (or refused) before the broker hears we have it
+                await self.rt.processor.handle(message.topic, message.payload)
+            client.ack(message)
 
 
 class TelemetryService(Service):

@@ -2,7 +2,8 @@
 
 ``edge/v1/{device}/state`` (retained; the last will sets it offline) ·
 ``…/telemetry`` · ``…/alerts`` · ``…/events`` · ``…/cmd/{id}`` (hub → device,
-signed) · ``…/cmd/{id}/result``. Device ids are single topic levels: no
+signed) · ``…/cmd/{id}/result`` · ``…/receipts`` (hub → device: the ids the hub
+has stored, batched; the device deletes an outbox row only then). Device ids are single topic levels: no
 ``/``, ``+`` or ``#`` (config validation enforces it).
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 ROOT = "edge/v1"
 KINDS = ("state", "telemetry", "alerts", "events")
+#: hub -> device; not a device kind (the hub never subscribes to it)
+RECEIPTS = "receipts"
 
 
 def device_topic(device: str, kind: str) -> str:
@@ -26,6 +29,11 @@ def command_topic(device: str, command_id: str) -> str:
 
 def result_topic(device: str, command_id: str) -> str:
     return command_topic(device, command_id) + "/result"
+
+
+def receipt_topic(device: str) -> str:
+    """Hub -> device: which of the device's messages the hub stored (``sync/receipts.py``)."""
+    return f"{ROOT}/{check_level(device)}/{RECEIPTS}"
 
 
 def command_subscription(device: str) -> str:
@@ -52,7 +60,7 @@ def check_level(value: str) -> str:
 @dataclass(frozen=True)
 class ParsedTopic:
     device: str
-    kind: str  # state | telemetry | alerts | events | cmd | result
+    kind: str  # state | telemetry | alerts | events | cmd | result | receipts
     command_id: str | None = None
 
 
@@ -63,7 +71,7 @@ def parse(topic: str) -> ParsedTopic | None:
         return None
     device = parts[2]
     rest = parts[3:]
-    if len(rest) == 1 and rest[0] in KINDS:
+    if len(rest) == 1 and (rest[0] in KINDS or rest[0] == RECEIPTS):
         return ParsedTopic(device, rest[0])
     if len(rest) == 2 and rest[0] == "cmd":
         return ParsedTopic(device, "cmd", rest[1])

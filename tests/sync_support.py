@@ -3,7 +3,9 @@
 The collector is a plain paho client (its own network thread, paho's own
 reconnect) with a persistent session, so it plays the hub's part without
 depending on the hub's code: it keeps every message and de-duplicates by
-envelope id the way the hub does. The fault tests use the real hub instead
+envelope id the way the hub does, and (``receipts=True``, the default) answers
+each data message with a hub receipt (sync/receipts.py), so the device lets go
+of it as it would with the real hub. The fault tests use the real hub instead
 (tests/hub_process.py).
 """
 
@@ -49,8 +51,10 @@ class Collector:
         client_id: str = "test-hub",
         persistent: bool = True,
         protocol: int = paho.MQTTv5,
+        receipts: bool = True,
     ) -> None:
         self.port = port
+        self.receipts = receipts
         self.topics = list(topics)
         self.messages: list[Received] = []
         self.lock = threading.Lock()
@@ -78,8 +82,24 @@ class Collector:
         client.subscribe([(t, 1) for t in self.topics])
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        from sync import receipts, topics
+
+        parsed = topics.parse(msg.topic)
+        if parsed is not None and parsed.kind == topics.RECEIPTS:
+            return  # ours (or the hub's): not a device's message
         with self.lock:
             self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        if (
+            self.receipts
+            and parsed is not None
+            and parsed.kind in ("alerts", "events", "telemetry", "result")
+        ):
+            try:
+                message_id = json.loads(msg.payload)["id"]
+            except (ValueError, KeyError, TypeError):
+                return
+            for payload in receipts.encode([message_id]):
+                client.publish(topics.receipt_topic(parsed.device), payload, qos=1)
 
     def start(self, timeout: float = 10.0) -> Collector:
         kwargs: dict[str, Any] = {}
@@ -149,14 +169,21 @@ def sync_settings(data_dir: Path, url: str = "", device: str = "d1", **env: str)
     return load_settings(env=base)
 
 
-def start_worker(data_dir: Path, url: str, log_path: Path, device: str = "d1") -> subprocess.Popen[bytes]:
-    """A process running the real SyncService on ``data_dir`` (killed by the test with SIGKILL)."""
+def start_worker(
+    data_dir: Path, url: str, log_path: Path, device: str = "d1", **extra: str
+) -> subprocess.Popen[bytes]:
+    """A process running the real SyncService on ``data_dir`` (killed by the test with SIGKILL).
+
+    ``extra``: more environment (``EDGE_AGENT_SYNC__...`` settings, ``EDGE_TEST_PRODUCE``; see
+    tests/sync_worker.py).
+    """
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("EDGE_AGENT_", "EDGE_TEST_"))},
         "PYTHONPATH": str(REPO),
         "EDGE_AGENT_DATA_DIR": str(data_dir),
         "EDGE_AGENT_DEVICE_ID": device,
         "EDGE_AGENT_MQTT__URL": url,
+        **extra,
     }
     with log_path.open("ab") as log:
         return subprocess.Popen(

@@ -107,7 +107,7 @@ async def test_in_order_with_priorities_and_deleted_only_after_puback(
     store = Store.open(tmp_path / "a.db", synchronous="normal")
     ob = Outbox(store)
     ob.put_many(items(0, 40))
-    pub = Publisher(ob, ack_interval_s=0.01)
+    pub = Publisher(ob, ack_interval_s=0.01, receipts=False)  # the PUBACK-only path
     with Collector(mosquitto.port) as hub:
         async with MqttClient(MqttOptions(url=mosquitto.url, client_id="d1", inflight=8)) as client:
             mosquitto.pause()  # the broker takes nothing in: no PUBACK
@@ -283,7 +283,7 @@ async def test_refused_message_is_dropped_and_counted_not_blocking(tmp_path: Pat
     ob = Outbox(store)
     ob.put(TOPICS[Priority.ALERT], Envelope("alert", "d1", {"i": 0}), Priority.ALERT)  # not allowed
     ob.put(TOPICS[Priority.EVENT], Envelope("event", "d1", {"i": 1}), Priority.EVENT)
-    pub = Publisher(ob, ack_interval_s=0.01)
+    pub = Publisher(ob, ack_interval_s=0.01, receipts=False)  # the PUBACK-only path
     with broker, Collector(broker.port) as hub:
         async with MqttClient(MqttOptions(url=broker.url, client_id="d1")) as client:
             await pub.run(client, stop_when_empty=True)

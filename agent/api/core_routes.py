@@ -90,6 +90,12 @@ def _hub_link(ctx: AgentContext) -> dict[str, Any]:
             out["outbox_messages"] = len(ctx.outbox)
         except Exception:  # a locked or full database must not break /v1/info
             out["outbox_messages"] = None
+    if rt is not None and hasattr(rt, "link_status"):
+        try:
+            # broker link state and its last error, the hub's last receipt, pending / awaiting receipt
+            out.update(rt.link_status())
+        except Exception:  # a locked or full database must not break /v1/info
+            pass
     return out
 
 

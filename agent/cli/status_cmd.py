@@ -70,13 +70,37 @@ def _disk_line(disk: dict) -> str:  # type: ignore[type-arg]
 
 
 def _hub_line(mqtt: dict) -> str:  # type: ignore[type-arg]
-    """The hub link as the operator needs it: connected or not, to where, and what waits to be sent."""
+    """The hub link as the operator needs it: the broker link, what waits, when the hub last confirmed."""
+    import time
+
+    error = ""
     if mqtt.get("connected"):
         link = f"connected to {mqtt.get('hub_url') or 'the hub'}"
-    elif mqtt.get("configured") or mqtt.get("hub_url"):
-        link = "NOT CONNECTED (configured; reconnecting)"
+    elif mqtt.get("state") == "connecting" or mqtt.get("configured") or mqtt.get("hub_url"):
+        link = f"NOT CONNECTED to {mqtt.get('hub_url') or 'the broker'} (reconnecting"
+        since = mqtt.get("since")
+        link += f" for {_ago(time.time() - since)})" if isinstance(since, (int, float)) else ")"
+        if mqtt.get("error"):
+            error = f"\n  last error: {mqtt['error']}"
     else:
         link = "offline (none configured)"
     waiting = mqtt.get("outbox_messages")
     outbox = "" if waiting is None else f"  outbox: {waiting} message(s) waiting"
-    return f"hub: {link}{outbox}"
+    box = mqtt.get("outbox")
+    if isinstance(box, dict):
+        last = mqtt.get("last_receipt_at")
+        outbox = (
+            f"  outbox: {box.get('messages', 0)} message(s) waiting ({box.get('pending', 0)} to send, "
+            f"{box.get('awaiting_receipt', 0)} awaiting the hub's receipt)  last hub receipt: "
+            + (f"{_ago(time.time() - last)} ago" if isinstance(last, (int, float)) else "none since start")
+        )
+    return f"hub: {link}{outbox}{error}"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

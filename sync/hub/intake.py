@@ -16,7 +16,11 @@ bounded by statements, not by fsyncs. The order within a transaction:
 
 Messages are acknowledged to the broker only after their batch committed (or
 after they were rejected): an unacknowledged message is the broker's to
-redeliver. A busy or unreachable database makes the batch wait and retry
+redeliver. Between the commit and those acks, each device gets a RECEIPT
+(``sync/receipts.py``): the ids of its messages now stored, new ones and
+duplicates alike (a device re-sends what no receipt named, and must hear
+again that it is stored), and the ids refused for good. The device deletes
+its outbox rows only then: "delivered" means stored here, not taken by the broker. A busy or unreachable database makes the batch wait and retry
 (``TransientDBError``), with back-pressure through the bounded queue to the
 MQTT reader and on to the broker; a batch the database refuses for its data
 is split into one transaction per message, so one bad row costs only itself.
@@ -29,42 +33,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from agent.errors import BadRequestError, StoreError
 from sync.hub import metrics
-from sync.hub.db import HubDB, TransientDBError, Tx
+from sync.hub.db import HubDB, TransientDBError
+from sync.hub.intake_batch import BatchOutcome, write_batch
 from sync.hub.settings import IntakeSettings
-from sync.hub.validate import Accepted, Incoming, alert_fields, error_text, validate
+from sync.hub.validate import Accepted, Incoming, validate
 
 log = logging.getLogger("edge_hub.intake")
 
 AckFn = Callable[[Incoming], None]
 CommittedFn = Callable[[list[Accepted], float], None]
-
-
-@dataclass
-class BatchOutcome:
-    """What one batch came to; metrics and logs are taken from it once it is final."""
-
-    stored: list[Accepted] = field(default_factory=list)
-    #: kinds of the messages that were already stored (by us earlier, or by a peer instance)
-    duplicates: list[str] = field(default_factory=list)
-    #: (reason, message, topic) of each rejected message
-    rejections: list[tuple[str, str, str]] = field(default_factory=list)
-
-    @property
-    def rejected(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for reason, _, _ in self.rejections:
-            out[reason] = out.get(reason, 0) + 1
-        return out
-
-    def merge(self, part: BatchOutcome) -> None:
-        self.stored.extend(part.stored)
-        self.duplicates.extend(part.duplicates)
-        self.rejections.extend(part.rejections)
+#: (device, ids stored, {id: reason refused for good}): publishes the device's receipt
+ReceiptFn = Callable[[str, list[str], dict[str, str]], None]
 
 
 class _RejectLog:
@@ -98,12 +80,14 @@ class Intake:
         *,
         ack: AckFn | None = None,
         on_committed: CommittedFn | None = None,
+        receipts: ReceiptFn | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=settings.queue_size)
         self._ack = ack or (lambda _msg: None)
         self._on_committed = on_committed
+        self._receipts = receipts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log_reject = _RejectLog()
@@ -181,9 +165,11 @@ class Intake:
                 item = validate(msg, max_bytes=self.settings.max_message_bytes)
             except BadRequestError as exc:
                 outcome.rejections.append((exc.code, str(exc), msg.topic))
+                outcome.refuse(*_identify(msg), exc.code)
                 continue
             if item.id in seen:  # the same message twice in one batch (a QoS 1 redelivery)
                 outcome.duplicates.append(item.kind)
+                outcome.receipt(item.kind, item.device, item.id)
                 continue
             seen.add(item.id)
             accepted.append(item)
@@ -191,12 +177,28 @@ class Intake:
             outcome.merge(self._store_with_retry(accepted))
         committed_at = time.time()
         self._account(batch, outcome, committed_at)
+        self._send_receipts(outcome)
         for msg in batch:
             if msg.qos:
                 self._ack(msg)
         if self._on_committed is not None and outcome.stored:
             self._on_committed(outcome.stored, committed_at)
         return outcome
+
+    def _send_receipts(self, outcome: BatchOutcome) -> None:
+        """Each device's receipt, after the commit and before the broker's acks.
+
+        A receipt that cannot go out (the broker is away) is harmless: the
+        device sends those messages again after its timeout, and they are
+        receipted as duplicates then.
+        """
+        if self._receipts is None:
+            return
+        for device in sorted(set(outcome.receipted) | set(outcome.refused)):
+            try:
+                self._receipts(device, outcome.receipted.get(device, []), outcome.refused.get(device, {}))
+            except Exception as exc:  # never let a receipt stop intake
+                log.warning("could not send %s its receipt (%s); it will send again", device, exc)
 
     def _account(self, batch: Sequence[Incoming], outcome: BatchOutcome, committed_at: float) -> None:
         for item in outcome.stored:
@@ -258,172 +260,26 @@ class Intake:
                 raise
             except StoreError as exc:
                 one = BatchOutcome(rejections=[("store_failed", str(exc), item.incoming.topic)])
+                one.refuse(item.kind, item.device, item.id, "store_failed")
             outcome.merge(one)
         return outcome
 
 
-# ------------------------------------------------------------ the SQL of one batch
-
-
-def write_batch(tx: Tx, accepted: Sequence[Accepted], outcome: BatchOutcome, max_params: int) -> None:
-    """Write ``accepted`` inside ``tx``; fill ``outcome`` (stored, duplicates, rejected)."""
-    results = [a for a in accepted if a.kind == "result"]
-    refused: set[str] = set()
-    if results:
-        refused = _check_results(tx, results, outcome, max_params)
-    rows = sorted((a for a in accepted if a.id not in refused), key=lambda a: a.id)
-    if not rows:
-        return
-    inserted = _insert_messages(tx, rows, max_params)
-    new = [a for a in accepted if a.id in inserted]  # arrival order: states apply in it
-    outcome.stored.extend(new)
-    outcome.duplicates.extend(a.kind for a in rows if a.id not in inserted)
-    if new:
-        _apply_derived(tx, new)
-
-
-def _check_results(tx: Tx, results: list[Accepted], outcome: BatchOutcome, max_params: int) -> set[str]:
-    refused: set[str] = set()
-    devices = {
-        r["device"]
-        for r in _select_in(
-            tx,
-            "SELECT device FROM devices WHERE device IN ({})",
-            sorted({a.device for a in results}),
-            max_params,
-        )
-    }
-    commands = {
-        r["id"]: r["device"]
-        for r in _select_in(
-            tx,
-            "SELECT id, device FROM commands WHERE id IN ({})",
-            sorted({a.command_id or "" for a in results}),
-            max_params,
-        )
-    }
-    for a in results:
-        reason = None
-        if a.device not in devices:
-            reason, why = "unknown_device", f"result {a.id} from {a.device!r}, a device the hub does not know"
-        elif a.command_id not in commands:
-            reason, why = (
-                "unknown_command",
-                f"result {a.id} answers command {a.command_id}, which the hub never sent",
-            )
-        elif commands[a.command_id] != a.device:
-            reason, why = (
-                "wrong_device",
-                (
-                    f"result {a.id} from {a.device!r} answers command {a.command_id} sent to "
-                    f"{commands[a.command_id]!r}"
-                ),
-            )
-        if reason:
-            refused.add(a.id)
-            outcome.rejections.append((reason, why, a.incoming.topic))
-    return refused
-
-
-def _select_in(tx: Tx, sql: str, values: list[str], max_params: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for start in range(0, len(values), max_params):
-        chunk = values[start : start + max_params]
-        out.extend(tx.query(sql.format(",".join("?" * len(chunk))), chunk))
-    return out
-
-
-_MESSAGE_COLUMNS = 6
-
-
-def _insert_messages(tx: Tx, rows: list[Accepted], max_params: int) -> set[str]:
-    inserted: set[str] = set()
-    per = max(1, max_params // _MESSAGE_COLUMNS)
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        params: list[Any] = []
-        for a in chunk:
-            params += [a.id, a.device, a.kind, a.env.ts, a.incoming.received_at, a.body_json]
-        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
-        found = tx.query(
-            "INSERT INTO messages (id, device, kind, ts, received_at, body) VALUES "
-            f"{values} ON CONFLICT (id) DO NOTHING RETURNING id",
-            params,
-        )
-        inserted.update(r["id"] for r in found)
-    return inserted
-
-
-def _apply_derived(tx: Tx, new: list[Accepted]) -> None:
+def _identify(msg: Incoming) -> tuple[str | None, str | None, str | None]:
+    """(topic kind, device, message id) of a message refused before it parsed; None where unknown."""
     import json
 
-    seen: dict[str, float] = {}
-    for a in new:
-        seen[a.device] = max(seen.get(a.device, 0.0), a.incoming.received_at)
-    tx.executemany(
-        "INSERT INTO devices (device, first_seen, last_seen) VALUES (?, ?, ?) ON CONFLICT (device) DO UPDATE "
-        "SET last_seen = CASE WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen "
-        "ELSE devices.last_seen END",
-        [(d, t, t) for d, t in sorted(seen.items())],
-    )
-    latest_state: dict[str, Accepted] = {}
-    for a in new:
-        if a.kind == "state":
-            latest_state[a.device] = a  # arrival order: the last one received wins
-    for device in sorted(latest_state):
-        a = latest_state[device]
-        body = a.env.body
-        online = 1 if body["online"] else 0
-        labels = body.get("labels")
-        models = body.get("models")
-        tx.execute(
-            "UPDATE devices SET online = ?, "
-            "online_changed_at = CASE WHEN online <> ? OR online_changed_at IS NULL THEN ? "
-            "ELSE online_changed_at END, "
-            "last_state_id = ?, agent_version = COALESCE(?, agent_version), "
-            "public_key = COALESCE(?, public_key), labels = COALESCE(?, labels), models = COALESCE(?, models) "
-            "WHERE device = ?",
-            (
-                online,
-                online,
-                a.incoming.received_at,
-                a.id,
-                body.get("agent_version"),
-                body.get("public_key"),
-                None if labels is None else json.dumps(labels, sort_keys=True),
-                None if models is None else json.dumps(models, sort_keys=True),
-                device,
-            ),
-        )
-    rows = []
-    for a in new:
-        if a.kind == "alerts":
-            f = alert_fields(a.env.body)
-            assert f is not None  # validate() refused alerts without these fields
-            rows.append(
-                (a.id, a.device, a.env.ts, f["alert_id"], f["level"], f["title"], f["state"], a.body_json)
-            )
-    tx.executemany(
-        "INSERT INTO alerts (id, device, ts, alert_id, level, title, state, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    results = [a for a in new if a.kind == "result"]
-    tx.executemany(
-        "UPDATE commands SET status = ?, result_id = ?, result_at = ?, ok = ?, result = ?, error = ? "
-        "WHERE id = ? AND result_id IS NULL",
-        [
-            (
-                "ok" if a.env.body["ok"] else "failed",
-                a.id,
-                a.incoming.received_at,
-                1 if a.env.body["ok"] else 0,
-                json.dumps(a.env.body.get("result"), sort_keys=True),
-                error_text(a.env.body.get("error")),
-                a.command_id,
-            )
-            for a in results
-        ],
-    )
+    from sync import topics
+
+    parsed = topics.parse(msg.topic)
+    if parsed is None:
+        return None, None, None
+    try:
+        data = json.loads(msg.payload)
+        message_id = data.get("id") if isinstance(data, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        message_id = None
+    return parsed.kind, parsed.device, message_id if isinstance(message_id, str) else None
 
 
-__all__ = ["BatchOutcome", "Intake", "write_batch"]
+__all__ = ["BatchOutcome", "Intake", "ReceiptFn", "write_batch"]

@@ -84,6 +84,8 @@ class HubMqtt:
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password or None)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # receipts go out per batch and device, unawaited: room for a fleet's worth in flight
+        self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -164,6 +166,17 @@ class HubMqtt:
 
     def ack(self, msg: Incoming) -> None:
         self.client.ack(msg.mid, msg.qos)
+
+    def send_receipt(self, device: str, stored: list[str], refused: dict[str, str]) -> None:
+        """Tell ``device`` which of its messages are stored (QoS 1, not awaited: from the intake thread).
+
+        Not connected: paho keeps it for the session; lost anyway, the device re-sends and is receipted.
+        """
+        from sync import receipts
+
+        topic = topics.receipt_topic(device)
+        for payload in receipts.encode(stored, refused):
+            self.client.publish(topic, payload, qos=1)
 
     # ------------------------------------------------------------ paho callbacks (its thread)
 
