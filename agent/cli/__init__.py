@@ -20,6 +20,7 @@ from agent.errors import ConfigError, EdgeAgentError
 COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.run_cmd",
     "agent.cli.status_cmd",
+    "agent.cli.console_cmd",
     "agent.cli.config_cmd",
     "agent.cli.hardware_cmd",
     "agent.cli.models_cmd",
