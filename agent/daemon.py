@@ -117,6 +117,10 @@ def build_services(ctx: AgentContext) -> list[Service]:
         from agent.sensors.service import SensorService
 
         services.append(SensorService(ctx))
+    if ctx.settings.plugins.enabled:
+        from agent.plugins.host import PluginService
+
+        services.append(PluginService(ctx))
     if licensed(ctx, "sync"):
         from sync.service import build_sync_services
 

@@ -433,6 +433,45 @@ class ModelsSettings:
 
 
 @dataclass(frozen=True)
+class PluginSettings:
+    """Plugins (agent/plugins): sources, detectors, voice skills and sinks, each in its own process."""
+
+    enabled: bool = setting(True, "Run the plugins enabled with `edge-agent plugins enable NAME`.")
+    memory_mb: int = setting(
+        256, "Address space each plugin process may use (MiB, RLIMIT_AS).", minimum=64, maximum=1 << 20
+    )
+    cpu_s: int = setting(
+        0, "CPU seconds a plugin process may use before it is restarted (RLIMIT_CPU; 0: no limit).", minimum=0
+    )
+    heartbeat_s: float = setting(2.0, "Seconds between heartbeats to each plugin.", minimum=0.05, maximum=600)
+    hang_timeout_s: float = setting(
+        10.0, "A plugin that answers no heartbeat this long is killed and restarted (s).", minimum=0.1, maximum=3600
+    )
+    max_failures: int = setting(
+        5, "Failures within failure_window_s after which a plugin is disabled.", minimum=1, maximum=1000
+    )
+    failure_window_s: float = setting(300.0, "Window of max_failures (s).", minimum=1, maximum=86400)
+    max_readings_per_s: float = setting(
+        50_000.0, "Readings per second one plugin may send; past it the plugin is slowed.", minimum=1
+    )
+    max_events_per_s: float = setting(
+        200.0, "Events per second one plugin may publish; past it they are dropped (counted).", minimum=1
+    )
+    systemd_scope: bool = setting(
+        False,
+        "Start each plugin in a transient systemd scope with MemoryMax and CPUQuota "
+        "(needs a service user allowed to create scopes); rlimits apply either way.",
+    )
+    config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "doc": "Settings of each plugin ([plugins.config.NAME]); `edge-agent config reference` "
+            "lists every installed plugin's keys."
+        },
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     device_id: str = setting("", "This box's id on the hub (default: derived from /etc/machine-id).")
     data_dir: str = setting(
@@ -452,6 +491,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
+    plugins: PluginSettings = field(default_factory=PluginSettings)
 
     #: where these settings came from (a path, or "<embedded default>")
     source: str = field(default="<embedded default>", compare=False, metadata={"internal": True})

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.alerts_cmd",
     "agent.cli.jobs_cmd",
     "agent.cli.report_cmd",
+    "agent.cli.plugins_cmd",
     "agent.cli.voice_cmd",
     "agent.cli.keys_cmd",
     "agent.cli.tokens_cmd",
