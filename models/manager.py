@@ -16,12 +16,17 @@ prove a small need (the allocator may reuse pages freed by an earlier unload,
 and mmapped weights fault in later). Loads are serialised so each delta
 belongs to one model; inference running meanwhile adds noise, accepted.
 
-Scheduling: each model has a pool of N sessions behind ``PrioritySlots`` and
-every inference also takes one of the shared executor threads, again by
-priority, so a REALTIME wake-word call is not queued behind a burst of BATCH
-calls to another model. Engines run in a ThreadPoolExecutor (onnxruntime,
-OpenVINO and LiteRT release the GIL); loads use their own single thread so a
-slow load never blocks inference.
+Scheduling: each model has a pool of N sessions; calls wait in the pool's
+queue in (priority, arrival) order and run on the manager's inference threads
+(``models/dispatch.py``), so a REALTIME wake-word call is not queued behind a
+burst of BATCH calls to another model. Models whose calls take less than
+``inline_below_ms`` (measured) run on the caller's thread when a session is
+free: no hand-off for a 50 µs wake-word step. Engines release the GIL
+(onnxruntime, OpenVINO, LiteRT); loads use their own single thread so a slow
+load never blocks inference.
+
+The parts: ``budget`` (size, eviction), ``loaded`` (entries, the blocking
+load), ``dispatch`` (the threads), ``status`` (the ``/v1/models`` view).
 """
 
 from __future__ import annotations
@@ -39,12 +44,14 @@ from agent.core.errors import (
     BadRequestError,
     ConflictError,
     EdgeAgentError,
-    NotFoundError,
     ResourceExhaustedError,
     UnavailableError,
 )
-from models.choose import DEFAULT_POLICY, Candidate, Choice, Policy, Skip, choose, load_with_fallback, rank
-from models.scheduling import LatencyStats, Priority, PrioritySlots
+from models import budget, status
+from models.choose import DEFAULT_POLICY, Choice, Policy, choose, rank
+from models.dispatch import Dispatcher, Pool
+from models.loaded import LoadedModel, ModelRecord, load_blocking
+from models.scheduling import Priority
 from models.store import InstalledModel, ModelStore
 
 if TYPE_CHECKING:
@@ -71,43 +78,16 @@ class ManagerSettings:
     smoke_test_on_load: bool = True
     measure_rss: bool = True
     policy: Policy = DEFAULT_POLICY
-
-
-@dataclass
-class _Loaded:
-    name: str
-    installed: InstalledModel
-    candidate: Candidate
-    sessions: list[Session]
-    free: list[Session]
-    slots: PrioritySlots
-    declared_bytes: int
-    measured_bytes: int | None
-    load_s: float
-    refcount: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-
-    @property
-    def memory_bytes(self) -> int:
-        return max(self.declared_bytes, self.measured_bytes or 0)
-
-
-@dataclass
-class _Info:
-    """What outlives a load: stats, pin, the last load's fallback record and error."""
-
-    pinned: bool = False
-    latency: LatencyStats = field(default_factory=LatencyStats)
-    wait: LatencyStats = field(default_factory=LatencyStats)
-    fallback: tuple[Skip, ...] = ()
-    last_error: str | None = None
-    missing_extras: tuple[str, ...] = ()
+    #: a model whose calls take less than this (smoothed, measured) runs on the caller's thread
+    inline_below_ms: float = 0.5
 
 
 class ModelLease:
     """A model held for use: ``await lease.infer(feed)``; ``lease.session`` is the engine session."""
 
-    def __init__(self, manager: ModelManager, entry: _Loaded, session: Session, priority: Priority) -> None:
+    def __init__(
+        self, manager: ModelManager, entry: LoadedModel, session: Session, priority: Priority
+    ) -> None:
         self._manager = manager
         self._entry = entry
         self.session = session
@@ -123,7 +103,7 @@ class ModelLease:
 
     async def infer(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         self.session.check_feed(feed)
-        return await self._manager._run(self._entry, self.session, feed, self.priority)
+        return await self._manager._run_leased(self._entry, self.session, feed, self.priority)
 
 
 class ModelManager:
@@ -141,35 +121,24 @@ class ModelManager:
         self.settings = settings
         self.profile = profile
         self._runtimes = runtimes
-        self._loaded: dict[str, _Loaded] = {}
-        self._loading: dict[str, asyncio.Task[_Loaded]] = {}
+        self._loaded: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._reserved: dict[str, int] = {}
-        self._info: dict[str, _Info] = {n: _Info(pinned=True) for n in settings.pinned}
+        self._records: dict[str, ModelRecord] = {n: ModelRecord(pinned=True) for n in settings.pinned}
         self._load_lock = asyncio.Lock()
-        self._workers = PrioritySlots(max(1, settings.workers), name="inference threads")
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._dispatch = Dispatcher(settings.workers, inline_below_s=settings.inline_below_ms / 1000)
         self._load_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._choices: dict[tuple[str, str], Choice | str] = {}  # status cache
-        self.budget_bytes = settings.memory_budget_bytes or self._default_budget()
-
-    def _default_budget(self) -> int:
-        """A share of RAM (or of the container's memory limit, when lower)."""
-        memory = getattr(self.profile, "memory", None)
-        total_mb = getattr(memory, "total_mb", 0)
-        if total_mb:
-            limit_mb = getattr(memory, "limit_mb", None)
-            total_mb = min(total_mb, limit_mb) if limit_mb else total_mb
-            return int(total_mb * 1024 * 1024 * self.settings.memory_share)
-        import psutil
-
-        return int(psutil.virtual_memory().total * self.settings.memory_share)
+        self.budget_bytes = settings.memory_budget_bytes or budget.default_budget(
+            profile, settings.memory_share
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self, *, sweeper: bool = True) -> None:
-        """Start the executors, the idle sweeper (unless a supervisor runs ``sweep_forever``), pinned models."""
-        self._executor = concurrent.futures.ThreadPoolExecutor(self.settings.workers, "infer")
+        """Start the threads, the idle sweeper (unless a supervisor runs ``sweep_forever``), pinned models."""
+        self._dispatch.start()
         self._load_executor = concurrent.futures.ThreadPoolExecutor(1, "model-load")
         if sweeper and self.settings.idle_timeout_s is not None:
             self._sweeper = asyncio.create_task(self.sweep_forever(), name="models-idle-sweeper")
@@ -181,8 +150,8 @@ class ModelManager:
 
     @property
     def started(self) -> bool:
-        """True between ``start()`` and ``close()``: the inference executors exist."""
-        return self._executor is not None
+        """True between ``start()`` and ``close()``: the inference threads run."""
+        return self._dispatch.started
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -193,12 +162,13 @@ class ModelManager:
         for pending in list(self._loading.values()):
             with contextlib.suppress(Exception):
                 await pending
+        if self._dispatch.started:
+            self._dispatch.close()  # calls in flight finish; queued ones are refused
         for name in list(self._loaded):
             await self._drop(name)
-        for ex in (self._executor, self._load_executor):
-            if ex is not None:
-                ex.shutdown(wait=True)
-        self._executor = self._load_executor = None
+        if self._load_executor is not None:
+            self._load_executor.shutdown(wait=True)
+        self._load_executor = None
 
     async def __aenter__(self) -> ModelManager:
         await self.start()
@@ -231,14 +201,29 @@ class ModelManager:
             await self._drop(name)
         return idle
 
-    # -- loading and unloading ----------------------------------------------------------------------
+    # -- what the status view reads -----------------------------------------------------------------
+
+    def entry(self, name: str) -> LoadedModel | None:
+        return self._loaded.get(name)
+
+    def record(self, name: str) -> ModelRecord:
+        record = self._records.get(name)
+        if record is None:
+            record = self._records[name] = ModelRecord()
+        return record
+
+    def is_loading(self, name: str) -> bool:
+        return name in self._loading
+
+    def probed(self, name: str, version: str) -> Choice | str | None:
+        return self._choices.get((name, version))
+
+    def runs_inline(self, entry: LoadedModel) -> bool:
+        return self._dispatch.inline_ok(entry.pool)
 
     def _pinned(self, name: str) -> bool:
-        info = self._info.get(name)
-        return bool(info and info.pinned)
-
-    def _info_of(self, name: str) -> _Info:
-        return self._info.setdefault(name, _Info())
+        record = self._records.get(name)
+        return bool(record and record.pinned)
 
     def _rts(self) -> Mapping[str, Runtime]:
         if self._runtimes is None:
@@ -255,6 +240,8 @@ class ModelManager:
             return self.settings.threads
         rec = getattr(self.profile, "recommended_threads", None)
         return int(rec(2)) if callable(rec) else 1
+
+    # -- loading and unloading ----------------------------------------------------------------------
 
     async def load(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Load ``version`` (default: the active one) now and return the model's status.
@@ -275,7 +262,7 @@ class ModelManager:
         await self._ensure_loaded(name, target)
         return self.model_status(name)
 
-    async def _ensure_loaded(self, name: str, version: str | None = None) -> _Loaded:
+    async def _ensure_loaded(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded entry, loading it once however many callers ask at the same time.
 
         The load runs as its own task: a caller that times out (cancelled) does
@@ -291,7 +278,7 @@ class ModelManager:
             task.add_done_callback(lambda t, n=name: self._load_done(n, t))
         return await asyncio.shield(task)
 
-    def _load_done(self, name: str, task: asyncio.Task[_Loaded]) -> None:
+    def _load_done(self, name: str, task: asyncio.Task[LoadedModel]) -> None:
         if self._loading.get(name) is task:
             del self._loading[name]
         if not task.cancelled():
@@ -299,42 +286,20 @@ class ModelManager:
 
     async def _make_room(self, name: str, need: int) -> None:
         """Evict least recently used, unpinned, unleased models until ``need`` fits, or refuse."""
-        if need > self.budget_bytes:
-            raise ResourceExhaustedError(
-                f"model {name} needs {need / _MB:.1f} MiB, more than the whole model memory budget "
-                f"({self.budget_bytes / _MB:.1f} MiB); raise models.memory_budget",
-                code="memory_budget",
+        budget.check_fits(name, need, self.budget_bytes)
+        while True:
+            victim = budget.next_victim(
+                name, need, self.budget_bytes, self.used_bytes(), self._loaded.values(), self._pinned
             )
-        while self.used_bytes() + need > self.budget_bytes:
-            victims = sorted(
-                (
-                    e
-                    for e in self._loaded.values()
-                    if e.refcount == 0 and not self._pinned(e.name) and e.name != name
-                ),
-                key=lambda e: e.last_used,
-            )
-            if not victims:
-                holders = ", ".join(
-                    f"{e.name} ({e.memory_bytes / _MB:.1f} MiB, "
-                    + ("pinned" if self._pinned(e.name) else f"in use by {e.refcount}")
-                    + ")"
-                    for e in self._loaded.values()
-                )
-                raise ResourceExhaustedError(
-                    f"cannot load {name}: it needs {need / _MB:.1f} MiB, the budget is "
-                    f"{self.budget_bytes / _MB:.1f} MiB and {self.used_bytes() / _MB:.1f} MiB is held by "
-                    f"models that cannot be unloaded: {holders or 'loads in progress'}. "
-                    "Unpin a model, wait for requests to finish, or raise models.memory_budget.",
-                    code="memory_budget",
-                )
-            log.info("evicting %s (least recently used) to make room for %s", victims[0].name, name)
-            await self._drop(victims[0].name)
+            if victim is None:
+                return
+            log.info("evicting %s (least recently used) to make room for %s", victim.name, name)
+            await self._drop(victim.name)
 
-    async def _load(self, name: str, version: str | None) -> _Loaded:
+    async def _load(self, name: str, version: str | None) -> LoadedModel:
         async with self._load_lock:
             installed = self.store.get(name, version)
-            info = self._info_of(name)
+            record = self.record(name)
             manifest = installed.manifest
             pool = max(1, self.settings.pool_sizes.get(name, self.settings.pool_size))
             declared = manifest.memory_bytes * pool
@@ -342,57 +307,65 @@ class ModelManager:
             try:
                 choice = await loop.run_in_executor(self._load_executor, self._choose, installed)
             except EdgeAgentError as exc:
-                info.last_error = str(exc)
+                record.last_error = str(exc)
                 raise
-            info.missing_extras = choice.missing_extras
+            record.missing_extras = choice.missing_extras
             if not choice.candidates:
                 err = choice.unavailable(manifest)
-                info.last_error, info.fallback = str(err), choice.skipped
+                record.last_error, record.fallback = str(err), choice.skipped
                 raise err
             try:
                 await self._make_room(name, declared)
             except ResourceExhaustedError as exc:
-                info.last_error = str(exc)
+                record.last_error = str(exc)
                 raise
             self._reserved[name] = declared
             try:
-                loaded, sessions, measured, seconds = await loop.run_in_executor(
-                    self._load_executor, self._load_blocking, installed, choice, pool
+                done = await loop.run_in_executor(
+                    self._load_executor,
+                    lambda: load_blocking(
+                        installed,
+                        choice,
+                        pool,
+                        self._rts(),
+                        self._threads(),
+                        smoke_test=self.settings.smoke_test_on_load,
+                        measure_rss=self.settings.measure_rss,
+                    ),
                 )
             except EdgeAgentError as exc:
-                info.last_error = str(exc)
+                record.last_error = str(exc)
                 raise
             finally:
                 self._reserved.pop(name, None)
-            info.fallback = tuple(choice.skipped) + loaded.failures
-            info.last_error = None
-            entry = _Loaded(
+            record.fallback = tuple(choice.skipped) + done.loaded.failures
+            record.last_error = None
+            entry = LoadedModel(
                 name=name,
                 installed=installed,
-                candidate=loaded.candidate,
-                sessions=sessions,
-                free=list(sessions),
-                slots=PrioritySlots(pool, self.settings.max_waiting, name=f"model {name}"),
+                candidate=done.loaded.candidate,
+                pool=Pool(name, done.sessions, self.settings.max_waiting),
                 declared_bytes=declared,
-                measured_bytes=measured,
-                load_s=seconds,
+                measured_bytes=done.measured_bytes,
+                load_s=done.seconds,
             )
             if entry.memory_bytes > declared:
                 # the manifest under-declared: check the budget again with what was measured
                 try:
                     await self._make_room(name, entry.memory_bytes)
                 except ResourceExhaustedError as exc:
-                    await self._close_sessions(sessions)
-                    info.last_error = str(exc)
+                    await self._close_sessions(done.sessions)
+                    record.last_error = str(exc)
                     raise
             self._loaded[name] = entry
+            self._dispatch.add_pool(entry.pool)
             log.info(
                 "loaded %s %s on %s, %.1f MiB, %.0f ms",
                 name,
                 installed.version,
-                loaded.candidate.label,
+                done.loaded.candidate.label,
                 entry.memory_bytes / _MB,
-                seconds * 1000,
+                done.seconds * 1000,
             )
             return entry
 
@@ -405,45 +378,6 @@ class ModelManager:
         self._choices[(installed.name, installed.version)] = choice
         return choice
 
-    def _load_blocking(self, installed: InstalledModel, choice: Choice, pool: int) -> tuple[Any, ...]:
-        """In the load thread: load with fallback (smoke-checked), fill the pool, measure RSS."""
-        from models.smoke import check_session
-        from runtimes.base import LoadOptions
-
-        manifest = installed.manifest
-        rts = self._rts()
-        options = LoadOptions(threads=self._threads())
-        check = None
-        if self.settings.smoke_test_on_load and manifest.smoke_test is not None:
-
-            def check(session: Session, cand: Candidate) -> None:
-                check_session(session, manifest, cand.variant)
-
-        rss0 = self._rss()
-        t0 = time.perf_counter()
-        loaded = load_with_fallback(choice, installed.path, options, rts, check)
-        sessions = [loaded.session]
-        try:
-            rt = rts[loaded.candidate.runtime]
-            model_file = installed.path / loaded.candidate.variant.model_file
-            for _ in range(pool - 1):
-                sessions.append(rt.load(model_file, loaded.candidate.device, options))
-        except BaseException:
-            for s in sessions:
-                s.close()
-            raise
-        seconds = time.perf_counter() - t0
-        rss1 = self._rss()
-        measured = max(0, rss1 - rss0) if rss0 is not None and rss1 is not None else None
-        return loaded, sessions, measured, seconds
-
-    def _rss(self) -> int | None:
-        if not self.settings.measure_rss:
-            return None
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-
     async def _close_sessions(self, sessions: list[Session]) -> None:
         def close_all() -> None:
             for s in sessions:
@@ -455,7 +389,8 @@ class ModelManager:
         """Forget the entry first (no new lease can find it), then close its sessions off the loop."""
         entry = self._loaded.pop(name, None)
         if entry is not None:
-            await self._close_sessions(entry.sessions)
+            self._dispatch.remove_pool(entry.pool)
+            await self._close_sessions(entry.pool.sessions)
             log.info("unloaded %s", name)
 
     async def unload(self, name: str, *, force: bool = False) -> bool:
@@ -471,21 +406,21 @@ class ModelManager:
         if self._pinned(name):
             if not force:
                 raise ConflictError(f"model {name} is pinned; unpin it or force the unload")
-            self._info_of(name).pinned = False
+            self.record(name).pinned = False
         await self._drop(name)
         return True
 
     async def pin(self, name: str) -> None:
         """Keep ``name`` loaded for good (wake word, VAD): never idle-unloaded nor evicted."""
-        self._info_of(name).pinned = True
+        self.record(name).pinned = True
         try:
             await self._ensure_loaded(name)
         except BaseException:
-            self._info_of(name).pinned = False
+            self.record(name).pinned = False
             raise
 
     def unpin(self, name: str) -> None:
-        self._info_of(name).pinned = False
+        self.record(name).pinned = False
 
     # -- use ------------------------------------------------------------------------------------------
 
@@ -498,15 +433,12 @@ class ModelManager:
         entry = await self._ensure_loaded(name)
         entry.refcount += 1  # counted while waiting too: a queued request also protects the model
         try:
-            t0 = time.perf_counter()
-            await entry.slots.acquire(prio)
-            self._info_of(name).wait.add(time.perf_counter() - t0)
-            session = entry.free.pop()
+            session, waited = await self._dispatch.checkout(entry.pool, prio)
+            self.record(name).wait.add(waited)
             try:
                 yield ModelLease(self, entry, session, prio)
             finally:
-                entry.free.append(session)
-                entry.slots.release()
+                self._dispatch.give_back(entry.pool, session)
         finally:
             entry.refcount -= 1
             entry.last_used = time.monotonic()
@@ -514,22 +446,45 @@ class ModelManager:
     async def infer(
         self, name: str, feed: Mapping[str, Any], priority: Priority | str | int = Priority.BATCH
     ) -> dict[str, Any]:
-        async with self.use(name, priority) as lease:
-            return await lease.infer(feed)
-
-    async def _run(
-        self, entry: _Loaded, session: Session, feed: Mapping[str, Any], prio: Priority
-    ) -> dict[str, Any]:
-        if self._executor is None:
+        """One call on any free session of ``name``: inline when the model is fast, else in a thread."""
+        entry = self._loaded.get(name) or await self._ensure_loaded(name)
+        pool = entry.pool
+        pool.sessions[0].check_feed(feed)
+        dispatch = self._dispatch
+        if not dispatch.started:
             raise ConflictError("the model manager is not started")
-        await self._workers.acquire(prio)
+        record = self.record(name)
+        entry.refcount += 1
         try:
-            t0 = time.perf_counter()
-            out = await asyncio.get_running_loop().run_in_executor(self._executor, session.run, feed)
-            self._info_of(entry.name).latency.add(time.perf_counter() - t0)
+            if dispatch.inline_ok(pool):
+                session = dispatch.try_take(pool)
+                if session is not None:
+                    try:
+                        out, seconds = dispatch.run_inline(pool, session, feed)
+                    finally:
+                        dispatch.give_back(pool, session)
+                    record.latency.add(seconds)  # queue_wait counts the calls that queued
+                    return out
+            out, timing = await dispatch.run(pool, feed, Priority.parse(priority))
+            record.latency.add(timing.run_s)
+            record.wait.add(timing.wait_s)
             return out
         finally:
-            self._workers.release()
+            entry.refcount -= 1
+            entry.last_used = time.monotonic()
+
+    async def _run_leased(
+        self, entry: LoadedModel, session: Session, feed: Mapping[str, Any], prio: Priority
+    ) -> dict[str, Any]:
+        if not self._dispatch.started:
+            raise ConflictError("the model manager is not started")
+        if self._dispatch.inline_ok(entry.pool):
+            out, seconds = self._dispatch.run_inline(entry.pool, session, feed)
+        else:
+            out, timing = await self._dispatch.run_bound(entry.pool, session, feed, prio)
+            seconds = timing.run_s
+        self.record(entry.name).latency.add(seconds)
+        return out
 
     # -- status -------------------------------------------------------------------------------------
 
@@ -555,68 +510,10 @@ class ModelManager:
         return self.status()
 
     def model_status(self, name: str) -> dict[str, Any]:
-        """One model's state; where an unloaded one would run comes from the probe cache."""
-        versions = self.store.versions(name)
-        entry = self._loaded.get(name)
-        info = self._info_of(name)
-        if not versions and entry is None:
-            raise NotFoundError(f"model {name} is not installed")
-        active = self.store.active_version(name)
-        out: dict[str, Any] = {
-            "name": name,
-            "installed": bool(versions),
-            "versions": versions,
-            "active_version": active,
-            "state": "loaded" if entry else ("loading" if name in self._loading else "unloaded"),
-            "loaded": entry is not None,
-            "pinned": info.pinned,
-            "latency": info.latency.to_dict(),
-            "queue_wait": info.wait.to_dict(),
-            "fallback": [s.to_dict() for s in info.fallback],
-            "last_error": info.last_error,
-            "missing_extras": list(info.missing_extras),
-        }
-        if entry is not None:
-            cand = entry.candidate
-            out.update(
-                version=entry.installed.version,
-                runtime=cand.runtime,
-                device=cand.device,
-                device_kind=cand.kind,
-                precision=cand.variant.precision,
-                memory_bytes=entry.memory_bytes,
-                memory_declared_bytes=entry.declared_bytes,
-                memory_measured_bytes=entry.measured_bytes,
-                load_ms=round(entry.load_s * 1000, 1),
-                refcount=entry.refcount,
-                pool_size=len(entry.sessions),
-                waiting=entry.slots.waiting,
-                rejected=entry.slots.rejected,
-            )
-        else:
-            out.update(refcount=0, memory_bytes=0)
-            found = self._choices.get((name, active)) if active is not None else None
-            if isinstance(found, str):
-                out["unavailable"] = found
-            elif found is not None:
-                if found.candidates:
-                    out["would_run_on"] = found.chosen.label
-                else:
-                    out["unavailable"] = str(found.unavailable(self.store.get(name, active).manifest))
-                out["missing_extras"] = sorted(set(out["missing_extras"]) | set(found.missing_extras))
-        if out["missing_extras"]:
-            out["install_hint"] = f"pip install 'edge-agent[{','.join(out['missing_extras'])}]'"
-        return out
+        return status.model_status(self, name)
 
     def status(self) -> dict[str, Any]:
-        """The body of ``GET /v1/models`` (see ``status_async`` for where unloaded models would run)."""
-        names = sorted(set(self.store.names()) | set(self._loaded))
-        return {
-            "memory_budget_bytes": self.budget_bytes,
-            "memory_used_bytes": self.used_bytes(),
-            "workers": self._workers.capacity,
-            "models": [self.model_status(n) for n in names],
-        }
+        return status.status(self)
 
     def loaded_names(self) -> list[str]:
         return sorted(self._loaded)

@@ -18,7 +18,7 @@ import pytest
 from sync.hub.db import postgres_reachable
 from sync.hub.settings import HubSettings
 from tests.hub_support import PG_DSN, HubThread
-from tests.mosquitto import Mosquitto
+from tests.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401  (registers `mosquitto`)
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,12 +28,9 @@ def _pg_unreachable() -> str | None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_dir=tmp_path)
-    try:
-        yield b.start()
-    finally:
-        b.close()
+def broker(mosquitto: Mosquitto) -> Mosquitto:
+    """The hub tests' name for the suite's one broker fixture (``mosquitto``, tests/mosquitto.py)."""
+    return mosquitto
 
 
 @pytest.fixture

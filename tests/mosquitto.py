@@ -202,9 +202,14 @@ class Mosquitto:
 
 @pytest.fixture(name="mosquitto")
 def mosquitto_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A started broker on a free loopback port, persistence off; killed at teardown."""
+    """A started broker on a free loopback port, persistence off; killed at teardown.
+
+    The suite's one broker fixture (the hub's tests call it ``broker``). A box
+    without Mosquitto fails the test rather than skipping it: ``make setup``
+    installs it, so a missing broker is a broken setup, not an optional extra.
+    """
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed: run `make setup` (or apt-get install mosquitto)")
     broker = Mosquitto(tmp_dir=tmp_path)
     try:
         yield broker.start()

@@ -155,8 +155,9 @@ def test_key_rotation_is_announced_under_the_old_key_then_used(
                 verify_command(announce, [new_pub], device=dev.id)
             assert exc.value.code == "signature_untrusted"
         # the announcement inside is what the agent's trust store takes: signed by the old key, retiring it
-        trust_mod = pytest.importorskip("agent.security.trust")
-        store = trust_mod.TrustStore(tmp_path / "device-trust.json", seed=[old.public_hex])
+        from agent.security.trust import TrustStore
+
+        store = TrustStore(tmp_path / "device-trust.json", seed=[old.public_hex])
         assert store.rotate(new_pub, devs[0].commands[0].body["args"]["announcement"]) == out["key_id"]
         assert store.keys() == [new_pub] and store.is_revoked(old.key_id)
         # the running hub picked the new key up: its next command is signed with it and accepted

@@ -262,7 +262,7 @@ def test_the_device_side_deployer_installs_what_the_hub_serves(
     manifest match, install, smoke test on onnxruntime) behind a simulated device's MQTT connection."""
     import asyncio
 
-    deploy_mod = pytest.importorskip("sync.deploy")
+    import sync.deploy as deploy_mod
     from models.store import ModelStore
 
     hub = start_hub(hub_settings(tmp_path, broker))

@@ -70,7 +70,6 @@ class AgentThread:
 def test_the_real_agent_and_the_hub_speak_the_same_protocol(
     broker, start_hub, tmp_path: Path, capsys
 ) -> None:
-    pytest.importorskip("sync.service")
     hub = start_hub(hub_settings(tmp_path / "hub", broker))
     hub_key = hub.service.keys.current()
     agent = AgentThread(

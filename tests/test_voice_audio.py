@@ -185,3 +185,24 @@ def test_flac_decodes_through_pyav_and_a_damaged_one_is_refused(tmp_path: Path) 
 def test_silence_is_digital_silence() -> None:
     assert rms_dbfs(bytes(3200)) == float("-inf")
     assert -10 < rms_dbfs(encode(tone(16000, amp=0.5), 2)) < -8
+
+
+async def test_barge_in_fades_the_reply_out_instead_of_clicking() -> None:
+    """abort() sends the next 20 ms of the reply ramped down to silence, then nothing more."""
+    from agent.voice.sinks import FADE_OUT_MS, CallbackSink
+
+    sent: list[np.ndarray] = []
+
+    async def send(pcm: bytes) -> None:
+        sent.append(np.frombuffer(pcm, dtype="<i2"))
+        if len(sent) == 2:  # the user speaks over the second block
+            await sink.abort()
+
+    sink = CallbackSink(send)
+    await sink.start(16000)
+    tone = np.full(16000, 8000, np.int16)  # 1 s at a steady level: a cut would be a step of 8000
+    assert await sink.write(tone.tobytes()) is False
+    fade = sent[-1]
+    assert len(sent) == 3 and fade.size == 16000 * FADE_OUT_MS // 1000
+    assert fade[0] > 7500 and fade[-1] == 0
+    assert np.all(np.diff(fade.astype(np.int32)) <= 0)  # a ramp down, never back up

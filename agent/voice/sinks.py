@@ -2,8 +2,9 @@
 
 Every sink takes 16-bit mono PCM at the rate the voice speaks (``start(rate)``)
 and writes it in short blocks, so ``abort()`` (barge-in) takes effect within
-one block: the rest of the reply is dropped and the sound fades out over
-20 ms instead of clicking. Playback starts with a 10 ms fade-in. ``duck(db)``
+one block: the rest of the reply is dropped and the 20 ms that would have
+played next go out faded to silence, instead of a click. Playback starts with
+a 10 ms fade-in. ``duck(db)``
 lowers the playback level smoothly (while the user speaks over a reply) and
 ``unduck()`` restores it.
 
@@ -45,6 +46,8 @@ class AudioSink(ABC):
         self.first_write_at: float | None = None
         self._t0 = 0.0
         self.active = False
+        self._next = b""  # the audio after the block in flight: what abort() fades out
+        self._last = 0.0  # the last sample written, where the fade starts when nothing follows
 
     async def start(self, rate: int) -> None:
         if not 8000 <= rate <= 192000:
@@ -55,6 +58,7 @@ class AudioSink(ABC):
         self.played_s = 0.0
         self.first_write_at = None
         self._t0 = time.perf_counter()
+        self._next, self._last = b"", 0.0
         self.active = True
         await self._open(rate)
 
@@ -68,6 +72,8 @@ class AudioSink(ABC):
                 return False
             x = np.frombuffer(pcm[i : i + block], dtype="<i2").astype(np.float32)
             x = self._envelope(x)
+            self._next = pcm[i + block : i + block + int(self.rate * FADE_OUT_MS / 1000) * 2]
+            self._last = float(x[-1]) if x.size else self._last
             if self.first_write_at is None:
                 self.first_write_at = time.perf_counter()
             await self._emit(np.clip(x, -32768, 32767).astype("<i2").tobytes())
@@ -106,17 +112,27 @@ class AudioSink(ABC):
         await self._close()
 
     async def abort(self) -> None:
-        """Barge-in: fade out the block in flight and drop the rest."""
-        import numpy as np
-
+        """Barge-in: the next 20 ms of the reply go out faded to silence, the rest is dropped."""
         if not self.active:
             return
         self._aborted = True
         self.active = False
-        n = int(self.rate * FADE_OUT_MS / 1000)
         if self.played_s > 0:
-            await self._emit((np.zeros(n, np.int16)).tobytes())  # a short silence instead of a click
+            await self._emit(self._fade_out())
+        self._next = b""
         await self._close()
+
+    def _fade_out(self) -> bytes:
+        """FADE_OUT_MS of what would have played next, ramped from the current gain to 0."""
+        import numpy as np
+
+        n = int(self.rate * FADE_OUT_MS / 1000)
+        buf = self._next[: n * 2]
+        nxt = np.frombuffer(buf[: len(buf) // 2 * 2], dtype="<i2").astype(np.float32) * self.gain
+        x = np.full(n, nxt[-1] if nxt.size else self._last, np.float32)  # hold the level if nothing follows
+        x[: nxt.size] = nxt
+        x *= np.linspace(1.0, 0.0, n, dtype=np.float32)
+        return np.clip(x, -32768, 32767).astype("<i2").tobytes()
 
     def duck(self, db: float = -15.0) -> None:
         self._target_gain = 10 ** (db / 20)

@@ -1,0 +1,340 @@
+"""The inference threads: one priority queue per model pool, served without an event-loop round trip.
+
+Why not ``loop.run_in_executor`` per call: each call then costs a
+``concurrent.futures.Future``, an asyncio wrapper, a thread wake-up and a
+loop wake-up (~120 µs on x86, several times that on a Pi-class core), and a
+model whose pool is busy waits for the loop to hand its session on. Here the
+worker threads take the next call straight from the queues when they finish
+one, and results go back to the loop in batches: one loop wake-up for every
+call that completed meanwhile.
+
+A call is a job in its model's pool queue, ordered by (priority, arrival)
+across every pool: a REALTIME wake-word call is served before BATCH calls to
+any model. A pool's waiting line is bounded (``max_waiting``) and refuses
+beyond it. A job may be bound to a session the caller already holds (a
+lease); a "checkout" job waits for a free session and hands it to the caller.
+
+Models whose calls are fast (``inline_below_s``, measured) skip the threads
+altogether: the caller runs the session itself when one is free and nobody
+is queued, which is what a 50 µs wake-word or VAD step needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agent.core.errors import ConflictError, ResourceExhaustedError, UnavailableError
+
+if TYPE_CHECKING:
+    from runtimes.base import Session
+
+_RUN, _CHECKOUT = 0, 1
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    kind: int = field(compare=False)
+    pool: Pool = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    feed: Mapping[str, Any] | None = field(compare=False, default=None)
+    session: Session | None = field(compare=False, default=None)  # bound: the caller's leased session
+    queued_at: float = field(compare=False, default_factory=time.perf_counter)
+    cancelled: bool = field(compare=False, default=False)
+
+
+@dataclass
+class Timing:
+    """What one call cost: seconds waiting for a session/thread, seconds in ``session.run``."""
+
+    wait_s: float
+    run_s: float
+
+
+class Pool:
+    """One model's sessions and its waiting line; every field is guarded by the dispatcher's lock."""
+
+    def __init__(self, name: str, sessions: list[Session], max_waiting: int | None) -> None:
+        self.name = name
+        self.sessions = list(sessions)
+        self.free = list(sessions)
+        self.max_waiting = max_waiting
+        self.queue: list[_Job] = []
+        self.waiting = 0
+        self.rejected = 0
+        self.run_s = 0.0  # smoothed seconds per session.run: decides the inline path
+        self.calls = 0
+
+    def observe(self, seconds: float, ceiling: float) -> None:
+        """Smooth the run time; a sample counts at most ``ceiling`` (a preempted call is not the model)."""
+        seconds = min(seconds, ceiling)
+        self.calls += 1
+        self.run_s = seconds if self.calls == 1 else 0.8 * self.run_s + 0.2 * seconds
+
+    def head(self) -> _Job | None:
+        while self.queue and self.queue[0].cancelled:
+            heapq.heappop(self.queue)
+        return self.queue[0] if self.queue else None
+
+
+class Dispatcher:
+    """``workers`` inference threads shared by every pool. ``start()`` on the loop, ``close()`` at the end."""
+
+    def __init__(self, workers: int, *, inline_below_s: float = 0.0, name: str = "infer") -> None:
+        self.workers = max(1, workers)
+        self.inline_below_s = inline_below_s
+        self._ceiling = max(2 * inline_below_s, 1e-3)
+        self.name = name
+        self._lock = threading.Lock()  # the hot paths take the bare lock; workers wait on the condition
+        self._cond = threading.Condition(self._lock)
+        self._seq = itertools.count()
+        self._bound: list[_Job] = []
+        self._pools: list[Pool] = []
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.current_thread()
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def started(self) -> bool:
+        return bool(self._threads)
+
+    def close(self) -> None:
+        """Stop the threads after the calls in flight; queued calls fail saying the manager stopped."""
+        with self._cond:
+            self._closing = True
+            queued = list(self._bound) + [j for p in self._pools for j in p.queue]
+            self._bound.clear()
+            for p in self._pools:
+                p.queue.clear()
+                p.waiting = 0
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join()
+        self._threads = []
+        for job in queued:
+            if not job.cancelled and not job.future.done():
+                job.future.set_exception(UnavailableError("the model manager stopped before this call ran"))
+        self._deliver()
+
+    def add_pool(self, pool: Pool) -> None:
+        with self._cond:
+            self._pools.append(pool)
+
+    def remove_pool(self, pool: Pool) -> None:
+        with self._cond:
+            if pool in self._pools:
+                self._pools.remove(pool)
+
+    # -- calls (on the loop) --------------------------------------------------------------------------
+
+    def inline_ok(self, pool: Pool) -> bool:
+        return pool.calls >= 4 and pool.run_s < self.inline_below_s
+
+    def run_inline(
+        self, pool: Pool, session: Session, feed: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], float]:
+        t0 = time.perf_counter()
+        out = session.run(feed)
+        seconds = time.perf_counter() - t0
+        pool.observe(seconds, self._ceiling)  # a float and an int: a racing update is as good as ours
+        return out, seconds
+
+    def try_take(self, pool: Pool) -> Session | None:
+        """A free session now, if one is free and nobody queued ahead of us (the inline path)."""
+        with self._lock:
+            if pool.free and (not pool.queue or pool.head() is None):
+                return pool.free.pop()
+        return None
+
+    def give_back(self, pool: Pool, session: Session) -> None:
+        with self._lock:
+            pool.free.append(session)
+            if pool.queue:
+                self._grant_checkouts(pool)
+                if pool.queue:
+                    self._cond.notify()
+        if self._done:
+            self._deliver()
+
+    async def run(self, pool: Pool, feed: Mapping[str, Any], priority: int) -> tuple[dict[str, Any], Timing]:
+        """Run ``feed`` on any free session of ``pool`` (waits its turn)."""
+        return await self._submit(pool, _RUN, priority, feed, None)
+
+    async def run_bound(
+        self, pool: Pool, session: Session, feed: Mapping[str, Any], priority: int
+    ) -> tuple[dict[str, Any], Timing]:
+        """Run ``feed`` on ``session``, which the caller holds, in an inference thread."""
+        return await self._submit(pool, _RUN, priority, feed, session)
+
+    async def checkout(self, pool: Pool, priority: int) -> tuple[Session, float]:
+        """A session of ``pool`` for the caller alone, until ``give_back``; (session, seconds waited)."""
+        session = self.try_take(pool)
+        if session is not None:
+            return session, 0.0
+        return await self._submit(pool, _CHECKOUT, priority, None, None)
+
+    async def _submit(
+        self, pool: Pool, kind: int, priority: int, feed: Mapping[str, Any] | None, session: Session | None
+    ) -> Any:
+        if not self._threads:
+            raise ConflictError("the model manager is not started")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        job = _Job(int(priority), next(self._seq), kind, pool, fut, feed, session)
+        with self._cond:
+            if session is not None:
+                heapq.heappush(self._bound, job)
+            else:
+                if pool.max_waiting is not None and pool.waiting >= pool.max_waiting:
+                    pool.rejected += 1
+                    raise ResourceExhaustedError(
+                        f"model {pool.name}: {pool.waiting} requests already waiting "
+                        f"(limit {pool.max_waiting}); retry later"
+                    )
+                heapq.heappush(pool.queue, job)
+                pool.waiting += 1
+                if kind == _CHECKOUT:
+                    self._grant_checkouts(pool)
+            self._cond.notify()
+        if self._done:
+            self._deliver()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            with self._cond:
+                if not job.cancelled and session is None and not fut.done() and job in pool.queue:
+                    pool.waiting -= 1
+                job.cancelled = True
+            if kind == _CHECKOUT and fut.done() and not fut.cancelled():
+                self.give_back(pool, fut.result()[0])  # granted just as we were cancelled: hand it on
+            raise
+
+    # -- the threads ----------------------------------------------------------------------------------
+
+    def _grant_checkouts(self, pool: Pool) -> None:
+        """Under the lock: hand free sessions to the checkouts at the head of the pool's queue."""
+        while pool.free:
+            head = pool.head()
+            if head is None or head.kind != _CHECKOUT:
+                return
+            heapq.heappop(pool.queue)
+            pool.waiting -= 1
+            session = pool.free.pop()
+            self._post(head.future, (session, time.perf_counter() - head.queued_at), None, pool, session)
+
+    def _next(self) -> _Job | None:
+        """Under the lock: the best runnable job of all queues, or None."""
+        best: _Job | None = None
+        while self._bound and self._bound[0].cancelled:
+            heapq.heappop(self._bound)
+        if self._bound:
+            best = self._bound[0]
+        for pool in self._pools:
+            if not pool.free:
+                continue
+            self._grant_checkouts(pool)
+            head = pool.head()
+            if pool.free and head is not None and (best is None or head < best):
+                best = head
+        if best is None:
+            return None
+        if best.session is not None:
+            heapq.heappop(self._bound)
+        else:
+            heapq.heappop(best.pool.queue)
+            best.pool.waiting -= 1
+            best.session = best.pool.free.pop()
+            best.kind = -1  # marks "session taken from the pool": give it back after the run
+        return best
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next()
+                while job is None:
+                    if self._closing:
+                        return
+                    self._cond.wait()
+                    job = self._next()
+            started = time.perf_counter()
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                assert job.session is not None and job.feed is not None
+                out = job.session.run(job.feed)
+                run_s = time.perf_counter() - started
+                job.pool.observe(run_s, self._ceiling)
+                result = (out, Timing(started - job.queued_at, run_s))
+            except BaseException as exc:  # handed to the caller, who sees the engine's own error
+                error = exc
+            with self._cond:
+                if job.kind == -1:
+                    job.pool.free.append(job.session)
+                    self._grant_checkouts(job.pool)
+                self._post(job.future, result, error)
+
+    def _post(
+        self,
+        fut: asyncio.Future[Any],
+        result: Any,
+        error: BaseException | None,
+        pool: Pool | None = None,
+        session: Session | None = None,
+    ) -> None:
+        """Under the lock: queue a result for the loop; wake the loop once per batch of results.
+
+        On the loop's own thread nothing is woken: the caller (``give_back``,
+        ``_submit``) delivers right after it lets go of the lock.
+        """
+        first = not self._done
+        self._done.append((fut, result, error))
+        if pool is not None and session is not None:
+            self._done.append((fut, _Unclaimed(self, pool, session), None))
+        if first and self._loop is not None and threading.current_thread() is not self._loop_thread:
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """On the loop: settle every result the threads left since the last call."""
+        with self._cond:
+            done, self._done = self._done, []
+        for fut, result, error in done:
+            if isinstance(result, _Unclaimed):
+                if fut.cancelled():  # a checkout granted to a caller who left: the session goes back
+                    result.release()
+                continue
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+
+class _Unclaimed:
+    """Marks a granted checkout; if its caller was cancelled meanwhile, the session returns to the pool."""
+
+    def __init__(self, dispatcher: Dispatcher, pool: Pool, session: Session) -> None:
+        self.release: Callable[[], None] = lambda: dispatcher.give_back(pool, session)
