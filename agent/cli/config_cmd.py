@@ -96,4 +96,8 @@ def reference(args: argparse.Namespace) -> int:
     print("|---|---|---|---|")
     for key, type_name, default, doc in reference_rows():
         print(f"| `{key}` | {type_name} | `{default}` | {doc} |")
+    from agent.plugins.host import plugin_reference_rows
+
+    for key, type_name, default, doc in plugin_reference_rows(load_settings(args.config)):
+        print(f"| `{key}` | {type_name} | `{default}` | {doc} |")
     return 0

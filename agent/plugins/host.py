@@ -298,6 +298,16 @@ def _key(available: Available, values: dict[str, Any]) -> str:
     return json.dumps([m.version, str(m.root), values], sort_keys=True, default=str)
 
 
+def plugin_reference_rows(settings: Any) -> list[tuple[str, str, str, str]]:
+    """The settings of every plugin on this box, as ``config reference`` rows (plugins.config.NAME.KEY)."""
+    from agent.plugins.manifest import reference_rows
+
+    rows: list[tuple[str, str, str, str]] = []
+    for _, available in sorted(store_for(settings).catalog().items()):
+        rows.extend(reference_rows(available.manifest))
+    return rows
+
+
 def plugin_service(ctx: AgentContext) -> PluginService:
     service = ctx.supervisor.services.get("plugins")
     if not isinstance(service, PluginService):
