@@ -7,11 +7,13 @@ globals read deep in the code). Later features hang their managers here.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.bus import Bus
 from agent.config import Settings
+from agent.live import LiveSettings
 from agent.sdnotify import Notifier
 from agent.store import Store
 from agent.supervisor import Supervisor
@@ -49,6 +51,16 @@ class AgentContext:
     _hardware: dict[str, Any] | None = None
     #: the full probed profile (engines' devices included), cached by /v1/hardware
     hardware_profile: dict[str, Any] | None = None
+    #: which settings apply while running, and what waits for a restart (agent/live.py)
+    live: LiveSettings = field(init=False, repr=False)
+    #: ask the daemon to stop and start again (set by agent/daemon.py; None outside a daemon)
+    request_restart: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.live = LiveSettings(lambda: self.settings, self._put_settings)
+
+    def _put_settings(self, settings: Settings) -> None:
+        self.settings = settings
 
     @property
     def uptime_s(self) -> float:

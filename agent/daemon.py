@@ -160,6 +160,13 @@ class Daemon:
         self._stop = asyncio.Event()
         #: signals that arrived before the event loop took over (filled by ``agent.cli.run_cmd``)
         self.early_signals: list[str] = []
+        #: set by ``request_restart`` (the hub's ``agent.restart``): stop cleanly, then start again
+        self.restart_requested = ""
+
+    def request_restart(self, reason: str = "") -> None:
+        """Stop as for SIGTERM, then start again (``agent.cli.run_cmd`` re-executes or leaves it to systemd)."""
+        self.restart_requested = reason or "restart requested"
+        self.request_stop(f"restart: {self.restart_requested}")
 
     def request_stop(self, reason: str = "") -> None:
         if not self._stop.is_set():
@@ -201,6 +208,7 @@ class Daemon:
             lock = DataDirLock.acquire(self.settings.data_path)
             api_socket = prebind_api(self.settings)
             ctx = self.ctx = build_context(self.settings)
+            ctx.request_restart = self.request_restart
             for service in build_services(ctx):
                 if api_socket is not None and service.name == "api":
                     service.socket = api_socket  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,12 @@ class CommandDeps:
     started_at: float = field(default_factory=time.time)
     #: the hub keys this device trusts (agent/security/trust.py), for trust.rotate
     trust: TrustStore | None = None
+    #: the running settings and their live appliers (agent/live.py); None: every change waits for a restart
+    live: Any = None
+    #: stop the daemon cleanly and start it again (agent.restart); None outside a daemon
+    restart: Callable[[str], None] | None = None
+    #: called when what the device reports in its state changed (settings applied or pending)
+    state_changed: Callable[[], None] | None = None
 
 
 def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -129,10 +135,20 @@ def builtin_registry(deps: CommandDeps) -> CommandRegistry:
     @reg.command("config.get", "Effective settings (secrets masked), or one key/section.")
     async def config_get(req: CommandRequest) -> dict[str, Any]:
         key = _arg(req.args, "key", str, "")
-        pending = overrides.load_overrides(settings)
-        return {"key": key, "value": overrides.get_value(settings, key), "pending_overrides": bool(pending)}
+        tree = overrides.load_overrides(settings)
+        running = deps.live.running() if deps.live is not None else settings
+        waiting = sorted(deps.live.pending(tree)) if deps.live is not None else sorted(tree)
+        return {
+            "key": key,
+            "value": overrides.get_value(running, key),
+            "pending_overrides": bool(tree),
+            "pending_restart": waiting,
+        }
 
-    @reg.command("config.set", "Validate and persist settings; they apply when the agent restarts.")
+    @reg.command(
+        "config.set",
+        "Validate and persist settings; live ones apply at once, the rest when the agent restarts.",
+    )
     async def config_set(req: CommandRequest) -> dict[str, Any]:
         if "values" in req.args:
             updates = _arg(req.args, "values", dict)
@@ -141,14 +157,18 @@ def builtin_registry(deps: CommandDeps) -> CommandRegistry:
             if "value" not in req.args:
                 raise BadRequestError("argument 'value' is required")
         await asyncio.to_thread(overrides.set_overrides, settings, updates)
-        return {
-            "set": overrides.mask(updates),
-            "applied": "on_restart",
-            "restart_required": True,
-            "message": "saved to "
-            f"{overrides.override_path(settings)}; takes effect when the agent restarts "
-            "(send service.restart for sync-only settings, or restart the daemon)",
-        }
+        return apply_saved(deps, updates)
+
+    @reg.command("agent.restart", "Stop the daemon cleanly and start it again (applies pending settings).")
+    async def agent_restart(req: CommandRequest) -> dict[str, Any]:
+        if deps.restart is None:
+            raise UnavailableError("this process cannot restart the daemon")
+        reason = _arg(req.args, "reason", str, "") or f"agent.restart from the hub ({req.id})"
+        restart = deps.restart
+        # after the answer is stored and sent: restarting now would cancel this very command
+        asyncio.get_running_loop().call_later(1.0, restart, reason)
+        pending = sorted(deps.live.pending(overrides.load_overrides(settings))) if deps.live else []
+        return {"state": "restart_scheduled", "in_s": 1.0, "applies": pending}
 
     def model_store() -> Any:
         if deps.deployer is not None:
@@ -273,6 +293,34 @@ def builtin_registry(deps: CommandDeps) -> CommandRegistry:
         return await asyncio.to_thread(deps.outbox.stats)
 
     return reg
+
+
+def apply_saved(deps: CommandDeps, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """After the override file is written: apply what can apply live, say what waits for a restart."""
+    from sync import overrides
+
+    if deps.live is None:
+        applied: list[str] = []
+        pending = sorted(updates)
+    else:
+        effective = overrides.apply_overrides(deps.live.running())
+        result = deps.live.apply(effective)
+        applied, pending = result["applied"], result["pending"]
+    if deps.state_changed is not None:
+        deps.state_changed()  # the hub sees the new reported settings without waiting for a reconnect
+    where = overrides.override_path(deps.settings)
+    if pending:
+        message = f"saved to {where}; {', '.join(pending)} take(s) effect when the agent restarts (agent.restart)"
+    else:
+        message = f"saved to {where}; applied now"
+    return {
+        "set": overrides.mask(updates),
+        "applied_live": applied,
+        "pending_restart": pending,
+        "applied": "on_restart" if pending else "live",
+        "restart_required": bool(pending),
+        "message": message,
+    }
 
 
 async def restart_service(supervisor: Supervisor, name: str) -> None:

@@ -274,12 +274,12 @@ def mask(updates: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _is_secret(dotted: str) -> bool:
+    import typing
+
     cls: Any = Settings
     parts = dotted.split(".")
     for part in parts[:-1]:
-        cls = next(f.type for f in dataclasses.fields(cls) if f.name == part)
-        if isinstance(cls, str):
-            cls = getattr(agent_config, cls)
+        cls = typing.get_type_hints(cls)[part]  # resolved in the module that defines the section
     field = next((f for f in dataclasses.fields(cls) if f.name == parts[-1]), None)
     return bool(field and field.metadata.get("secret"))
 

@@ -103,6 +103,8 @@ class SyncRuntime:
         if settings.sync.log_ring_size > 0:
             self.log_ring = LogRing(settings.sync.log_ring_size).install()
         self.deployer = self._make_deployer()
+        #: set when the reported state changed (config.set): the session publishes it again
+        self.state_dirty = asyncio.Event()
         deps = CommandDeps(
             settings=settings,
             outbox=self.outbox,
@@ -112,6 +114,9 @@ class SyncRuntime:
             self_service=SyncService.name,
             started_at=ctx.started_at,
             trust=getattr(ctx, "trust", None),
+            live=getattr(ctx, "live", None),
+            restart=getattr(ctx, "request_restart", None),
+            state_changed=self.state_dirty.set,
         )
         self.registry = builtin_registry(deps)
         self.processor = CommandProcessor(
@@ -158,8 +163,25 @@ class SyncRuntime:
                 "public_key": device_public_key(self.ctx),
                 "labels": parse_labels(self.settings.sync.labels),
                 "models": self._active_models(),
+                "started_at": self.ctx.started_at,
+                "config": self.config_report(),
             },
         )
+
+    def config_report(self) -> dict[str, Any]:
+        """The device twin's reported side: the running value of every key the hub overrode, and
+        the keys still waiting for a restart."""
+        from sync.overrides import load_overrides
+
+        live = getattr(self.ctx, "live", None)
+        try:
+            tree = load_overrides(self.settings)
+        except Exception as exc:  # the state must go out even when the override file is unreadable
+            log.warning("cannot read the config overrides for the state message: %s", exc)
+            return {}
+        if live is None:
+            return {"pending_restart": sorted(tree)}
+        return {"running": live.reported(tree), "pending_restart": sorted(live.pending(tree))}
 
     def _active_models(self) -> dict[str, str]:
         try:
@@ -290,6 +312,7 @@ class SyncService(Service):
         tasks = [
             asyncio.create_task(rt.publisher.run(client), name="sync:publisher"),
             asyncio.create_task(self._commands(client), name="sync:commands"),
+            asyncio.create_task(self._report_state(client), name="sync:state"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -299,6 +322,15 @@ class SyncService(Service):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _report_state(self, client: MqttClient) -> None:
+        """Publish the retained state again whenever what it reports changed (the twin's reported side)."""
+        rt = self.rt
+        while True:
+            await rt.state_dirty.wait()
+            rt.state_dirty.clear()
+            body = rt.state_envelope(True).encode()
+            await client.publish(topics.device_topic(rt.device, "state"), body, 1, retain=True, timeout=10)
 
     async def _commands(self, client: MqttClient) -> None:
         receipts = topics.receipt_topic(self.rt.device)
@@ -337,6 +369,9 @@ class TelemetryService(Service):
             offline_window=s.offline_window,
             clock=rt.clock,
         )
+        live = getattr(rt.ctx, "live", None)
+        if live is not None:  # a new interval from the hub applies at once, no restart
+            live.on("sync.telemetry_interval_s", self.telemetry.set_interval)
 
     async def run(self) -> None:
         await self.telemetry.run()

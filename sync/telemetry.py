@@ -152,6 +152,7 @@ class Telemetry:
         self.clock = clock
         self.topic = topics.device_topic(device, "telemetry")
         self._window: _Window | None = None
+        self._changed: asyncio.Event | None = None
         self.sent = 0
         self.dropped = 0
 
@@ -204,11 +205,25 @@ class Telemetry:
         if self.interval_s <= 0:
             await asyncio.Event().wait()  # telemetry off: idle until cancelled
         next_at = time.monotonic()
+        self._changed = asyncio.Event()
         while True:
             await asyncio.to_thread(self.tick)
             next_at += self.interval_s
-            delay = next_at - time.monotonic()
-            if delay < 0:  # fell behind (suspended box): skip the missed ticks instead of bursting
+            if next_at < time.monotonic():  # fell behind (suspended box): skip missed ticks, no burst
                 next_at = time.monotonic() + self.interval_s
-                delay = self.interval_s
-            await asyncio.sleep(delay)
+            while (delay := next_at - time.monotonic()) > 0:
+                self._changed.clear()
+                try:  # a new interval (set_interval) counts from the moment it arrives
+                    await asyncio.wait_for(self._changed.wait(), delay)
+                except TimeoutError:
+                    break
+                next_at = time.monotonic() + self.interval_s
+
+    def set_interval(self, interval_s: Any) -> None:
+        """Change the sampling interval while running (a live setting: ``sync.telemetry_interval_s``)."""
+        value = float(interval_s)
+        if value <= 0:
+            raise ValueError("telemetry cannot be turned off while running; it stops on restart")
+        self.interval_s = value
+        if self._changed is not None:
+            self._changed.set()

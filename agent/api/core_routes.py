@@ -68,6 +68,7 @@ async def info(request: web.Request) -> web.Response:
             "python": platform.python_version(),
             "platform": sys.platform,
             "config_source": ctx.settings.source,
+            "pending_restart": await loop.run_in_executor(None, _pending_restart, ctx),
             "data_dir": ctx.settings.data_dir,
             "mqtt": {"configured": ctx.settings.mqtt.enabled, **_hub_link(ctx)},
             "schema_version": ctx.store.schema_version,
@@ -75,6 +76,18 @@ async def info(request: web.Request) -> web.Response:
             "hardware": hardware,
         }
     )
+
+
+def _pending_restart(ctx: AgentContext) -> dict[str, Any]:
+    """Settings the hub changed that wait for a restart: ``{key: {running, wanted}}``."""
+    try:
+        from sync.overrides import load_overrides
+    except ImportError:  # pragma: no cover - a build without sync/
+        return {}
+    try:
+        return ctx.live.pending(load_overrides(ctx.settings))
+    except Exception:  # an unreadable override file must not break /v1/info
+        return {}
 
 
 def _hub_link(ctx: AgentContext) -> dict[str, Any]:

@@ -66,8 +66,30 @@ def run(args: argparse.Namespace) -> int:
     daemon = Daemon(settings)
     daemon.early_signals = EARLY_SIGNALS
     code = asyncio.run(_run(daemon))
+    if daemon.restart_requested and code == 0:
+        code = _start_again(daemon.restart_requested)
     _exit_past_busy_threads(code)
     return code
+
+
+#: the exit status that asks systemd for a restart (EX_TEMPFAIL; Restart=on-failure acts on it)
+EXIT_RESTART = 75
+
+
+def _start_again(reason: str) -> int:
+    """After a clean stop for ``agent.restart``: under systemd, exit 75 and let it start the unit
+    again (with its sandbox and watchdog); otherwise re-execute this very command line in place
+    (same PID, so a supervisor or terminal that started it keeps it)."""
+    log = logging.getLogger("edge_agent.daemon")
+    if os.environ.get("INVOCATION_ID") or os.environ.get("NOTIFY_SOCKET"):
+        log.info("exiting %d for systemd to start edge-agent again (%s)", EXIT_RESTART, reason)
+        return EXIT_RESTART
+    log.info("starting edge-agent again in place (%s)", reason)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, list(sys.orig_argv))
+    return EXIT_RESTART  # pragma: no cover - execv does not return
 
 
 class _NoWaitExecutor(ThreadPoolExecutor):

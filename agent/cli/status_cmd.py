@@ -45,6 +45,10 @@ def status(args: argparse.Namespace) -> int:
         f"{'ready' if info['ready'] else 'NOT READY'}  up {info['uptime_s']:.0f} s"
     )
     print(f"config: {info['config_source']}  data: {info['data_dir']}")
+    pending = info.get("pending_restart") or {}
+    if pending:
+        changes = ", ".join(f"{k} {v['running']} -> {v['wanted']}" for k, v in sorted(pending.items()))
+        print(f"pending restart: {changes} (set from the hub; applied by agent.restart or a restart)")
     print(_hub_line(info.get("mqtt") or {}))
     if disk is not None:
         print(_disk_line(disk))

@@ -214,13 +214,29 @@ def devices(args: argparse.Namespace) -> int:
                     d["agent_version"] or "-",
                     ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
                     len(d["models"] or []),
+                    _drift_cell(d.get("twin") or {}),
                 )
                 for d in rows
             ],
-            ["device", "state", "last seen", "version", "labels", "models"],
+            ["device", "state", "last seen", "version", "labels", "models", "drift"],
         )
     )
     return 0
+
+
+def _drift_cell(twin: dict[str, Any]) -> str:
+    """``in sync``, or how many desired settings differ and how many wait for a restart."""
+    drift = twin.get("drift") or []
+    pending = (twin.get("reported") or {}).get("pending_restart") or []
+    if not drift and not pending:
+        return "in sync"
+    parts = []
+    differs = [d for d in drift if d.get("why") != "pending restart"]
+    if differs:
+        parts.append(f"{len(differs)} differ")
+    if pending:
+        parts.append(f"{len(pending)} pending restart")
+    return ", ".join(parts)
 
 
 def device_show(args: argparse.Namespace) -> int:
@@ -236,6 +252,10 @@ def device_show(args: argparse.Namespace) -> int:
     print(f"models: {json.dumps(d['models'], sort_keys=True)}")
     print(f"public key: {d['public_key'] or '-'}")
     print(f"messages: {json.dumps(d['messages'], sort_keys=True)}")
+    twin = d.get("twin") or {}
+    print(f"settings: {_drift_cell(twin)}")
+    for item in twin.get("drift") or []:
+        print(f"  {item['key']}: desired {item['desired']!r}, reported {item['reported']!r} ({item['why']})")
     if d["recent_alerts"]:
         print(
             table(
@@ -297,11 +317,26 @@ def config_set(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
     else:
-        rows = [(c["device"], c["status"], c["error"] or "") for c in out["commands"]]
-        rows += [(u["device"], "unsent", u["error"]) for u in out["unsent"]]
-        print(table(rows, ["device", "status", "error"]))
+        rows = [(c["device"], c["status"], _took_effect(c), c["error"] or "") for c in out["commands"]]
+        rows += [(u["device"], "unsent", "-", u["error"]) for u in out["unsent"]]
+        print(table(rows, ["device", "status", "takes effect", "error"]))
+        if any((c.get("result") or {}).get("restart_required") for c in out["commands"]):
+            print(
+                "some settings apply only when the agent restarts: "
+                "edge-hub cmd DEVICE agent.restart; "
+                "`edge-hub devices` shows what is pending"
+            )
     failed = out["unsent"] or any(c["status"] != "ok" for c in out["commands"])
     return 1 if failed else 0
+
+
+def _took_effect(command: dict[str, Any]) -> str:
+    """``now`` when every key applied live; ``on restart: KEYS`` otherwise; ``-`` without an answer."""
+    result = command.get("result") or {}
+    if command.get("status") != "ok" or not isinstance(result, dict):
+        return "-"
+    pending = result.get("pending_restart") or []
+    return f"on restart: {', '.join(pending)}" if pending else "now"
 
 
 def config_show(args: argparse.Namespace) -> int:

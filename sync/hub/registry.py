@@ -80,14 +80,18 @@ def list_devices(
         devices = [d for d in devices if matches(d, selector)]
     if online is not None:
         devices = [d for d in devices if d["online"] is online]
-    return devices
+    from sync.hub.twin import attach_twins  # desired vs reported settings, and the drift
+
+    return attach_twins(db, devices)
 
 
 def get_device(db: HubDB, device: str, *, recent: int = 10) -> dict[str, Any]:
     rows = db.query(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,))
     if not rows:
         raise NotFoundError(f"device {device!r} is not registered at this hub (see `edge-hub devices`)")
-    out = device_dict(rows[0])
+    from sync.hub.twin import attach_twins
+
+    out = attach_twins(db, [device_dict(rows[0])])[0]
     counts = db.query("SELECT kind, COUNT(*) AS n FROM messages WHERE device = ? GROUP BY kind", (device,))
     out["messages"] = {r["kind"]: int(r["n"]) for r in counts}
     tel = db.query(
