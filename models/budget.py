@@ -4,6 +4,14 @@ Least recently used first; pinned models and models with leases (or queued
 calls) are never evicted. When nothing evictable is left, the load is refused
 with ResourceExhaustedError naming who holds the memory, instead of letting the
 kernel's OOM killer pick a victim.
+
+Memory accounting, per loaded model: before loading we reserve the manifest's
+``memory_bytes`` × pool size; after loading we measure the process RSS delta
+across the load (psutil) and account ``max(declared, measured)``. Why max: a
+manifest can under-declare (measured wins), while a small delta does not
+prove a small need (the allocator may reuse pages freed by an earlier unload,
+and mmapped weights fault in later). Loads are serialised so each delta
+belongs to one model; inference running meanwhile adds noise, accepted.
 """
 
 from __future__ import annotations

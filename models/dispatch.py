@@ -49,6 +49,7 @@ class _Job:
     session: Session | None = field(compare=False, default=None)  # bound: the caller's leased session
     queued_at: float = field(compare=False, default_factory=time.perf_counter)
     cancelled: bool = field(compare=False, default=False)
+    queued: bool = field(compare=False, default=True)  # counted in its pool's ``waiting``
 
 
 @dataclass
@@ -126,6 +127,8 @@ class Dispatcher:
         with self._cond:
             self._closing = True
             queued = list(self._bound) + [j for p in self._pools for j in p.queue]
+            for job in queued:
+                job.queued = False
             self._bound.clear()
             for p in self._pools:
                 p.queue.clear()
@@ -225,8 +228,9 @@ class Dispatcher:
             return await fut
         except asyncio.CancelledError:
             with self._cond:
-                if not job.cancelled and session is None and not fut.done() and job in pool.queue:
+                if job.queued and session is None:
                     pool.waiting -= 1
+                job.queued = False
                 job.cancelled = True
             if kind == _CHECKOUT and fut.done() and not fut.cancelled():
                 self.give_back(pool, fut.result()[0])  # granted just as we were cancelled: hand it on
@@ -242,6 +246,7 @@ class Dispatcher:
                 return
             heapq.heappop(pool.queue)
             pool.waiting -= 1
+            head.queued = False
             session = pool.free.pop()
             self._post(head.future, (session, time.perf_counter() - head.queued_at), None, pool, session)
 
@@ -266,6 +271,7 @@ class Dispatcher:
         else:
             heapq.heappop(best.pool.queue)
             best.pool.waiting -= 1
+            best.queued = False
             best.session = best.pool.free.pop()
             best.kind = -1  # marks "session taken from the pool": give it back after the run
         return best

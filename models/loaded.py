@@ -1,19 +1,33 @@
 """What the manager keeps per model (a loaded entry, the record that outlives it) and the load itself.
 
-``load_blocking`` runs in the manager's load thread: it walks the ranked
-fallback chain (smoke-checking each candidate), fills the session pool and
-measures the process RSS across the load, so the budget can account
-``max(declared, measured)``.
+``Loader`` owns the load thread: ``choose`` ranks where a model can run (and
+caches it for the status view), ``open`` runs ``load_blocking`` there, which
+walks the ranked fallback chain (smoke-checking each candidate), fills the
+session pool and measures the process RSS across the load, so the budget can
+account ``max(declared, measured)``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from models.choose import Candidate, Choice, Loaded, Skip, load_with_fallback
+from agent.core.errors import EdgeAgentError, UnavailableError
+from models.choose import (
+    DEFAULT_POLICY,
+    Candidate,
+    Choice,
+    Loaded,
+    Policy,
+    Skip,
+    choose,
+    load_with_fallback,
+    rank,
+)
 from models.dispatch import Pool
 from models.scheduling import LatencyStats
 from models.store import InstalledModel
@@ -108,3 +122,91 @@ def load_blocking(
     rss1 = rss_bytes() if measure_rss else None
     measured = max(0, rss1 - rss0) if rss0 is not None and rss1 is not None else None
     return LoadResult(loaded, sessions, measured, seconds)
+
+
+class Loader:
+    """The load thread, the engines, and the cache of where each model version would run."""
+
+    def __init__(
+        self,
+        profile: Any,
+        policy: Policy = DEFAULT_POLICY,
+        runtimes: Mapping[str, Runtime] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.profile = profile
+        self.policy = policy
+        self._runtimes = runtimes
+        self._threads = threads
+        self.choices: dict[tuple[str, str], Choice | str] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "model-load")
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def runtimes(self) -> Mapping[str, Runtime]:
+        if self._runtimes is None:
+            from models.choose import default_runtimes
+
+            self._runtimes = default_runtimes()
+        return self._runtimes
+
+    def threads(self) -> int:
+        if self._threads is not None:
+            return self._threads
+        rec = getattr(self.profile, "recommended_threads", None)
+        return int(rec(2)) if callable(rec) else 1
+
+    def choose(self, installed: InstalledModel) -> Choice:
+        """In the load thread (``available()`` may import an engine); also fills the status cache."""
+        try:
+            choice = choose(installed.manifest, self.profile, self.policy, self.runtimes())
+        except UnavailableError:
+            choice = rank(installed.manifest, self.profile, self.policy, self.runtimes())
+        self.choices[(installed.name, installed.version)] = choice
+        return choice
+
+    def probe_now(self, installed: InstalledModel) -> Choice | str:
+        try:
+            return self.choose(installed)
+        except EdgeAgentError as exc:
+            self.choices[(installed.name, installed.version)] = str(exc)
+            return str(exc)
+
+    async def probe(self, models: Iterable[InstalledModel]) -> None:
+        """Where each of ``models`` would run, off the loop, for those not probed yet."""
+        todo = [m for m in models if (m.name, m.version) not in self.choices]
+        if todo:
+            # the default executor: a probe must not queue behind a long load in the load thread
+            await asyncio.get_running_loop().run_in_executor(None, lambda: [self.probe_now(m) for m in todo])
+
+    async def rank(self, installed: InstalledModel) -> Choice:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.choose, installed)
+
+    async def open(
+        self, installed: InstalledModel, choice: Choice, pool: int, *, smoke_test: bool, measure_rss: bool
+    ) -> LoadResult:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            lambda: load_blocking(
+                installed,
+                choice,
+                pool,
+                self.runtimes(),
+                self.threads(),
+                smoke_test=smoke_test,
+                measure_rss=measure_rss,
+            ),
+        )
+
+    async def close_sessions(self, sessions: list[Session]) -> None:
+        def close_all() -> None:
+            for s in sessions:
+                s.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close_all)

@@ -8,14 +8,6 @@ first; pinned models and models with leases are never evicted). When nothing
 evictable is left, a load is refused with ResourceExhaustedError naming who
 holds the memory, instead of letting the kernel's OOM killer pick a victim.
 
-Memory accounting, per loaded model: before loading we reserve the manifest's
-``memory_bytes`` × pool size; after loading we measure the process RSS delta
-across the load (psutil) and account ``max(declared, measured)``. Why max: a
-manifest can under-declare (measured wins), while a small delta does not
-prove a small need (the allocator may reuse pages freed by an earlier unload,
-and mmapped weights fault in later). Loads are serialised so each delta
-belongs to one model; inference running meanwhile adds noise, accepted.
-
 Scheduling: each model has a pool of N sessions; calls wait in the pool's
 queue in (priority, arrival) order and run on the manager's inference threads
 (``models/dispatch.py``), so a REALTIME wake-word call is not queued behind a
@@ -25,14 +17,14 @@ free: no hand-off for a 50 µs wake-word step. Engines release the GIL
 (onnxruntime, OpenVINO, LiteRT); loads use their own single thread so a slow
 load never blocks inference.
 
-The parts: ``budget`` (size, eviction), ``loaded`` (entries, the blocking
-load), ``dispatch`` (the threads), ``status`` (the ``/v1/models`` view).
+The parts: ``budget`` (size, eviction, memory accounting), ``loaded``
+(entries, the load thread), ``dispatch`` (the threads), ``status`` (the
+``/v1/models`` view).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import time
@@ -45,14 +37,13 @@ from agent.core.errors import (
     ConflictError,
     EdgeAgentError,
     ResourceExhaustedError,
-    UnavailableError,
 )
 from models import budget, status
-from models.choose import DEFAULT_POLICY, Choice, Policy, choose, rank
+from models.choose import DEFAULT_POLICY, Choice, Policy
 from models.dispatch import Dispatcher, Pool
-from models.loaded import LoadedModel, ModelRecord, load_blocking
+from models.loaded import LoadedModel, Loader, ModelRecord
 from models.scheduling import Priority
-from models.store import InstalledModel, ModelStore
+from models.store import ModelStore
 
 if TYPE_CHECKING:
     from runtimes.base import Runtime, Session
@@ -120,16 +111,14 @@ class ModelManager:
         self.store = store
         self.settings = settings
         self.profile = profile
-        self._runtimes = runtimes
+        self._loader = Loader(profile, settings.policy, runtimes, settings.threads)
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._reserved: dict[str, int] = {}
         self._records: dict[str, ModelRecord] = {n: ModelRecord(pinned=True) for n in settings.pinned}
         self._load_lock = asyncio.Lock()
         self._dispatch = Dispatcher(settings.workers, inline_below_s=settings.inline_below_ms / 1000)
-        self._load_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._choices: dict[tuple[str, str], Choice | str] = {}  # status cache
         self.budget_bytes = settings.memory_budget_bytes or budget.default_budget(
             profile, settings.memory_share
         )
@@ -139,7 +128,7 @@ class ModelManager:
     async def start(self, *, sweeper: bool = True) -> None:
         """Start the threads, the idle sweeper (unless a supervisor runs ``sweep_forever``), pinned models."""
         self._dispatch.start()
-        self._load_executor = concurrent.futures.ThreadPoolExecutor(1, "model-load")
+        self._loader.start()
         if sweeper and self.settings.idle_timeout_s is not None:
             self._sweeper = asyncio.create_task(self.sweep_forever(), name="models-idle-sweeper")
         for name in self.settings.pinned:
@@ -166,9 +155,7 @@ class ModelManager:
             self._dispatch.close()  # calls in flight finish; queued ones are refused
         for name in list(self._loaded):
             await self._drop(name)
-        if self._load_executor is not None:
-            self._load_executor.shutdown(wait=True)
-        self._load_executor = None
+        self._loader.close()
 
     async def __aenter__(self) -> ModelManager:
         await self.start()
@@ -216,7 +203,7 @@ class ModelManager:
         return name in self._loading
 
     def probed(self, name: str, version: str) -> Choice | str | None:
-        return self._choices.get((name, version))
+        return self._loader.choices.get((name, version))
 
     def runs_inline(self, entry: LoadedModel) -> bool:
         return self._dispatch.inline_ok(entry.pool)
@@ -225,21 +212,8 @@ class ModelManager:
         record = self._records.get(name)
         return bool(record and record.pinned)
 
-    def _rts(self) -> Mapping[str, Runtime]:
-        if self._runtimes is None:
-            from models.choose import default_runtimes
-
-            self._runtimes = default_runtimes()
-        return self._runtimes
-
     def used_bytes(self) -> int:
         return sum(e.memory_bytes for e in self._loaded.values()) + sum(self._reserved.values())
-
-    def _threads(self) -> int:
-        if self.settings.threads is not None:
-            return self.settings.threads
-        rec = getattr(self.profile, "recommended_threads", None)
-        return int(rec(2)) if callable(rec) else 1
 
     # -- loading and unloading ----------------------------------------------------------------------
 
@@ -298,99 +272,70 @@ class ModelManager:
 
     async def _load(self, name: str, version: str | None) -> LoadedModel:
         async with self._load_lock:
-            installed = self.store.get(name, version)
             record = self.record(name)
-            manifest = installed.manifest
-            pool = max(1, self.settings.pool_sizes.get(name, self.settings.pool_size))
-            declared = manifest.memory_bytes * pool
-            loop = asyncio.get_running_loop()
             try:
-                choice = await loop.run_in_executor(self._load_executor, self._choose, installed)
-            except EdgeAgentError as exc:
+                return await self._load_locked(name, version, record)
+            except EdgeAgentError as exc:  # the status view shows why the last load failed
                 record.last_error = str(exc)
                 raise
-            record.missing_extras = choice.missing_extras
-            if not choice.candidates:
-                err = choice.unavailable(manifest)
-                record.last_error, record.fallback = str(err), choice.skipped
-                raise err
-            try:
-                await self._make_room(name, declared)
-            except ResourceExhaustedError as exc:
-                record.last_error = str(exc)
-                raise
-            self._reserved[name] = declared
-            try:
-                done = await loop.run_in_executor(
-                    self._load_executor,
-                    lambda: load_blocking(
-                        installed,
-                        choice,
-                        pool,
-                        self._rts(),
-                        self._threads(),
-                        smoke_test=self.settings.smoke_test_on_load,
-                        measure_rss=self.settings.measure_rss,
-                    ),
-                )
-            except EdgeAgentError as exc:
-                record.last_error = str(exc)
-                raise
-            finally:
-                self._reserved.pop(name, None)
-            record.fallback = tuple(choice.skipped) + done.loaded.failures
-            record.last_error = None
-            entry = LoadedModel(
-                name=name,
-                installed=installed,
-                candidate=done.loaded.candidate,
-                pool=Pool(name, done.sessions, self.settings.max_waiting),
-                declared_bytes=declared,
-                measured_bytes=done.measured_bytes,
-                load_s=done.seconds,
-            )
-            if entry.memory_bytes > declared:
-                # the manifest under-declared: check the budget again with what was measured
-                try:
-                    await self._make_room(name, entry.memory_bytes)
-                except ResourceExhaustedError as exc:
-                    await self._close_sessions(done.sessions)
-                    record.last_error = str(exc)
-                    raise
-            self._loaded[name] = entry
-            self._dispatch.add_pool(entry.pool)
-            log.info(
-                "loaded %s %s on %s, %.1f MiB, %.0f ms",
-                name,
-                installed.version,
-                done.loaded.candidate.label,
-                entry.memory_bytes / _MB,
-                done.seconds * 1000,
-            )
-            return entry
 
-    def _choose(self, installed: InstalledModel) -> Choice:
-        """In the load thread (``available()`` may import an engine); also fills the status cache."""
+    async def _load_locked(self, name: str, version: str | None, record: ModelRecord) -> LoadedModel:
+        installed = self.store.get(name, version)
+        pool = max(1, self.settings.pool_sizes.get(name, self.settings.pool_size))
+        declared = installed.manifest.memory_bytes * pool
+        choice = await self._loader.rank(installed)
+        record.missing_extras = choice.missing_extras
+        if not choice.candidates:
+            record.fallback = choice.skipped
+            raise choice.unavailable(installed.manifest)
+        await self._make_room(name, declared)
+        self._reserved[name] = declared
         try:
-            choice = choose(installed.manifest, self.profile, self.settings.policy, self._rts())
-        except UnavailableError:
-            choice = rank(installed.manifest, self.profile, self.settings.policy, self._rts())
-        self._choices[(installed.name, installed.version)] = choice
-        return choice
-
-    async def _close_sessions(self, sessions: list[Session]) -> None:
-        def close_all() -> None:
-            for s in sessions:
-                s.close()
-
-        await asyncio.get_running_loop().run_in_executor(self._load_executor, close_all)
+            done = await self._loader.open(
+                installed,
+                choice,
+                pool,
+                smoke_test=self.settings.smoke_test_on_load,
+                measure_rss=self.settings.measure_rss,
+            )
+        finally:
+            self._reserved.pop(name, None)
+        record.fallback = tuple(choice.skipped) + done.loaded.failures
+        record.last_error = None
+        entry = LoadedModel(
+            name=name,
+            installed=installed,
+            candidate=done.loaded.candidate,
+            pool=Pool(name, done.sessions, self.settings.max_waiting),
+            declared_bytes=declared,
+            measured_bytes=done.measured_bytes,
+            load_s=done.seconds,
+        )
+        if entry.memory_bytes > declared:
+            # the manifest under-declared: check the budget again with what was measured
+            try:
+                await self._make_room(name, entry.memory_bytes)
+            except ResourceExhaustedError:
+                await self._loader.close_sessions(done.sessions)
+                raise
+        self._loaded[name] = entry
+        self._dispatch.add_pool(entry.pool)
+        log.info(
+            "loaded %s %s on %s, %.1f MiB, %.0f ms",
+            name,
+            installed.version,
+            done.loaded.candidate.label,
+            entry.memory_bytes / _MB,
+            done.seconds * 1000,
+        )
+        return entry
 
     async def _drop(self, name: str) -> None:
         """Forget the entry first (no new lease can find it), then close its sessions off the loop."""
         entry = self._loaded.pop(name, None)
         if entry is not None:
             self._dispatch.remove_pool(entry.pool)
-            await self._close_sessions(entry.pool.sessions)
+            await self._loader.close_sessions(entry.pool.sessions)
             log.info("unloaded %s", name)
 
     async def unload(self, name: str, *, force: bool = False) -> bool:
@@ -488,25 +433,12 @@ class ModelManager:
 
     # -- status -------------------------------------------------------------------------------------
 
-    def _probe_now(self, installed: InstalledModel) -> Choice | str:
-        try:
-            return self._choose(installed)
-        except EdgeAgentError as exc:
-            self._choices[(installed.name, installed.version)] = str(exc)
-            return str(exc)
-
     async def status_async(self) -> dict[str, Any]:
         """``status()`` after probing, off the loop, where each unloaded model would run."""
-        todo = []
-        for name in self.store.names():
-            if name not in self._loaded:
-                active = self.store.active_version(name)
-                if active is not None and (name, active) not in self._choices:
-                    todo.append(self.store.get(name, active))
-        if todo:
-            loop = asyncio.get_running_loop()
-            # the default executor: a probe must not queue behind a long load in the load thread
-            await loop.run_in_executor(None, lambda: [self._probe_now(m) for m in todo])
+        unloaded = [n for n in self.store.names() if n not in self._loaded]
+        active = [(n, self.store.active_version(n)) for n in unloaded]
+        choices = self._loader.choices
+        await self._loader.probe([self.store.get(n, v) for n, v in active if v and (n, v) not in choices])
         return self.status()
 
     def model_status(self, name: str) -> dict[str, Any]:

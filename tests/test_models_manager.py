@@ -324,3 +324,59 @@ async def test_the_sweeper_task_unloads_idle_models(store: ModelStore) -> None:
                 break
             await asyncio.sleep(0.01)
         assert mgr.loaded_names() == []
+
+
+async def test_fast_models_run_inline_and_slow_ones_in_the_inference_threads(store: ModelStore) -> None:
+    """A model measured under inline_below_ms runs on the caller's thread; with 0 every call queues."""
+    for threshold, inline in ((50.0, True), (0.0, False)):
+        async with ModelManager(store, _settings(inline_below_ms=threshold), runtimes=real_runtimes()) as mgr:
+            for i in range(8):
+                x = _x(MLP_A, seed=i)
+                np.testing.assert_allclose(
+                    (await mgr.infer("mlp-a", {"x": x}))["y"], mlp_reference(MLP_A, x), atol=1e-4
+                )
+            st = mgr.model_status("mlp-a")
+            assert st["inline"] is inline and st["latency"]["count"] == 8 and st["refcount"] == 0
+            async with mgr.use("mlp-a", "realtime") as lease:  # a lease runs the same way
+                x = _x(MLP_A, seed=9)
+                np.testing.assert_allclose(
+                    (await lease.infer({"x": x}))["y"], mlp_reference(MLP_A, x), atol=1e-4
+                )
+
+
+async def test_a_caller_cancelled_while_queued_hands_its_turn_on(store: ModelStore) -> None:
+    async with ModelManager(store, _settings(pool_size=1), runtimes=real_runtimes()) as mgr:
+        async with mgr.use("mlp-a"):  # hold the only session
+            leaving = asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)}, "realtime"))
+            lease_waiter = asyncio.create_task(_lease_and_leave(mgr))
+            staying = asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)}))
+            await asyncio.sleep(0.05)
+            assert mgr.model_status("mlp-a")["waiting"] == 3
+            leaving.cancel()
+            lease_waiter.cancel()
+            await asyncio.sleep(0)
+            assert mgr.model_status("mlp-a")["waiting"] == 1
+        assert (await asyncio.wait_for(staying, 10))["y"].shape == (2, MLP_A.dims[-1])
+        async with mgr.use("mlp-a"):  # nobody kept the session
+            pass
+        st = mgr.model_status("mlp-a")
+        assert st["waiting"] == 0 and st["refcount"] == 0
+
+
+async def _lease_and_leave(mgr: ModelManager) -> None:
+    async with mgr.use("mlp-a", "interactive"):
+        raise AssertionError("cancelled before its turn")
+
+
+async def test_calls_queued_at_close_are_refused_saying_why(store: ModelStore) -> None:
+    mgr = ModelManager(store, _settings(pool_size=1), runtimes=real_runtimes())
+    await mgr.start()
+    async with mgr.use("mlp-a"):  # the only session is held: the next call queues
+        queued = asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)}))
+        await asyncio.sleep(0.05)
+        await mgr.close()
+        with pytest.raises(UnavailableError, match="stopped before this call ran"):
+            await asyncio.wait_for(queued, 5)
+    with pytest.raises(ConflictError, match="not started"):
+        await mgr.infer("mlp-a", {"x": _x(MLP_A)})
+    await mgr.close()
