@@ -23,12 +23,32 @@ ATTEMPTS = 3
 DEFAULT_MODEL = "smollm2-135m"
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
-PROMPT = (
-    "You write the summary paragraph of a factory report. Below is the report's table of key figures. "
-    "Write two or three short plain sentences for a plant manager about the most important figures. "
-    "Copy numbers exactly as the table writes them and use no other numbers, dates or times. "
-    "No lists, no markdown."
+#: the rows the model is given (the first ones of the key table a reader looks at)
+MODEL_ROWS = (
+    "Window (hours)",
+    "Alerts opened",
+    "Major alerts",
+    "Critical alerts",
+    "Median time to acknowledge (s)",
+    "Alerts never acknowledged",
+    "Voice turns",
+    "Voice latency p50 (ms)",
 )
+PROMPT = "You write the two-sentence summary at the top of a factory report, in plain English."
+ASK = (
+    "Summarise this report table in two short sentences. Use only numbers from the table, exactly as written."
+)
+#: one worked example (its numbers differ from any real table's on purpose: a copied one is caught)
+EXAMPLE = (
+    "Window (hours): 8\nAlerts opened: 7\nMajor alerts: 2\nCritical alerts: 0\n"
+    "Median time to acknowledge (s): 41.5\nAlerts never acknowledged: 1\nVoice turns: 12\n"
+    "Voice latency p50 (ms): 730",
+    "In the 8 hours, 7 alerts were opened, 2 of them Major, and 1 was never acknowledged. "
+    "The median time to acknowledge was 41.5 s, and the voice assistant answered 12 turns.",
+)
+#: replies longer than this, or with more sentences, are rambling: regenerated
+MAX_CHARS = 420
+MAX_SENTENCES = 3
 
 
 def _fmt(value: Any) -> str:
@@ -78,6 +98,28 @@ def key_table(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 def table_text(table: list[tuple[str, str]]) -> str:
     return "\n".join(f"{label}: {value}" for label, value in table)
+
+
+def model_table(table: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The rows the model sees (and the only numbers it may write)."""
+    return [(label, value) for label, value in table if label in MODEL_ROWS and value != "n/a"]
+
+
+def rejection(text: str, result: dict[str, Any], table: list[tuple[str, str]]) -> str:
+    """Why a generated paragraph cannot be used ("" when it can)."""
+    if not text:
+        return "empty"
+    bad = foreign_numbers(text, table)
+    if bad:
+        return f"numbers not in the table: {', '.join(bad)}"
+    if result.get("finish_reason") == "length" or len(text) > MAX_CHARS:
+        return "too long"
+    if text.count(":") > 1 or "\n" in text.strip() or text.lstrip().startswith(("{", "*", "-", "|")):
+        return "a list or table, not sentences"
+    sentences = split_sentences(text)
+    if len(sentences) > MAX_SENTENCES or len(set(sentences)) < len(sentences):
+        return "too many or repeated sentences"
+    return ""
 
 
 def numbers_in(text: str) -> list[str]:
@@ -138,27 +180,29 @@ async def write_summary(
     attempts: int = ATTEMPTS,
 ) -> dict[str, Any]:
     """The paragraph: the model's when it passes the number check, else the template's."""
-    table = key_table(report)
+    table = model_table(key_table(report))
     tried: list[dict[str, Any]] = []
-    if manager is not None:
+    if manager is not None and table:
         from models.scheduling import Priority
 
-        messages = [{"role": "system", "content": PROMPT}, {"role": "user", "content": table_text(table)}]
+        messages = [
+            {"role": "system", "content": PROMPT},
+            {"role": "user", "content": f"{EXAMPLE[0]}\n\n{ASK}"},
+            {"role": "assistant", "content": EXAMPLE[1]},
+            {"role": "user", "content": f"{table_text(table)}\n\n{ASK}"},
+        ]
         for i in range(attempts):
+            feed = {"messages": messages, "max_tokens": 90, "temperature": 0.3, "seed": seed + i}
             try:
-                result = await manager.infer(
-                    model,
-                    {"messages": messages, "max_tokens": 120, "temperature": 0.7, "seed": seed + i},
-                    Priority.BATCH,
-                )
+                result = await manager.infer(model, feed, Priority.BATCH)
             except Exception as exc:  # no model, not installed, engine failure: the template writes it
                 log.info("report summary falls back to the template: %s", exc)
                 tried.append({"error": str(exc)})
                 break
-            text = str(result.get("text", "")).strip()
-            bad = foreign_numbers(text, table)
-            tried.append({"text": text, "foreign_numbers": bad})
-            if text and not bad and not text.lstrip().startswith("{"):
+            text = " ".join(str(result.get("text", "")).split())
+            why = rejection(text, result, table)
+            tried.append({"text": text, "rejected": why})
+            if not why:
                 return {
                     "sentences": [{"text": s, "source": "model"} for s in split_sentences(text)],
                     "model": model,
