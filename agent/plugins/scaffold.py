@@ -124,10 +124,13 @@ def pack(folder: Path, private_hex: str, out: Path | None = None) -> Path:
     manifest = load_manifest(folder)
     sign_plugin(folder, private_hex)
     archive = out or Path(f"{manifest.name}-{manifest.version}.tar.gz")
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(folder)
-            if "__pycache__" in rel.parts or not path.is_file():
-                continue
-            tar.add(path, arcname=f"{manifest.name}/{rel.as_posix()}")
+    try:
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted(folder.rglob("*")):
+                rel = path.relative_to(folder)
+                if "__pycache__" in rel.parts or not path.is_file():
+                    continue
+                tar.add(path, arcname=f"{manifest.name}/{rel.as_posix()}")
+    except OSError as exc:
+        raise BadRequestError(f"cannot write {archive}: {exc.strerror}; choose another --out") from None
     return archive

@@ -167,6 +167,9 @@ class PluginStore:
         """Install archives dropped into the plugins folder; returns the names installed."""
         done = []
         for archive in sorted(self.root.glob("*.tar.gz")):
+            with contextlib.suppress(OSError):
+                if time.time() - archive.stat().st_mtime < 1.0:
+                    continue  # still being copied in: next round
             try:
                 manifest, _ = self.install(archive)
             except BadRequestError as exc:
