@@ -10,7 +10,8 @@ so a plugin can add its own. Built-ins:
 ``models.deploy`` / ``config.deploy`` / ``deploy {bundle_url, sha256, size, manifest}``
 (``deploy`` dispatches on the manifest's ``kind``: ``config`` or a model) ·
 ``models.rollback {name}`` · ``config.rollback`` (undo the last config bundle) · ``logs.tail {n?, level?, logger?}`` ·
-``service.restart {name}`` · ``trust.rotate {new_key, announcement}`` · ``outbox.stats``.
+``service.restart {name}`` · ``trust.rotate {new_key, announcement}`` · ``outbox.stats`` ·
+``alerts.ack {id}`` / ``alerts.shelve {id, for_s}`` (sync/commands_alerts.py).
 """
 
 from __future__ import annotations
@@ -292,6 +293,9 @@ def builtin_registry(deps: CommandDeps) -> CommandRegistry:
             raise UnavailableError("no outbox in this process")
         return await asyncio.to_thread(deps.outbox.stats)
 
+    from sync.commands_alerts import register_alert_commands
+
+    register_alert_commands(reg, deps)
     return reg
 
 

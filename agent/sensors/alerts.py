@@ -77,6 +77,9 @@ class Alert:
     detectors: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     incident: str = ""
+    #: shelved (by an operator, e.g. from the hub's `edge-hub alerts shelve`) until this time
+    shelved_until: float | None = None
+    shelved_by: str = ""
 
     @property
     def source(self) -> str:
@@ -104,6 +107,8 @@ class Alert:
             "detectors": {k: round(v, 4) for k, v in self.detectors.items()},
             "history": self.history,
             "incident": self.incident or self.id,
+            "shelved_until": self.shelved_until,
+            "shelved_by": self.shelved_by,
         }
 
 

@@ -35,7 +35,17 @@ _UPSERT = (
     "score = excluded.score, updated_at = excluded.updated_at, cleared_at = excluded.cleared_at, "
     "acked_at = COALESCE(alerts.acked_at, excluded.acked_at), data = excluded.data"
 )
-_DATA_KEYS = ("machine", "channels", "hint", "detectors", "history", "acked_by", "incident")
+_DATA_KEYS = (
+    "machine",
+    "channels",
+    "hint",
+    "detectors",
+    "history",
+    "acked_by",
+    "incident",
+    "shelved_until",
+    "shelved_by",
+)
 #: alert transitions kept in memory while the disk is full
 MAX_HELD = 2_000  # a few MB at most: alerts are rare, a box is small
 #: seconds between two "still holding alerts" warnings
@@ -86,6 +96,8 @@ def row_to_alert(row: dict[str, Any]) -> dict[str, Any]:
         "detectors": data.get("detectors", {}),
         "history": data.get("history", []),
         "incident": data.get("incident") or row["id"],
+        "shelved_until": data.get("shelved_until"),
+        "shelved_by": data.get("shelved_by") or "",
     }
 
 
@@ -109,6 +121,8 @@ def alert_from_row(row: dict[str, Any]) -> Alert:
         detectors=d["detectors"],
         history=d["history"],
         incident=d["incident"],
+        shelved_until=d["shelved_until"],
+        shelved_by=d["shelved_by"],
     )
 
 
@@ -183,6 +197,29 @@ class AlertSink:
                 alert["history"] = [*alert["history"], {"ts": now, "transition": "acked", "by": by}]
                 conn.execute(_UPSERT, alert_row(alert))
                 self._enqueue(conn, "acked", alert)
+        return alert
+
+    def shelve(
+        self, alert_id: str, until: float | None, by: str = "", now: float | None = None
+    ) -> dict[str, Any]:
+        """Shelve an alert until ``until`` (None unshelves); the hub hears of it as a "shelved" transition."""
+        now = time.time() if now is None else now
+        if self.held:
+            self.write([])
+        with self.store.atomic() as conn:
+            cur = conn.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+            cols = [d[0] for d in cur.description]
+            found = cur.fetchone()
+            if found is None:
+                raise NotFoundError(f"no alert with id {alert_id!r}; list them with `edge-agent alerts list`")
+            alert = row_to_alert(dict(zip(cols, found, strict=True)))
+            alert["shelved_until"], alert["shelved_by"] = until, by if until else ""
+            entry = {"ts": now, "transition": "shelved" if until else "unshelved", "by": by}
+            if until:
+                entry["until"] = until
+            alert["history"] = [*alert["history"], entry]
+            conn.execute(_UPSERT, alert_row(alert))
+            self._enqueue(conn, entry["transition"], alert)
         return alert
 
     def open_alerts(self) -> list[Alert]:

@@ -175,20 +175,6 @@ async def device_show(request: web.Request) -> web.Response:
     return web.json_response(row)
 
 
-async def alerts(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    q = request.query
-    rows = await asyncio.to_thread(
-        registry.list_alerts,
-        hub.db,
-        device=q.get("device"),
-        state=q.get("state"),
-        level=q.get("level"),
-        limit=_query_int(request, "limit", 100),
-    )
-    return web.json_response({"alerts": rows})
-
-
 async def messages(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     q = request.query
@@ -380,9 +366,6 @@ ROUTES = [
         extra_responses={404: "unknown command"},
     ),
     Route(
-        "GET", "/v1/alerts", alerts, "Alerts, newest first; ?device= ?state= ?level= ?limit=.", tag="registry"
-    ),
-    Route(
         "GET",
         "/v1/messages",
         messages,
@@ -461,8 +444,9 @@ async def _openapi(request: web.Request) -> web.Response:
 def create_hub_app(hub: HubContext) -> web.Application:
     from sync.hub import auth
     from sync.hub.api_admin import ADMIN_ROUTES
+    from sync.hub.api_alerts import ALERT_ROUTES
 
-    routes = [*ROUTES, *ADMIN_ROUTES]
+    routes = [*ROUTES, *ADMIN_ROUTES, *ALERT_ROUTES]
     app = web.Application(middlewares=[error_middleware], client_max_size=hub.settings.api.max_body_bytes)
     app[HUB] = hub
     app[MAX_BODY_BYTES] = hub.settings.api.max_body_bytes
@@ -474,6 +458,9 @@ def create_hub_app(hub: HubContext) -> web.Application:
         [*routes, Route("GET", "/openapi.json", _openapi, "")],
         download_allowed=hub.bundles.download_allowed,
     )
+    from sync.hub import api_alerts
+
+    api_alerts.install(app)  # the notification sender lives as long as the API
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/openapi.json", _openapi)

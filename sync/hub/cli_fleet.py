@@ -126,13 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=deployments)
 
-    p = sub.add_parser("alerts", help="list alerts from the fleet", description="Alerts, newest first.")
-    p.add_argument("--device", help="only this device")
-    p.add_argument("--state", help="only alerts in this state (e.g. open)")
-    p.add_argument("--level", help="only this level (e.g. critical)")
-    p.add_argument("--limit", type=int, default=50, help="at most this many")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=alerts)
+    from sync.hub import cli_alerts
+
+    cli_alerts.register(sub)  # alerts (one row each; show/ack/shelve/assign) and notify
 
 
 def _client(args: argparse.Namespace, timeout: float = 10.0) -> Any:
@@ -445,24 +441,6 @@ def deployments(args: argparse.Namespace) -> int:
                 for d in rows
             ],
             ["deployment", "started", "model", "version", "to", "status"],
-        )
-    )
-    return 0
-
-
-def alerts(args: argparse.Namespace) -> int:
-    from urllib.parse import urlencode
-
-    query = {k: v for k, v in (("device", args.device), ("state", args.state), ("level", args.level)) if v}
-    query["limit"] = str(args.limit)
-    rows = _client(args).get("/v1/alerts?" + urlencode(query))["alerts"]
-    if args.json:
-        print_json(rows)
-        return 0
-    print(
-        table(
-            [(_ago(a["ts"]), a["device"], a["level"], a["state"], a["title"]) for a in rows],
-            ["when", "device", "level", "state", "title"],
         )
     )
     return 0

@@ -146,6 +146,105 @@ HUB_MIGRATIONS: tuple[SqlMigration, ...] = (
             "ALTER TABLE deployments ADD COLUMN operator TEXT",
         ),
     ),
+    SqlMigration(
+        3,
+        "hub: alerts as objects (one row per alert, its transitions beside it), notifications, enrolment",
+        (
+            # One row per alert a device raised: its current state. The `alerts` table stays the
+            # log of the transitions that built it (one row per message), shown as its history.
+            """CREATE TABLE alert_objects (
+                device TEXT NOT NULL,
+                alert_id TEXT NOT NULL,
+                machine TEXT NOT NULL DEFAULT '',
+                condition TEXT NOT NULL DEFAULT '',
+                title TEXT NOT NULL,
+                level TEXT NOT NULL,
+                state TEXT NOT NULL,
+                opened_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                cleared_at DOUBLE PRECISION,
+                acked_at DOUBLE PRECISION,
+                acked_by TEXT NOT NULL DEFAULT '',
+                shelved_until DOUBLE PRECISION,
+                shelved_by TEXT NOT NULL DEFAULT '',
+                assignee TEXT NOT NULL DEFAULT '',
+                transitions INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (device, alert_id)
+            )""",
+            "CREATE INDEX alert_objects_state_updated ON alert_objects (state, updated_at)",
+            "CREATE INDEX alert_objects_alert_id ON alert_objects (alert_id)",
+            # The transition log as it was: its latest row per alert is the alert's state; an
+            # "acked" transition in a body is the acknowledgement (bodies are compact JSON).
+            """INSERT INTO alert_objects (device, alert_id, title, level, state, opened_at, updated_at,
+                cleared_at, acked_at, transitions)
+            SELECT a.device, COALESCE(a.alert_id, a.id), a.title, a.level, a.state,
+                (SELECT MIN(b.ts) FROM alerts b WHERE b.device = a.device
+                    AND COALESCE(b.alert_id, b.id) = COALESCE(a.alert_id, a.id)),
+                a.ts,
+                CASE WHEN a.state = 'cleared' THEN (SELECT MIN(b.ts) FROM alerts b
+                    WHERE b.device = a.device AND COALESCE(b.alert_id, b.id) = COALESCE(a.alert_id, a.id)
+                    AND b.state = 'cleared') ELSE NULL END,
+                (SELECT MIN(b.ts) FROM alerts b WHERE b.device = a.device
+                    AND COALESCE(b.alert_id, b.id) = COALESCE(a.alert_id, a.id)
+                    AND b.body LIKE '%"transition":"acked"%'),
+                (SELECT COUNT(*) FROM alerts b WHERE b.device = a.device
+                    AND COALESCE(b.alert_id, b.id) = COALESCE(a.alert_id, a.id))
+            FROM alerts a
+            WHERE a.id = (SELECT MAX(c.id) FROM alerts c WHERE c.device = a.device
+                AND COALESCE(c.alert_id, c.id) = COALESCE(a.alert_id, a.id))""",
+            "CREATE INDEX alerts_device_alert ON alerts (device, alert_id)",
+            # What operators did to an alert at the hub (assign, ack and shelve sent, notified).
+            """CREATE TABLE alert_actions (
+                id TEXT PRIMARY KEY,
+                device TEXT NOT NULL,
+                alert_id TEXT NOT NULL,
+                ts DOUBLE PRECISION NOT NULL,
+                action TEXT NOT NULL,
+                operator TEXT NOT NULL DEFAULT '',
+                detail TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX alert_actions_alert ON alert_actions (device, alert_id, ts)",
+            # Who is told of which alerts: a webhook URL or an e-mail address, a minimum level, labels.
+            """CREATE TABLE notify_rules (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                target TEXT NOT NULL,
+                secret TEXT NOT NULL DEFAULT '',
+                min_level TEXT NOT NULL,
+                labels TEXT NOT NULL DEFAULT '{}',
+                created_at DOUBLE PRECISION NOT NULL,
+                created_by TEXT NOT NULL DEFAULT ''
+            )""",
+            # The durable delivery queue: one row per (rule, alert), so an alert notifies each rule once.
+            """CREATE TABLE notifications (
+                id TEXT PRIMARY KEY,
+                rule_id TEXT NOT NULL,
+                device TEXT NOT NULL,
+                alert_id TEXT NOT NULL,
+                level TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_at DOUBLE PRECISION NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                sent_at DOUBLE PRECISION,
+                last_error TEXT NOT NULL DEFAULT '',
+                UNIQUE (rule_id, device, alert_id)
+            )""",
+            "CREATE INDEX notifications_due ON notifications (status, next_at)",
+            # One-time claim tokens of `edge-hub enroll`: only the SHA-256 of a token is kept.
+            """CREATE TABLE enrol_tokens (
+                hash TEXT PRIMARY KEY,
+                labels TEXT NOT NULL DEFAULT '{}',
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                created_by TEXT NOT NULL DEFAULT '',
+                used_at DOUBLE PRECISION,
+                used_by TEXT
+            )""",
+        ),
+    ),
 )
 
 

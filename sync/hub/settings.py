@@ -133,6 +133,30 @@ class IntakeSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    smtp_host: str = setting("", "SMTP server for e-mail notifications (empty: e-mail rules cannot be sent).")
+    smtp_port: int = setting(
+        25, "SMTP port (587 with smtp_starttls, 465 with smtp_tls).", minimum=1, maximum=65535
+    )
+    smtp_starttls: bool = setting(False, "Upgrade the SMTP connection with STARTTLS before logging in.")
+    smtp_tls: bool = setting(False, "Connect to the SMTP server over TLS from the start (port 465).")
+    smtp_user: str = setting("", "SMTP user name (empty: no login).")
+    smtp_password: str = setting("", "SMTP password.", secret=True)
+    smtp_from: str = setting("edge-hub@localhost", "Sender address of notification e-mails.")
+    timeout_s: float = setting(10.0, "Seconds one delivery may take.", minimum=0.5, maximum=300)
+    retry_initial_s: float = setting(
+        2.0,
+        "Delay before the first retry of a failed delivery; doubles each time.",
+        minimum=0.05,
+        maximum=3600,
+    )
+    retry_max_s: float = setting(600.0, "Longest delay between two retries.", minimum=0.1, maximum=86400)
+    max_attempts: int = setting(
+        10, "Deliveries tried before a notification is given up (status failed).", minimum=1, maximum=1000
+    )
+
+
+@dataclass(frozen=True)
 class HubSettings:
     data_dir: str = setting(
         "",
@@ -153,6 +177,7 @@ class HubSettings:
     mqtt: HubMqttSettings = field(default_factory=HubMqttSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     source: str = field(default="<embedded default>", compare=False, metadata={"internal": True})
 
@@ -255,6 +280,7 @@ __all__ = [
     "HubMqttSettings",
     "HubSettings",
     "IntakeSettings",
+    "NotifySettings",
     "derived_client_id",
     "load_hub_settings",
 ]

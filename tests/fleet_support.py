@@ -1,0 +1,277 @@
+"""Real processes for the fleet operator's tests: `edge-hub run`, the CLIs, a webhook receiver, an SMTP server.
+
+Everything runs as the operator runs it: the hub and the agents are separate
+processes started through their CLIs, talking over a real Mosquitto on a free
+loopback port; the webhook receiver is a plain HTTP server on loopback and the
+mail server is aiosmtpd on loopback. Alerts are raised the way a factory box
+raises them: readings with a fault, pushed to the agent's HTTP ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO, free_port
+
+#: a small machine: a short baseline and every level reached at once, so a fault opens at Critical
+MACHINE = {
+    "channels": {"vibration": {"min": 0, "max": 100}, "current": {}, "pressure": {}},
+    "learn_rows": 600,
+    "clear_s": 2.0,
+}
+LEVELS_TOML = "warning = [1.0, 0.0]\nminor = [1.0, 0.0]\nmajor = [1.0, 0.0]\ncritical = [1.0, 0.0]\n"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_HUB_", "EDGE_AGENT_"))}
+    env.update({"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    module: str, args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def hub_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return run_cli("sync.hub.cli", args, env, timeout)
+
+
+def agent_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return run_cli("agent.cli", args, env, timeout)
+
+
+def wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+class Hub:
+    """`edge-hub run` in its own process; ``env`` points the CLI at it (EDGE_HUB_URL, EDGE_HUB_TOKEN)."""
+
+    def __init__(self, data_dir: Path, mqtt_url: str, **env: str) -> None:
+        self.data_dir = Path(data_dir)
+        self.mqtt_url = mqtt_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.data_dir / "hub.log"
+        self.extra = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = clean_env(EDGE_HUB_URL=self.url)
+
+    def local_args(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir), "--db", str(self.data_dir / "hub.db")]
+
+    def start(self, *extra_args: str, timeout: float = 30) -> Hub:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = clean_env(EDGE_HUB_LOG__FORMAT="text", **self.extra)
+        args = [
+            "run",
+            "--mqtt-url",
+            self.mqtt_url,
+            *self.local_args(),
+            "--api-port",
+            str(self.port),
+            *extra_args,
+        ]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sync.hub.cli", *args],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait(self._ready, timeout, f"the hub to be ready\n{self.log()}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the hub exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def make_admin(self, name: str = "alice") -> str:
+        out = hub_cli(["tokens", *self.local_args(), "create", name, "--role", "admin"], self.env)
+        assert out.returncode == 0, out.stderr
+        self.env["EDGE_HUB_TOKEN"] = out.stdout.strip()
+        return self.env["EDGE_HUB_TOKEN"]
+
+    def public_key(self) -> str:
+        out = hub_cli(["keys", "--data-dir", str(self.data_dir), "--json"], {**self.env, "EDGE_HUB_URL": ""})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["public_key"]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return hub_cli(list(args), self.env, timeout)
+
+    def cli_json(self, *args: str) -> Any:
+        out = self.cli(*args, "--json")
+        assert out.returncode == 0, (args, out.stdout, out.stderr)
+        return json.loads(out.stdout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def agent_toml(path: Path, mqtt_url: str, *, trusted_key: str = "", labels: tuple[str, ...] = ()) -> Path:
+    """An agent config: this hub's broker, HTTP readings into one small machine."""
+    channels = "\n".join(
+        f"[sensors.machines.m1.channels.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in spec.items())
+        for name, spec in MACHINE["channels"].items()
+    )
+    sync = "discovery = false\ntelemetry_interval_s = 1.0\n"
+    if trusted_key:
+        sync += f'trusted_keys = ["{trusted_key}"]\n'
+    if labels:
+        sync += "labels = [" + ", ".join(f'"{label}"' for label in labels) + "]\n"
+    path.write_text(
+        f'[mqtt]\nurl = "{mqtt_url}"\n\n[sync]\n{sync}\n[sensors]\nsources = ["http"]\n\n'
+        f"[sensors.machines.m1]\nlearn_rows = {MACHINE['learn_rows']}\nclear_s = {MACHINE['clear_s']}\n"
+        f"{LEVELS_TOML}\n{channels}"
+    )
+    return path
+
+
+def post(url: str, body: Any, token: str = "") -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def raise_alert(api_url: str, *, seed: int = 3) -> None:
+    """Push a baseline and then a pressure spike into machine m1 of the agent at ``api_url``."""
+    from agent.sensors.simulator import Fault, MachineSimulator
+    from agent.sensors.spec import parse_machine
+
+    spec = parse_machine("m1", MACHINE)
+    sim = MachineSimulator(
+        spec, seed=seed, start_ts=time.time() - 200, faults=[Fault("spike", "pressure", 90.0, 3.0)]
+    )
+    ts, X, _ = sim.generate(1400)  # a 60 s baseline, a spike at 90 s, quiet until 140 s
+    rows = [
+        {"ts": t, "values": dict(zip(spec.channel_names, row, strict=True))}
+        for t, row in zip(ts.tolist(), X.tolist(), strict=True)
+    ]
+    for i in range(0, len(rows), 200):
+        status, body = post(api_url + "/v1/sensors/readings", {"machine": "m1", "rows": rows[i : i + 200]})
+        assert status == 202, body
+
+
+class WebhookReceiver:
+    """An HTTP server on loopback that records every POST (headers and body); ``fail_first`` answers 503."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.refused = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if outer.refused < fail_first:
+                    outer.refused += 1
+                    self.send_response(503)
+                else:
+                    outer.received.append((dict(self.headers), body))
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MailServer:
+    """aiosmtpd on a free loopback port, keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        outer = self
+        self.messages: list[Any] = []
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                outer.messages.append(envelope)
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> MailServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+
+__all__ = [
+    "Hub",
+    "MailServer",
+    "WebhookReceiver",
+    "agent_cli",
+    "agent_toml",
+    "clean_env",
+    "hub_cli",
+    "raise_alert",
+    "wait",
+]
