@@ -122,9 +122,12 @@ def build_services(ctx: AgentContext) -> list[Service]:
 
         services.append(PluginService(ctx))
     if licensed(ctx, "sync"):
+        from agent.home_assistant import attach
         from sync.service import build_sync_services
 
-        services.extend(build_sync_services(ctx))
+        sync_services = build_sync_services(ctx)
+        attach(ctx, sync_services)  # Home Assistant discovery in each broker session (sync.ha_discovery)
+        services.extend(sync_services)
     from agent.reports.recorder import RecorderService
     from agent.scheduler.service import SchedulerService
 

@@ -159,6 +159,20 @@ class SyncSettings:
         minimum=1,
         maximum=65535,
     )
+    receipts: bool = setting(
+        True,
+        "Keep each outbox message until the hub's receipt says it is stored (false: until the broker's "
+        "PUBACK, for a broker without edge-hub).",
+    )
+    receipt_timeout_s: float = setting(
+        30.0,
+        "Send a message again when no hub receipt names it within this time (doubles while none come).",
+        minimum=0.5,
+        maximum=3600,
+    )
+    receipt_window: int = setting(
+        2000, "Messages sent and awaiting a hub receipt at most.", minimum=1, maximum=1_000_000
+    )
     protocol: Literal["auto", "5", "3.1.1"] = setting(
         "auto", "MQTT protocol; auto tries 5 and falls back to 3.1.1 when the broker refuses it."
     )
@@ -196,6 +210,15 @@ class SyncSettings:
     command_workers: int = setting(2, "Commands executed at once.", minimum=1, maximum=64)
     log_ring_size: int = setting(
         1000, "Recent log records kept in memory for the 'logs.tail' command.", minimum=0, maximum=100000
+    )
+    ha_discovery: bool = setting(
+        False,
+        "Announce this box to Home Assistant by MQTT discovery on the broker it connects to: machines' "
+        "anomaly and alert level, channel values, open alerts, voice state.",
+    )
+    ha_prefix: str = setting("homeassistant", "Home Assistant's MQTT discovery prefix.")
+    ha_state_interval_s: float = setting(
+        5.0, "At most one channel-values update per machine this often (s).", minimum=0.1, maximum=3600
     )
 
 

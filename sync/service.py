@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.context import AgentContext
@@ -105,6 +105,8 @@ class SyncRuntime:
         self.deployer = self._make_deployer()
         #: set when the reported state changed (config.set): the session publishes it again
         self.state_dirty = asyncio.Event()
+        #: more work for each broker session, run beside the publisher (e.g. agent/home_assistant.py)
+        self.session_tasks: list[Callable[[MqttClient], Awaitable[None]]] = []
         deps = CommandDeps(
             settings=settings,
             outbox=self.outbox,
@@ -314,6 +316,7 @@ class SyncService(Service):
             asyncio.create_task(self._commands(client), name="sync:commands"),
             asyncio.create_task(self._report_state(client), name="sync:state"),
         ]
+        tasks += [asyncio.create_task(_guarded(run, client), name="sync:session-task") for run in rt.session_tasks]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -341,6 +344,17 @@ class SyncService(Service):
                 # written to the inbox (or refused) before the broker hears we have it
                 await self.rt.processor.handle(message.topic, message.payload)
             client.ack(message)
+
+
+async def _guarded(run: Callable[[MqttClient], Awaitable[None]], client: MqttClient) -> None:
+    """A session task that fails is logged and ends; the session (publisher, commands) goes on."""
+    try:
+        await run(client)
+    except (asyncio.CancelledError, MqttError):
+        raise  # the session is ending, or the connection went: the session's own handling applies
+    except Exception:
+        log.exception("a session task (%s) failed; the sync session goes on without it", run)
+    await asyncio.Event().wait()  # a finished task must not end the session
 
 
 class TelemetryService(Service):
