@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -296,6 +297,13 @@ class Residualizer:
         self.level = np.where(self.mode == 2, self.level, moving)
         self.slow_level = self._ewma(self.slow_level, X, normal, self.alpha / 4.0)
 
+    def reanchor(self, levels: dict[int, float]) -> None:
+        """Move channels' levels to where they settled after an excursion (``regime.ReturnWatch``)."""
+        for c, v in levels.items():
+            self.level[c] = self.slow_level[c] = v
+            if self.mode[c] == 0:  # the AR state restarts at the new level
+                self.prev[:, c] = self.last_x[c] - v
+
     @staticmethod
     def _ewma(level: np.ndarray, X: np.ndarray, normal: np.ndarray, alpha: float) -> np.ndarray:
         a = np.where(normal, alpha, 0.0)  # (n, C)
@@ -304,7 +312,7 @@ class Residualizer:
         w = a * np.exp(after)
         return np.asarray(np.exp(keep.sum(axis=0)) * level + (w * X).sum(axis=0))
 
-    def describe(self) -> list[dict[str, float]]:
+    def describe(self) -> list[dict[str, Any]]:
         return [
             {
                 "model": MODELS[int(self.mode[c])],

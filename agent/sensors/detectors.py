@@ -172,6 +172,13 @@ class Cusum:
         sizes = [TailCalibrator().fit(size[:, j], p_star) for j in range(self.n_levels)]
         return sums + ewmas + sizes
 
+    def reset(self, channels: Sequence[int]) -> None:
+        """Restart the sums and EWMAs of these channels' inputs (a re-anchored level)."""
+        chan = self.columns[: self.C]
+        for j, c in enumerate(chan):
+            if c in channels:
+                self.state[j] = [0.0, 0.0, 0.0]
+
     def raw(self, X: np.ndarray) -> tuple[np.ndarray, Shares]:
         Z = (X - self.center) / self.scale
         n, C = Z.shape

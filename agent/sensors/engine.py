@@ -37,9 +37,11 @@ from agent.sensors.calibrate import (
 from agent.sensors.detectors import Cusum, PcaT2Q, Quality, RobustZ, robust_center_scale
 from agent.sensors.forecast import Forecast, TrendForecaster
 from agent.sensors.model_detectors import AeDetector, AePublisher, IForestDetector
+from agent.sensors.regime import ReturnWatch
 from agent.sensors.spec import MachineSpec
 
 CLEAR_MIN, CLEAR_MAX = 0.5, 0.9  # bounds of the clearing level, as a fraction of the Warning threshold
+RETURN_STEP = 8  # rows per scoring step while a channel is held (how promptly a return re-arms it)
 
 __all__ = ["AeDetector", "AePublisher", "IForestDetector", "MachineEngine", "Scores"]
 
@@ -107,6 +109,7 @@ class MachineEngine:
         self.limit_state = np.zeros(self.C)
         self.detectors: dict[str, Calibrated] = {}
         self.resid = Residualizer(self.C)
+        self.returns = ReturnWatch(self.C)
         self.calibration: dict[str, Any] = {}
         self.clear_level = CLEAR_MIN
         self.level_views: list[int] = []
@@ -225,6 +228,11 @@ class MachineEngine:
         self.clear_level = min(max(typical, CLEAR_MIN), CLEAR_MAX)
         self.quality.fit(data, rate, per_sample_budget(budget, rate, 2 * self.C))
         self.resid = resid
+        lam = np.array([c.params.ewma_lambda for c in self.spec.channels])
+        # a level held as long as the baseline lasted accepts the state it is in (a new regime)
+        self.returns = ReturnWatch(self.C).fit(
+            (data[split:] - resid.level) / resid.level_sigma, lam, max_hold=float(len(data))
+        )
         self.calibration = {
             "false_alarms_per_day": budget,
             "fit_rows": int(split),
@@ -281,9 +289,30 @@ class MachineEngine:
                 self._forecasts(),
             )
         rows = filled if complete.all() else np.where(np.isnan(filled), self.center, filled)
+        combined = np.zeros(n)
+        pos = 0
+        while pos < n:  # while a channel is held, short steps: a return re-arms it promptly
+            end = min(n, pos + RETURN_STEP) if self.returns.watching else n
+            part = self._score(rows[pos:end], complete[pos:end], contrib[pos:end])
+            combined[pos:end] = part[0]
+            for name, s in part[1].items():
+                det_scores.setdefault(name, np.zeros(n))[pos:end] = s
+            pos = end
+        normal = complete & (combined < FREEZE_SCORE)
+        deviation = (rows - self.center) / self.scale
+        self._keep_recent(filled[normal], ts)
+        return Scores(
+            ts, X, combined, det_scores, contrib, deviation, stuck, dropout, limit, self._forecasts()
+        )
+
+    def _score(
+        self, rows: np.ndarray, complete: np.ndarray, contrib: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Detector scores of complete-or-filled ``rows``; fills ``contrib``; adapts the levels."""
         L = self.resid.levels(rows)
         R = self.resid.transform(rows)
         RL = np.hstack([R, L[:, self.level_views]]) if "cusum" in self.detectors else R
+        det_scores: dict[str, np.ndarray] = {}
         for name, cd in list(self.detectors.items()):
             try:
                 s, per = cd.score(RL if name == "cusum" else R, self.C)
@@ -295,15 +324,22 @@ class MachineEngine:
             w = self.weights.get(name, 1.0)
             det_scores[name] = s * w
             np.maximum(contrib, per * w, out=contrib)
-        combined = np.max(np.vstack(list(det_scores.values())), axis=0) if det_scores else zeros
-        normal = complete & (combined < FREEZE_SCORE)
+        combined = np.max(np.vstack(list(det_scores.values())), axis=0) if det_scores else np.zeros(len(rows))
         # each channel's level follows only its own rows that scored normal: a fault is never learned
-        self.resid.adapt(rows, (contrib < FREEZE_SCORE) & complete[:, None])
-        deviation = (rows - self.center) / self.scale
-        self._keep_recent(filled[normal], ts)
-        return Scores(
-            ts, X, combined, det_scores, contrib, deviation, stuck, dropout, limit, self._forecasts()
-        )
+        normal = (contrib < FREEZE_SCORE) & complete[:, None]
+        self.resid.adapt(rows, normal)
+        # watched: the level each channel's sums are taken around (the slow level of a channel modelled
+        # on its differences); a relation to the other channels has no level of its own to re-anchor
+        mode = self.resid.mode
+        held = ~normal & (mode != 2)
+        ref = np.where(mode == 1, self.resid.slow_level, self.resid.level)
+        back = self.returns.update(rows, held, ref, self.resid.level_sigma)
+        if back:  # came back inside the normal band after an excursion: re-anchored, sums restarted
+            self.resid.reanchor(back)
+            cusum = self.detectors.get("cusum")
+            if cusum is not None:
+                cusum.det.reset(list(back))
+        return combined, det_scores
 
     def _learn(self, rows: np.ndarray, ts: np.ndarray) -> None:
         if rows.size:
@@ -373,7 +409,7 @@ class MachineEngine:
             "fitted_at": self.fitted_at,
             "fit_seconds": round(self.fit_seconds, 3),
             "false_alarms_per_day": self.spec.false_alarms_per_day,
-            "calibration": dict(self.calibration),
+            "calibration": {**self.calibration, **self.returns.describe()},
             "thresholds": {name: self._thresholds(cd) for name, cd in self.detectors.items()},
             "channels": [
                 {
