@@ -151,7 +151,7 @@ def _ours_drain(d: Path, port: int, envs: list, tag: str) -> float:
     ob.put_many([(TOPIC, e, Priority.TELEMETRY) for e in envs])
 
     async def go() -> float:
-        pub = Publisher(ob)
+        pub = Publisher(ob, receipts=False)  # the broker-side drain; with hub receipts: bench_delivery
         opts = MqttOptions(url=f"mqtt://127.0.0.1:{port}", client_id=f"bench-ours-{tag}", inflight=WINDOW)
         async with MqttClient(opts) as client:
             t = time.perf_counter()

@@ -204,6 +204,8 @@ class FleetResult:
     #: wall time from the common start to the last PUBACK, per worker (s)
     publish_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: with ``receipts``: seconds from each publish to the hub's receipt naming it, at the device
+    receipt_latencies: list[float] = field(default_factory=list)
 
     @property
     def publish_rate(self) -> float:
@@ -211,13 +213,39 @@ class FleetResult:
 
 
 def fleet_worker(
-    port: int, device_ids: list[str], messages: int, interval_s: float, release: Any, out: Any
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    interval_s: float,
+    release: Any,
+    out: Any,
+    receipts: bool = False,
 ) -> None:
     """Spawned process body: connect ``device_ids`` (states online), report ready, wait until the parent
-    sets ``release.value`` (the common start time), publish telemetry, report what was acknowledged."""
+    sets ``release.value`` (the common start time), publish telemetry, report what was acknowledged.
+
+    ``receipts``: each device also subscribes to its hub receipts (sync/receipts.py) and the time from
+    each publish to the receipt naming it is reported (waiting up to 30 s for the last ones)."""
+    from sync import receipts as receipt_codec
+
     clients: list[tuple[str, mqtt.Client]] = []
     published = 0
     started = time.time()
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def on_receipt(client: Any, userdata: Any, msg: Any) -> None:
+        now = time.time()
+        receipt = receipt_codec.decode(msg.payload)
+        if receipt is None:
+            return
+        with lock:
+            for message_id in receipt.stored:
+                at = sent_at.pop(message_id, None)
+                if at is not None:
+                    latencies.append(now - at)
+
     try:
         for dev in device_ids:
             c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=dev, protocol=mqtt.MQTTv311)
@@ -226,6 +254,9 @@ def fleet_worker(
             c.will_set(topics.device_topic(dev, "state"), will.encode(), qos=1, retain=True)
             c.connect("127.0.0.1", port, keepalive=60)
             c.loop_start()
+            if receipts:
+                c.on_message = on_receipt
+                c.subscribe(topics.receipt_topic(dev), qos=1)
             clients.append((dev, c))
         infos = []
         for dev, c in clients:
@@ -245,13 +276,20 @@ def fleet_worker(
                 time.sleep(due - time.time())
             for dev, c in clients:
                 env = Envelope(kind="telemetry", device=dev, body={"seq": i, "cpu": 12.5, "temp_c": 48.0})
+                if receipts:
+                    with lock:
+                        sent_at[env.id] = time.time()
                 infos.append(c.publish(topics.device_topic(dev, "telemetry"), env.encode(), qos=1))
         for info in infos:
             info.wait_for_publish(60)
             published += 1
-        out.put(("done", published, time.time() - started, ""))
+        elapsed = time.time() - started
+        deadline = time.monotonic() + 30
+        while receipts and sent_at and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out.put(("done", published, elapsed, "", latencies))
     except Exception as exc:
-        out.put(("done", published, time.time() - started, f"{type(exc).__name__}: {exc}"))
+        out.put(("done", published, time.time() - started, f"{type(exc).__name__}: {exc}", latencies))
     finally:
         for _, c in clients:
             with contextlib.suppress(Exception):
@@ -272,8 +310,10 @@ class Fleet:
         messages: int = 10,
         interval_s: float = 0.0,
         prefix: str = "sim",
+        receipts: bool = False,
     ) -> None:
         self.port = port
+        self.receipts = receipts
         self.ids = [f"{prefix}-{i:04d}" for i in range(devices)]
         self.processes = processes
         self.messages = messages
@@ -299,7 +339,7 @@ class Fleet:
         for ids in groups:
             p = self._ctx.Process(
                 target=fleet_worker,
-                args=(self.port, ids, self.messages, self.interval_s, release, self._queue),
+                args=(self.port, ids, self.messages, self.interval_s, release, self._queue, self.receipts),
                 daemon=True,
             )
             p.start()
@@ -317,9 +357,10 @@ class Fleet:
             release.value = time.time() + 0.05
             result = FleetResult(devices=len(self.ids), published=0)
             for _ in groups:
-                kind, published, elapsed, error = self._get(timeout, "publish")
+                kind, published, elapsed, error, latencies = self._get(timeout, "publish")
                 result.published += published
                 result.publish_s.append(elapsed)
+                result.receipt_latencies.extend(latencies)
                 if error:
                     result.errors.append(error)
             return result
