@@ -121,6 +121,9 @@ class SyncRuntime:
             state_changed=self.state_dirty.set,
         )
         self.registry = builtin_registry(deps)
+        from agent.plugins.commands import register_plugin_commands
+
+        register_plugin_commands(self.registry, settings)  # plugins.list/enable/disable/remove/logs
         self.processor = CommandProcessor(
             device=self.device,
             store=ctx.store,

@@ -48,6 +48,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "agent.api.voice_routes",
     "agent.api.openai_routes",
     "agent.api.jobs_routes",
+    "agent.api.plugins_routes",
 )
 
 _STATUS_CODES = {

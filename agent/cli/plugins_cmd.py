@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -107,40 +106,10 @@ def _known(store: Any, name: str) -> Any:
         raise SystemExit(_usage(str(exc))) from None
 
 
-def rows_for(store: Any) -> list[dict[str, Any]]:
-    """One entry per plugin: catalog, enabled state and the daemon's last report, merged."""
-    catalog = store.catalog()
-    state, status = store.read_state(), store.read_status()
-    live = status.get("plugins", {}) if time.time() - status.get("updated_at", 0) < 30 else {}
-    out = []
-    for name, available in sorted(catalog.items()):
-        entry, report = state.get(name, {}), live.get(name, {})
-        enabled = bool(entry.get("enabled"))
-        if available.problem:
-            shown = "refused"
-        elif report.get("state") and (enabled or report["state"] in ("refused", "disabled")):
-            shown = report["state"]
-        else:
-            shown = "enabled" if enabled else "disabled"
-        out.append(
-            {
-                **available.manifest.to_dict(),
-                "origin": available.origin,
-                "signed_by": available.key_id,
-                "enabled": enabled,
-                "state": shown,
-                "reason": available.problem or report.get("last_error") or entry.get("reason", ""),
-                "pid": report.get("pid", 0),
-                "restarts": report.get("restarts", 0),
-                "readings": report.get("readings", 0),
-                "counters": report.get("plugin", {}),
-            }
-        )
-    return out
-
-
 def list_plugins(args: argparse.Namespace) -> int:
-    rows = rows_for(_store(args))
+    from agent.plugins.manage import listing
+
+    rows = listing(load_settings(args.config))
     if args.json:
         print_json(rows)
         return 0
@@ -181,26 +150,22 @@ def install(args: argparse.Namespace) -> int:
 
 
 def enable(args: argparse.Namespace) -> int:
-    from agent.plugins.host import plugin_settings
+    from agent.plugins import manage
 
-    settings = load_settings(args.config)
-    store = _store(args)
-    available = _known(store, args.name)
-    if available.problem:
-        return _usage(f"plugin {args.name} cannot run: {available.problem}")
-    stored = store.read_state().get(args.name, {}).get("settings")
+    values = None
     if args.settings is not None:
         from agent.config import read_toml
 
         try:
-            stored = read_toml(args.settings)
+            values = read_toml(args.settings)
         except ConfigError as exc:
             return _usage(str(exc))
     try:
-        plugin_settings(settings, available, stored)
+        manage.enable(load_settings(args.config), args.name, values)
+    except (BadRequestError, NotFoundError) as exc:
+        return _usage(str(exc))
     except ConfigError as exc:
         return _usage(f"plugin {args.name} not enabled: {exc}")
-    store.set_enabled(args.name, True, settings=stored if args.settings is not None else None)
     return _said(args, {"name": args.name, "enabled": True}, f"enabled {args.name}")
 
 

@@ -106,6 +106,7 @@ class PluginService(Service):
         try:
             while True:
                 await self.reconcile()
+                self._wire_voice()
                 self._write_status()
                 await asyncio.sleep(POLL_S)
         finally:
@@ -254,6 +255,27 @@ class PluginService(Service):
                     if "sink" in kinds or "detector" in kinds:
                         proc.send_event(event.type, data)
 
+    def _wire_voice(self) -> None:
+        """Offer the running skills to the voice assistant's dialogue (asked before its LLM)."""
+        engines = getattr(getattr(self.ctx, "voice", None), "engines", None)
+        dialogue = getattr(engines, "dialogue", None)
+        if dialogue is None or not hasattr(dialogue, "skills"):
+            return
+        skills = any("skill" in p.spec["kinds"] for p, _, _ in self.running.values())
+        dialogue.skills = self.skill_reply if skills else None
+
+    async def skill_reply(self, text: str) -> str | None:
+        """The first skill's answer to ``text``, or None (a failing or slow skill never blocks a turn)."""
+        try:
+            answer = await asyncio.wait_for(self.ask_skill(text), 3.0)
+        except (NotFoundError, asyncio.TimeoutError):
+            return None
+        except Exception as exc:
+            log.warning("voice skill failed: %s", exc)
+            return None
+        reply = answer.get("reply")
+        return reply if isinstance(reply, str) and reply else None
+
     async def ask_skill(
         self, text: str, intent: str = "", slots: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -261,7 +283,13 @@ class PluginService(Service):
         for name, (proc, _, _) in self.running.items():
             if "skill" not in proc.spec["kinds"] or proc.state != "running":
                 continue
-            answer = await proc.call("skill.handle", {"text": text, "intent": intent, "slots": slots or {}})
+            try:
+                answer = await proc.call(
+                    "skill.handle", {"text": text, "intent": intent, "slots": slots or {}}
+                )
+            except Exception as exc:  # a skill that fails or is slow: the next one is asked
+                log.warning("skill %s did not answer: %s", name, exc, extra={"plugin": name})
+                continue
             if answer is not None:
                 return {"plugin": name, "reply": answer}
         raise NotFoundError("no running skill plugin answered that", code="no_skill")

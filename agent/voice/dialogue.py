@@ -10,7 +10,7 @@ can't help with that" rather than silence.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from agent.voice.intents import IntentCatalog, IntentMatch
@@ -23,7 +23,7 @@ NO_LLM = "Sorry, I can only operate the car's functions."
 @dataclass
 class TurnResult:
     text: str = ""
-    source: str = "none"  # intent | llm | none
+    source: str = "none"  # intent | skill | llm | none
     intent: IntentMatch | None = None
     first_piece_at: float | None = None  # perf_counter of the first text piece
     stop: bool = False  # the user said "stop" / "cancel"
@@ -33,6 +33,8 @@ class Dialogue:
     def __init__(self, catalog: IntentCatalog, llm: LlmChat | None = None) -> None:
         self.catalog = catalog
         self.llm = llm
+        #: voice-skill plugins (agent/plugins), asked before the LLM; set by the plugins service
+        self.skills: Callable[[str], Awaitable[str | None]] | None = None
 
     async def respond(self, text: str, conversation: str, result: TurnResult) -> AsyncIterator[str]:
         """Text pieces of the answer; ``result`` is filled in as the turn goes."""
@@ -47,6 +49,12 @@ class Dialogue:
             if match.answer:
                 yield match.answer
             return
+        if self.skills is not None:
+            reply = await self.skills(text)
+            if reply:
+                result.first_piece_at, result.source, result.text = time.perf_counter(), "skill", reply
+                yield reply
+                return
         if self.llm is None:
             result.first_piece_at = time.perf_counter()
             result.text = NO_LLM
