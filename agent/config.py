@@ -164,7 +164,7 @@ def build_settings(cls: type, data: Mapping[str, Any], source: str, prefix: str)
         f = fields[name]
         key = prefix + name
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key} must be a table ([{key}]), got {_describe(value)}")
             values[name] = build_settings(hint, value, source, key + ".")
@@ -392,11 +392,12 @@ def reference_rows(cls: type = Settings, prefix: str = "") -> list[tuple[str, st
         if f.metadata.get("internal"):
             continue
         hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             rows.extend(reference_rows(hint, prefix + f.name + "."))
             continue
         type_name = _expected(hint, f)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        factory = f.default_factory
+        default = f.default if factory is dataclasses.MISSING else factory()
         rows.append((prefix + f.name, type_name, repr(default), f.metadata.get("doc", "")))
     return rows
 

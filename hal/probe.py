@@ -21,7 +21,17 @@ from hal.probe_fs import Tree
 from hal.probe_io import probe_audio, probe_serial
 from hal.probe_runtimes import ask_engines
 from hal.probe_thermal import probe_thermal
-from hal.profile import BoardInfo, CpuInfo, HardwareProfile, MemoryInfo, RuntimeInfo, ThermalInfo
+from hal.profile import (
+    Accelerator,
+    AudioDevice,
+    BoardInfo,
+    CpuInfo,
+    HardwareProfile,
+    MemoryInfo,
+    RuntimeInfo,
+    SerialPort,
+    ThermalInfo,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,7 +61,8 @@ def probe(root: str | os.PathLike[str] = "/", *, runtimes: bool = True) -> Hardw
     unknown: tuple[CpuInfo, dict[str, str]] = (CpuInfo("unknown", "unknown CPU"), {})
     cpu, cpuinfo_extra = _guarded(tree, "cpu", lambda: probe_cpu(tree), unknown)
     board = _guarded(tree, "board", lambda: probe_board(tree, cpuinfo_extra), BoardInfo())
-    accelerators = _guarded(tree, "accelerators", lambda: detect(tree, cpu, board), [])
+    no_accelerators: list[Accelerator] = []
+    accelerators = _guarded(tree, "accelerators", lambda: detect(tree, cpu, board), no_accelerators)
     runtime_infos: tuple[RuntimeInfo, ...] = ()
     if runtimes and tree.live:
         engines = ask_engines()
@@ -62,8 +73,10 @@ def probe(root: str | os.PathLike[str] = "/", *, runtimes: bool = True) -> Hardw
         runtime_infos = tuple(engines.runtimes)
     memory = _guarded(tree, "memory", lambda: probe_memory(tree), MemoryInfo())
     thermal = _guarded(tree, "thermal", lambda: probe_thermal(tree), ThermalInfo())
-    audio = _guarded(tree, "audio", lambda: probe_audio(tree), ())
-    serial = _guarded(tree, "serial", lambda: probe_serial(tree), ())
+    no_audio: tuple[AudioDevice, ...] = ()
+    no_serial: tuple[SerialPort, ...] = ()
+    audio = _guarded(tree, "audio", lambda: probe_audio(tree), no_audio)
+    serial = _guarded(tree, "serial", lambda: probe_serial(tree), no_serial)
     kernel = tree.read("/proc/sys/kernel/osrelease") or (os.uname().release if tree.live else "")
     return HardwareProfile(
         cpu=cpu,

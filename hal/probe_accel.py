@@ -80,7 +80,7 @@ def _cpu(cpu: CpuInfo) -> Accelerator:
 
 
 def _nvidia(tree: Tree, cards: list[DrmCard]) -> list[Accelerator]:
-    found = []
+    found: list[Accelerator] = []
     for info in tree.glob("/proc/driver/nvidia/gpus/*/information"):
         fields = dict(
             (k.strip(), v.strip())

@@ -288,17 +288,18 @@ class Dispatcher:
             started = time.perf_counter()
             result: Any = None
             error: BaseException | None = None
+            session = job.session
             try:
-                assert job.session is not None and job.feed is not None
-                out = job.session.run(job.feed)
+                assert session is not None and job.feed is not None
+                out = session.run(job.feed)
                 run_s = time.perf_counter() - started
                 job.pool.observe(run_s, self._ceiling)
                 result = (out, Timing(started - job.queued_at, run_s))
             except BaseException as exc:  # handed to the caller, who sees the engine's own error
                 error = exc
             with self._cond:
-                if job.kind == -1:
-                    job.pool.free.append(job.session)
+                if job.kind == -1 and session is not None:
+                    job.pool.free.append(session)
                     self._grant_checkouts(job.pool)
                 self._post(job.future, result, error)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -43,7 +44,7 @@ from models.choose import DEFAULT_POLICY, Choice, Policy
 from models.dispatch import Dispatcher, Pool
 from models.loaded import LoadedModel, Loader, ModelRecord
 from models.scheduling import Priority
-from models.store import ModelStore
+from models.store import ModelCatalog
 
 if TYPE_CHECKING:
     from runtimes.base import Runtime, Session
@@ -102,7 +103,7 @@ class ModelManager:
 
     def __init__(
         self,
-        store: ModelStore,
+        store: ModelCatalog,
         settings: ManagerSettings = ManagerSettings(),
         *,
         profile: Any = None,
@@ -249,7 +250,7 @@ class ModelManager:
         if task is None:
             task = asyncio.create_task(self._load(name, version), name=f"load-model-{name}")
             self._loading[name] = task
-            task.add_done_callback(lambda t, n=name: self._load_done(n, t))
+            task.add_done_callback(functools.partial(self._load_done, name))
         return await asyncio.shield(task)
 
     def _load_done(self, name: str, task: asyncio.Task[LoadedModel]) -> None:

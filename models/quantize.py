@@ -203,7 +203,7 @@ def load_calibration(path: Path, inputs: tuple[TensorSpec, ...]) -> list[dict[st
 def _reader(samples: list[dict[str, Any]]) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
-    class ListReader(CalibrationDataReader):  # type: ignore[misc]
+    class ListReader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it: Iterator[dict[str, Any]] = iter(samples)
 

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from agent.core.errors import BadRequestError, ConflictError, NotFoundError, StoreError
 from models.manifest import MANIFEST_FILE, NAME_RE, VERSION_RE, Manifest, SignedManifest, parse_manifest_json
@@ -123,6 +124,18 @@ def _check_version(version: str) -> None:
         raise BadRequestError(f"model version {version!r} is not valid")
 
 
+class ModelCatalog(Protocol):
+    """What the manager reads of a store: ``ModelStore``, or the voice catalogue laid over one."""
+
+    def names(self) -> list[str]: ...
+
+    def versions(self, name: str) -> list[str]: ...
+
+    def active_version(self, name: str) -> str | None: ...
+
+    def get(self, name: str, version: str | None = None) -> InstalledModel: ...
+
+
 class ModelStore:
     """Installed models under one root directory. Safe across processes (flock)."""
 
@@ -175,7 +188,7 @@ class ModelStore:
         )
 
     def list(self, name: str | None = None) -> list[InstalledModel]:
-        out = []
+        out: list[InstalledModel] = []
         for n in [name] if name else self.names():
             pointer = self._pointer(n)
             out.extend(self._read(n, v, pointer) for v in self.versions(n))

@@ -196,5 +196,6 @@ def encode_npz(outputs: Mapping[str, Any]) -> bytes:
     import numpy as np
 
     fh = io.BytesIO()
-    np.savez(fh, **{k: np.asarray(v) for k, v in outputs.items()})
+    arrays: dict[str, Any] = {k: np.asarray(v) for k, v in outputs.items()}
+    np.savez(fh, **arrays)
     return fh.getvalue()

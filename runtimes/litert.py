@@ -142,7 +142,7 @@ class LiteRtRuntime(Runtime):
             return interpreter
         except ImportError as first:
             try:
-                from tflite_runtime import interpreter  # type: ignore[no-redef]
+                from tflite_runtime import interpreter
 
                 self.package = "tflite-runtime"
                 return interpreter

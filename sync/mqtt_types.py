@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigError, UnavailableError
@@ -112,14 +112,14 @@ class MqttOptions:
         )
 
     @property
-    def endpoint(self) -> tuple[str, int, bool, str]:
+    def endpoint(self) -> tuple[str, int, bool, Literal["tcp", "websockets"]]:
         """(host, port, tls, transport)."""
         parts = urlsplit(self.url)
         if parts.scheme not in ("mqtt", "mqtts", "ws", "wss") or not parts.hostname:
             raise ConfigError(f"mqtt url {self.url!r}: expected mqtt://host:port or mqtts://host:port")
         tls = parts.scheme in ("mqtts", "wss")
         default = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}[parts.scheme]
-        transport = "websockets" if parts.scheme in ("ws", "wss") else "tcp"
+        transport: Literal["tcp", "websockets"] = "websockets" if parts.scheme in ("ws", "wss") else "tcp"
         return parts.hostname, parts.port or default, tls, transport
 
 

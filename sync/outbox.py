@@ -62,7 +62,7 @@ class OutboxMessage:
 
 
 _PRIOS = frozenset(Priority)
-_ENQUEUED = {p: metrics.OUTBOX_ENQUEUED.labels(name) for p, name in PRIORITY_NAMES.items()}
+_ENQUEUED: dict[int, Any] = {p: metrics.OUTBOX_ENQUEUED.labels(name) for p, name in PRIORITY_NAMES.items()}
 _INSERT = "INSERT INTO sync_outbox (seq, id, topic, payload, size, expires) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -191,7 +191,9 @@ class Outbox:
         rows: list[list[Any]] = []
         prios: list[int] = []
         total_size = 0
-        expiry = {p: (now + t if t > 0 else None) for p in Priority for t in [self._ttl(p, ttl_s)]}
+        expiry: dict[int, float | None] = {
+            p: (now + t if t > 0 else None) for p in Priority for t in [self._ttl(p, ttl_s)]
+        }
         for topic, envelope, priority in items:
             if priority not in expiry:
                 check_priority(priority)
@@ -420,8 +422,8 @@ class Outbox:
             "SELECT reason, priority, count FROM sync_outbox_drops"
         ):
             dropped.setdefault(reason, {})[PRIORITY_NAMES[Priority(priority)]] = int(n)
-        for priority, n in self.rejected.items():
-            dropped.setdefault("rejected", {})[PRIORITY_NAMES[Priority(priority)]] = n
+        for rejected_prio, n in self.rejected.items():
+            dropped.setdefault("rejected", {})[PRIORITY_NAMES[Priority(rejected_prio)]] = n
         return {
             "messages": sum(c for c, _ in counts.values()),
             "bytes": sum(b for _, b in counts.values()),

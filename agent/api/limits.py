@@ -81,7 +81,7 @@ class ConnectionGuard:
         self.live.pop(conn, None)
 
 
-class GuardedRequestHandler(RequestHandler):  # type: ignore[type-arg]
+class GuardedRequestHandler(RequestHandler):
     def __init__(self, manager: Any, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard

@@ -17,7 +17,7 @@ from agent.core.jsonbody import read_json
 from agent.errors import BadRequestError, DiskFullError, UnavailableError
 
 
-def _service(request: web.Request):  # type: ignore[no-untyped-def]
+def _service(request: web.Request):
     from agent.sensors.service import sensor_service
 
     return sensor_service(request.app[CTX])

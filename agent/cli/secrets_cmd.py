@@ -129,7 +129,7 @@ def unset_secret(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit(settings, action: str, name: str) -> None:  # type: ignore[no-untyped-def]
+def _audit(settings, action: str, name: str) -> None:
     store = open_store(settings)
     try:
         AuditLog(store).append(cli_actor(), action, f"setting:{name}")

@@ -461,7 +461,7 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_thresholds(m: dict) -> None:  # type: ignore[type-arg]
+def _print_thresholds(m: dict) -> None:
     """The calibrated thresholds of one machine: what each statistic watches, its limit, where it came from."""
     cal = m.get("calibration") or {}
     if not cal:

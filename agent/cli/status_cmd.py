@@ -57,7 +57,7 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _disk_line(disk: dict) -> str:  # type: ignore[type-arg]
+def _disk_line(disk: dict) -> str:
     """The data disk's state; when low or full, what that means and what to do."""
     state = str(disk.get("state", "?"))
     line = (
@@ -73,7 +73,7 @@ def _disk_line(disk: dict) -> str:  # type: ignore[type-arg]
     return line
 
 
-def _hub_line(mqtt: dict) -> str:  # type: ignore[type-arg]
+def _hub_line(mqtt: dict) -> str:
     """The hub link as the operator needs it: the broker link, what waits, when the hub last confirmed."""
     import time
 

@@ -205,7 +205,7 @@ def settings_class(manifest: Manifest) -> type:
             f = field(default_factory=lambda d=default: dict(d), metadata={"doc": s.doc})
             fields_.append((s.name, dict[str, Any], f))
             continue
-        hint = Literal[s.choices] if s.type == "choice" else _TYPES[s.type]  # type: ignore[valid-type]
+        hint = Literal[s.choices] if s.type == "choice" else _TYPES[s.type]
         fields_.append((s.name, hint, setting(s.default, s.doc, minimum=s.minimum, maximum=s.maximum)))
     cls = dataclasses.make_dataclass(
         f"{manifest.name.title().replace('-', '')}PluginSettings", fields_, frozen=True

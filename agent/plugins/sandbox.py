@@ -146,7 +146,7 @@ def _addresses(host: str) -> set[str]:
     if not host:
         return set()
     try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)} | {host}
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)} | {host}
     except OSError:
         return {host}
 

@@ -92,7 +92,7 @@ class SchedulerService(Service):
         super().__init__()
         self.ctx = ctx
         self.scheduler = scheduler or Scheduler(ctx.store, ctx.bus, gate=ResourceGate())
-        ctx.scheduler = self.scheduler  # type: ignore[attr-defined]
+        ctx.scheduler = self.scheduler
         from agent.scheduler.builtin import builtin_jobs
 
         builtins = {j.name: j for j in builtin_jobs(ctx)}

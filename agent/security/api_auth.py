@@ -278,7 +278,7 @@ def _unauthorized(message: str) -> web.Response:
 
 
 @web.middleware
-async def security_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def security_middleware(request: web.Request, handler):
     guard = request.app[GUARD]
     resource = request.match_info.route.resource
     path = resource.canonical if resource is not None else request.path

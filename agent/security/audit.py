@@ -135,7 +135,8 @@ class AuditLog:
     ) -> list[AuditEntry]:
         """The newest entries first."""
         sql = "SELECT id, ts, actor, action, target, detail, hash FROM audit"
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if actor:
             where.append("actor = ?")
             params.append(actor)

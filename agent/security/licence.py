@@ -144,7 +144,7 @@ class LicenceChecker:
         body = doc.get("licence") if isinstance(doc, dict) else None
         if not isinstance(body, dict) or body.get("kind") != KIND:
             return LicenceStatus(False, "not an edge-agent licence file", gated=self.gated)
-        info = {
+        info: dict[str, Any] = {
             "licence_id": str(body.get("id", "")),
             "issued_to": str(body.get("issued_to", "")),
             "features": tuple(body.get("features") or ()),

@@ -34,7 +34,8 @@ class Fetcher(Protocol):
 
 
 def read_limited(stream: Any, name: str, max_length: int) -> bytes:
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         chunk = stream.read(min(65536, max_length + 1 - total))
         if not chunk:

@@ -206,7 +206,7 @@ class _Builder:
             stack.append((right, data[~go_left], depth + 1))
         return root
 
-    def arrays(self) -> tuple[np.ndarray, ...]:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return (
             np.asarray(self.feature, dtype=np.int64),
             np.asarray(self.threshold, dtype=np.float64),

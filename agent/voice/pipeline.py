@@ -519,7 +519,7 @@ class VoicePipeline:
 
     async def _start_reply(
         self, pieces: AsyncIterator[str], kind: str, *, speed: float | None, prelude=None
-    ) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+    ) -> asyncio.Task[None]:
         await self.interrupt(kind)
         stamps = Stamps()
 

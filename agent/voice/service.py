@@ -317,7 +317,7 @@ class VoiceService(Service):
 
     async def run(self) -> None:
         if self.ctx is not None:
-            self.ctx.voice = self  # type: ignore[attr-defined]  # the API finds the service here
+            self.ctx.voice = self  # the API finds the service here
         try:
             await self.start_engines()
             self.ready.set()

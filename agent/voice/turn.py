@@ -154,7 +154,7 @@ async def speak(
     return "".join(text_parts).strip(), played
 
 
-def _end(queue: asyncio.Queue) -> None:  # type: ignore[type-arg]
+def _end(queue: asyncio.Queue) -> None:
     """Mark the end of a queue without waiting: drop the oldest item when it is full."""
     if queue.full():
         queue.get_nowait()

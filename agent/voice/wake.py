@@ -153,7 +153,7 @@ class WakeDetector:
         from pymicro_features import MicroFrontend
 
         fe = MicroFrontend()
-        frames = []
+        frames: list[Any] = []
         silence = bytes(320)
         while len(frames) < FLUSH_MS // 10:
             result = fe.process_samples(silence)

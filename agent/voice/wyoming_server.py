@@ -315,7 +315,7 @@ class ConnectionHandler:
         assert self._pipeline is not None and self._pipeline_audio is not None
         queue = self._pipeline_audio
 
-        async def audio():  # type: ignore[no-untyped-def]
+        async def audio():
             while (pcm := await queue.get()) is not None:
                 yield pcm
 

@@ -32,7 +32,7 @@ def install_console(app: web.Application) -> None:
     guard = app[GUARD]
     limiter = RateLimiter(1.0, 5)
 
-    async def authenticate(token: str):  # type: ignore[no-untyped-def]
+    async def authenticate(token: str):
         return guard.tokens.authenticate(token)
 
     console = Console("edge-agent", authenticate, guard.tokens_required, Sessions(), limiter.take)

@@ -153,7 +153,7 @@ def require_viewer(request: web.Request) -> web.Response | None:
     raise web.HTTPSeeOther(f"/login?next={quote(target, safe='/')}")
 
 
-def login_handlers(renderer: Renderer) -> tuple:  # type: ignore[type-arg]
+def login_handlers(renderer: Renderer) -> tuple:
     async def login_page(request: web.Request) -> web.Response:
         if viewer_of(request) is not None and not request.query.get("again"):
             raise web.HTTPSeeOther(safe_next(request.query.get("next", "/")))
@@ -229,7 +229,7 @@ async def _no_icon(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
 
 
-def page_handler(renderer: Renderer, page: Page, script: str):  # type: ignore[no-untyped-def]
+def page_handler(renderer: Renderer, page: Page, script: str):
     async def handler(request: web.Request) -> web.Response:
         require_viewer(request)
         return renderer.page(request, page, script, **dict(request.match_info))

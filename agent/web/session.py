@@ -135,7 +135,7 @@ def same_origin(request: web.Request) -> bool:
 
 
 @web.middleware
-async def console_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def console_middleware(request: web.Request, handler):
     console: Console = request.app[CONSOLE]
     if is_console_path(request.path):
         if request.method not in _SAFE and not same_origin(request):

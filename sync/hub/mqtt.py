@@ -180,7 +180,7 @@ class HubMqtt:
 
     # ------------------------------------------------------------ paho callbacks (its thread)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("broker %s refused the connection: %s", self.settings.url, reason_code)
             return
@@ -216,7 +216,7 @@ class HubMqtt:
         if not self._subscribe:
             self.ready.set()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if mid != self._sub_mid:
             return
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -230,16 +230,16 @@ class HubMqtt:
         if self.connected.is_set():
             self.client.unsubscribe(topic)
 
-    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect_fail(self, client, userdata) -> None:
         log.warning("cannot reach the broker %s; retrying (readyz stays 503 meanwhile)", self.settings.url)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         self.ready.clear()
         if not self._stopping:
             log.warning("lost the broker %s (%s); reconnecting", self.settings.url, reason_code)
 
-    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+    def _on_message(self, client, userdata, message) -> None:
         if self._on_incoming is None or self._stopping:
             return  # not acknowledged: redelivered to this session, or lost with a clean one
         if not message.retain and message.qos:

@@ -48,7 +48,7 @@ def install_console(app: web.Application) -> None:
     hub = app[HUB]
     limiter = RateLimiter(1.0, 5)
 
-    async def authenticate(token: str):  # type: ignore[no-untyped-def]
+    async def authenticate(token: str):
         return await asyncio.to_thread(hub.tokens.authenticate, token)
 
     console = Console("edge-hub", authenticate, lambda: True, Sessions(), limiter.take)
