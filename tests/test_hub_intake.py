@@ -291,3 +291,36 @@ def test_the_hub_keeps_its_session_by_default_across_a_restart(broker, tmp_path:
     finally:
         dev.stop()
         hub.stop()
+
+
+def test_receipts_name_new_duplicate_and_refused_ids(broker, db_url, start_hub, tmp_path: Path) -> None:
+    """After each commit the hub tells the device what it stored, duplicates included, and what it
+    refused for good; state messages (not kept in an outbox) get none."""
+    from sync import receipts
+
+    hub = start_hub(hub_settings(tmp_path, broker, db_url))
+    got: list[receipts.Receipt] = []
+    listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="box-3-receipts")
+    listener.on_message = lambda c, u, m: got.append(receipts.decode(m.payload))  # type: ignore[arg-type]
+    listener.connect("127.0.0.1", broker.port)
+    listener.subscribe(topics.receipt_topic("box-3"), qos=1)
+    listener.loop_start()
+    pub = _publisher(broker.port)
+    try:
+        time.sleep(0.3)  # the SUBACK
+        env = Envelope(kind="event", device="box-3", body={"n": 1})
+        bad = Envelope(kind="alert", device="box-3", body={"no": "level"})
+        state = Envelope(kind="state", device="box-3", body={"online": True})
+        for topic, e in (("events", env), ("events", env), ("alerts", bad), ("state", state)):
+            pub.publish(topics.device_topic("box-3", topic), e.encode(), qos=1).wait_for_publish(5)
+        wait_for(
+            lambda: sum(len(r.stored) for r in got) >= 2 and any(r.rejected for r in got), what="receipts"
+        )
+        time.sleep(0.3)
+        stored = [i for r in got for i in r.stored]
+        assert stored == [env.id, env.id]  # the duplicate is receipted again: the device may let go of it
+        assert {k: v for r in got for k, v in r.rejected.items()} == {bad.id: "bad_schema"}
+        assert hub.count("SELECT COUNT(*) AS n FROM messages WHERE id = ?", (env.id,)) == 1
+    finally:
+        pub.loop_stop()
+        listener.loop_stop()
