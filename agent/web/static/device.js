@@ -22,6 +22,13 @@
       const hw = info.hardware || {};
       const hardware = {};
       for (const [k, v] of Object.entries(hw)) hardware[k.replace(/_/g, " ")] = v;
+      try {
+        const th = (await api("/v1/hardware")).thermal || {};
+        const temps = (th.zones || []).filter((z) => z.temp_c !== null && z.temp_c !== undefined);
+        hardware.temperature = temps.length ? temps.map((z) => `${z.type} ${z.temp_c.toFixed(0)} °C`).join(", ") : "no thermal zones";
+        const fw = th.firmware;
+        hardware.throttling = fw ? (Object.entries(fw).filter(([k, v]) => v === true).map(([k]) => k.replace(/_/g, " ")).join(", ") || "none") : "not reported";
+      } catch (e) { hardware.temperature = e.message; }
       C.kv($("hardware"), hardware);
       C.kv($("device"), { "device id": info.device_id, version: info.version, uptime: `${Math.round(info.uptime_s)} s`, config: info.config_source, "schema version": info.schema_version });
       try {
@@ -173,10 +180,18 @@
   /* ------------------------------------------------------------------ voice */
   async function voice() {
     try {
-      const st = await api("/v1/voice/status", { quiet401: false });
-      const flat = {};
-      for (const [k, v] of Object.entries(st)) flat[k.replace(/_/g, " ")] = v;
-      C.kv($("vstatus"), flat);
+      const st = await api("/v1/voice/status");
+      const problems = Object.entries(st.problems || {});
+      C.kv($("vstatus"), {
+        state: st.state,
+        "wake words": (st.wake_words || []).join(", ") || "–",
+        "end of speech": st.end_of_speech_ms === undefined ? "–" : `${st.end_of_speech_ms} ms of silence`,
+        loaded: Object.entries(st.loaded || {}).map(([k, v]) => `${k} (${Number(v).toFixed(1)} s)`).join(", ") || "none",
+        installed: (st.models || []).filter((m) => m.installed).map((m) => `${m.task}: ${m.name}`).join(", ") || "none",
+        microphone: st.source || "none (browser push-to-talk only)",
+        speaker: st.sink || "none",
+        problems: problems.length ? problems.map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("; ") : "none",
+      });
     } catch (e) { C.kv($("vstatus"), { voice: e.message }); }
     const turns = $("turns").tBodies[0];
     let cur = null;
@@ -187,16 +202,15 @@
       while (turns.rows.length > 50) turns.deleteRow(-1);
     };
     const level = $("level");
-    const meter = coalesce(() => {});
-    socket("/v1/events?types=voice.level,voice.state,voice.asr.transcript,voice.reply,voice.timings,voice.error", (ev) => {
+    socket("/v1/events?types=voice.level,voice.state,voice.asr.transcript,voice.reply.token,voice.reply,voice.timings,voice.error", (ev) => {
       if (ev.type === "voice.level") {
         const pct = Math.max(0, Math.min(100, ((ev.rms_dbfs + 90) / 90) * 100));
         level.querySelector("span").style.width = pct.toFixed(0) + "%";
         level.setAttribute("aria-valuenow", Math.round(ev.rms_dbfs));
         $("level-text").textContent = `${ev.rms_dbfs.toFixed(0)} dBFS`;
-        meter();
       } else if (ev.type === "voice.state") $("vstate").textContent = ev.state;
       else if (ev.type === "voice.asr.transcript") { row(); cur.transcript = ev.text; row(); }
+      else if (ev.type === "voice.reply.token") { row(); cur.answer = (cur.answer || "") + ev.text; row(); }
       else if (ev.type === "voice.reply") { row(); cur.answer = ev.text; row(); }
       else if (ev.type === "voice.timings") { row(); cur.turn = ev.turn; cur.spans = ev.spans_ms; row(); cur = null; }
       else if (ev.type === "voice.error") C.toast(ev.message, "bad");
