@@ -15,7 +15,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import BadRequestError, UnavailableError
+from agent.core.errors import BadRequestError, UnavailableError
 
 if TYPE_CHECKING:
     from sync.commands import CommandDeps, CommandRegistry, CommandRequest

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.report_cmd",
     "agent.cli.plugins_cmd",
     "agent.cli.voice_cmd",
+    "agent.cli.enroll_cmd",
     "agent.cli.keys_cmd",
     "agent.cli.tokens_cmd",
     "agent.cli.secrets_cmd",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.errors import BadRequestError, ConflictError, NotFoundError
+from agent.core.errors import BadRequestError, ConflictError, NotFoundError
 from sync.envelope import new_id
 from sync.hub.db import HubDB, Tx
 from sync.hub.validate import Accepted, alert_fields

@@ -445,8 +445,9 @@ def create_hub_app(hub: HubContext) -> web.Application:
     from sync.hub import auth
     from sync.hub.api_admin import ADMIN_ROUTES
     from sync.hub.api_alerts import ALERT_ROUTES
+    from sync.hub.api_enroll import ENROL_ROUTES
 
-    routes = [*ROUTES, *ADMIN_ROUTES, *ALERT_ROUTES]
+    routes = [*ROUTES, *ADMIN_ROUTES, *ALERT_ROUTES, *ENROL_ROUTES]
     app = web.Application(middlewares=[error_middleware], client_max_size=hub.settings.api.max_body_bytes)
     app[HUB] = hub
     app[MAX_BODY_BYTES] = hub.settings.api.max_body_bytes

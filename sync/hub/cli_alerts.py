@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from agent.cli.output import print_json, table
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 
 #: ULIDs start with 10 characters of milliseconds: shorter starts would all look alike
 MIN_SHORT_ID = 12

@@ -37,6 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tls-cert", metavar="PEM", help="certificate for HTTPS on the API (api.tls_cert)")
     p.add_argument("--tls-key", metavar="PEM", help="its private key (api.tls_key)")
+    p.add_argument(
+        "--advertise",
+        action="store_true",
+        help="announce this hub on the LAN (zeroconf _edge-hub._tcp: the broker devices use and this API), "
+        "so agents with no mqtt.url find it",
+    )
+    p.add_argument(
+        "--advertise-interface",
+        action="append",
+        metavar="ADDR",
+        help="announce on this address only (repeatable; default: every interface, as this host's address)",
+    )
     p.set_defaults(handler=run)
 
     k = sub.add_parser(
@@ -102,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     setup_logging(settings.log.level, settings.log.format)
-    return asyncio.run(HubService(settings).run())
+    if not args.advertise:
+        return asyncio.run(HubService(settings).run())
+    from sync.hub.advertise import advertised
+
+    with advertised(settings, args.advertise_interface or []):
+        return asyncio.run(HubService(settings).run())
 
 
 def _remote(args: argparse.Namespace) -> Any:

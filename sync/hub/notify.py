@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.errors import BadRequestError, ConflictError, NotFoundError
+from agent.core.errors import BadRequestError, ConflictError, NotFoundError
 from sync.envelope import new_id
 from sync.hub.alerts import LEVELS, level_rank
 from sync.hub.db import HubDB, TransientDBError, Tx

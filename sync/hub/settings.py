@@ -157,6 +157,21 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class EnrolSettings:
+    mqtt_url: str = setting(
+        "",
+        "Broker URL given to devices at enrolment and named in the LAN advertisement (run --advertise); "
+        "empty: mqtt.url. Set it when the hub reaches the broker by another address than devices do.",
+    )
+    token_ttl_s: float = setting(
+        3600.0, "How long a claim token of `edge-hub enroll` stays valid.", minimum=60, maximum=30 * 86400
+    )
+    advertise_name: str = setting(
+        "", "This hub's name in the zeroconf advertisement (empty: edge-hub-<host name>)."
+    )
+
+
+@dataclass(frozen=True)
 class HubSettings:
     data_dir: str = setting(
         "",
@@ -178,6 +193,7 @@ class HubSettings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     log: LogSettings = field(default_factory=LogSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    enroll: EnrolSettings = field(default_factory=EnrolSettings)
 
     source: str = field(default="<embedded default>", compare=False, metadata={"internal": True})
 
@@ -202,6 +218,11 @@ class HubSettings:
         """Where the CLI reaches this hub's API."""
         host = "127.0.0.1" if self.api.host in ("0.0.0.0", "::", "") else self.api.host
         return f"{'https' if self.api.tls_cert else 'http'}://{host}:{self.api.port}"
+
+    @property
+    def device_mqtt_url(self) -> str:
+        """The broker URL devices are given (enrolment, LAN advertisement)."""
+        return self.enroll.mqtt_url or self.mqtt.url
 
     @property
     def public_base_url(self) -> str:
@@ -276,6 +297,7 @@ def load_hub_settings(
 
 
 __all__ = [
+    "EnrolSettings",
     "HubApiSettings",
     "HubMqttSettings",
     "HubSettings",
