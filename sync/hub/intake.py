@@ -16,7 +16,7 @@ bounded by statements, not by fsyncs. The order within a transaction:
 
 Messages are acknowledged to the broker only after their batch committed (or
 after they were rejected): an unacknowledged message is the broker's to
-redeliver. Between the commit and those acks, each device gets a RECEIPT
+redeliver. After the commit and those acks, each device gets a RECEIPT
 (``sync/receipts.py``): the ids of its messages now stored, new ones and
 duplicates alike (a device re-sends what no receipt named, and must hear
 again that it is stored), and the ids refused for good. The device deletes
@@ -177,16 +177,18 @@ class Intake:
             outcome.merge(self._store_with_retry(accepted))
         committed_at = time.time()
         self._account(batch, outcome, committed_at)
-        self._send_receipts(outcome)
         for msg in batch:
             if msg.qos:
                 self._ack(msg)
+        # after the acks, so the broker's window to us opens first; a crash in between only means the
+        # device sends those again after its timeout, and they are receipted as duplicates then
+        self._send_receipts(outcome)
         if self._on_committed is not None and outcome.stored:
             self._on_committed(outcome.stored, committed_at)
         return outcome
 
     def _send_receipts(self, outcome: BatchOutcome) -> None:
-        """Each device's receipt, after the commit and before the broker's acks.
+        """Each device's receipt, after the commit (and the broker's acks).
 
         A receipt that cannot go out (the broker is away) is harmless: the
         device sends those messages again after its timeout, and they are
