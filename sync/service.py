@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.context import AgentContext
+from agent.errors import EdgeAgentError
 from agent.supervisor import Service
 from sync import topics
 from sync.commands import CommandDeps, builtin_registry
@@ -345,7 +347,14 @@ class SyncService(Service):
                 self.rt.publisher.on_receipt(message.payload)
             else:
                 # written to the inbox (or refused) before the broker hears we have it
-                await self.rt.processor.handle(message.topic, message.payload)
+                try:
+                    await self.rt.processor.handle(message.topic, message.payload)
+                except (sqlite3.Error, EdgeAgentError) as exc:
+                    # not in the inbox, so not acknowledged: the broker sends it again on the next
+                    # connection (MQTT redelivers only then), so this one ends
+                    raise MqttError(
+                        f"a command could not be recorded ({exc}); reconnecting to receive it again"
+                    ) from None
             client.ack(message)
 
 
