@@ -172,14 +172,15 @@ class SensorService(Service):
                     await task
 
     def _outbox(self) -> Any:
+        """The daemon's one outbox (``ctx.outbox``; made there once when the context has none)."""
         outbox = getattr(self.ctx, "outbox", None)
         if outbox is not None:
             return outbox
         try:
-            from sync.outbox import Outbox, OutboxLimits
+            from sync.service import outbox_for
         except ImportError:  # pragma: no cover - a build without sync/: alerts stay local
             return None
-        return Outbox(self.ctx.store, OutboxLimits.from_settings(self.ctx.settings.sync))
+        return outbox_for(self.ctx)
 
     def _ae_publisher(self) -> Any:
         manager = getattr(self.ctx, "models", None)

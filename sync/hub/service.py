@@ -42,8 +42,12 @@ class HubService:
         *,
         instance_id: str | None = None,
         on_committed: Callable[[list[Accepted], float], None] | None = None,
+        receipts: bool = True,
     ) -> None:
+        """``receipts``: tell each device what was stored (sync/receipts.py); off only for the bench's
+        PUBACK-only peer."""
         self.settings = settings
+        self._receipts = receipts
         #: an extra intake hook (messages stored, commit time), e.g. the bench's latency recorder
         self._extra_committed = on_committed
         # a stable id, so the broker keeps this instance's session (and what devices publish) while it is away
@@ -92,7 +96,13 @@ class HubService:
             if extra is not None:
                 extra(stored, at)
 
-        self.intake = Intake(self.intake_db, s.intake, ack=self.mqtt.ack, on_committed=committed)
+        self.intake = Intake(
+            self.intake_db,
+            s.intake,
+            ack=self.mqtt.ack,
+            on_committed=committed,
+            receipts=self.mqtt.send_receipt if self._receipts else None,
+        )
         bundles = BundleStore(
             self.api_db, s.bundles_path, s.public_base_url, s.api.max_bundle_bytes, self.keys
         )
