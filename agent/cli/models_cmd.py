@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="print JSON")
     c = cmd("keygen", "make an Ed25519 key pair for signing models", keygen)
     c.add_argument("--out", type=Path, help="private key file (default: <data_dir>/keys/model_signing.key)")
+    from agent.cli import models_pack_cmd
+
+    models_pack_cmd.register(msub)  # pack DIR, sign DIR: making a bundle
 
 
 # -- helpers ----------------------------------------------------------------------------------------------

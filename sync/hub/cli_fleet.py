@@ -126,10 +126,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=deployments)
 
-    from sync.hub import cli_alerts, cli_enroll
+    from sync.hub import cli_alerts, cli_bundle, cli_enroll
 
     cli_alerts.register(sub)  # alerts (one row each; show/ack/shelve/assign) and notify
     cli_enroll.register(sub)
+    cli_bundle.register(sub)
 
 
 def _client(args: argparse.Namespace, timeout: float = 10.0) -> Any:
