@@ -324,6 +324,10 @@ def test_live_chart_alert_within_2s_ack_and_viewer_refused(box: Box, browser: An
     status, shown = request(f"{box.url}/v1/alerts/{alert_id}", token=box.tokens["admin"])
     assert status == 200 and shown["acked_at"] and shown["acked_by"] == "console-operator"
     assert "acked" in [h["transition"] for h in shown["history"]]
+    # the last hour: samples stored by the report recorder, before the live ones
+    page.get_by_role("button", name="1 h").click()
+    wait(lambda: int(chart.get_attribute("data-history") or 0) > 0, 15, "stored samples on the chart")
+    assert page.get_by_role("button", name="1 h").get_attribute("aria-pressed") == "true"
     context.close()
 
 

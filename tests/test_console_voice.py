@@ -110,6 +110,12 @@ def test_push_to_talk_streams_the_microphone_and_shows_the_turn(
         assert row.locator("td.answer").inner_text() not in ("", "…")
         assert page.locator("#vstate").inner_text() in ("idle", "speaking", "listening")
         assert len(levels) > 2, levels
+        latency = page.locator("#latency")
+        deadline = time.monotonic() + 20  # the report recorder writes turns in 2 s batches
+        while latency.get_attribute("data-turns") in (None, "0"):
+            assert time.monotonic() < deadline, "no latency histogram after the turn"
+            time.sleep(0.2)
+        assert "speech end → transcript" in latency.inner_text()
         shoot(page, "device-voice-turn")
         context.close()
     finally:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,75 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(read))
 
 
+_WINDOWS = (300, 3600, 6 * 3600, 24 * 3600)
+_POINTS = 400
+
+
+def _query_int(request: web.Request, key: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
+    try:
+        value = int(request.query.get(key, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{key} must be an integer") from None
+    if allowed is not None and value not in allowed:
+        raise web.HTTPBadRequest(text=f"{key} must be one of {', '.join(map(str, allowed))}")
+    return value
+
+
+async def history(request: web.Request) -> web.Response:
+    """A machine's stored samples (the report recorder's, from the bus) over ``window`` s, averaged
+    into at most 400 buckets: the chart's hours, where the live feed gives its last minutes."""
+    _need(request, "viewer")
+    machine = request.query.get("machine", "")
+    if not machine or len(machine) > 200:
+        raise web.HTTPBadRequest(text="machine is required (a machine name from /ui/machines)")
+    window = _query_int(request, "window", 300, _WINDOWS)
+    store = request.app[CTX].store
+    bucket = max(window / _POINTS, 0.1)
+
+    def read() -> dict[str, Any]:
+        since = time.time() - window
+        try:
+            rows = store.query(
+                "SELECT channel, CAST(ts / ? AS INTEGER) AS b, AVG(value) AS v FROM report_samples "
+                "WHERE machine = ? AND ts >= ? GROUP BY channel, b ORDER BY b",
+                (bucket, machine, since),
+            )
+        except Exception as exc:  # a store without the recorder's table: no history, said plainly
+            return {"ts": [], "values": {}, "note": f"no stored samples ({exc})"}
+        buckets = sorted({r["b"] for r in rows})
+        index = {b: i for i, b in enumerate(buckets)}
+        values: dict[str, list[float | None]] = {}
+        for r in rows:
+            series = values.setdefault(r["channel"], [None] * len(buckets))
+            series[index[r["b"]]] = None if r["v"] is None else round(r["v"], 6)
+        return {"ts": [round((b + 0.5) * bucket, 3) for b in buckets], "values": values, "bucket_s": bucket}
+
+    return web.json_response({"machine": machine, "window": window, **await asyncio.to_thread(read)})
+
+
+async def voice_latency(request: web.Request) -> web.Response:
+    """The last 500 voice turns' latencies (the report recorder's), for the voice page's histograms."""
+    _need(request, "viewer")
+    store = request.app[CTX].store
+
+    def read() -> dict[str, Any]:
+        try:
+            rows = store.query(
+                "SELECT ts, asr_ms, reply_ms, first_audio_ms, total_ms FROM report_voice ORDER BY ts DESC LIMIT 500"
+            )
+        except Exception:
+            return {"turns": 0, "stages": {}}
+        stages = {
+            k: [r[k] for r in rows if r[k] is not None] for k in ("asr_ms", "reply_ms", "first_audio_ms")
+        }
+        return {"turns": len(rows), "stages": stages}
+
+    return web.json_response(await asyncio.to_thread(read))
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ui/history", history)
+    app.router.add_get("/ui/voice/latency", voice_latency)
     app.router.add_get("/ui/machines", machines)
     app.router.add_get("/ui/logs", logs_feed)
     app.router.add_get("/ui/audit", audit)

@@ -43,7 +43,6 @@
 
   /* ------------------------------------------------------------------ sensors */
   const COLORS = ["#5ab0ff", "#7ee787", "#d2a8ff", "#ffa657", "#79c0ff", "#ff7b72", "#a5d6ff", "#f2cc60"];
-  const WINDOW_S = 300;
 
   function makeChart(machine, holder) {
     const channels = machine.channels;
@@ -94,6 +93,7 @@
       ],
       hooks: { draw: [draw] },
     };
+    let windowS = 300;
     const chart = new uPlot(opts, data, holder);
     new ResizeObserver(() => chart.setSize({ width: Math.max(280, holder.clientWidth - 8), height: opts.height })).observe(holder);
     const redraw = coalesce(() => chart.setData(data));
@@ -103,13 +103,26 @@
         data[0].push(ev.reading_ts);
         channels.forEach((c, i) => data[i + 1].push(ev.values[c] ?? null));
         data[channels.length + 1].push(ev.score);
-        const cutoff = ev.reading_ts - WINDOW_S;
+        const cutoff = ev.reading_ts - windowS;
         while (data[0].length && data[0][0] < cutoff) data.forEach((s) => s.shift());
         holder.dataset.points = String(data[0].length);
         holder.dataset.score = String(ev.score);
         redraw();
       },
       alert(a) { alerts.set(a.id, a); redraw(); chart.redraw(false); },
+      /* stored samples (averaged buckets) before the live ones; the score is live-only */
+      history(h, seconds) {
+        windowS = seconds;
+        const live = data[0].length ? data[0][0] : Infinity;
+        const keep = h.ts.map((t, i) => (t < live ? i : -1)).filter((i) => i >= 0);
+        const head = [keep.map((i) => h.ts[i]), ...channels.map((c) => keep.map((i) => (h.values[c] || [])[i] ?? null)), keep.map(() => null)];
+        for (let s = 0; s < data.length; s++) data[s] = head[s].concat(data[s]);
+        const cutoff = (data[0].length ? data[0][data[0].length - 1] : Date.now() / 1000) - seconds;
+        while (data[0].length && data[0][0] < cutoff) data.forEach((x) => x.shift());
+        holder.dataset.points = String(data[0].length);
+        holder.dataset.history = String(keep.length);
+        chart.setData(data);
+      },
     };
   }
 
@@ -171,6 +184,15 @@
       render();
     };
     await load();
+    const range = async (seconds) => {
+      for (const b of document.querySelectorAll(".range button")) b.setAttribute("aria-pressed", String(b.dataset.window === String(seconds)));
+      await Promise.all([...charts.entries()].map(async ([name, c]) => {
+        try { c.history(await api(`/ui/history?machine=${encodeURIComponent(name)}&window=${seconds}`), seconds); }
+        catch (e) { C.toast(`${name}: ${e.message}`, "bad"); }
+      }));
+    };
+    for (const b of document.querySelectorAll(".range button")) b.addEventListener("click", () => range(Number(b.dataset.window)));
+    await range(300);
     socket("/v1/events?types=sensor.reading," + ALERT_TYPES + "&queue=1024", (ev) => {
       if (ev.type === "sensor.reading") { const c = charts.get(ev.machine); if (c) c.push(ev); }
       else if (ev.alert) seen(ev.alert);
@@ -215,8 +237,31 @@
       else if (ev.type === "voice.timings") { row(); cur.turn = ev.turn; cur.spans = ev.spans_ms; row(); cur = null; }
       else if (ev.type === "voice.error") C.toast(ev.message, "bad");
     });
+    const histograms = coalesce(() => latency().catch(() => {}), 2500);  // after the recorder's 2 s batch
+    await latency();
+    socket("/v1/events?types=voice.timings", histograms);
     if (!can("operator")) { for (const n of document.querySelectorAll(".op-only")) n.remove(); return; }
     pushToTalk($("ptt"), $("ptt-status"));
+  }
+
+  /* Per-stage latency histograms of the recent turns (the report recorder's table). */
+  async function latency() {
+    const { turns, stages } = await api("/ui/voice/latency");
+    const names = { asr_ms: "speech end → transcript", reply_ms: "transcript → first token", first_audio_ms: "speech end → first audio" };
+    const box = $("latency");
+    box.dataset.turns = String(turns);
+    if (!turns) { box.replaceChildren(el("p", { class: "muted", text: "No turns recorded yet." })); return; }
+    box.replaceChildren(...Object.entries(stages).map(([k, xs]) => {
+      const sorted = [...xs].sort((a, b) => a - b);
+      const q = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : 0);
+      const hi = q(0.99) || 1, bins = new Array(12).fill(0);
+      for (const x of xs) bins[Math.min(11, Math.floor((x / hi) * 12))]++;
+      const top = Math.max(1, ...bins);
+      const bars = el("div", { class: "hist", role: "img", "aria-label": `${names[k] || k}: median ${Math.round(q(0.5))} ms, 90th percentile ${Math.round(q(0.9))} ms over ${xs.length} turns` },
+        ...bins.map((n) => { const b = el("span"); b.style.height = `${(100 * n) / top}%`; return b; }));
+      return el("div", { class: "histrow" }, el("b", { text: names[k] || k }), bars,
+        el("span", { class: "muted", text: `median ${Math.round(q(0.5))} ms · p90 ${Math.round(q(0.9))} ms · 0–${Math.round(hi)} ms · ${xs.length} turns` }));
+    }));
   }
 
   /* Hold the button: the microphone streams to /v1/voice/ws (listen mode); the reply is played. */
