@@ -8,9 +8,22 @@ reads "transcript after 310 ms, first audio after 840 ms" directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import ClassVar
 
 from agent.bus import Event
+
+
+class PipelineState(str, Enum):
+    """Where a pipeline is in a turn; a ``str`` so it compares and serialises as its name."""
+
+    IDLE = "idle"  # only the wake word runs
+    LISTENING = "listening"  # VAD and ASR run on the utterance
+    THINKING = "thinking"  # the reply task transcribes and asks the dialogue
+    SPEAKING = "speaking"  # the reply plays; the wake word or "stop" interrupts it
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True, kw_only=True)

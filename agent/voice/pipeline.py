@@ -1,10 +1,11 @@
-"""The voice pipeline's state machine: wake → VAD → ASR → dialogue → TTS, with barge-in.
+"""The voice pipeline's input state machine: wake → VAD → ASR, then a reply, with barge-in.
 
-States: ``idle`` (only the wake word runs: the always-on cost is two tiny
-models), ``listening`` (VAD and ASR run on the utterance), ``thinking`` and
-``speaking`` (the reply task runs; input keeps flowing, so the wake word — or
-"stop" — interrupts it). The input loop never waits for a reply: audio is
-consumed as it arrives and replies run as a task beside it.
+States (``PipelineState``): ``idle`` (only the wake word runs: the always-on
+cost is two tiny models), ``listening`` (VAD and ASR run on the utterance),
+``thinking`` and ``speaking`` (the reply task runs, ``replies.py``; input
+keeps flowing, so the wake word — or "stop", ``stopword.py`` — interrupts it).
+The input loop never waits for a reply: audio is consumed as it arrives and
+replies run as a task beside it.
 
 Bounds: an utterance is cut at ``max_utterance_s`` (ten minutes of speech
 without a pause cost the same memory as fifteen seconds); listening gives up
@@ -18,24 +19,24 @@ one Wyoming connection); the engines (``VoiceEngines``) are shared.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent.bus import Bus, Event
 from agent.errors import EdgeAgentError
 from agent.voice import metrics
-from agent.voice.asr import AsrEngine, AsrStream, PartialTranscript, Transcript
+from agent.voice.asr import AsrEngine, AsrStream, PartialTranscript
 from agent.voice.audio import BYTES_PER_MS
-from agent.voice.dialogue import Dialogue, TurnResult
-from agent.voice.events import PipelineStateChanged, ReplyDone, TurnTimings, VoiceError
+from agent.voice.dialogue import Dialogue
+from agent.voice.events import PipelineState, PipelineStateChanged, VoiceError
 from agent.voice.frontend import AudioCleaner, LevelMeter
-from agent.voice.postprocess import PostProcessor, normalize
-from agent.voice.turn import Stamps, one_piece, speak
+from agent.voice.postprocess import PostProcessor
+from agent.voice.replies import Replies
+from agent.voice.stopword import STOP_MAX_MS, STOP_WORDS, StopWordWatcher
+from agent.voice.turn import Stamps, one_piece
 from agent.voice.vad import Segmenter, VoiceActivity, VoiceStarted, VoiceStopped
 from agent.voice.wake import Detection, WakeDetector
 
@@ -46,9 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_agent.voice")
 
-STOP_WORDS = frozenset({"stop", "cancel", "be quiet", "quiet", "shut up", "enough", "never mind", "stop it"})
-#: a stop command is short: longer speech during a reply is not one
-STOP_MAX_MS = 2500
+__all__ = ["STOP_MAX_MS", "STOP_WORDS", "PipelineConfig", "PipelineState", "VoiceEngines", "VoicePipeline"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class VoicePipeline:
         self.sink = sink
         self.stream = stream
         self.bus = bus
-        self.state = "idle"
+        self.state = PipelineState.IDLE
         self.audio_ms = 0.0
         self.turns = 0
         self.listeners: list[Listener] = []
@@ -121,20 +120,17 @@ class VoicePipeline:
         self.finished = asyncio.Event()
         self.last_timings: dict[str, float] = {}
         self.max_buffered_bytes = 0
+        self.replies = Replies(self)
+        self.stop_words: StopWordWatcher | None = None
         self._wake: WakeDetector | None = None
         self._vad: VoiceActivity | None = None
-        self._stop_vad: VoiceActivity | None = None
         self._asr: AsrStream | None = None
         self._utt = bytearray()
         self._preroll: deque[bytes] = deque()
         self._preroll_bytes = 0
-        self._stop_audio = bytearray()
         self._listen_since_ms = 0.0
         self._speech = False
         self._stamps = Stamps()
-        self._reply: asyncio.Task[None] | None = None
-        self._side: set[asyncio.Task[None]] = set()
-        self._protected = False  # a major/critical alert is not barged in
 
     # -- events ------------------------------------------------------------------------------
 
@@ -146,12 +142,16 @@ class VoicePipeline:
             if result is not None:
                 await result
 
-    async def _set_state(self, state: str, reason: str = "") -> None:
+    async def set_state(self, state: PipelineState, reason: str = "") -> None:
         if state != self.state:
             self.state = state
             await self.emit(
-                PipelineStateChanged(source="voice", stream=self.stream, state=state, reason=reason)
+                PipelineStateChanged(source="voice", stream=self.stream, state=state.value, reason=reason)
             )
+
+    async def fail(self, exc: EdgeAgentError) -> None:
+        log.error("voice pipeline %s: %s", self.stream, exc)
+        await self.emit(VoiceError(source="voice", stream=self.stream, code=exc.code, message=str(exc)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -176,22 +176,22 @@ class VoicePipeline:
             self.stream,
             self.engines.vad_model,
         )
-        self._stop_vad = VoiceActivity(
+        self.stop_words = StopWordWatcher(
             manager,
-            Segmenter(cfg.vad_threshold, 300, max_utterance_ms=STOP_MAX_MS + 500),
-            self.stream,
-            self.engines.vad_model,
+            self.engines.asr,
+            stream=self.stream,
+            vad_model=self.engines.vad_model,
+            vad_threshold=cfg.vad_threshold,
+            duck_db=cfg.duck_db,
+            on_stop=self._stop_said,
         )
         if cfg.start == "listen":
             await self.listen("push_to_talk")
 
     async def close(self) -> None:
         await self.interrupt("closed")
-        for task in list(self._side):
-            task.cancel()
-        for task in list(self._side):
-            with contextlib.suppress(BaseException):
-                await task
+        if self.stop_words is not None:
+            await self.stop_words.close()
         if self._asr is not None:
             await self._asr.cancel()
             self._asr = None
@@ -210,14 +210,11 @@ class VoicePipeline:
     async def end_of_input(self) -> None:
         """The audio ended: finish the utterance in progress and let the reply complete."""
         await self.finish_utterance("end_of_stream")
-        reply = self._reply
-        if reply is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await reply
+        await self.replies.wait()
 
     async def finish_utterance(self, reason: str = "client") -> None:
         """End the utterance being listened to now (the client stopped sending, or let go of the button)."""
-        if self.state != "listening":
+        if self.state != PipelineState.LISTENING:
             return
         if self._speech or len(self._utt) > 300 * BYTES_PER_MS:
             self._stamps.mark("speech_end")
@@ -238,13 +235,16 @@ class VoicePipeline:
                 await self.emit(level)
         self.audio_ms += len(pcm) / BYTES_PER_MS
         self._remember(pcm)
-        if self._wake is not None and (self.state == "idle" or self.config.barge_in):
+        state = self.state
+        if self._wake is not None and (state == PipelineState.IDLE or self.config.barge_in):
             for detection in await self._wake.process(pcm):
                 await self._on_wake(detection)
-        if self.state == "listening":
+            state = self.state
+        if state == PipelineState.LISTENING:
             await self._listen(pcm)
-        elif self.state in ("thinking", "speaking") and self.config.stop_words and not self._protected:
-            await self._watch_for_stop(pcm)
+        elif state in _BUSY and self.config.stop_words and not self.replies.protected:
+            assert self.stop_words is not None
+            await self.stop_words.watch(pcm, self._preroll, self.sink)
 
     def _remember(self, pcm: bytes) -> None:
         self._preroll.append(pcm)
@@ -256,17 +256,17 @@ class VoicePipeline:
     async def _on_wake(self, detection: Detection) -> None:
         metrics.WAKE_DETECTIONS.labels(detection.name).inc()
         await self.emit(detection)
-        if self.state == "listening":
+        if self.state == PipelineState.LISTENING:
             return
-        if self.state in ("thinking", "speaking"):
-            if self._protected:
+        if self.state in _BUSY:
+            if self.replies.protected:
                 return
             await self.interrupt("wake")
         await self.listen("wake", after_wake=True)
 
     async def listen(self, reason: str = "push_to_talk", *, after_wake: bool = False) -> None:
         """Start an utterance now (the wake word fired, or push-to-talk)."""
-        if self.state in ("thinking", "speaking"):
+        if self.state in _BUSY:
             await self.interrupt("listen")
         self._stamps = Stamps()
         self._stamps.mark("wake")
@@ -281,7 +281,7 @@ class VoicePipeline:
         try:
             self._asr = await self.engines.asr.open(self.config.phrases)
         except EdgeAgentError as exc:
-            await self._fail(exc)
+            await self.fail(exc)
             return
         if self._asr.missing_words:
             log.warning(
@@ -289,7 +289,7 @@ class VoicePipeline:
             )
         if self._utt:
             await self._feed_asr(bytes(self._utt))
-        await self._set_state("listening", reason)
+        await self.set_state(PipelineState.LISTENING, reason)
 
     async def _feed_asr(self, pcm: bytes) -> None:
         if self._asr is None:
@@ -329,7 +329,7 @@ class VoicePipeline:
             self._asr = None
         self._utt = bytearray()
         metrics.UTTERANCES.labels(reason).inc()
-        await self._set_state("idle", reason)
+        await self.set_state(PipelineState.IDLE, reason)
         if self.config.single_turn:
             self.finished.set()
 
@@ -339,215 +339,37 @@ class VoicePipeline:
         self._utt = bytearray()  # the ASR stream holds what it needs
         self._stamps.mark("speech_end")
         metrics.UTTERANCES.labels(reason).inc()
-        await self._set_state("thinking", reason)
+        await self.set_state(PipelineState.THINKING, reason)
         if stream is None:
-            await self._set_state("idle", "no recognizer")
+            await self.set_state(PipelineState.IDLE, "no recognizer")
             return
         self.turns += 1
-        stamps = self._stamps
-        self._reply = asyncio.create_task(
-            self._respond(stream, stamps, reason, audio_ms, self.turns), name=f"voice-{self.stream}-reply"
-        )
+        self.replies.respond(stream, self._stamps, reason, audio_ms, self.turns)
 
-    async def _watch_for_stop(self, pcm: bytes) -> None:
-        """During a reply: a short utterance that says "stop" ends it (ducking playback meanwhile)."""
-        vad = self._stop_vad
-        assert vad is not None
-        if vad.in_speech or self._stop_audio:
-            self._stop_audio += pcm
-        for event in await vad.process(pcm):
-            if isinstance(event, VoiceStarted):
-                self._stop_audio = bytearray(b"".join(self._preroll))
-                if self.sink is not None:
-                    self.sink.duck(self.config.duck_db)
-            elif isinstance(event, VoiceStopped):
-                audio, self._stop_audio = bytes(self._stop_audio), bytearray()
-                if self.sink is not None:
-                    self.sink.unduck()
-                if event.speech_ms <= STOP_MAX_MS:
-                    task = asyncio.create_task(self._check_stop(audio), name=f"voice-{self.stream}-stop")
-                    self._side.add(task)
-                    task.add_done_callback(self._side.discard)
+    async def _stop_said(self) -> None:
+        await self.interrupt("stop")
+        await self.set_state(PipelineState.IDLE, "stop")
 
-    async def _check_stop(self, audio: bytes) -> None:
-        try:
-            text = await self.engines.asr.transcribe(audio)
-        except EdgeAgentError as exc:
-            log.warning("stop-word check failed: %s", exc)
-            return
-        said = normalize(text)
-        if said in STOP_WORDS or (said.startswith("stop") and len(said.split()) <= 2):
-            await self.interrupt("stop")
-            await self._set_state("idle", "stop")
-
-    # -- replies -----------------------------------------------------------------------------
+    # -- replies (replies.py) ----------------------------------------------------------------
 
     async def interrupt(self, by: str) -> bool:
         """Cancel the reply in progress (barge-in); True when there was one."""
-        reply, self._reply = self._reply, None
-        if reply is None or reply.done():
-            return False
-        reply.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reply
-        metrics.BARGE_INS.labels(by).inc()
-        self._protected = False
-        self._stop_audio = bytearray()
-        if self._stop_vad is not None:
-            self._stop_vad.reset(self.audio_ms)
-        await self.emit(ReplyDone(source="voice", stream=self.stream, interrupted=True, by=by))
-        return True
-
-    async def _respond(self, stream: AsrStream, stamps: Stamps, end: str, audio_ms: float, turn: int) -> None:
-        cancelled = False
-        try:
-            t0 = time.perf_counter()
-            raw = await stream.finish()
-            stamps.mark("transcript")
-            text = self.engines.postprocess(raw)
-            await self.emit(
-                Transcript(
-                    source="asr", stream=self.stream, text=text, raw_text=raw, language=self.engines.asr.language,
-                    audio_ms=round(audio_ms, 1), asr_ms=round((time.perf_counter() - t0) * 1000, 1),
-                )
-            )  # fmt: skip
-            if self.config.end != "transcript":
-                await self._answer(text, stamps)
-        except asyncio.CancelledError:
-            cancelled = True  # interrupt() owns the state from here
-            raise
-        except EdgeAgentError as exc:
-            await self._fail(exc)
-        except Exception as exc:  # a bug must not kill the input loop: report and carry on
-            log.exception("voice reply failed")
-            await self._fail(EdgeAgentError(f"the reply failed: {exc}", code="voice_internal"))
-        finally:
-            stamps.mark("done")
-            stamps.observe()
-            self.last_timings = stamps.spans()
-            await self.emit(
-                TurnTimings(
-                    source="voice", stream=self.stream, turn=turn, end=end, audio_ms=round(audio_ms, 1),
-                    end_of_speech_ms=self.config.end_of_speech_ms, spans_ms=self.last_timings,
-                )
-            )  # fmt: skip
-            if not cancelled:
-                if self._reply is asyncio.current_task():
-                    self._reply = None
-                if self.state in ("thinking", "speaking"):
-                    await self._set_state("idle", "done")
-                if self.config.single_turn:
-                    self.finished.set()
-
-    async def _answer(self, text: str, stamps: Stamps) -> None:
-        if not text.strip():
-            metrics.TURNS.labels("none").inc()
-            await self.emit(ReplyDone(source="voice", stream=self.stream, text="", answer_source="none"))
-            return
-        result = TurnResult()
-        pieces = self.engines.dialogue.respond(text, self.stream, result)
-        if self.config.end == "reply" or (self.sink is None and self.config.end != "speech"):
-            parts = []
-            async for piece in pieces:
-                stamps.mark("first_token")
-                parts.append(piece)
-            stamps.mark("reply_text")
-            answer = "".join(parts)
-        else:
-            answer, _ = await speak(
-                pieces, self.engines.tts, self.sink, self.emit, self.stream, stamps,
-                speed=self.config.tts_speed, on_first_audio=self._speaking,
-            )  # fmt: skip
-        if result.intent is not None:
-            await self.emit(result.intent.event(self.stream))
-        if result.stop:
-            await self.interrupt("stop")
-        metrics.TURNS.labels(result.source).inc()
-        await self.emit(
-            ReplyDone(
-                source="voice", stream=self.stream, text=answer, answer_source=result.source,
-                intent=result.intent.name if result.intent else "",
-            )
-        )  # fmt: skip
-
-    async def _speaking(self) -> None:
-        await self._set_state("speaking")
-
-    async def _fail(self, exc: EdgeAgentError) -> None:
-        log.error("voice pipeline %s: %s", self.stream, exc)
-        await self.emit(VoiceError(source="voice", stream=self.stream, code=exc.code, message=str(exc)))
-
-    # -- direct requests ---------------------------------------------------------------------
+        return await self.replies.interrupt(by)
 
     async def say(self, text: str, *, speed: float | None = None, kind: str = "say") -> asyncio.Task[None]:
         """Speak ``text`` now (pre-empting a reply); returns the reply task."""
-        return await self._start_reply(one_piece(text), kind, speed=speed)
+        return await self.replies.say(one_piece(text), kind, speed=speed)
 
     async def ask(self, text: str) -> asyncio.Task[None]:
         """A typed turn: the dialogue answers ``text`` as if it had been said."""
-        await self.interrupt("client")
-        stamps = Stamps()
-        stamps.mark("speech_end")
-        stamps.mark("transcript")
-        self.turns += 1
-
-        async def run() -> None:
-            await self._set_state("thinking", "text")
-            try:
-                await self._answer(text, stamps)
-            except EdgeAgentError as exc:
-                await self._fail(exc)
-            finally:
-                if self._reply is asyncio.current_task():
-                    self._reply = None
-                if self.state in ("thinking", "speaking"):
-                    await self._set_state("idle", "done")
-
-        self._reply = asyncio.create_task(run(), name=f"voice-{self.stream}-ask")
-        return self._reply
+        return await self.replies.ask(text)
 
     async def announce(self, severity: str, message: str) -> asyncio.Task[None]:
         """Broadcast an alert: chime, then "<Severity>: <message>", slower; major/critical cannot be interrupted."""
-        from agent.voice.tts import SpeechAudio, alert_text, chime
+        return await self.replies.announce(severity, message)
 
-        text = alert_text(severity, message)
-        rate = getattr(self.engines.tts, "rate", 22050)
-        prelude = SpeechAudio(rate, chime(severity.lower(), rate), "")
-        task = await self._start_reply(one_piece(text), "alert", speed=0.85, prelude=prelude)
-        self._protected = severity.lower() in ("major", "critical")
-        return task
+    def with_config(self, **changes: Any) -> PipelineConfig:
+        return replace(self.config, **changes)
 
-    async def _start_reply(
-        self, pieces: AsyncIterator[str], kind: str, *, speed: float | None, prelude=None
-    ) -> asyncio.Task[None]:
-        await self.interrupt(kind)
-        stamps = Stamps()
 
-        async def run() -> None:
-            try:
-                await self._set_state("speaking", kind)
-                text, _ = await speak(
-                    pieces,
-                    self.engines.tts,
-                    self.sink,
-                    self.emit,
-                    self.stream,
-                    stamps,
-                    speed=speed,
-                    prelude=prelude,
-                )
-                await self.emit(ReplyDone(source="voice", stream=self.stream, text=text, answer_source=kind))
-            except EdgeAgentError as exc:
-                await self._fail(exc)
-            finally:
-                self._protected = False
-                if self._reply is asyncio.current_task():
-                    self._reply = None
-                if self.state == "speaking":
-                    await self._set_state("idle", "done")
-
-        self._reply = asyncio.create_task(run(), name=f"voice-{self.stream}-{kind}")
-        return self._reply
-
-    def with_config(self, **changes: object) -> PipelineConfig:
-        return replace(self.config, **changes)  # type: ignore[arg-type]
+_BUSY = (PipelineState.THINKING, PipelineState.SPEAKING)
