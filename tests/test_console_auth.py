@@ -114,3 +114,57 @@ def test_redirects_stay_on_the_console_and_sessions_are_bounded() -> None:
     assert sessions.token(a) is None and sessions.token(b) == "t2" and sessions.token(c) == "t3"
     expired = Sessions(ttl_s=-1)
     assert expired.token(expired.create("t")) is None
+
+
+@pytest.fixture
+def cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl is a Debian package of `make test`)."""
+    import subprocess
+
+    crt, key = tmp_path / "api.crt", tmp_path / "api.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return crt, key
+
+
+async def test_over_tls_the_session_cookie_is_secure(settings: Settings, cert: tuple[Path, Path]) -> None:
+    import ssl
+
+    import aiohttp
+    from aiohttp import web
+
+    from agent.security.api_settings import server_ssl_context
+    from tests.conftest import free_port
+
+    crt, key = cert
+    security = dataclasses.replace(settings.security, api_tls_cert=str(crt), api_tls_key=str(key))
+    tls = dataclasses.replace(
+        settings, security=security, sensors=dataclasses.replace(settings.sensors, enabled=False)
+    )
+    ctx = build_context(tls)
+    token, _ = TokenStore(ctx.store).create("ops", "operator")
+    app = create_app(ctx, ROUTE_MODULES)
+    install_console(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ssl_context(tls)).start()
+        client_ctx = ssl.create_default_context(cafile=str(crt))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"https://127.0.0.1:{port}/login",
+                data={"token": token},
+                ssl=client_ctx,
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303
+                cookie = resp.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        await runner.cleanup()
+        ctx.store.close()
