@@ -157,3 +157,4 @@ def test_sensors_status_prints_each_threshold_and_its_source(capsys) -> None:  #
         assert stat in out
     assert "run-length theory on held-out variance" in out and "exponential tail of held-out scores" in out
     assert "stuck after" in out and "residual model" in out
+    assert "0 excursions re-armed on their return, 0 new regimes accepted" in out

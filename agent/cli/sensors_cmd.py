@@ -469,7 +469,9 @@ def _print_thresholds(m: dict) -> None:
     print(
         f"\n{m['machine']}: budget {cal['false_alarms_per_day']:g} false alarms/day; thresholds from "
         f"{cal['source']} ({cal['fit_rows']} rows fitted, {cal['held_out_rows']} held out); "
-        f"alerts clear below {cal['clear_level']:g}"
+        f"alerts clear below {cal['clear_level']:g}; "
+        f"{cal.get('returns_re_anchored', 0)} excursions re-armed on their return, "
+        f"{cal.get('regimes_accepted', 0)} new regimes accepted after standing a baseline's length"
     )
     rows = [
         (
