@@ -84,3 +84,40 @@ def login(browser: Any, base_url: str, token: str) -> tuple[Any, Any]:
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url("**/ui/**")
     return context, page
+
+
+_A11Y = """() => {
+  const problems = [];
+  if (!document.documentElement.lang) problems.push("<html> has no lang");
+  if (document.querySelectorAll("h1").length !== 1) problems.push("a page has one h1");
+  const name = (el) => (el.getAttribute("aria-label") || (el.labels && [...el.labels].map((l) => l.textContent).join(" "))
+    || el.textContent || el.title || "").trim();
+  for (const el of document.querySelectorAll("button, a[href], input:not([type=hidden]), select, textarea")) {
+    if (!el.getClientRects().length) continue;
+    if (!name(el)) problems.push("no accessible name: " + el.outerHTML.slice(0, 100));
+  }
+  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(",").map(Number); return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 }; };
+  const lum = ({ r, g, b }) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const under = (el) => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor);
+    if (c && c.a > 0.5) return c; } return { r: 255, g: 255, b: 255, a: 1 }; };
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const seen = new Set();
+  while (walker.nextNode()) {
+    const text = walker.currentNode, el = text.parentElement;
+    if (!text.textContent.trim() || seen.has(el) || !el.getClientRects().length || el.closest(".sr-only, .skip")) continue;
+    seen.add(el);
+    const cs = getComputedStyle(el), fg = parse(cs.color), bg = under(el);
+    const a = lum(fg), b = lum(bg), ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const large = parseFloat(cs.fontSize) >= 24 || (parseFloat(cs.fontSize) >= 18.66 && Number(cs.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) problems.push(`contrast ${ratio.toFixed(2)}:1 for "${text.textContent.trim().slice(0, 40)}"`);
+  }
+  return problems;
+}"""
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """WCAG basics the page must meet: a language, one h1, a name on every control, AA text contrast."""
+    problems: list[str] = page.evaluate(_A11Y)
+    return problems

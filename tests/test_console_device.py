@@ -26,7 +26,14 @@ import pytest
 from agent.sensors.simulator import MachineSimulator
 from agent.sensors.spec import parse_machine
 from tests.conftest import REPO, DaemonProcess, free_port
-from tests.console_browser import SEVEN_INCH, browser_fixture, login, playwright_fixture, shoot  # noqa: F401
+from tests.console_browser import (  # noqa: F401
+    SEVEN_INCH,
+    accessibility_problems,
+    browser_fixture,
+    login,
+    playwright_fixture,
+    shoot,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -333,10 +340,11 @@ def test_live_chart_alert_within_2s_ack_and_viewer_refused(box: Box, browser: An
 
 def test_models_voice_logs_pages(box: Box, browser: Any) -> None:
     context, page = login(browser, box.url, box.tokens["admin"])
-    for slug in ("models", "voice", "logs"):
+    for slug in ("overview", "sensors", "models", "voice", "logs"):
         page.goto(f"/ui/{slug}")
         page.wait_for_selector("body[data-ready]")
         assert page.locator("body").get_attribute("data-ready") == "1", slug
+        assert accessibility_problems(page) == [], slug
     # logs: the live tail shows a record the daemon writes after the page opened
     page.goto("/ui/logs")
     page.wait_for_selector("body[data-ready='1']")

@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 from sync.hub.bundles import make_bundle_tar
-from tests.console_browser import browser_fixture, login, playwright_fixture, shoot  # noqa: F401
+from tests.console_browser import (  # noqa: F401
+    accessibility_problems,
+    browser_fixture,
+    login,
+    playwright_fixture,
+    shoot,
+)
 from tests.fleet_sim import SimDevice, deploy_ok
 from tests.hub_support import hub_settings, wait_for
 from tests.models_fixtures import MLP_A, build_bundle
@@ -81,6 +87,7 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
         assert "0.1.0" in page.locator("#fleet").inner_text()
         (cookie,) = context.cookies()
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and operator not in cookie["value"]
+        assert accessibility_problems(page) == []
         shoot(page, "hub-fleet")
 
         # a device's page: send a ping and see the pong
@@ -91,6 +98,7 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
         result = page.locator("#cmd-result[data-status]")
         result.wait_for(timeout=15_000)
         assert result.get_attribute("data-status") == "ok" and '"pong": true' in result.inner_text()
+        assert accessibility_problems(page) == []
         shoot(page, "hub-device")
 
         # the command console: a ping to the whole fleet, both answers shown
@@ -98,6 +106,7 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
         page.wait_for_selector("body[data-ready='1']")
         page.get_by_role("button", name="Send").click()
         page.locator("#results tbody tr[data-status='ok']").nth(1).wait_for(timeout=15_000)
+        assert accessibility_problems(page) == []
         shoot(page, "hub-commands")
 
         # a deployment with a 50% canary, followed live on the deployments page
@@ -116,9 +125,11 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
         page.locator("#dep-title[data-status='succeeded']").wait_for(timeout=20_000)
         assert page.locator("#dep-devices tbody tr[data-status='ok']").count() == 2
         assert page.locator(f"#deps tbody tr[data-id='{dep['id']}'][data-status='succeeded']").count() == 1
+        assert accessibility_problems(page) == []
         shoot(page, "hub-deployments")
         page.goto("/ui/alerts")
         page.wait_for_selector("body[data-ready='1']")
+        assert accessibility_problems(page) == []
         shoot(page, "hub-alerts")
         context.close()
 
