@@ -158,7 +158,7 @@ async def test_broker_killed_and_restarted_during_a_stream_of_10000(
     """
     broker = Mosquitto(tmp_dir=tmp_path, persistence=True, autosave_interval=1)
     broker.start()
-    settings = sync_settings(tmp_path / "data", broker.url, SYNC__RECEIPT_TIMEOUT_S="1")
+    settings = sync_settings(tmp_path / "data", broker.url, SYNC__RECEIPT_TIMEOUT_S="3")
     ctx = build_context(settings)
     runtime = SyncRuntime(ctx)
     service = SyncService(runtime)

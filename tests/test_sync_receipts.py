@@ -151,7 +151,7 @@ def test_hub_down_broker_killed_device_restarted_every_record_stored_once_in_ord
     data = tmp_path / "data"
     log = tmp_path / "worker.log"
     extra = {
-        "EDGE_AGENT_SYNC__RECEIPT_TIMEOUT_S": "1",
+        "EDGE_AGENT_SYNC__RECEIPT_TIMEOUT_S": "3",
         "EDGE_TEST_PRODUCE": f"{total},120",
     }
     procs = []
@@ -218,7 +218,7 @@ def test_a_command_is_not_lost_when_the_device_dies_before_its_inbox_write(tmp_p
     procs = [start_worker(data, broker.url, log, **extra)]
     blocker: sqlite3.Connection | None = None
     try:
-        hub.wait(lambda h: any(m.env["body"]["online"] for m in h.unique("state").values()), 20, "online")
+        hub.wait(lambda h: any(m.env["body"]["online"] for m in h.unique("state").values()), 60, "online")
         cmd = make_command("d1", "ping", {}, HUB.private_hex)
         # the device's database is locked: the command is received, its inbox write waits ...
         blocker = sqlite3.connect(data / "edge-agent.db", timeout=10, isolation_level=None)
@@ -236,7 +236,7 @@ def test_a_command_is_not_lost_when_the_device_dies_before_its_inbox_write(tmp_p
         assert not hub.unique("result")
         # never acknowledged to the broker: delivered again to the device's session after the restart
         procs.append(start_worker(data, broker.url, log, **extra))
-        hub.wait(lambda h: h.unique("result"), 20, "the command's result")
+        hub.wait(lambda h: h.unique("result"), 60, "the command's result")
         [result] = hub.unique("result").values()
         assert result.env["body"]["command_id"] == cmd.id and result.env["body"]["ok"] is True
         time.sleep(0.5)
@@ -272,7 +272,7 @@ def test_a_command_whose_inbox_write_fails_is_received_again(tmp_path: Path) -> 
     proc = start_worker(data, broker.url, log, EDGE_AGENT_SYNC__TRUSTED_KEYS=HUB.public_hex)
     blocker: sqlite3.Connection | None = None
     try:
-        hub.wait(lambda h: any(m.env["body"]["online"] for m in h.unique("state").values()), 20, "online")
+        hub.wait(lambda h: any(m.env["body"]["online"] for m in h.unique("state").values()), 60, "online")
         cmd = make_command("d1", "ping", {}, HUB.private_hex)
         blocker = sqlite3.connect(data / "edge-agent.db", timeout=10, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
@@ -281,7 +281,7 @@ def test_a_command_whose_inbox_write_fails_is_received_again(tmp_path: Path) -> 
         blocker.execute("ROLLBACK")
         blocker.close()
         blocker = None
-        hub.wait(lambda h: h.unique("result"), 20, "the command's result")
+        hub.wait(lambda h: h.unique("result"), 60, "the command's result")
         [result] = hub.unique("result").values()
         assert result.env["body"]["command_id"] == cmd.id and result.env["body"]["ok"] is True
         assert "could not be recorded" in log.read_text()

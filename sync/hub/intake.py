@@ -19,8 +19,9 @@ after they were rejected): an unacknowledged message is the broker's to
 redeliver. After the commit and those acks, each device gets a RECEIPT
 (``sync/receipts.py``): the ids of its messages now stored, new ones and
 duplicates alike (a device re-sends what no receipt named, and must hear
-again that it is stored), and the ids refused for good. The device deletes
-its outbox rows only then: "delivered" means stored here, not taken by the broker. A busy or unreachable database makes the batch wait and retry
+again that it is stored), and the ids refused for good, coalesced per device
+for up to a second (``sync/hub/receipts.py``). The device deletes its outbox
+rows only then: "delivered" means stored here, not taken by the broker. A busy or unreachable database makes the batch wait and retry
 (``TransientDBError``), with back-pressure through the bounded queue to the
 MQTT reader and on to the broker; a batch the database refuses for its data
 is split into one transaction per message, so one bad row costs only itself.
@@ -38,6 +39,7 @@ from agent.errors import BadRequestError, StoreError
 from sync.hub import metrics
 from sync.hub.db import HubDB, TransientDBError
 from sync.hub.intake_batch import BatchOutcome, write_batch
+from sync.hub.receipts import ReceiptBatcher
 from sync.hub.settings import IntakeSettings
 from sync.hub.validate import Accepted, Incoming, validate
 
@@ -81,13 +83,15 @@ class Intake:
         ack: AckFn | None = None,
         on_committed: CommittedFn | None = None,
         receipts: ReceiptFn | None = None,
+        receipt_linger_s: float = 1.0,
     ) -> None:
         self.db = db
         self.settings = settings
         self.queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=settings.queue_size)
         self._ack = ack or (lambda _msg: None)
         self._on_committed = on_committed
-        self._receipts = receipts
+        #: receipts coalesced per device (sync/hub/receipts.py); without a writer thread, sent at once
+        self._receipts = ReceiptBatcher(receipts, linger_s=receipt_linger_s) if receipts else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log_reject = _RejectLog()
@@ -124,8 +128,21 @@ class Intake:
         self._thread = None
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._receipts is not None:
+                self._receipts.flush()
+
+    def _loop(self) -> None:
         while True:
-            first = self.queue.get()
+            due = self._receipts.due_in() if self._receipts is not None else None
+            try:
+                first = self.queue.get() if due is None else self.queue.get(timeout=due)
+            except queue.Empty:
+                assert self._receipts is not None
+                self._receipts.flush()  # quiet for a while: the receipts waiting go out
+                continue
             if first is None:
                 return
             batch = [first]
@@ -196,11 +213,9 @@ class Intake:
         """
         if self._receipts is None:
             return
-        for device in sorted(set(outcome.receipted) | set(outcome.refused)):
-            try:
-                self._receipts(device, outcome.receipted.get(device, []), outcome.refused.get(device, {}))
-            except Exception as exc:  # never let a receipt stop intake
-                log.warning("could not send %s its receipt (%s); it will send again", device, exc)
+        self._receipts.add(outcome.receipted, outcome.refused)
+        if self._thread is None:
+            self._receipts.flush()  # no writer thread to send them later (tests calling process())
 
     def _account(self, batch: Sequence[Incoming], outcome: BatchOutcome, committed_at: float) -> None:
         for item in outcome.stored:

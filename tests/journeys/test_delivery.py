@@ -51,7 +51,7 @@ def test_readme_delivery_runs_as_written(start_daemon, tmp_path: Path) -> None: 
             {
                 "EDGE_AGENT_MQTT__URL": broker.url,
                 "EDGE_AGENT_SYNC__TELEMETRY_INTERVAL_S": "1",
-                "EDGE_AGENT_SYNC__RECEIPT_TIMEOUT_S": "2",
+                "EDGE_AGENT_SYNC__RECEIPT_TIMEOUT_S": "3",
                 "EDGE_AGENT_SYNC__RECONNECT_MAX_S": "1",
             }
         )
