@@ -28,7 +28,7 @@ from typing import Any
 
 from agent.errors import BadRequestError, EdgeAgentError
 from agent.security.fileio import atomic_write_json, canonical_json
-from agent.security.updates import format_expires, parse_expires
+from agent.security.tuf import format_expires, parse_expires
 from models import signing
 
 KIND = "edge-agent/licence/v1"

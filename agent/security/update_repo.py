@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.security.fileio import atomic_write_bytes
-from agent.security.updates import ROLES, format_expires, key_entry, sign_metadata, version_key
+from agent.security.tuf import ROLES, format_expires, key_entry, sign_metadata, version_key
 from models import signing
 
 DAY = 86400.0
