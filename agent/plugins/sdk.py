@@ -60,13 +60,24 @@ class PluginContext:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush(self) -> None:
+    async def drain(self) -> None:
+        """Hand every buffered reading to the socket and wait until the daemon has read most of it.
+
+        A fast source calls it every few hundred readings to pace itself to the
+        daemon (no reading dropped); a source that must never wait just emits.
+        """
+        while self._rows and not self._writer.is_closing():
+            self._flush(force=True)
+            await self._writer.drain()
+        await self._writer.drain()
+
+    def _flush(self, force: bool = False) -> None:
         self._flush_scheduled = False
         if self._writer.is_closing():
             return
         # stop filling the socket while the daemon has not read the last lines (it rate-limits us)
         transport = self._writer.transport
-        if transport.get_write_buffer_size() > 1_048_576:
+        if not force and transport.get_write_buffer_size() > 1_048_576:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(0.01, self._flush)
             return
@@ -81,7 +92,7 @@ class PluginContext:
                 self._writer.write(
                     ipc.encode({"t": "readings", "m": machine, "rows": rows[i : i + ipc.BATCH_ROWS]})
                 )
-        if self._rows:
+        if self._rows and not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
