@@ -203,20 +203,26 @@ def builtin_registry(deps: CommandDeps) -> CommandRegistry:
     def kind_of(req: CommandRequest) -> str:
         return overrides.manifest_kind(req.args.get("manifest"))
 
+    def reported(result: dict[str, Any]) -> dict[str, Any]:
+        """What the box runs changed: its retained state goes out again (the hub's models column)."""
+        if deps.state_changed is not None:
+            deps.state_changed()
+        return result
+
     async def models_deploy(req: CommandRequest) -> dict[str, Any]:
         if kind_of(req) == overrides.CONFIG_KIND:
             raise BadRequestError("this is a config bundle; send it as config.deploy (or deploy)")
-        return await deployer().deploy(req.args, command_id=req.id)
+        return reported(await deployer().deploy(req.args, command_id=req.id))
 
     async def config_deploy(req: CommandRequest) -> dict[str, Any]:
         if kind_of(req) != overrides.CONFIG_KIND:
             raise BadRequestError("this is not a config bundle (manifest kind 'config'); use models.deploy")
-        return await deployer().deploy_config(req.args, settings, command_id=req.id)
+        return reported(await deployer().deploy_config(req.args, settings, command_id=req.id))
 
     async def deploy(req: CommandRequest) -> dict[str, Any]:
         if kind_of(req) == overrides.CONFIG_KIND:
-            return await deployer().deploy_config(req.args, settings, command_id=req.id)
-        return await deployer().deploy(req.args, command_id=req.id)
+            return reported(await deployer().deploy_config(req.args, settings, command_id=req.id))
+        return reported(await deployer().deploy(req.args, command_id=req.id))
 
     reg.register(
         "models.deploy", models_deploy, doc="Fetch, verify, install, smoke-test and activate a bundle."
@@ -243,9 +249,9 @@ def builtin_registry(deps: CommandDeps) -> CommandRegistry:
     async def models_rollback(req: CommandRequest) -> dict[str, Any]:
         name = _arg(req.args, "name", str)
         if deps.deployer is not None:
-            return await deps.deployer.rollback(name)
+            return reported(await deps.deployer.rollback(name))
         model = await asyncio.to_thread(model_store().rollback, name)
-        return {"name": model.name, "version": model.version}
+        return reported({"name": model.name, "version": model.version})
 
     @reg.command("logs.tail", "The most recent log records kept in memory.")
     async def logs_tail(req: CommandRequest) -> dict[str, Any]:

@@ -264,12 +264,74 @@ class MailServer:
         self.controller.stop()
 
 
+def box_toml(path: Path, device_id: str, data_dir: Path, api_port: int) -> Path:
+    """A box's own config before enrolment: who it is, where it keeps its data, its sensors; no hub yet."""
+    channels = "\n".join(
+        f"[sensors.machines.m1.channels.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in spec.items())
+        for name, spec in MACHINE["channels"].items()
+    )
+    path.write_text(
+        f'# {device_id}: the press line\ndevice_id = "{device_id}"\ndata_dir = "{data_dir}"\n\n'
+        f"[api]\nport = {api_port}\n\n[sync]\ndiscovery = false\ntelemetry_interval_s = 1.0\n\n"
+        f'[sensors]\nsources = ["http"]\n\n[sensors.machines.m1]\nlearn_rows = {MACHINE["learn_rows"]}\n'
+        f"clear_s = {MACHINE['clear_s']}\n{LEVELS_TOML}\n{channels}"
+    )
+    return path
+
+
+class Box:
+    """`edge-agent --config FILE run` in its own process (a box as its service runs it)."""
+
+    def __init__(self, config: Path, api_port: int, log_path: Path) -> None:
+        self.config = config
+        self.url = f"http://127.0.0.1:{api_port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Box:
+        env = clean_env(EDGE_AGENT_LOG__FORMAT="json", EDGE_AGENT_VOICE__ENABLED="off")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait(self._healthy, timeout, f"{self.config.name} healthy\n{self.log()}")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.config.name} exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
 __all__ = [
+    "Box",
     "Hub",
     "MailServer",
     "WebhookReceiver",
     "agent_cli",
     "agent_toml",
+    "box_toml",
     "clean_env",
     "hub_cli",
     "raise_alert",

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--assignee", help="only alerts assigned to NAME")
     p.add_argument("--limit", type=int, default=50, help="at most this many (1-10000)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the ids, one per line (for scripts)"
+    )
     p.set_defaults(handler=alerts_list)
     acts = p.add_subparsers(dest="alerts_command", metavar="ACTION")
 
@@ -163,6 +166,10 @@ def alerts_list(args: argparse.Namespace) -> int:
     rows = _client(args).get("/v1/alerts?" + urlencode(query))["alerts"]
     if args.json:
         print_json(rows)
+        return 0
+    if args.quiet:
+        for a in rows:
+            print(a["alert_id"])
         return 0
     if not rows:
         print(f"no {args.state + ' ' if args.state and args.state != 'all' else ''}alerts")

@@ -211,7 +211,7 @@ def devices(args: argparse.Namespace) -> int:
                     _ago(d["last_seen"]),
                     d["agent_version"] or "-",
                     ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
-                    len(d["models"] or []),
+                    _models_cell(d["models"]),
                     _drift_cell(d.get("twin") or {}),
                 )
                 for d in rows
@@ -220,6 +220,13 @@ def devices(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _models_cell(models: Any) -> str:
+    """The active model versions the device reports (``name version``), or how many it lists."""
+    if isinstance(models, dict):
+        return ", ".join(f"{name} {version}" for name, version in sorted(models.items())) or "-"
+    return str(len(models or [])) if models else "-"
 
 
 def _drift_cell(twin: dict[str, Any]) -> str:
