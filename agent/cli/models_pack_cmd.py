@@ -11,7 +11,9 @@ an existing bundle's manifest as it is.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent.cli.output import print_json
 from agent.errors import BadRequestError, ConfigError
@@ -62,7 +64,7 @@ def _key(path: Path) -> str:
     return read_private_key(path)
 
 
-def _usage(handler):  # type: ignore[no-untyped-def]
+def _usage(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Bad input (a missing directory, model or key, a bad name) exits 2 like other usage errors."""
 
     def run(args: argparse.Namespace) -> int:
@@ -90,10 +92,11 @@ def pack(args: argparse.Namespace) -> int:
         smoke=not args.no_smoke,
     )
     out = tar_directory(directory, args.out or Path(f"{manifest.name}-{manifest.version}.tar"))
-    info = {
+    variants = [v.label for v in manifest.variants]
+    info: dict[str, Any] = {
         "name": manifest.name,
         "version": manifest.version,
-        "variants": [v.label for v in manifest.variants],
+        "variants": variants,
         "files": [f.path for f in manifest.files],
         "signed": private is not None,
         "smoke_test": manifest.smoke_test is not None,
@@ -105,7 +108,7 @@ def pack(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     print(
-        f"packed {manifest.name} {manifest.version}: {', '.join(info['variants'])}, "
+        f"packed {manifest.name} {manifest.version}: {', '.join(variants)}, "
         f"{'signed' if private else 'unsigned (the hub signs it on upload)'}, "
         f"{'with' if info['smoke_test'] else 'no'} smoke test"
     )

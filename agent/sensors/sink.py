@@ -214,12 +214,13 @@ class AlertSink:
                 raise NotFoundError(f"no alert with id {alert_id!r}; list them with `edge-agent alerts list`")
             alert = row_to_alert(dict(zip(cols, found, strict=True)))
             alert["shelved_until"], alert["shelved_by"] = until, by if until else ""
-            entry = {"ts": now, "transition": "shelved" if until else "unshelved", "by": by}
+            transition = "shelved" if until else "unshelved"
+            entry: dict[str, Any] = {"ts": now, "transition": transition, "by": by}
             if until:
                 entry["until"] = until
             alert["history"] = [*alert["history"], entry]
             conn.execute(_UPSERT, alert_row(alert))
-            self._enqueue(conn, entry["transition"], alert)
+            self._enqueue(conn, transition, alert)
         return alert
 
     def open_alerts(self) -> list[Alert]:
