@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,6 +52,28 @@ def slow_deploy(args: dict[str, Any]) -> tuple[bool, Any, str | None]:
     return deploy_ok(args)
 
 
+ALERT = {"id": "alert-press0-1", "machine": "press", "condition": "anomaly", "level": "major",
+         "title": "press: unusual vibration (major)", "state": "open"}  # fmt: skip
+
+
+def acking(devs: list[SimDevice]) -> Any:
+    """The box's side of alerts.ack: answer, then send the acknowledged alert as its transition."""
+
+    def handler(args: dict[str, Any]) -> tuple[bool, Any, str | None]:
+        def send() -> None:
+            now = time.time()
+            devs[0].publish(
+                "alerts",
+                {"transition": "acked", "alert": {**ALERT, "acked_at": now, "acked_by": args.get("by", ""),
+                                                  "updated_at": now}},
+            )  # fmt: skip
+
+        threading.Thread(target=send, daemon=True).start()  # not from the MQTT callback's own thread
+        return True, {"acked": args["id"]}, None
+
+    return handler
+
+
 def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
     broker, start_hub, tmp_path: Path, browser: Any
 ) -> None:
@@ -58,13 +81,14 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
     key = hub.service.keys.current().public_hex
     operator = hub.make_token("console-op", "operator")
     viewer = hub.make_token("console-viewer", "viewer")
-    devs = [
+    devs: list[SimDevice] = []
+    devs += [
         SimDevice(
             f"press-{i}",
             broker.port,
             trusted_keys=[key],
             labels={"site": "plant-a"},
-            handlers={"deploy": slow_deploy},
+            handlers={"deploy": slow_deploy, "alerts.ack": acking(devs)},
             agent_version="0.1.0",
         ).start()
         for i in range(2)
@@ -127,8 +151,20 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
         assert page.locator(f"#deps tbody tr[data-id='{dep['id']}'][data-status='succeeded']").count() == 1
         assert accessibility_problems(page) == []
         shoot(page, "hub-deployments")
+        # fleet alerts: one arrives while the page is open, the operator acknowledges it on the box
         page.goto("/ui/alerts")
         page.wait_for_selector("body[data-ready='1']")
+        now = time.time()
+        devs[0].publish(
+            "alerts", {"transition": "opened", "alert": {**ALERT, "opened_at": now, "updated_at": now}}
+        )
+        row = page.locator(f"#falerts tbody tr[data-id='{ALERT['id']}']")
+        row.wait_for(timeout=10_000)
+        assert "press-0" in row.inner_text() and "major" in row.inner_text()
+        row.get_by_role("button", name="Acknowledge").click()
+        row.locator(".badge", has_text="acked by hub:console-op").wait_for(timeout=15_000)
+        shown = _api(hub, "GET", f"/v1/alerts/{ALERT['id']}?device=press-0")
+        assert shown["acked_at"] and shown["acked_by"] == "hub:console-op"  # the box records who, via the hub
         assert accessibility_problems(page) == []
         shoot(page, "hub-alerts")
         context.close()
