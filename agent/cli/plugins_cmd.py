@@ -74,6 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     new.add_argument("name", help="the plugin's name (lowercase letters, digits, - and _)")
     new.add_argument("--dir", type=Path, default=Path("."), help="where to create the folder (default: here)")
     new.set_defaults(handler=scaffold)
+    trust = cmds.add_parser(
+        "trust",
+        help="trust a publisher's public key (for plugins and models)",
+        description="Add a publisher's Ed25519 public key (hex, as `edge-agent models keygen` prints it) to "
+        "<data_dir>/keys/model_publishers.pub: the trust store plugins share with models.",
+    )
+    trust.add_argument("key", help="the public key: 64 hex characters")
+    trust.set_defaults(handler=trust_key)
     pack = cmds.add_parser(
         "pack",
         help="sign a plugin folder and pack it as an archive",
@@ -229,4 +237,23 @@ def _said(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
         print_json(data)
     else:
         print(text)
+    return 0
+
+
+def trust_key(args: argparse.Namespace) -> int:
+    from models import signing
+    from sync.keys import PUBLISHER_KEYS_FILE
+
+    key = args.key.strip().lower()
+    try:
+        key_id = signing.key_id(key)
+    except BadRequestError as exc:
+        return _usage(f"{exc}; pass the public key `edge-agent models keygen` printed")
+    path = load_settings(args.config).data_path / PUBLISHER_KEYS_FILE
+    known = signing.load_trusted_keys_file(path) if path.is_file() else []
+    if key not in known:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(key + "\n")
+    print(f"trusted publisher key {key_id} (plugins and models) in {path}")
     return 0
