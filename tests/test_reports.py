@@ -17,7 +17,14 @@ import pytest
 from agent.reports.build import build_report, render_report
 from agent.reports.data import WINDOWS
 from agent.reports.render import title
-from agent.reports.summary import foreign_numbers, key_table, model_table, numbers_in, rejection
+from agent.reports.summary import (
+    foreign_numbers,
+    key_table,
+    misplaced_numbers,
+    model_table,
+    numbers_in,
+    rejection,
+)
 from agent.store import Store
 
 END = datetime(2026, 12, 5, 6, 0, tzinfo=timezone.utc).timestamp()
@@ -231,9 +238,16 @@ def test_the_number_check() -> None:
     assert rejection("Alerts opened: 5\nVoice turns: 1200", ok, table) == "a list or table, not sentences"
     assert rejection("There were 5 alerts.", {"finish_reason": "length"}, table) == "too long"
     assert rejection("A. A. A.", ok, table) == "too many or repeated sentences"
+    # a real number beside the wrong words
+    table = [("Alerts opened", "5"), ("Major alerts", "2"), ("Voice turns", "50")]
+    assert misplaced_numbers("5 alerts were opened, 2 of them Major.", table) == []
+    assert misplaced_numbers("5 major alerts were opened.", table) == ["5"]
+    assert misplaced_numbers("The assistant answered 5 turns.", table) == ["5"]
+    assert rejection("The assistant answered 5 turns.", ok, table) == "numbers beside the wrong words: 5"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 20 summaries of up to 3 drafts each on a 2-core box: about 2 minutes
 async def test_the_llm_summary_never_writes_a_number_absent_from_the_table(store: Store) -> None:
     """20 generations by the real SmolLM2 through the model manager, each checked independently."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -244,24 +258,27 @@ async def test_the_llm_summary_never_writes_a_number_absent_from_the_table(store
     from agent.voice.factory import voice_manager
 
     rep = await build_report(store, "daily", end=END)
-    allowed = model_table(key_table(rep))
-    by_model = 0
+    table, allowed = key_table(rep), model_table(key_table(rep))
+    with_model = 0
     async with voice_manager(None, threads=2, idle_timeout_s=None) as manager:
         t0 = time.perf_counter()
         for i in range(20):
             summary = await write_summary(rep, manager, seed=1000 * i)
-            text = " ".join(s["text"] for s in summary["sentences"])
-            assert text
-            if summary["model"]:
-                by_model += 1
-                assert foreign_numbers(text, allowed) == [], text
-            else:
-                assert foreign_numbers(text, key_table(rep)) == [], text
-            for attempt in summary["attempts"]:  # every rejected draft was rejected for a reason
-                assert attempt.get("rejected") or attempt.get("error") or attempt["text"] == text
+            sentences = summary["sentences"]
+            assert sentences and summary["attempts"]  # the model was asked every time
+            assert all(a.get("text") for a in summary["attempts"]), summary["attempts"]
+            text = " ".join(s["text"] for s in sentences)
+            assert foreign_numbers(text, table) == [], text
+            for s in sentences:
+                if s["source"] == "model":
+                    assert (
+                        foreign_numbers(s["text"], allowed) == []
+                        and misplaced_numbers(s["text"], allowed) == []
+                    )
+            with_model += any(s["source"] == "model" for s in sentences)
         elapsed = time.perf_counter() - t0
-    print(f"20 summaries in {elapsed:.1f} s, {by_model} written by the model")
-    assert by_model >= 5  # the model writes most of them; the check is not passing only the template
+    print(f"20 summaries in {elapsed:.1f} s, {with_model} with sentences by the model")
+    assert with_model >= 5  # the model's sentences do get through: the check is not passing only the template
 
 
 def run_cli(*args: str, env: dict[str, Any]) -> subprocess.CompletedProcess[str]:

@@ -31,8 +31,6 @@ MODEL_ROWS = (
     "Critical alerts",
     "Median time to acknowledge (s)",
     "Alerts never acknowledged",
-    "Voice turns",
-    "Voice latency p50 (ms)",
 )
 PROMPT = "You write the two-sentence summary at the top of a factory report, in plain English."
 ASK = (
@@ -41,10 +39,9 @@ ASK = (
 #: one worked example (its numbers differ from any real table's on purpose: a copied one is caught)
 EXAMPLE = (
     "Window (hours): 8\nAlerts opened: 7\nMajor alerts: 2\nCritical alerts: 0\n"
-    "Median time to acknowledge (s): 41.5\nAlerts never acknowledged: 1\nVoice turns: 12\n"
-    "Voice latency p50 (ms): 730",
-    "In the 8 hours, 7 alerts were opened, 2 of them Major, and 1 was never acknowledged. "
-    "The median time to acknowledge was 41.5 s, and the voice assistant answered 12 turns.",
+    "Median time to acknowledge (s): 41.5\nAlerts never acknowledged: 3",
+    "In the 8 hours, 7 alerts were opened: 2 Major and 0 Critical. "
+    "The median time to acknowledge was 41.5 s, and 3 alerts were never acknowledged.",
 )
 #: replies longer than this, or with more sentences, are rambling: regenerated
 MAX_CHARS = 420
@@ -105,6 +102,45 @@ def model_table(table: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(label, value) for label, value in table if label in MODEL_ROWS and value != "n/a"]
 
 
+_LEVEL_WORDS = ("warning", "minor", "major", "critical")
+_WORD = re.compile(r"[a-z]+")
+_STOP = frozenset({"the", "of", "a", "an", "in", "s", "ms", "was", "were", "and", "to", "at", "by", "with"})
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if word.endswith("s") and len(word) > 3 else word
+
+
+def misplaced_numbers(text: str, table: list[tuple[str, str]]) -> list[str]:
+    """Numbers written beside words that no table row holding that number has.
+
+    A cheap attribution check on top of the number check: "answered 5 turns"
+    when only "Alerts opened" is 5, or "5 major alerts" when 5 is not the
+    Major count. The words around a number (three each side) must share one
+    with a row whose value is that number, and a level word right after it
+    (Warning, Minor, Major, Critical) must be in that row's label.
+    """
+    rows: dict[str, list[set[str]]] = {}
+    for label, value in table:
+        for n in numbers_in(value):
+            rows.setdefault(n, []).append({_stem(w) for w in _WORD.findall(label.lower())} - _STOP)
+    out = []
+    tokens = re.findall(r"[A-Za-z]+|[-+]?\d+(?:,\d{3})*(?:\.\d+)?", text)
+    for i, tok in enumerate(tokens):
+        if not tok[-1].isdigit():
+            continue
+        n = numbers_in(tok)
+        if not n or n[0] not in rows:
+            continue  # a number only a label holds (24 in "24 hours"), or foreign: the number check's job
+        near = {_stem(w.lower()) for w in tokens[max(0, i - 3) : i + 4] if not w[-1].isdigit()} - _STOP
+        after = [w.lower() for w in tokens[i + 1 : i + 3]]
+        level = next((w for w in after if w in _LEVEL_WORDS), None)
+        fits = [r for r in rows[n[0]] if r & near and (level is None or level in r)]
+        if not fits:
+            out.append(tok)
+    return out
+
+
 def rejection(text: str, result: dict[str, Any], table: list[tuple[str, str]]) -> str:
     """Why a generated paragraph cannot be used ("" when it can)."""
     if not text:
@@ -112,6 +148,9 @@ def rejection(text: str, result: dict[str, Any], table: list[tuple[str, str]]) -
     bad = foreign_numbers(text, table)
     if bad:
         return f"numbers not in the table: {', '.join(bad)}"
+    misplaced = misplaced_numbers(text, table)
+    if misplaced:
+        return f"numbers beside the wrong words: {', '.join(misplaced)}"
     if result.get("finish_reason") == "length" or len(text) > MAX_CHARS:
         return "too long"
     if text.count(":") > 1 or "\n" in text.strip() or text.lstrip().startswith(("{", "*", "-", "|")):
@@ -208,8 +247,32 @@ async def write_summary(
                     "model": model,
                     "attempts": tried,
                 }
+    template = template_sentences(report)
+    kept = best_sentences(tried, table)
+    if kept:  # the model's sentences that pass on their own, and the template's for what they leave out
+        said = {n for s in kept for n in numbers_in(s)}
+        rest = [t for t in template if not set(numbers_in(t)) <= said]
+        return {
+            "sentences": [{"text": s, "source": "model"} for s in kept]
+            + [{"text": t, "source": "template"} for t in rest],
+            "model": model,
+            "attempts": tried,
+        }
     return {
-        "sentences": [{"text": s, "source": "template"} for s in template_sentences(report)],
+        "sentences": [{"text": s, "source": "template"} for s in template],
         "model": None,
         "attempts": tried,
     }
+
+
+def best_sentences(drafts: list[dict[str, Any]], table: list[tuple[str, str]]) -> list[str]:
+    """The most sentences of one rejected draft that pass every check on their own."""
+    best: list[str] = []
+    for draft in drafts:
+        text = draft.get("text") or ""
+        if not text or draft.get("rejected", "").startswith(("too long", "a list", "too many")):
+            continue
+        good = [s for s in split_sentences(text) if not rejection(s, {"finish_reason": "stop"}, table)]
+        if len(good) > len(best):
+            best = good
+    return best
