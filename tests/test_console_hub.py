@@ -114,9 +114,18 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
         assert accessibility_problems(page) == []
         shoot(page, "hub-fleet")
 
-        # a device's page: send a ping and see the pong
+        # a device's page: its telemetry charted, then a ping and its pong
+        for i in range(5):
+            devs[0].publish(
+                "telemetry",
+                {"kind": "sample", "ts": time.time() - 5 + i, "interval_s": 1.0,
+                 "metrics": {"cpu_percent": 10.0 + i, "memory_percent": 40.0 + i}},
+            )  # fmt: skip
         page.get_by_role("link", name="press-0").click()
         page.wait_for_selector("body[data-ready='1']")
+        chart = page.locator("#telemetry-chart")
+        wait_for(lambda: int(chart.get_attribute("data-points") or 0) >= 5, 10, "the telemetry chart")
+        assert "cpu_percent" in page.locator("#tel-note").inner_text()
         page.get_by_label("Command", exact=True).select_option("ping")
         page.get_by_role("button", name="Send").click()
         result = page.locator("#cmd-result[data-status]")
@@ -151,6 +160,17 @@ def test_fleet_ping_and_a_canary_deployment_followed_to_the_end(
         assert page.locator(f"#deps tbody tr[data-id='{dep['id']}'][data-status='succeeded']").count() == 1
         assert accessibility_problems(page) == []
         shoot(page, "hub-deployments")
+        # the fleet page compares what was deployed with what each device reports
+        page.goto("/ui/fleet")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.locator("#fleet tbody tr", has_text="mlp-a: 2.0.0 deployed, not reported").count() == 2
+        # the signing key (tokens are listed to admins only)
+        page.goto("/ui/keys")
+        page.wait_for_selector("body[data-ready='1']")
+        assert hub.service.keys.current().key_id in page.locator("#key").inner_text()
+        assert "admin tokens only" in page.locator("#tokens-note").inner_text()
+        assert accessibility_problems(page) == []
+        shoot(page, "hub-keys")
         # fleet alerts: one arrives while the page is open, the operator acknowledges it on the box
         page.goto("/ui/alerts")
         page.wait_for_selector("body[data-ready='1']")

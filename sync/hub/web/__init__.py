@@ -33,6 +33,7 @@ HUB_PAGES = (
     Page("alerts", "Alerts", "alerts.html"),
     Page("commands", "Commands", "commands.html"),
     Page("deployments", "Deployments", "deployments.html"),
+    Page("keys", "Keys", "keys.html"),
 )
 DEVICE_PAGE = Page("device", "Device", "device.html")
 _FEED_INTERVAL_S = 0.5
