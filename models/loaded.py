@@ -133,8 +133,10 @@ class Loader:
         policy: Policy = DEFAULT_POLICY,
         runtimes: Mapping[str, Runtime] | None = None,
         threads: int | None = None,
+        one_thread_up_to_bytes: int = 0,
     ) -> None:
         self.profile = profile
+        self.one_thread_up_to_bytes = one_thread_up_to_bytes
         self.policy = policy
         self._runtimes = runtimes
         self._threads = threads
@@ -156,7 +158,10 @@ class Loader:
             self._runtimes = default_runtimes()
         return self._runtimes
 
-    def threads(self) -> int:
+    def threads(self, installed: InstalledModel | None = None) -> int:
+        """Engine threads for one session: one for a small model, else the setting or the profile's."""
+        if installed is not None and installed.manifest.memory_bytes <= self.one_thread_up_to_bytes:
+            return 1
         if self._threads is not None:
             return self._threads
         rec = getattr(self.profile, "recommended_threads", None)
@@ -198,7 +203,7 @@ class Loader:
                 choice,
                 pool,
                 self.runtimes(),
-                self.threads(),
+                self.threads(installed),
                 smoke_test=smoke_test,
                 measure_rss=measure_rss,
             ),

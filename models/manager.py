@@ -72,6 +72,9 @@ class ManagerSettings:
     policy: Policy = DEFAULT_POLICY
     #: a model whose calls take less than this (smoothed, measured) runs on the caller's thread
     inline_below_ms: float = 0.5
+    #: a model declaring at most this much memory runs on one engine thread: a 50 µs wake-word
+    #: step is over before a second thread wakes up (2 threads cost 10x on a busy 2-core box)
+    one_thread_up_to_bytes: int = 16 * _MB
 
 
 class ModelLease:
@@ -112,7 +115,9 @@ class ModelManager:
         self.store = store
         self.settings = settings
         self.profile = profile
-        self._loader = Loader(profile, settings.policy, runtimes, settings.threads)
+        self._loader = Loader(
+            profile, settings.policy, runtimes, settings.threads, settings.one_thread_up_to_bytes
+        )
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._reserved: dict[str, int] = {}
