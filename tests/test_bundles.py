@@ -111,6 +111,14 @@ def test_pack_sign_build_and_deploy_a_model_and_a_config_bundle(broker, start_da
         )
         out = hub.cli("bundle", "build", str(model), "--version", "1", "--data-dir", str(tmp_path / "nohub"))
         assert out.returncode == 2 and "no hub key" in out.stderr and "--unsigned" in out.stderr
+        out = hub.cli(
+            "bundle", "build", str(model), "--version", "1", "--unsigned", "--out", str(tmp_path / "u.tar")
+        )
+        assert (
+            out.returncode == 0
+            and "unsigned" in out.stdout
+            and "signature" not in _manifest(tmp_path / "u.tar")
+        )
 
         config = agent_toml(
             tmp_path / "agent.toml", broker.url, trusted_key=hub.public_key(), labels=("site=a",)

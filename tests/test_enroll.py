@@ -6,6 +6,7 @@ claim; the token is single use; the hub advertises itself on the LAN with `run -
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -57,8 +58,14 @@ def test_a_box_enrols_with_a_claim_token_and_joins(broker, start_daemon, tmp_pat
         out = agent_cli(["--config", str(config), "enroll", "hub.lan", token], env)
         assert out.returncode == 2 and "URL" in out.stderr
         assert config.read_text() == text
+        out = hub.cli("enroll", "--labels", "site=b", "--ttl", "2h", "--qr")
+        assert out.returncode == 0 and out.stdout.startswith("ehc_")
+        if importlib.util.find_spec("qrcode") is not None:  # the optional extra: a QR code of the command
+            assert out.stderr.count("\n") > 15 and "\u2588" in out.stderr, out.stderr
+        out = hub.cli("enroll", "--ttl", "10s")
+        assert out.returncode == 2 and "60 s" in out.stderr
         claims = hub.cli_json("enroll", "--list")
-        assert [(c["state"], c["used_by"]) for c in claims] == [("used", "press-box")]
+        assert sorted((c["state"], c["used_by"]) for c in claims) == [("open", None), ("used", "press-box")]
 
         # the enrolled box runs, connects, and takes signed commands from the hub
         daemon = start_daemon({"EDGE_AGENT_DATA_DIR": str(tmp_path / "box")}, ["--config", str(config)])

@@ -112,6 +112,11 @@ def test_one_row_per_alert_ack_shelve_assign_and_notify_once(broker, start_daemo
             assert [a["alert_id"] for a in shelved] == [alert["alert_id"]]
             assert shelved[0]["shelved_until"] > time.time() + 29 * 60
 
+            out = hub.cli("alerts", "shelve", short, "--for", "0")  # unshelve, then shelve again
+            assert out.returncode == 0 and "unshelved" in out.stdout, (out.stdout, out.stderr)
+            assert hub.cli_json("alerts", "--state", "shelved") == []
+            assert "unshelved" in agent_cli(["alerts", "show", alert["alert_id"]], daemon.env).stdout
+            assert hub.cli("alerts", "shelve", short, "--for", "30m").returncode == 0
             out = hub.cli("alerts", "assign", short, "bob")
             assert out.returncode == 0 and "bob" in out.stdout
             assert [a["alert_id"] for a in hub.cli_json("alerts", "--assignee", "bob")] == [alert["alert_id"]]
@@ -158,8 +163,11 @@ def test_one_row_per_alert_ack_shelve_assign_and_notify_once(broker, start_daemo
             assert (
                 sum(n["attempts"] for n in log if n["rule"] == "ops-chat") == len(critical) + 2
             )  # 2 refusals
+            out = hub.cli("notify", "remove", "site-b")
+            assert out.returncode == 0 and "removed rule site-b" in out.stdout
+            assert hub.cli("notify", "remove", "site-b").returncode == 1  # not found, said so
             rules = {r["name"]: r for r in hub.cli_json("notify", "list")}
-            assert rules["site-b"]["sent"] == 0 and rules["ops-chat"]["sent"] == len(critical)
+            assert "site-b" not in rules and rules["ops-chat"]["sent"] == len(critical)
         finally:
             hub.stop()
 

@@ -88,3 +88,28 @@ def test_one_row_per_alert_on_either_database(broker, start_hub, db_url: str, tm
         assert status == 400
         status, body = hub.http("POST", "/v1/alerts/nope!/ack", {})
         assert status == 400
+
+        # roles: a viewer reads; acting on an alert needs an operator, rules and claims an admin
+        viewer, operator = hub.make_token("vic", "viewer"), hub.make_token("otto", "operator")
+        alert_id = row["alert_id"]
+        assert hub.http("GET", f"/v1/alerts/{alert_id}", token=viewer)[0] == 200
+        for path, body in (
+            (f"/v1/alerts/{alert_id}/ack", {}),
+            (f"/v1/alerts/{alert_id}/assign", {"assignee": "v"}),
+        ):
+            assert hub.http("POST", path, body, token=viewer)[0] == 403
+            assert hub.http("POST", path, body, token="")[0] == 401
+        status, body = hub.http("POST", f"/v1/alerts/{alert_id}/assign", {"assignee": "otto"}, token=operator)
+        assert status == 200 and body["assignee"] == "otto"
+        assert [h["operator"] for h in body["history"] if h["source"] == "hub"] == ["otto"]
+        rule = {"name": "r2", "kind": "webhook", "target": hook.url}
+        assert hub.http("POST", "/v1/notify/rules", rule, token=operator)[0] == 403
+        assert hub.http("POST", "/v1/enroll/tokens", {}, token=operator)[0] == 403
+        assert (
+            hub.http(
+                "POST", "/v1/enroll", {"token": "ehc_x", "device": "d", "public_key": "ab" * 32}, token=""
+            )[0]
+            == 401
+        )
+        assert hub.http("DELETE", "/v1/notify/rules/chat")[0] == 200
+        assert hub.http("GET", "/v1/notify/rules")[1]["rules"] == []
