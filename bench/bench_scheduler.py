@@ -144,7 +144,8 @@ def _seed_million(path: Path, n: int, end: float) -> None:
     store.close()
 
 
-def _report_time(n: int) -> tuple[float, float, float]:
+def _report_time(n: int) -> tuple[float, float, float, float]:
+    """(first report in the process: imports included; the next one, as in the daemon; figures only; peer)."""
     from agent.reports.build import build_report, render_report
     from agent.store import Store
 
@@ -153,18 +154,20 @@ def _report_time(n: int) -> tuple[float, float, float]:
         db = Path(tmp) / "agent.db"
         _seed_million(db, n, end)
         store = Store.open(db)
-        t0 = time.perf_counter()
-        report = asyncio.run(build_report(store, "daily", end=end + 1, device="bench"))
-        figures = time.perf_counter() - t0
-        render_report(report, "pdf")
-        ours = time.perf_counter() - t0
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            report = asyncio.run(build_report(store, "daily", end=end + 1, device="bench"))
+            figures = time.perf_counter() - t0
+            render_report(report, "pdf")
+            times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         store.execute(
             "SELECT machine, channel, COUNT(*), AVG(value) FROM report_samples GROUP BY machine, channel"
         ).fetchall()
         peer = time.perf_counter() - t0
         store.close()
-    return ours, figures, peer
+    return times[0], times[1], figures, peer
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -172,7 +175,7 @@ def run(quick: bool = False) -> list[dict]:
     ours_rate, peer_rate = _dispatch_rate(n_runs)
     idle_ours, idle_peer = _idle_cpu(10 if quick else 60)
     n = 200_000 if quick else 1_000_000
-    report_s, figures_s, scan_s = _report_time(n)
+    cold_s, warm_s, figures_s, scan_s = _report_time(n)
     return [
         {
             "name": f"scheduler: jobs dispatched ({n_runs} no-op runs, 3 rows + 3 events each)",
@@ -191,12 +194,21 @@ def run(quick: bool = False) -> list[dict]:
             "ratio": round(idle_ours / idle_peer, 3) if idle_peer else None,
         },
         {
-            "name": f"report: daily over {n:,} readings (figures, charts, PDF)",
-            "ours": round(report_s, 2),
+            "name": f"report: daily over {n:,} readings, first in a process (figures, charts, PDF)",
+            "ours": round(cold_s, 2),
             "peer": round(scan_s, 2),
             "peer_name": "one SQLite GROUP BY pass over the readings",
             "unit": "s",
-            "ratio": round(report_s / scan_s, 2) if scan_s else None,
+            "ratio": round(cold_s / scan_s, 2) if scan_s else None,
+            "target": "<= 10 s",
+        },
+        {
+            "name": f"report: daily over {n:,} readings, the next one (as in the daemon)",
+            "ours": round(warm_s, 2),
+            "peer": round(scan_s, 2),
+            "peer_name": "one SQLite GROUP BY pass over the readings",
+            "unit": "s",
+            "ratio": round(warm_s / scan_s, 2) if scan_s else None,
             "target": "<= 10 s",
         },
         {
