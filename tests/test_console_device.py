@@ -314,10 +314,14 @@ def test_live_chart_alert_within_2s_ack_and_viewer_refused(box: Box, browser: An
     # the viewer sees the alert but no operator button, and the API refuses the viewer's ack
     viewer_row = viewer.locator(f"#alerts tbody tr[data-id='{alert_id}']")
     viewer_row.wait_for(timeout=5_000)
-    assert viewer_row.locator("button").count() == 0
+    assert viewer_row.locator("button").count() == 0  # neither Ack nor Shelve
     assert viewer.locator("#who-role").inner_text() == "viewer"
     status = viewer.evaluate(
         f"fetch('/v1/alerts/{alert_id}/ack', {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, body: '{{}}'}}).then(r => r.status)"
+    )
+    assert status == 403
+    status = viewer.evaluate(
+        f"fetch('/ui/alerts/{alert_id}/shelve', {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, body: '{{\"for_s\": 60}}'}}).then(r => r.status)"
     )
     assert status == 403
     shoot(viewer, "device-sensors-viewer")
@@ -331,6 +335,13 @@ def test_live_chart_alert_within_2s_ack_and_viewer_refused(box: Box, browser: An
     status, shown = request(f"{box.url}/v1/alerts/{alert_id}", token=box.tokens["admin"])
     assert status == 200 and shown["acked_at"] and shown["acked_by"] == "console-operator"
     assert "acked" in [h["transition"] for h in shown["history"]]
+    # and shelves it for an hour: stored, with who did it, and in the audit log
+    page.locator(f"#alerts tbody tr[data-id='{alert_id}']").get_by_role("button", name="Shelve").click()
+    page.locator(f"#alerts tbody tr[data-id='{alert_id}'] .badge", has_text="shelved to").wait_for(
+        timeout=5_000
+    )
+    shown = request(f"{box.url}/v1/alerts/{alert_id}", token=box.tokens["admin"])[1]
+    assert shown["shelved_until"] > time.time() + 3000 and shown["shelved_by"] == "console:console-operator"
     # the last hour: samples stored by the report recorder, before the live ones
     page.get_by_role("button", name="1 h").click()
     wait(lambda: int(chart.get_attribute("data-history") or 0) > 0, 15, "stored samples on the chart")

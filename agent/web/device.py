@@ -210,7 +210,54 @@ async def voice_latency(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(read))
 
 
+_MAX_SHELVE_S = 30 * 86400
+
+
+async def shelve(request: web.Request) -> web.Response:
+    """Shelve an alert for ``for_s`` seconds (0 unshelves), as the hub's ``alerts.shelve`` does; operator.
+
+    The console's own route (the local API has none): it checks the role itself and writes the
+    audit entry the API's middleware would have written.
+    """
+    _need(request, "operator")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text='send {"for_s": seconds} as JSON') from None
+    for_s = body.get("for_s") if isinstance(body, dict) else None
+    if not isinstance(for_s, (int, float)) or isinstance(for_s, bool) or not 0 <= for_s <= _MAX_SHELVE_S:
+        raise web.HTTPBadRequest(text=f"for_s must be seconds between 0 and {_MAX_SHELVE_S} (0 unshelves)")
+    ctx = request.app[CTX]
+    viewer = viewer_of(request)
+    assert viewer is not None
+    from agent.security.audit import AuditLog
+    from agent.sensors.service import sensor_service
+    from agent.sensors.sink import AlertSink
+
+    service = sensor_service(ctx)
+    sink = service.sink if service is not None and service.sink is not None else None
+    sink = sink or AlertSink(ctx.store, ctx.settings.device_id, ctx.outbox)
+    alert_id = request.match_info["id"]
+    until = time.time() + float(for_s) if for_s else None
+    by = f"console:{viewer.name}"
+    alert = await asyncio.to_thread(sink.shelve, alert_id, until, by)
+    for policy in getattr(service, "policies", {}).values():  # the live copy of an open alert learns it
+        for open_alert in policy.open_alerts:
+            if open_alert.id == alert_id:
+                open_alert.shelved_until, open_alert.shelved_by = until, alert["shelved_by"]
+                open_alert.history = list(alert["history"])
+    await asyncio.to_thread(
+        AuditLog(ctx.store).append,
+        by,
+        "console.alert.shelve",
+        alert_id,
+        {"for_s": for_s, "role": viewer.role},
+    )
+    return web.json_response(alert)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/ui/alerts/{id}/shelve", shelve)
     app.router.add_get("/ui/history", history)
     app.router.add_get("/ui/voice/latency", voice_latency)
     app.router.add_get("/ui/machines", machines)

@@ -126,19 +126,26 @@
     };
   }
 
-  function alertRow(a, onAck) {
+  function alertRow(a, onAck, onShelve) {
     const acked = !!a.acked_at;
+    const shelved = a.shelved_until && a.shelved_until > Date.now() / 1000;
     const actions = el("td", {});
     if (can("operator") && !acked) {
       actions.append(el("button", { type: "button", class: "op", "aria-label": `Acknowledge ${a.title}`, onclick: () => onAck(a), text: "Ack" }));
     }
+    if (can("operator")) {
+      actions.append(" ", shelved
+        ? el("button", { type: "button", class: "op", "aria-label": `Unshelve ${a.title}`, onclick: () => onShelve(a, 0), text: "Unshelve" })
+        : el("button", { type: "button", class: "op", "aria-label": `Shelve ${a.title} for an hour`, onclick: () => onShelve(a, 3600), text: "Shelve 1 h" }));
+    }
+    const state = shelved ? `shelved to ${C.time(a.shelved_until)}` : acked ? `acked by ${a.acked_by || "?"}` : a.state;
     return el("tr", { dataset: { id: a.id, level: a.level, state: a.state }, class: "level-" + a.level },
       el("td", {}, C.badge(a.level, "level-" + a.level)),
       el("td", { text: a.machine }),
       el("td", { text: a.title, title: a.hint || "" }),
       el("td", { text: (a.channels || []).map((c) => (typeof c === "string" ? c : c.channel)).join(", ") || "–" }),
       el("td", { text: C.time(a.opened_at) }),
-      el("td", {}, C.badge(acked ? `acked by ${a.acked_by || "?"}` : a.state, acked ? "ok" : a.state)),
+      el("td", {}, C.badge(state, acked || shelved ? "ok" : a.state)),
       actions);
   }
 
@@ -164,9 +171,15 @@
         C.toast(`Acknowledged: ${a.title}`, "ok");
       } catch (e) { C.toast(`Not acknowledged: ${e.message}`, "bad"); }
     };
+    const shelve = async (a, seconds) => {
+      try {
+        seen(await api(`/ui/alerts/${encodeURIComponent(a.id)}/shelve`, { json: { for_s: seconds } }));
+        C.toast(seconds ? `Shelved for an hour: ${a.title}` : `Unshelved: ${a.title}`, "ok");
+      } catch (e) { C.toast(`Not shelved: ${e.message}`, "bad"); }
+    };
     const render = coalesce(() => {
       const list = [...open.values()].sort((x, y) => (y.opened_at || 0) - (x.opened_at || 0));
-      C.rows(table, list, (a) => alertRow(a, ack));
+      C.rows(table, list, (a) => alertRow(a, ack, shelve));
       $("no-alerts").hidden = list.length > 0;
     });
     const seen = (a) => {
