@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge_agent.scheduler")
 
 JOBS_FILE = "jobs.toml"
+#: how often the hub link and the model store are looked at for the event triggers they feed
+WATCH_S = 5.0
 _OVERRIDABLE = {"trigger", "priority", "retries", "backoff_s", "timeout_s", "missed", "depends_on"}
 
 
@@ -110,13 +112,52 @@ class SchedulerService(Service):
             "scheduler", event_types() | {"voice.state"}, maxsize=256, policy="drop_oldest"
         )
         follower = asyncio.create_task(self._follow(sub), name="scheduler-events")
+        watcher = asyncio.create_task(self._watch(), name="scheduler-watch")
         try:
             await self.scheduler.run_forever()
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in (follower, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             sub.close()
+
+    async def _watch(self, every_s: float = WATCH_S) -> None:
+        """``hub.connected`` and ``model.installed`` from the state sync and the model store keep.
+
+        Neither part puts an event on the bus for these (and sync/ and models/
+        sit below agent/, so they cannot); a look every few seconds at the sync
+        runtime's ``online`` flag and at the store's active versions is cheap
+        and needs nothing from them.
+        """
+        online = self._hub_online()
+        models = await asyncio.to_thread(self._active_models)
+        while True:
+            await asyncio.sleep(every_s)
+            now_online = self._hub_online()
+            if now_online and not online:
+                self.scheduler.on_event({"type": "sync.connected", "source": "sync"})
+            online = now_online
+            current = await asyncio.to_thread(self._active_models)
+            for name, version in sorted(current.items()):
+                if models.get(name) != version:
+                    self.scheduler.on_event(
+                        {"type": "models.installed", "source": "models", "model": name, "version": version}
+                    )
+            models = current
+
+    def _hub_online(self) -> bool:
+        service = self.ctx.supervisor.services.get("sync")
+        return bool(getattr(getattr(service, "rt", None), "online", False))
+
+    def _active_models(self) -> dict[str, str | None]:
+        store = getattr(self.ctx.models, "store", None)
+        if store is None:
+            return {}
+        try:
+            return {name: store.active_version(name) for name in store.names()}
+        except OSError:
+            return {}
 
     async def _follow(self, sub: Any) -> None:
         async for event in sub:
