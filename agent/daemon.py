@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from agent.bus import Bus, DaemonStateChanged
 from agent.config import Settings
@@ -29,6 +30,22 @@ log = logging.getLogger("edge_agent.daemon")
 
 #: how long services get to become ready before READY is sent anyway (with a warning)
 READY_TIMEOUT_S = 30.0
+
+
+#: set to ``block-loop`` (e.g. in a systemd drop-in) and SIGUSR2 blocks the event loop: a test of the watchdog
+DEBUG_SIGUSR2_ENV = "EDGE_DEBUG_SIGUSR2"  # not EDGE_AGENT_*: that prefix is the settings'
+
+
+def install_debug_block(loop: asyncio.AbstractEventLoop) -> None:
+    """Only when asked for by the environment: SIGUSR2 stalls the loop, so systemd's watchdog must act."""
+    if os.environ.get(DEBUG_SIGUSR2_ENV) != "block-loop":
+        return
+
+    def block() -> None:
+        log.warning("SIGUSR2 with %s=block-loop: blocking the event loop (watchdog test)", DEBUG_SIGUSR2_ENV)
+        time.sleep(3600)
+
+    loop.add_signal_handler(signal.SIGUSR2, block)
 
 
 def build_context(settings: Settings) -> AgentContext:
@@ -203,6 +220,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
         if self.early_signals:
             self.request_stop(self.early_signals[0])
+        install_debug_block(loop)
         fork_hygiene()
         lock: DataDirLock | None = None
         ctx: AgentContext | None = None

@@ -20,7 +20,7 @@ set -euo pipefail
 
 PREFIX=/opt/edge-agent
 SOURCE=""
-EXTRAS="onnx,sensors,discovery"
+EXTRAS=""
 HUB=0
 START=1
 ROOT=""
@@ -35,7 +35,9 @@ usage() {
     cat <<'USAGE'
 Options:
   --source PATH   source tree, wheel, or directory of wheels (default: this repository)
-  --extras LIST   pip extras to install (default: onnx,sensors,discovery)
+  --extras LIST   pip extras to install (default: the engines with wheels for this
+                  architecture; aarch64: onnx,openvino,litert,rknn,sensors,discovery;
+                  x86_64: onnx,openvino,litert,sensors,discovery)
   --prefix DIR    install prefix (default: /opt/edge-agent)
   --hub           also install and enable edge-hub.service
   --update-root F the update publisher's signed root.json: the anchor of update trust
@@ -82,6 +84,16 @@ case "$ARCH" in
     armv7l|armv6l) say "warning: 32-bit ARM ($ARCH): several inference engines publish no wheels for it" ;;
     *) die "unsupported architecture $ARCH (supported: aarch64, x86_64)" ;;
 esac
+# The engines whose PyPI wheels exist for CPython 3.11 on this architecture (checked by
+# `make image-check`, systemd/README.md). Voice (pyaudio builds from source: portaudio19-dev and a
+# compiler) and llm (llama-cpp-python compiles for minutes) are opted in with --extras.
+if [ -z "$EXTRAS" ]; then
+    case "$ARCH" in
+        aarch64) EXTRAS="onnx,openvino,litert,rknn,sensors,discovery" ;;
+        x86_64) EXTRAS="onnx,openvino,litert,sensors,discovery" ;;
+        *) EXTRAS="sensors,discovery" ;;
+    esac
+fi
 
 if [ "$APT" -eq 1 ]; then
     missing=""
@@ -120,7 +132,7 @@ if [ "$VENV" -eq 1 ]; then
     current="$(readlink "$P/current" 2>/dev/null || true)"
     slot=venv-a
     [ "$current" = venv-a ] && slot=venv-b
-    say "building $PREFIX/$slot (the running environment, ${current:-none}, is not touched)"
+    say "building $PREFIX/$slot with extras [$EXTRAS] (the running environment, ${current:-none}, is not touched)"
     rm -rf "${P:?}/$slot"
     python3 -m venv "$P/$slot"
     pip=("$P/$slot/bin/python" -m pip install --quiet --disable-pip-version-check)
@@ -143,6 +155,11 @@ if [ ! -e "$E/agent.toml" ]; then
     cat >"$E/agent.toml" <<'TOML'
 # edge-agent configuration. Every key and its default: `edge-agent config show`.
 # Secrets (mqtt.password): `edge-agent secrets set mqtt.password` stores them sealed.
+# Run the CLI as the service user, so it works on the daemon's data:
+#   sudo -u edge-agent /opt/edge-agent/current/bin/edge-agent status
+
+# the service's StateDirectory; named here so the CLI finds the same database, models and keys
+data_dir = "/var/lib/edge-agent"
 
 [api]
 # keep the local API on loopback unless tokens (`edge-agent tokens create`) and TLS are set up
