@@ -148,7 +148,16 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, why: Callable[[], s
 FAST_PLUGINS = """
 [plugins]
 heartbeat_s = 0.2
-hang_timeout_s = 1.5
+hang_timeout_s = 3
 max_failures = 2
+failure_window_s = 120
+"""
+
+#: for plugins that import heavy libraries (asyncua, pymodbus) on a busy test machine: a patient heartbeat
+PATIENT_PLUGINS = """
+[plugins]
+heartbeat_s = 0.5
+hang_timeout_s = 15
+max_failures = 3
 failure_window_s = 120
 """

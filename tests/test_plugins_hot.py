@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from tests.conftest import free_port
-from tests.plugins_support import FAST_PLUGINS, Box, wait_for
+from tests.plugins_support import PATIENT_PLUGINS, Box, wait_for
 
 CONFIG = (
-    FAST_PLUGINS
+    PATIENT_PLUGINS
     + """
 [security]
 rate_limit_per_s = 1000

@@ -20,10 +20,10 @@ from agent.config import load_settings
 from agent.plugins.commands import register_plugin_commands
 from sync.commands import CommandRegistry, CommandRequest
 from tests.conftest import free_port
-from tests.plugins_support import FAST_PLUGINS, Box, wait_for
+from tests.plugins_support import PATIENT_PLUGINS, Box, wait_for
 
 CONFIG = (
-    FAST_PLUGINS
+    PATIENT_PLUGINS
     + """
 [sensors]
 sources = ["http"]

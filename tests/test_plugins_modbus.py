@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
-from tests.plugins_support import FAST_PLUGINS, Box, wait_for
+from tests.plugins_support import PATIENT_PLUGINS, Box, wait_for
 
 pytest.importorskip("pymodbus")
 
@@ -120,7 +120,7 @@ def accepted(box: Box) -> int:
 def test_modbus_tcp_feeds_the_detectors_raises_an_alert_and_reconnects(tmp_path: Path) -> None:
     port = free_port()
     config = (
-        FAST_PLUGINS
+        PATIENT_PLUGINS
         + MACHINE
         + f"""
 [plugins.config.modbus]
@@ -176,7 +176,7 @@ def test_modbus_rtu_over_a_pseudo_terminal_pair(tmp_path: Path) -> None:
     )
     wait_for(lambda: plc_end.exists() and agent_end.exists(), 10)
     config = (
-        FAST_PLUGINS
+        PATIENT_PLUGINS
         + MACHINE
         + f"""
 [plugins.config.modbus]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
-from tests.plugins_support import FAST_PLUGINS, Box, wait_for
+from tests.plugins_support import PATIENT_PLUGINS, Box, wait_for
 
 pytest.importorskip("asyncua")
 
@@ -124,7 +124,7 @@ def test_opcua_basic256sha256_subscription_raises_an_alert_and_reconnects(tmp_pa
     server = OpcServer(port, certs)
     server.start()
     config = (
-        FAST_PLUGINS
+        PATIENT_PLUGINS
         + MACHINE
         + f"""
 [plugins.config.opcua]

@@ -4,7 +4,7 @@
 
     name = "modbus"
     version = "1.0.0"
-    kinds = ["source"]                 # source · detector · skill · sink · runtime
+    kinds = ["source"]                 # source · detector · skill · sink
     entry = "modbus_source:ModbusSource"
     description = "Modbus TCP/RTU registers as sensor readings"
 
@@ -27,6 +27,7 @@ plugin can reach that address and no other. An empty setting grants nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MANIFEST_FILE = "plugin.toml"
-KINDS = ("source", "detector", "skill", "sink", "runtime")
+#: inference engines are not plugin processes: they register through the ``edge_agent.runtimes`` entry points
+KINDS = ("source", "detector", "skill", "sink")
 PERMISSION_KINDS = ("network", "serial", "files", "host")
 #: daemon calls a plugin may be granted (``host`` permissions)
 HOST_GRANTS = ("alerts:read", "events:publish")
@@ -202,7 +204,7 @@ def settings_class(manifest: Manifest) -> type:
     for s in manifest.settings:
         if s.type == "table":
             default = dict(s.default)
-            f = field(default_factory=lambda d=default: dict(d), metadata={"doc": s.doc})
+            f: Any = field(default_factory=functools.partial(dict, default), metadata={"doc": s.doc})
             fields_.append((s.name, dict[str, Any], f))
             continue
         hint = Literal[s.choices] if s.type == "choice" else _TYPES[s.type]

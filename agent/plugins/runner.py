@@ -38,6 +38,7 @@ class _IpcLogHandler(logging.Handler):
 
 
 async def main(fd: int) -> int:
+    sandbox.die_with_parent()
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=ipc.MAX_LINE)
     init = await ipc.read_message(reader)

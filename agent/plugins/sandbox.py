@@ -51,6 +51,18 @@ _SYSTEM_READ = (
 )
 
 
+def die_with_parent() -> None:
+    """SIGKILL this process when the daemon dies (even by SIGKILL): a plugin never outlives it."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the closed socket still ends a plugin whose loop runs
+
+
 def apply_limits(memory_mb: int, cpu_s: int) -> None:
     mem = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
