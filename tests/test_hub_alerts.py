@@ -123,6 +123,9 @@ def test_one_row_per_alert_ack_shelve_assign_and_notify_once(broker, start_daemo
 
             # the command itself is known to the box now (it answered unknown_command before)
             device = hub.cli_json("devices")[0]["device"]
+            shown = hub.cli("device", "show", device)  # its alerts, one row each, with their ids
+            assert shown.returncode == 0 and alert["alert_id"] in shown.stdout, shown.stdout
+            assert "cleared/acked/shelved" in shown.stdout
             out = hub.cli("cmd", device, "alerts.ack", "--arg", "id=01NOSUCHALERT0000000000000")
             assert out.returncode == 1 and "no alert with id" in out.stdout, out.stdout
 

@@ -261,11 +261,17 @@ def device_show(args: argparse.Namespace) -> int:
     print(f"settings: {_drift_cell(twin)}")
     for item in twin.get("drift") or []:
         print(f"  {item['key']}: desired {item['desired']!r}, reported {item['reported']!r} ({item['why']})")
-    if d["recent_alerts"]:
+    alerts = _client(args).get(f"/v1/alerts?device={quote(args.device, safe='')}&limit=10")["alerts"]
+    if alerts:  # one row per alert, with the id `edge-hub alerts show|ack|shelve` take
+        from sync.hub.cli_alerts import state_text
+
         print(
             table(
-                [(_ago(a["ts"]), a["level"], a["state"], a["title"]) for a in d["recent_alerts"]],
-                ["when", "level", "state", "title"],
+                [
+                    (a["alert_id"], a["level"], state_text(a), _ago(a["updated_at"]), a["title"])
+                    for a in alerts
+                ],
+                ["alert", "level", "state", "changed", "title"],
             )
         )
     if d["recent_commands"]:
