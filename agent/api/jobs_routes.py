@@ -2,8 +2,8 @@
 
 Job routes need the running scheduler (503 while it is not up). Reports are
 built from the store on request (JSON, HTML, Markdown or PDF); the summary
-is written by the daemon's LLM when the model manager has it, else by the
-template.
+is the template's, or with ``?llm=1`` the daemon's LLM's when the model
+manager has it (seconds of CPU per draft, so not the default of a GET).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ async def _report(request: web.Request, fmt: str) -> web.Response:
     if kind not in ("shift", "daily", "weekly"):
         raise BadRequestError(f"report kind {kind!r}: use shift, daily or weekly")
     machine = request.query.get("machine") or None
-    llm = request.query.get("llm", "1") not in ("0", "false", "no")
+    # the model's paragraph costs seconds of CPU per draft: asked for, not the default of a GET
+    llm = request.query.get("llm", "0") in ("1", "true", "yes")
     report = await build_report(
         ctx.store,
         kind,
@@ -112,7 +113,7 @@ async def report_pdf(request: web.Request) -> web.Response:
 _N = {"name": _NAME}
 _K = {"kind": _KIND}
 _NO_JOB = {404: "no such job", 503: "the scheduler is not running"}
-_REPORT_Q = "(?machine=&llm=0 to skip the model)"
+_REPORT_Q = "(?machine=&llm=1 for the local model's summary)"
 ROUTES = [
     Route(
         "GET",
