@@ -162,3 +162,48 @@ def test_bad_plugins_are_contained_and_disabled_with_their_reason(tmp_path: Path
         box.stop()
         granted.close()
     assert box.proc.returncode == 0, box.log()[-3000:]
+
+
+def test_a_plugin_never_outlives_its_daemon(tmp_path: Path) -> None:
+    """SIGKILL to the daemon (no clean stop) still ends its plugin processes, a looping one included."""
+    import os
+    import signal
+
+    box = Box(tmp_path, free_port(), CONFIG)
+    box.install(box.write_plugin("good", GOOD))
+    box.install(
+        box.write_plugin(
+            "spin",
+            "class Main(Plugin):\n    async def run(self):\n        while True:\n            time.sleep(0.05)\n",
+        )
+    )
+    box.cli("plugins", "enable", "good")
+    box.cli("plugins", "enable", "spin")
+    try:
+        box.start()
+        pids = wait_for(
+            lambda: (
+                [p["pid"] for p in box.plugins().values() if p["pid"]]
+                if len([p for p in box.plugins().values() if p["pid"]]) == 2
+                else None
+            ),
+            30,
+            box.log,
+        )
+        box.proc.send_signal(signal.SIGKILL)
+        box.proc.wait(10)
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            try:
+                with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for its reaper counts as gone
+                    return fh.read().split(")")[-1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        wait_for(lambda: all(gone(pid) for pid in pids), 10)
+    finally:
+        box.stop()
