@@ -113,8 +113,8 @@ class PluginService(Service):
             forward.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await forward
-            for name in list(self.running):
-                await self._stop(name)
+            # all at once: the supervisor gives the whole service a few seconds to stop
+            await asyncio.gather(*(self._stop(name) for name in list(self.running)), return_exceptions=True)
             self._write_status(force=True)
 
     # ------------------------------------------------------------ matching the state
