@@ -322,3 +322,32 @@ def test_trusted_hub_keys_come_from_settings_and_file(tmp_path: Path) -> None:
     other = dataclasses.replace(settings, sync=dataclasses.replace(settings.sync, trusted_keys=()))
     (settings.data_path / "hub_keys.txt").unlink()
     assert trusted_hub_keys(other) == []  # no key: no command is accepted
+
+
+async def test_hub_originated_changes_are_in_the_box_audit_log(env: Env) -> None:
+    """config.set, a deploy and trust.rotate from the hub: each one an entry of the box's own audit log,
+    naming the hub operator, whether it worked, and what changed (a refused deploy too)."""
+    from agent.security.audit import AuditLog
+    from agent.security.trust import make_rotation
+
+    rt = env.rt
+    assert rt is not None and env.ctx is not None
+    new = generate_keypair()
+    announcement = make_rotation(new.public_hex, HUB.private_hex)
+    await send(rt, cmd("config.set", {"key": "log.level", "value": "debug"}, operator="alice"))
+    await send(rt, cmd("models.deploy", {"url": "http://127.0.0.1:9/nothing.tar"}, operator="bob"))
+    await send(
+        rt, cmd("trust.rotate", {"new_key": new.public_hex, "announcement": announcement}, operator="carol")
+    )
+    entries = {
+        e.action: e for e in AuditLog(env.ctx.store).entries(limit=50) if e.action.startswith("command.")
+    }
+    assert entries["command.config.set"].actor == "hub:alice"
+    assert entries["command.config.set"].detail["ok"] is True
+    assert entries["command.config.set"].detail["set"] == {"log.level": "debug"}
+    assert entries["command.models.deploy"].actor == "hub:bob"
+    assert entries["command.models.deploy"].detail["ok"] is False  # refused, and still on record
+    assert entries["command.trust.rotate"].actor == "hub:carol"
+    assert entries["command.trust.rotate"].detail["ok"] is True
+    assert entries["command.trust.rotate"].detail["trusted"] == new.key_id
+    assert AuditLog(env.ctx.store).verify().ok  # the chain holds
