@@ -12,12 +12,14 @@ and as the bench's peer.
 Per connection it keeps a cursor per priority (the last ``seq`` handed to the
 client), so each batch continues where the previous one stopped while a new
 alert is still picked up first. When the connection ends, the cursors go with
-it: the next connection starts again from the oldest unacknowledged message,
-so everything in flight is re-sent, in order; the hub de-duplicates by id.
+it: the next connection starts again from the oldest row still in the outbox
+(not yet receipted), so everything unconfirmed is re-sent, in order; the hub
+de-duplicates by id and receipts the copies.
 
-Back-pressure is the client's in-flight window: ``publish_start`` waits for a
-free slot. Acknowledged rows are deleted in batches in a worker thread (one
-commit, one fsync, per batch) while publishing goes on.
+Back-pressure is the client's in-flight window (``publish_start`` waits for a
+free slot) and, with receipts, the receipt window. Confirmed rows are deleted
+in batches in a worker thread (one commit, one fsync, per batch) while
+publishing goes on.
 
 A message the broker refuses for good (PUBACK reason >= 0x80, e.g. not
 authorized) is dropped and counted (``refused_by_broker``) rather than
@@ -222,7 +224,7 @@ class _Session:
         waiter = asyncio.ensure_future(wake.wait())
         idle = asyncio.ensure_future(self.idle.wait()) if self.inflight else None
         try:
-            aws = [waiter, lost] + ([idle] if idle else [])
+            aws: list[asyncio.Future[Any]] = [waiter, lost, *([idle] if idle else [])]
             await asyncio.wait(aws, timeout=self._timeout(), return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
@@ -238,7 +240,8 @@ class _Session:
         room.clear()
         waiter = asyncio.ensure_future(room.wait())
         try:
-            await asyncio.wait([waiter, lost], timeout=self._timeout(), return_when=asyncio.FIRST_COMPLETED)
+            both: list[asyncio.Future[Any]] = [waiter, lost]
+            await asyncio.wait(both, timeout=self._timeout(), return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
         if lost.done():
