@@ -34,6 +34,7 @@ from tests.console_browser import (  # noqa: F401
     playwright_fixture,
     shoot,
 )
+from tests.models_fixtures import MLP_A, build_bundle, signing_key
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -185,6 +186,14 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     env.pop("NOTIFY_SOCKET", None)
     config = _config(tmp / "agent.toml")
     tokens = {role: _token({**env}, f"console-{role}", role) for role in ("admin", "operator", "viewer")}
+    # one small model installed as a user would (`edge-agent models install`), for the models page
+    keys = tmp / "data" / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "model_publishers.pub").write_text(signing_key().public_hex + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "agent.cli", "models", "install", str(build_bundle(tmp / "bundle", MLP_A))],
+        env=env, cwd=REPO, capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
     log_path = tmp / "daemon.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -363,9 +372,20 @@ def test_models_voice_logs_pages(box: Box, browser: Any) -> None:
     assert page.locator("#audit tbody tr").count() >= 1  # the operator's ack, at least
     request(box.url + "/v1/alerts/no-such-alert/ack", "POST", {}, box.tokens["operator"])
     shoot(page, "device-logs")
+    # models: the operator's Load and Unload go through the API; the table follows
+    context.close()
+    context, page = login(browser, box.url, box.tokens["operator"])
     page.goto("/ui/models")
     page.wait_for_selector("body[data-ready='1']")
+    row = page.locator("#models tbody tr[data-model='mlp-a']")
+    assert row.get_attribute("data-state") == "unloaded" and "would run on" in row.inner_text()
+    row.get_by_role("button", name="Load mlp-a").click()
+    page.locator("#models tbody tr[data-model='mlp-a'][data-state='loaded']").wait_for(timeout=30_000)
+    assert "onnxruntime" in page.locator("#models tbody tr[data-model='mlp-a']").inner_text()
+    assert request(box.url + "/v1/models/mlp-a", token=box.tokens["viewer"])[1]["loaded"] is True
     shoot(page, "device-models")
+    page.get_by_role("button", name="Unload mlp-a").click()
+    page.locator("#models tbody tr[data-model='mlp-a'][data-state='unloaded']").wait_for(timeout=30_000)
     page.goto("/ui/voice")
     page.wait_for_selector("body[data-ready='1']")
     assert page.locator("#ptt").count() == 1  # an admin may talk
@@ -381,4 +401,7 @@ def test_models_voice_logs_pages(box: Box, browser: Any) -> None:
     page.goto("/ui/voice")
     page.wait_for_selector("body[data-ready='1']")
     assert page.locator("#ptt").count() == 0  # a viewer gets no push-to-talk button
+    page.goto("/ui/models")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#models tbody tr[data-model='mlp-a'] button").count() == 0  # nor Load/Unload
     context.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.web.render import Assets, Page, Renderer, add_common_routes, page_handler
-from agent.web.session import Console, Sessions, install_middleware
+from agent.web.session import Console, LoginLimiter, Sessions, install_middleware
 
 DEVICE_PAGES = (
     Page("overview", "Overview", "overview.html"),
@@ -26,16 +26,15 @@ DEVICE_PAGES = (
 
 def install_console(app: web.Application) -> None:
     """Add the console's middleware and routes to the daemon's API app (after ``create_app``)."""
-    from agent.security.api_auth import GUARD, RateLimiter, security_middleware
+    from agent.security.api_auth import GUARD, security_middleware
     from agent.web import device
 
     guard = app[GUARD]
-    limiter = RateLimiter(1.0, 5)
 
     async def authenticate(token: str):
         return guard.tokens.authenticate(token)
 
-    console = Console("edge-agent", authenticate, guard.tokens_required, Sessions(), limiter.take)
+    console = Console("edge-agent", authenticate, guard.tokens_required, Sessions(), LoginLimiter())
     install_middleware(app, console, before=security_middleware)
     assets = Assets([device.STATIC])
     renderer = Renderer("edge-agent", DEVICE_PAGES, [], assets)

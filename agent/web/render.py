@@ -165,7 +165,8 @@ def login_handlers(renderer: Renderer) -> tuple:
         next_path = safe_next(str(form.get("next", "/")))
         from agent.security.api_auth import source_key
 
-        wait = console.login_limit(source_key(request.remote))
+        source = source_key(request.remote)
+        wait = console.logins.wait(source)
         if wait > 0:
             response = renderer.login(
                 f"Too many attempts; wait {max(1, int(wait + 0.999))} s and try again.", 429, next_path
@@ -175,6 +176,7 @@ def login_handlers(renderer: Renderer) -> tuple:
         token = str(form.get("token", "")).strip()
         info = await console.authenticate(token) if token else None
         if info is None:
+            console.logins.failed(source)
             hint = (
                 "edge-agent tokens create NAME --role viewer"
                 if console.product == "edge-agent"

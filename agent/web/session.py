@@ -87,6 +87,36 @@ class Sessions:
         return len(self._by_id)
 
 
+class LoginLimiter:
+    """Failed logins per source, as token buckets: a wrong token costs one, a right one nothing.
+
+    Guessing tokens is slowed to ``rate`` per second after a burst; a household
+    of tabs logging in with a good token is never refused. At most ``max_keys``
+    sources are remembered (the least recently seen go first).
+    """
+
+    def __init__(self, rate: float = 0.5, burst: int = 10, max_keys: int = 4096) -> None:
+        self.rate, self.burst, self.max_keys = rate, float(burst), max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _level(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def wait(self, key: str) -> float:
+        """Seconds before ``key`` may try again (0.0: now)."""
+        tokens = self._level(key, time.monotonic())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def failed(self, key: str) -> None:
+        now = time.monotonic()
+        tokens = self._level(key, now)
+        self._buckets.pop(key, None)
+        self._buckets[key] = (tokens - 1.0, now)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+
+
 Authenticate = Callable[[str], Awaitable[Any]]
 
 
@@ -98,8 +128,8 @@ class Console:
     authenticate: Authenticate  # token -> TokenInfo | None
     tokens_required: Callable[[], bool]
     sessions: Sessions
-    #: login attempts allowed per source: take(key) -> seconds to wait (0.0: go ahead)
-    login_limit: Callable[[str], float]
+    #: failed logins per source
+    logins: LoginLimiter
 
     async def viewer(self, request: web.Request) -> Viewer | None:
         token = self.sessions.token(request.cookies.get(COOKIE))

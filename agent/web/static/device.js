@@ -359,8 +359,12 @@
             ? el("button", { type: "button", class: "op", onclick: () => act("unload"), text: "Unload", "aria-label": `Unload ${x.name}` })
             : el("button", { type: "button", class: "op", onclick: () => act("load"), text: "Load", "aria-label": `Load ${x.name}` }));
         }
-        return el("tr", { dataset: { model: x.name } }, el("th", { scope: "row", text: x.name }), el("td", { text: C.show(x.active_version || x.version || (x.versions || []).join(", ")) }),
-          el("td", {}, C.badge(C.show(x.state), loaded ? "ok" : "")), el("td", { text: C.show(x.runtime || x.engine) }), el("td", { text: C.show(x.device) }), actions);
+        const lat = x.latency || {};
+        const engine = x.runtime ? `${x.runtime}${x.precision ? " " + x.precision : ""}` : x.would_run_on ? `would run on ${x.would_run_on}` : x.unavailable || x.install_hint || "–";
+        return el("tr", { dataset: { model: x.name, state: x.state } }, el("th", { scope: "row", text: x.name }), el("td", { text: C.show(x.version || x.active_version || (x.versions || []).join(", ")) }),
+          el("td", {}, C.badge(C.show(x.state), loaded ? "ok" : "")), el("td", { text: engine }), el("td", { text: C.show(x.device) }),
+          el("td", { text: loaded ? C.bytes(x.memory_bytes) : "–" }),
+          el("td", { text: lat.count ? `${lat.p50_ms} / ${lat.p95_ms} ms (${lat.count} runs)` : "–" }), actions);
       });
     };
     await render();

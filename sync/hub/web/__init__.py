@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from agent.web.render import Assets, Page, Renderer, add_common_routes, page_handler
-from agent.web.session import Console, Sessions, install_middleware, viewer_of
+from agent.web.session import Console, LoginLimiter, Sessions, install_middleware, viewer_of
 
 HERE = Path(__file__).resolve().parent
 HUB_PAGES = (
@@ -42,17 +42,15 @@ _FEED_CAP = 64
 
 def install_console(app: web.Application) -> None:
     """Add the console's middleware and routes to the hub's API app (after ``create_hub_app``)."""
-    from agent.security.api_auth import RateLimiter
     from sync.hub.api import HUB
     from sync.hub.auth import auth_middleware
 
     hub = app[HUB]
-    limiter = RateLimiter(1.0, 5)
 
     async def authenticate(token: str):
         return await asyncio.to_thread(hub.tokens.authenticate, token)
 
-    console = Console("edge-hub", authenticate, lambda: True, Sessions(), limiter.take)
+    console = Console("edge-hub", authenticate, lambda: True, Sessions(), LoginLimiter())
     install_middleware(app, console, before=auth_middleware)
     from agent.web.device import STATIC
 
