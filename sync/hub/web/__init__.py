@@ -61,11 +61,11 @@ def install_console(app: web.Application) -> None:
         app.router.add_get(f"/ui/{page.slug}", page_handler(renderer, page, "hub.js"))
     app.router.add_get("/ui/devices/{device}", page_handler(renderer, DEVICE_PAGE, "hub.js"))
     app.router.add_get("/ui/feed", feed)
-    app[_SOCKETS] = set()
+    app[_WATCHER] = Watcher(app[HUB])
     app.on_shutdown.append(_close)
 
 
-_SOCKETS: Any = web.AppKey("hub_console_sockets", set)
+_WATCHER: Any = web.AppKey("hub_console_watcher", object)
 
 
 #: marker -> (what changed, the query that reads it); a query the schema cannot answer is left out
@@ -100,51 +100,64 @@ def _changed(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return sorted(what)
 
 
+class Watcher:
+    """One change watcher for all open consoles: it runs while at least one is connected."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, ws: web.WebSocketResponse) -> None:
+        self.sockets.add(ws)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="hub-console-watcher")
+
+    async def _run(self) -> None:
+        before = await asyncio.to_thread(_markers, self.hub)
+        while self.sockets:
+            await asyncio.sleep(_FEED_INTERVAL_S)
+            now = await asyncio.to_thread(_markers, self.hub)
+            what = _changed(before, now)
+            before = now
+            if what:
+                message = json.dumps({"type": "changed", "what": what})
+                for ws in list(self.sockets):
+                    with contextlib.suppress(ConnectionResetError, RuntimeError):
+                        await ws.send_str(message)
+
+    async def close(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=1001, message=b"edge-hub is shutting down")
+        self.sockets.clear()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
 async def feed(request: web.Request) -> web.StreamResponse:
     """``{"type": "changed", "what": [...]}`` whenever the fleet, alerts, commands or deployments change."""
     if viewer_of(request) is None:
         raise web.HTTPUnauthorized(text="log in to the console first (/login)")
-    sockets = request.app[_SOCKETS]
-    if len(sockets) >= _FEED_CAP:
+    watcher = request.app[_WATCHER]
+    if len(watcher.sockets) >= _FEED_CAP:
         raise web.HTTPServiceUnavailable(
             text="too many consoles are open; retry later", headers={"Retry-After": "5"}
         )
-    from sync.hub.api import HUB
-
-    hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
     await ws.prepare(request)
-    sockets.add(ws)
-
-    async def drain() -> None:
-        async for msg in ws:
+    await ws.send_str(json.dumps({"type": "feed.hello"}))
+    watcher.add(ws)
+    try:
+        async for msg in ws:  # one-way: reading is how a closed console is noticed
             if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                 break
-
-    reader = asyncio.create_task(drain())
-    try:
-        before = await asyncio.to_thread(_markers, hub)
-        await ws.send_str(json.dumps({"type": "feed.hello"}))
-        while not ws.closed and not reader.done():
-            await asyncio.wait({reader}, timeout=_FEED_INTERVAL_S)
-            if reader.done():
-                break
-            now = await asyncio.to_thread(_markers, hub)
-            what = _changed(before, now)
-            before = now
-            if what:
-                await ws.send_str(json.dumps({"type": "changed", "what": what}))
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
     finally:
-        sockets.discard(ws)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        watcher.sockets.discard(ws)
         await ws.close()
     return ws
 
 
 async def _close(app: web.Application) -> None:
-    for ws in list(app[_SOCKETS]):
-        await ws.close(code=1001, message=b"edge-hub is shutting down")
+    await app[_WATCHER].close()
