@@ -48,83 +48,111 @@ def _num(value: Any) -> float | None:
 # ------------------------------------------------------------ intake: folding transitions in
 
 
-def apply_alert_messages(tx: Tx, new: Sequence[Accepted]) -> list[dict[str, Any]]:
-    """Fold newly stored alert messages into their alert rows; the rows that changed, after the change.
+def _load(tx: Tx, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The stored rows of ``keys`` (device, alert id), a few queries for a whole batch."""
+    by_device: dict[str, list[str]] = {}
+    for device, alert_id in keys:
+        by_device.setdefault(device, []).append(alert_id)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for device, ids in by_device.items():
+        for start in range(0, len(ids), 500):
+            chunk = sorted(ids)[start : start + 500]
+            for r in tx.query(
+                f"SELECT {_COLUMNS} FROM alert_objects WHERE device = ? AND alert_id IN ({','.join('?' * len(chunk))})",
+                (device, *chunk),
+            ):
+                out[(r["device"], r["alert_id"])] = dict(r)
+    return out
 
-    Each returned row carries ``transition`` (what the message said), so the
-    notifier can tell an opening or escalation from a clear or an ack.
-    """
-    changed: list[dict[str, Any]] = []
-    for a in new:
-        if a.kind != "alerts":
-            continue
-        fields = alert_fields(a.env.body)
-        if fields is None:  # validate() refused these already
-            continue
-        snap = _snapshot(a.env.body)
-        alert_id = fields["alert_id"] or a.id
-        transition = str(a.env.body.get("transition") or snap.get("state") or "")
-        updated = _num(snap.get("updated_at")) or a.env.ts
-        found = tx.query(
-            f"SELECT {_COLUMNS} FROM alert_objects WHERE device = ? AND alert_id = ?", (a.device, alert_id)
+
+def _fold(
+    row: dict[str, Any] | None, a: Accepted, fields: dict[str, Any], snap: dict[str, Any]
+) -> dict[str, Any]:
+    """``row`` (None: a new alert) after the transition ``a``; an older transition changes only the count."""
+    updated = _num(snap.get("updated_at")) or a.env.ts
+    if row is None:
+        row = {
+            "device": a.device,
+            "alert_id": fields["alert_id"] or a.id,
+            "machine": "",
+            "condition": "",
+            "title": fields["title"],
+            "level": fields["level"],
+            "state": fields["state"],
+            "opened_at": _num(snap.get("opened_at")) or a.env.ts,
+            "updated_at": updated,
+            "cleared_at": None,
+            "acked_at": None,
+            "acked_by": "",
+            "shelved_until": None,
+            "shelved_by": "",
+            "assignee": "",
+            "transitions": 0,
+        }
+    else:
+        row = dict(row)
+    row["transitions"] = int(row["transitions"]) + 1
+    newer = updated >= float(row["updated_at"])
+    if newer:
+        row.update(
+            title=fields["title"],
+            level=fields["level"],
+            state=fields["state"],
+            updated_at=updated,
+            machine=str(snap.get("machine") or row["machine"] or ""),
+            condition=str(snap.get("condition") or row["condition"] or ""),
+            cleared_at=_num(snap.get("cleared_at")) if "cleared_at" in snap else row["cleared_at"],
         )
-        row: dict[str, Any] = (
-            dict(found[0])
-            if found
-            else {
-                "device": a.device,
-                "alert_id": alert_id,
-                "machine": "",
-                "condition": "",
-                "title": fields["title"],
-                "level": fields["level"],
-                "state": fields["state"],
-                "opened_at": _num(snap.get("opened_at")) or a.env.ts,
-                "updated_at": updated,
-                "cleared_at": None,
-                "acked_at": None,
-                "acked_by": "",
-                "shelved_until": None,
-                "shelved_by": "",
-                "assignee": "",
-                "transitions": 0,
-            }
-        )
-        row["transitions"] = int(row["transitions"]) + 1
-        newer = updated >= float(row["updated_at"]) or not found
-        if newer:
-            row.update(
-                title=fields["title"],
-                level=fields["level"],
-                state=fields["state"],
-                updated_at=updated,
-                machine=str(snap.get("machine") or row["machine"] or ""),
-                condition=str(snap.get("condition") or row["condition"] or ""),
-                cleared_at=_num(snap.get("cleared_at")) if "cleared_at" in snap else row["cleared_at"],
-            )
-            if "shelved_until" in snap:
-                row["shelved_until"] = _num(snap.get("shelved_until"))
-                row["shelved_by"] = str(snap.get("shelved_by") or "")
-        acked = _num(snap.get("acked_at"))
-        if acked is not None and row["acked_at"] is None:
-            row["acked_at"], row["acked_by"] = acked, str(snap.get("acked_by") or "")
-        if fields["state"] == "cleared" and row["cleared_at"] is None and newer:
+        if "shelved_until" in snap:
+            row["shelved_until"] = _num(snap.get("shelved_until"))
+            row["shelved_by"] = str(snap.get("shelved_by") or "")
+        if fields["state"] == "cleared" and row["cleared_at"] is None:
             row["cleared_at"] = updated
-        tx.execute(
-            f"INSERT INTO alert_objects ({_COLUMNS}) VALUES ({','.join('?' * 16)}) "
-            "ON CONFLICT (device, alert_id) DO UPDATE SET machine = excluded.machine, "
-            "condition = excluded.condition, title = excluded.title, level = excluded.level, "
-            "state = excluded.state, opened_at = excluded.opened_at, updated_at = excluded.updated_at, "
-            "cleared_at = excluded.cleared_at, acked_at = excluded.acked_at, acked_by = excluded.acked_by, "
-            "shelved_until = excluded.shelved_until, shelved_by = excluded.shelved_by, "
-            "transitions = excluded.transitions",
-            [row[c.strip()] for c in _COLUMNS.split(",")],
-        )
-        changed.append({**row, "transition": transition, "message_id": a.id})
-    if changed:
-        from sync.hub.notify import enqueue_for_alerts
+    acked = _num(snap.get("acked_at"))
+    if acked is not None and row["acked_at"] is None:
+        row["acked_at"], row["acked_by"] = acked, str(snap.get("acked_by") or "")
+    return row
 
-        enqueue_for_alerts(tx, changed)
+
+_UPSERT = (
+    f"INSERT INTO alert_objects ({_COLUMNS}) VALUES ({','.join('?' * 16)}) "
+    "ON CONFLICT (device, alert_id) DO UPDATE SET machine = excluded.machine, "
+    "condition = excluded.condition, title = excluded.title, level = excluded.level, "
+    "state = excluded.state, opened_at = excluded.opened_at, updated_at = excluded.updated_at, "
+    "cleared_at = excluded.cleared_at, acked_at = excluded.acked_at, acked_by = excluded.acked_by, "
+    "shelved_until = excluded.shelved_until, shelved_by = excluded.shelved_by, "
+    "transitions = excluded.transitions"
+)
+
+
+def apply_alert_messages(tx: Tx, new: Sequence[Accepted]) -> list[dict[str, Any]]:
+    """Fold newly stored alert messages into their alert rows; each transition's row, after it.
+
+    The rows of the batch are read in one go, folded in arrival order in
+    memory, and written once each. Each returned row carries ``transition``
+    (what the message said), so the notifier can tell an opening or an
+    escalation from a clear or an ack.
+    """
+    items = []
+    for a in new:
+        fields = alert_fields(a.env.body) if a.kind == "alerts" else None
+        if fields is not None:  # validate() refused alerts without them already
+            items.append((a, fields, _snapshot(a.env.body)))
+    if not items:
+        return []
+    rows = _load(tx, {(a.device, f["alert_id"] or a.id) for a, f, _ in items})
+    changed: list[dict[str, Any]] = []
+    for a, fields, snap in items:
+        key = (a.device, fields["alert_id"] or a.id)
+        rows[key] = _fold(rows.get(key), a, fields, snap)
+        transition = str(a.env.body.get("transition") or snap.get("state") or "")
+        changed.append({**rows[key], "transition": transition, "message_id": a.id})
+    names = [c.strip() for c in _COLUMNS.split(",")]
+    touched = dict.fromkeys((a.device, f["alert_id"] or a.id) for a, f, _ in items)
+    tx.executemany(_UPSERT, [[rows[k][c] for c in names] for k in touched])
+    from sync.hub.notify import enqueue_for_alerts
+
+    enqueue_for_alerts(tx, changed)
     return changed
 
 

@@ -184,7 +184,7 @@ def payload_for(alert: Mapping[str, Any], labels: Mapping[str, Any]) -> dict[str
 
 
 def enqueue_for_alerts(tx: Tx, changed: Sequence[Mapping[str, Any]]) -> int:
-    """One notification per (rule, alert) for alerts that are open at a rule's level; how many were new."""
+    """One notification per (rule, alert) for alerts that are open at a rule's level; how many were asked."""
     now = time.time()
     due = [
         a
@@ -203,31 +203,25 @@ def enqueue_for_alerts(tx: Tx, changed: Sequence[Mapping[str, Any]]) -> int:
     for d in devices:
         found = tx.query("SELECT labels FROM devices WHERE device = ?", (d,))
         labels[d] = json.loads(found[0]["labels"] or "{}") if found else {}
-    added = 0
+    queued: dict[tuple[str, str, str], tuple[Any, ...]] = {}
     for a in due:
         for rule in rules:
-            if level_rank(str(a["level"])) < level_rank(rule["min_level"]):
+            key = (rule["id"], a["device"], a["alert_id"])
+            if key in queued or level_rank(str(a["level"])) < level_rank(rule["min_level"]):
                 continue
             have = labels.get(a["device"], {})
             if any(str(have.get(k)) != str(v) for k, v in rule["labels"].items()):
                 continue
-            found = tx.query(
-                "INSERT INTO notifications (id, rule_id, device, alert_id, level, payload, status, attempts, "
-                "next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) "
-                "ON CONFLICT (rule_id, device, alert_id) DO NOTHING RETURNING id",
-                (
-                    new_id(),
-                    rule["id"],
-                    a["device"],
-                    a["alert_id"],
-                    a["level"],
-                    json.dumps(payload_for(a, have), sort_keys=True),
-                    now,
-                    now,
-                ),
-            )
-            added += len(found)
-    return added
+            payload = json.dumps(payload_for(a, have), sort_keys=True)
+            queued[key] = (new_id(), *key, a["level"], payload, now, now)
+    # the unique key (rule, device, alert) keeps an alert notified once per rule, across batches too
+    tx.executemany(
+        "INSERT INTO notifications (id, rule_id, device, alert_id, level, payload, status, attempts, "
+        "next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) "
+        "ON CONFLICT (rule_id, device, alert_id) DO NOTHING",
+        list(queued.values()),
+    )
+    return len(queued)
 
 
 # ------------------------------------------------------------ delivery
@@ -333,7 +327,14 @@ class Notifier:
                 self._wake.clear()
 
     def run_once(self, now: float | None = None) -> int:
-        """Deliver what is due now; how many were tried."""
+        """Deliver what is due now; how many were tried.
+
+        Up to 20 due rows are claimed in one transaction (each by moving its
+        ``next_at`` to a lease: a row another instance claimed first is left
+        alone), delivered one by one, and their outcomes written in one more
+        transaction: two commits per 20 deliveries, not two per delivery. A
+        crash between a delivery and its record sends it again (at least once).
+        """
         now = time.time() if now is None else now
         due = self.db.query(
             "SELECT n.id, n.next_at, n.attempts, n.payload, r.kind, r.target, r.secret FROM notifications n "
@@ -341,21 +342,38 @@ class Notifier:
             "ORDER BY n.next_at LIMIT 20",
             (now,),
         )
-        tried = 0
-        for row in due:
+        if not due:
+            return 0
+        lease = now + self.settings.timeout_s * 3 + 5
+        with self.db.transaction() as tx:
+            claimed = [
+                row
+                for row in due
+                if tx.execute(
+                    "UPDATE notifications SET next_at = ? WHERE id = ? AND next_at = ? AND status = 'pending'",
+                    (lease, row["id"], row["next_at"]),
+                )
+            ]
+        outcomes: list[tuple[Any, ...]] = []
+        for row in claimed:
             if self._stop.is_set():
-                break
-            lease = now + self.settings.timeout_s * 3 + 5
-            if not self.db.execute(
-                "UPDATE notifications SET next_at = ? WHERE id = ? AND next_at = ? AND status = 'pending'",
-                (lease, row["id"], row["next_at"]),
-            ):
-                continue  # another instance took it
-            tried += 1
-            self._deliver(row)
-        return tried
+                outcomes.append((int(row["attempts"]), "", "pending", row["next_at"], None, row["id"]))
+                continue
+            outcomes.append(self._deliver(row))
+        if outcomes:
+            self._record(outcomes)
+        return len(claimed)
 
-    def _deliver(self, row: Mapping[str, Any]) -> None:
+    def _record(self, outcomes: list[tuple[Any, ...]]) -> None:
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "UPDATE notifications SET attempts = ?, last_error = ?, status = ?, next_at = ?, "
+                "sent_at = COALESCE(?, sent_at) WHERE id = ?",
+                outcomes,
+            )
+
+    def _deliver(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """Send one notification; its new (attempts, last_error, status, next_at, sent_at, id)."""
         payload = json.loads(row["payload"])
         attempts = int(row["attempts"]) + 1
         try:
@@ -368,16 +386,6 @@ class Notifier:
             s = self.settings
             give_up = attempts >= s.max_attempts
             delay = min(s.retry_initial_s * 2 ** (attempts - 1), s.retry_max_s)
-            self.db.execute(
-                "UPDATE notifications SET attempts = ?, last_error = ?, status = ?, next_at = ? WHERE id = ?",
-                (
-                    attempts,
-                    str(exc)[:500],
-                    "failed" if give_up else "pending",
-                    time.time() + delay,
-                    row["id"],
-                ),
-            )
             log.warning(
                 "notification %s to %s failed (attempt %d%s): %s",
                 row["id"],
@@ -386,13 +394,11 @@ class Notifier:
                 ", giving up" if give_up else f", retry in {delay:.1f} s",
                 exc,
             )
-            return
+            status = "failed" if give_up else "pending"
+            return (attempts, str(exc)[:500], status, time.time() + delay, None, row["id"])
         self.sent += 1
-        self.db.execute(
-            "UPDATE notifications SET attempts = ?, status = 'sent', sent_at = ?, last_error = '' WHERE id = ?",
-            (attempts, time.time(), row["id"]),
-        )
         log.info("notified %s of alert (%s)", row["target"], payload["text"])
+        return (attempts, "", "sent", row["next_at"], time.time(), row["id"])
 
 
 def require_smtp(settings: NotifySettings) -> None:
