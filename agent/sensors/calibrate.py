@@ -194,9 +194,10 @@ class Residualizer:
         b = np.linalg.solve(Z.T @ Z + lam * np.eye(Z.shape[1]), Z.T @ y)
         return np.asarray(b / scale, dtype=float)
 
-    def _base(self, X: np.ndarray, before: np.ndarray) -> np.ndarray:
-        """Deviations each channel's AR model runs on: from the level, the previous row, or the others."""
-        dev = X - self.level
+    def _base(self, X: np.ndarray, before: np.ndarray, level: np.ndarray | None = None) -> np.ndarray:
+        """Deviations each channel's AR model runs on: from the level, the previous row, or the others.
+        ``level``: per-row levels (n, C), NaN where the channel's own level holds."""
+        dev = X - (self.level if level is None else np.where(np.isnan(level), self.level, level))
         cross = dev - dev @ self.B.T
         return np.where(self.mode == 1, X - before, np.where(self.mode == 2, cross, dev))
 
@@ -260,11 +261,12 @@ class Residualizer:
             pred += full[AR_ORDER - k - 1 : AR_ORDER - k - 1 + n] * self.coef[:, k]
         return D - pred
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """Standardised innovations of a micro-batch; advances the AR state (not the level)."""
+    def transform(self, X: np.ndarray, level: np.ndarray | None = None) -> np.ndarray:
+        """Standardised innovations of a micro-batch; advances the AR state (not the level).
+        ``level``: per-row levels of channels whose level moves row by row (``regime``), else NaN."""
         if not len(X):
             return np.zeros((0, self.C))
-        D = self._base(X, np.vstack([self.last_x[None], X[:-1]]))
+        D = self._base(X, np.vstack([self.last_x[None], X[:-1]]), level)
         E = self._innovations(D, self.prev)
         self.prev = np.vstack([self.prev, D])[-AR_ORDER:]
         self.last_x = X[-1].copy()

@@ -13,7 +13,8 @@ onto the machine's false-alarm budget from that held-out tail
 (``calibrate.TailCalibrator``). The ensemble score of a row is the largest
 detector score; because every statistic only gets its share of the budget,
 the largest of them still meets it. Nothing is scored, and nothing alerts,
-before the baseline is learned.
+before the baseline is learned. A level held through an excursion is
+re-armed when the channel comes back (``regime.ReturnWatch``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from agent.sensors.regime import ReturnWatch
 from agent.sensors.spec import MachineSpec
 
 CLEAR_MIN, CLEAR_MAX = 0.5, 0.9  # bounds of the clearing level, as a fraction of the Warning threshold
-RETURN_STEP = 8  # rows per scoring step while a channel is held (how promptly a return re-arms it)
 
 __all__ = ["AeDetector", "AePublisher", "IForestDetector", "MachineEngine", "Scores"]
 
@@ -110,6 +110,9 @@ class MachineEngine:
         self.detectors: dict[str, Calibrated] = {}
         self.resid = Residualizer(self.C)
         self.returns = ReturnWatch(self.C)
+        # rows per scoring step while a channel is held: a return re-arms within the policy's clearing
+        # hold (finer steps cannot clear an alert sooner), whatever the rate
+        self.return_step = max(1, round(spec.clear_s * spec.rate_hz))
         self.calibration: dict[str, Any] = {}
         self.clear_level = CLEAR_MIN
         self.level_views: list[int] = []
@@ -292,7 +295,7 @@ class MachineEngine:
         combined = np.zeros(n)
         pos = 0
         while pos < n:  # while a channel is held, short steps: a return re-arms it promptly
-            end = min(n, pos + RETURN_STEP) if self.returns.watching else n
+            end = min(n, pos + self.return_step) if self.returns.watching else n
             part = self._score(rows[pos:end], complete[pos:end], contrib[pos:end])
             combined[pos:end] = part[0]
             for name, s in part[1].items():
@@ -310,8 +313,12 @@ class MachineEngine:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Detector scores of complete-or-filled ``rows``; fills ``contrib``; adapts the levels."""
         L = self.resid.levels(rows)
-        R = self.resid.transform(rows)
+        R = self.resid.transform(rows, self.returns.trailing_means(rows))
         RL = np.hstack([R, L[:, self.level_views]]) if "cusum" in self.detectors else R
+        resting = self.returns.recovering
+        if resting.any() and RL is not R:  # a recovering channel's sums stay at rest (regime.py)
+            rest = np.concatenate([resting, resting[self.level_views]])
+            RL[:, rest] = self.detectors["cusum"].det.center[rest]
         det_scores: dict[str, np.ndarray] = {}
         for name, cd in list(self.detectors.items()):
             try:

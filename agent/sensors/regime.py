@@ -25,21 +25,23 @@ differences; a relation to the other channels has no level of its own):
   direction, than *near*; settling past where it was, on the other side,
   counts as back;
 - a back channel is re-anchored at the window mean and then *recovers* for
-  one baseline length: its level follows the window and its sums restart at
-  every step, so the minutes a process takes to settle after a disturbance do
-  not read as a fault; leaving the band around where it was re-anchored is a
-  new excursion, held and judged as before (its sums start from zero then);
+  one baseline length: its level follows the window row by row (the residual
+  models score it against that trailing mean) and its sums stay at rest, so
+  the minutes a process takes to settle after a disturbance do not read as a
+  fault; leaving the band around where it was re-anchored is a new excursion,
+  held and judged as before (its sums start from zero then);
 - a level held for as long as the baseline lasted accepts the state the
   channel is in as its regime (a standing alert would otherwise stand
   forever): re-anchored, recovering, and counted (``regimes_accepted``).
 
-The price, stated: while a channel recovers, only a departure beyond its band
-alerts on it; a second small shift within a baseline's length of the first
-waits for the recovery to end.
 A small shift that never left the band (a slow drift, an early fault) is never
 excused this way: the CUSUM keeps it until the level has been held a
-baseline's length. The engine scores in short steps while any channel is
-held or recovering, so a return re-arms within a few samples.
+baseline's length. The price, stated: while a channel recovers, only a
+departure beyond its band alerts on it; a second small shift within a
+baseline's length of the first waits for the recovery to end. While any
+channel is held or recovering the engine scores in steps of the policy's
+clearing hold (``clear_s``), so a return re-arms before the alert could clear
+anyway, at any sample rate.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class ReturnWatch:
         self.W = np.full(channels, 10)  # the window: one EWMA memory of the channel (1 / lambda)
         self.phase = np.zeros(channels, dtype=int)  # IDLE, HELD or RECOVERING
         self.buf = np.zeros((10, channels))  # the last readings (a ring)
-        self.pos = 0
+        self.pos = np.zeros(channels, dtype=int)  # each channel's next slot in the ring
         self.n = np.zeros(channels, dtype=int)  # readings in the window since the watch began
         self.sum = np.zeros(channels)
         self.side = np.zeros(channels)  # the excursion's direction once it left the band (0: it has not)
@@ -94,8 +96,30 @@ class ReturnWatch:
 
     @property
     def watching(self) -> bool:
-        """Some channel is held or recovering: the engine then scores in short steps."""
+        """Some channel is held or recovering: the engine scores in steps of a few seconds then."""
         return bool((self.phase != IDLE).any())
+
+    @property
+    def recovering(self) -> np.ndarray:
+        """Per channel: recovering (its sums stay at rest; the engine gives them no input)."""
+        return np.asarray(self.phase == RECOVERING)
+
+    def trailing_means(self, X: np.ndarray) -> np.ndarray | None:
+        """Per row, each recovering channel's window mean (the level it follows), NaN for the others."""
+        resting = np.flatnonzero(self.phase == RECOVERING)
+        if not resting.size or not len(X):
+            return None
+        out = np.full(X.shape, np.nan)
+        size = len(self.buf)
+        for c in resting:
+            W, n, pos = int(self.W[c]), int(self.n[c]), int(self.pos[c])
+            past = self.buf[(pos - n + np.arange(n)) % size, c]  # the window so far, oldest first
+            seq = np.concatenate([past, X[:, c]])
+            csum = np.concatenate([[0.0], np.cumsum(seq)])
+            end = np.arange(n + 1, len(seq) + 1)  # each new row's end position in seq
+            start = np.maximum(end - W, 0)
+            out[:, c] = (csum[end] - csum[start]) / (end - start)
+        return out
 
     def update(
         self, X: np.ndarray, held: np.ndarray, level: np.ndarray, sigma: np.ndarray
@@ -103,55 +127,67 @@ class ReturnWatch:
         """Feed rows ``X`` (n, C) with their per-channel ``held`` flags.
 
         Returns ``{channel: level to re-anchor at}`` for the channels that came back or are
-        recovering; the engine moves their levels there and restarts their sums.
+        recovering; the engine moves their levels there and restarts their sums. Channels are
+        independent, so each watched one runs its own scalar loop (most are idle, most of the time).
         """
         out: dict[int, float] = {}
-        if not len(X) or not (held.any() or self.watching):
+        if not len(X):
             return out
-        level = level.copy()
-        cols = np.arange(self.C)
-        size = len(self.buf)
-        for i in range(len(X)):
-            x, h = X[i], held[i]
-            start = (self.phase == IDLE) & h
-            self.phase = np.where(start, HELD, self.phase)
-            self.n = np.where(start, 0, self.n)
-            self.sum = np.where(start, 0.0, self.sum)
-            self.count = np.where(start, 0.0, self.count)
-            # the mean of the last W readings (fewer just after the watch began)
-            old = self.buf[(self.pos - self.W) % size, cols]
-            self.buf[self.pos] = x
-            self.pos = (self.pos + 1) % size
-            full = self.n >= self.W
-            self.sum += x - np.where(full, old, 0.0)
-            self.n = np.minimum(self.n + 1, self.W)
-            mean = self.sum / np.maximum(self.n, 1)
-            # a level held that never left the band and scores normal again settled on its own; one that
-            # left it stays watched until it is back (its sums may dip below the limit on the way)
-            self.phase = np.where((self.phase == HELD) & ~h & (self.side == 0), IDLE, self.phase)
-            watch = self.phase == HELD
-            dev = (mean - level) / sigma
-            left = watch & (self.side == 0) & (np.abs(dev) > self.band)
-            self.side = np.where(left, np.sign(dev), np.where(watch, self.side, 0.0))
-            # back: a full window no further out, in the excursion's direction, than a normal window
-            # mean (settling past where it was, on the other side, counts)
-            back = watch & (self.side != 0) & (self.n >= self.W) & (dev * self.side <= self.near)
-            self.count = np.where(watch, self.count + 1.0, self.count)
-            standing = watch & (self.count >= self.max_hold)
-            for c in np.flatnonzero(back | standing):  # re-anchor where it is, then recover
-                self.accepted += int(standing[c] and not back[c])
-                self.reanchors += int(back[c])
-                level[c] = out[int(c)] = self.anchor[c] = float(mean[c])
-                self.phase[c], self.count[c], self.side[c] = RECOVERING, 0.0, 0.0
-            for c in np.flatnonzero((self.phase == RECOVERING) & ~(back | standing)):
-                if abs(mean[c] - self.anchor[c]) / sigma[c] > self.band[c]:  # a new excursion: held
-                    self.phase[c], self.side[c], self.count[c] = HELD, np.sign(mean[c] - self.anchor[c]), 0.0
-                    continue
-                level[c] = out[int(c)] = float(mean[c])  # the level follows it as it settles
-                self.count[c] += 1.0
-                if self.count[c] >= self.max_hold:  # recovered: the sums watch it again
-                    self.phase[c] = IDLE
+        active = (self.phase != IDLE) | held.any(axis=0)
+        for c in np.flatnonzero(active):
+            v = self._channel(int(c), X[:, c].tolist(), held[:, c].tolist(), float(level[c]), float(sigma[c]))
+            if v is not None:
+                out[int(c)] = v
         return out
+
+    def _channel(self, c: int, xs: list[float], hs: list[bool], level: float, sigma: float) -> float | None:
+        """One channel's state machine over a batch; the level to re-anchor at, if it moved."""
+        W, size = int(self.W[c]), len(self.buf)
+        band, near, max_hold = float(self.band[c]), float(self.near[c]), self.max_hold
+        phase, n, total = int(self.phase[c]), int(self.n[c]), float(self.sum[c])
+        side, anchor, count = float(self.side[c]), float(self.anchor[c]), float(self.count[c])
+        ring = self.buf[:, c].tolist()
+        pos = int(self.pos[c])
+        moved: float | None = None
+        for x, h in zip(xs, hs, strict=True):
+            if phase == IDLE and h:
+                phase, n, total, count, side = HELD, 0, 0.0, 0.0, 0.0
+            old = ring[(pos - W) % size]  # the mean of the last W readings (fewer just after it began)
+            ring[pos] = x
+            pos = (pos + 1) % size
+            total += x - (old if n >= W else 0.0)
+            n = min(n + 1, W)
+            mean = total / n
+            if phase == HELD:
+                if not h and side == 0.0:  # never left the band and normal again: settled on its own
+                    phase = IDLE
+                    continue
+                dev = (mean - level) / sigma
+                if side == 0.0 and abs(dev) > band:
+                    side = 1.0 if dev > 0 else -1.0
+                # back: a full window no further out, in the excursion's direction, than a normal
+                # window mean (settling past where it was, on the other side, counts)
+                back = side != 0.0 and n >= W and dev * side <= near
+                count += 1.0
+                if back or count >= max_hold:  # re-anchor where it is, then recover
+                    self.reanchors += int(back)
+                    self.accepted += int(not back)
+                    level = anchor = moved = mean
+                    phase, count, side = RECOVERING, 0.0, 0.0
+            elif phase == RECOVERING:
+                if abs(mean - anchor) / sigma > band:  # a new excursion: held, its sums from zero
+                    phase, count = HELD, 0.0
+                    side = 1.0 if mean > anchor else -1.0
+                    continue
+                level = moved = mean  # the level follows it as it settles
+                count += 1.0
+                if count >= max_hold:  # recovered: the sums watch it again
+                    phase = IDLE
+        self.buf[:, c] = ring
+        self.pos[c] = pos
+        self.phase[c], self.n[c], self.sum[c] = phase, n, total
+        self.side[c], self.anchor[c], self.count[c] = side, anchor, count
+        return moved
 
     def describe(self) -> dict[str, int]:
         return {"returns_re_anchored": self.reanchors, "regimes_accepted": self.accepted}
