@@ -398,3 +398,33 @@ async def test_event_triggers_fire_on_major_alerts_only(tmp_path: Path) -> None:
     await sched.idle(5)
     assert [c[2] for c in rec.calls] == ["event"]
     store.close()
+
+
+def test_jobs_toml_adds_command_jobs_and_changes_built_ins(tmp_path: Path) -> None:
+    from agent.errors import ConfigError
+    from agent.scheduler.service import load_jobs_file
+
+    rec = Recorder()
+    builtins = {"report.daily": job(rec, "report.daily", "cron:5 6 * * *", retries=2)}
+    path = tmp_path / "jobs.toml"
+    path.write_text(
+        '[[job]]\nname = "backup"\ntrigger = "cron:30 2 * * *"\ncommand = "/usr/local/bin/backup.sh --all"\n'
+        'retries = 2\ndepends_on = ["report.daily"]\n\n'
+        '[[job]]\nname = "report.daily"\ntrigger = "cron:0 7 * * *"\nmissed = "skip"\n'
+    )
+    jobs = {j.name: j for j in load_jobs_file(path, builtins)}
+    assert jobs["backup"].command == ("/usr/local/bin/backup.sh", "--all") and jobs["backup"].retries == 2
+    assert str(jobs["report.daily"].trigger) == "cron:0 7 * * *" and jobs["report.daily"].missed == "skip"
+    assert (
+        jobs["report.daily"].action is builtins["report.daily"].action and jobs["report.daily"].retries == 2
+    )
+    assert load_jobs_file(tmp_path / "absent.toml", builtins) == []
+    for text, msg in [
+        ('[[job]]\nname = "x"\ntrigger = "every:1h"\n', "command must be a non-empty list"),
+        ('[[job]]\nname = "x"\ntrigger = "hourly"\ncommand = ["true"]\n', "start with one of"),
+        ('[[job]]\nname = "report.daily"\ncommand_typo = 1\n', "only backoff_s, depends_on"),
+        ("[[job]\n", "jobs.toml"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=msg):
+            load_jobs_file(path, builtins)

@@ -17,7 +17,6 @@ voice turn that waits for the disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -100,8 +99,14 @@ class RecorderService(Service):
             while True:
                 deadline = time.monotonic() + self.flush_s
                 while (left := deadline - time.monotonic()) > 0:
-                    with contextlib.suppress(TimeoutError):
-                        self.recorder.note((await asyncio.wait_for(sub.get(), left)).to_dict())
+                    # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancel at its timeout
+                    getter = asyncio.ensure_future(sub.get())
+                    try:
+                        done, _ = await asyncio.wait({getter}, timeout=left)
+                    finally:
+                        getter.cancel()
+                    if done:
+                        self.recorder.note(getter.result().to_dict())
                 self._flush()
         finally:
             sub.close()

@@ -28,7 +28,7 @@ work a coroutine handed to a thread cannot be stopped and finishes unseen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import builtins
 import logging
 import time
 from collections.abc import Callable
@@ -379,8 +379,13 @@ class Scheduler:
                 sleep = MAX_SLEEP_S if due is None else (due - self.clock()) / self.speed
                 if any(p.held for p in self._pending):
                     sleep = min(sleep, self.gate.recheck_s)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, min(sleep, MAX_SLEEP_S)))
+                # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancel that lands as its
+                # timeout fires, and the supervisor's stop must always end this loop
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=max(0.0, min(sleep, MAX_SLEEP_S)))
+                finally:
+                    waiter.cancel()
         finally:
             await self.close()
 
@@ -425,7 +430,8 @@ class Scheduler:
     def list(self) -> list[dict[str, Any]]:
         return [self.describe(n) for n in sorted(self.jobs)]
 
-    def history(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    # builtins.list: inside this class ``list`` is the method above
+    def history(self, name: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
         if name:
             self.spec(name)
         return self.runs.history(name, limit)

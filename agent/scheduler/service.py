@@ -98,7 +98,11 @@ class SchedulerService(Service):
         from agent.scheduler.builtin import builtin_jobs
 
         builtins = {j.name: j for j in builtin_jobs(ctx)}
-        overrides = {j.name: j for j in load_jobs_file(ctx.settings.data_path / JOBS_FILE, builtins)}
+        try:
+            overrides = {j.name: j for j in load_jobs_file(ctx.settings.data_path / JOBS_FILE, builtins)}
+        except ConfigError as exc:  # a typo in jobs.toml must not keep the box from starting
+            log.error("%s; running the built-in jobs only", exc)
+            overrides = {}
         for job in {**builtins, **overrides}.values():
             self.scheduler.add(job)
 
