@@ -428,3 +428,16 @@ def test_jobs_toml_adds_command_jobs_and_changes_built_ins(tmp_path: Path) -> No
         path.write_text(text)
         with pytest.raises(ConfigError, match=msg):
             load_jobs_file(path, builtins)
+
+
+async def test_batch_work_runs_on_a_nicer_thread() -> None:
+    import threading
+
+    from agent.scheduler.jobs import BATCH_NICE, in_batch_thread
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    nice = await in_batch_thread(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert nice == min(19, base + BATCH_NICE)
+    assert (
+        os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    )  # the loop's thread is untouched

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.scheduler.jobs import JobSpec, RunContext
+from agent.scheduler.jobs import JobSpec, RunContext, in_batch_thread
 from agent.scheduler.triggers import Trigger
 
 if TYPE_CHECKING:
@@ -61,10 +61,15 @@ async def deliver_report(
     from agent.reports.build import build_report, write
 
     report = await build_report(
-        ctx.store, kind, machine=machine, device=ctx.settings.device_id, manager=llm_manager(ctx)
+        ctx.store,
+        kind,
+        machine=machine,
+        device=ctx.settings.device_id,
+        manager=llm_manager(ctx),
+        offload=in_batch_thread,
     )
     formats = ("json", "pdf" if pdf_available() else "html")
-    paths = await asyncio.to_thread(write, report, folder or report_folder(ctx), formats)
+    paths = await in_batch_thread(write, report, folder or report_folder(ctx), formats)
     hub = _to_hub(ctx, report)
     return {"files": [str(p) for p in paths], "hub_message": hub, "alerts": report["alerts"]["total"]}
 

@@ -156,3 +156,28 @@ async def run_command(argv: tuple[str, ...], timeout_s: float) -> dict[str, Any]
 
 class JobFailed(Exception):
     """A job's own failure (its message is recorded as the run's error)."""
+
+
+#: how much nicer than the daemon batch work runs (Linux nice steps; 19 is the floor)
+BATCH_NICE = 10
+_batch_executor: Any = None
+
+
+def _lower_this_thread() -> None:
+    # On Linux a thread is a task with its own nice value: this lowers the worker alone, so voice
+    # and sensors keep the CPU while a report renders (the gate only decides when batch work starts)
+    with contextlib.suppress(OSError, AttributeError):
+        import threading
+
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BATCH_NICE))
+
+
+async def in_batch_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking batch work (queries, charts, PDF) on one low-priority worker thread."""
+    global _batch_executor
+    if _batch_executor is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _batch_executor = ThreadPoolExecutor(1, thread_name_prefix="batch", initializer=_lower_this_thread)
+    return await asyncio.get_running_loop().run_in_executor(_batch_executor, fn, *args)
