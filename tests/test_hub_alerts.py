@@ -171,6 +171,20 @@ def test_one_row_per_alert_ack_shelve_assign_and_notify_once(broker, start_daemo
             assert hub.cli("notify", "remove", "site-b").returncode == 1  # not found, said so
             rules = {r["name"]: r for r in hub.cli_json("notify", "list")}
             assert "site-b" not in rules and rules["ops-chat"]["sent"] == len(critical)
+
+            # acknowledged while the box is away: it applies the ack when it is back, and says so
+            other = next(a for a in hub.cli_json("alerts", "--state", "unacked"))
+            assert daemon.stop() == 0
+            out = hub.cli("alerts", "ack", other["alert_id"], "--timeout", "2")
+            assert out.returncode == 1 and "when it next connects" in out.stdout, (out.stdout, out.stderr)
+            back = start_daemon({"EDGE_AGENT_DATA_DIR": str(daemon.data_dir)}, ["--config", str(config)])
+            back.wait_healthy(30)
+            row = wait(
+                lambda: (r := hub.cli_json("alerts", "show", other["alert_id"]))["acked_at"] and r,
+                60,
+                "the ack applied by the box once back",
+            )
+            assert row["acked_by"] == "hub:alice"
         finally:
             hub.stop()
 

@@ -23,6 +23,7 @@ from sync.hub import notify, registry
 from sync.hub.auth import operator_of
 
 _MAX_WAIT_S = 120.0
+_ACTION_TTL_S = 86400.0
 _ID = {"type": "string", "minLength": 6, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}
 
 
@@ -102,6 +103,8 @@ async def _device_action(request: web.Request, name: str, args: dict[str, Any], 
         alert["device"],
         name,
         {"id": alert["alert_id"], "by": f"hub:{operator}" if operator else "hub", **args},
+        # a box that is away acknowledges when it is back: valid for a day, not command_ttl_s
+        ttl_s=max(hub.settings.command_ttl_s, _ACTION_TTL_S),
         operator=operator,
     )
     await asyncio.to_thread(
