@@ -57,6 +57,12 @@ def _qr(text: str) -> str | None:
     return out.getvalue()
 
 
+def _loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
 def enroll(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.list:
@@ -89,12 +95,16 @@ def enroll(args: argparse.Namespace) -> int:
     if args.json:
         print_json(row)
         return 0
+    command = row["command"]
+    if _loopback(row["hub_url"]) and not _loopback(client.base):
+        # the hub names itself by loopback (no api.public_url): the box needs the address used here
+        command = f"edge-agent enroll {client.base} {row['token']}"
     expires = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(row["expires_at"]))
     print(row["token"])
     print(f"single use, valid until {expires}; labels {args.labels or '-'}", file=sys.stderr)
-    print(f"on the new box: {row['command']}", file=sys.stderr)
+    print(f"on the new box: {command}", file=sys.stderr)
     if args.qr or sys.stdout.isatty():
-        code = _qr(row["command"])
+        code = _qr(command)
         if code is not None:
             print(code, file=sys.stderr)
         elif args.qr:
