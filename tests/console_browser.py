@@ -62,14 +62,17 @@ def browser_fixture(playwright_driver: Any) -> Iterator[Any]:
 
 
 def shoot(page: Any, name: str, sizes: dict[str, dict[str, int]] | None = None) -> list[Path]:
-    """Screenshots of ``page`` at each size (desktop and phone by default), restored to desktop after."""
+    """Screenshots of ``page`` at each size (desktop, phone, a 7-inch display), restored to desktop after."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     out = []
-    for label, size in (sizes or {"desktop": DESKTOP, "phone": PHONE}).items():
+    for label, size in (sizes or {"desktop": DESKTOP, "phone": PHONE, "7inch": SEVEN_INCH}).items():
         page.set_viewport_size(size)
         page.wait_for_timeout(300)  # charts follow their container's new width
         path = SCREENSHOTS / f"{name}-{label}.png"
         page.screenshot(path=str(path), full_page=True)
+        # usable at this width: nothing makes the page itself scroll sideways (wide tables scroll inside)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name} at {label} width scrolls sideways by {overflow} px"
         out.append(path)
     page.set_viewport_size(DESKTOP)
     return out

@@ -27,7 +27,6 @@ from agent.sensors.simulator import MachineSimulator
 from agent.sensors.spec import parse_machine
 from tests.conftest import REPO, DaemonProcess, free_port
 from tests.console_browser import (  # noqa: F401
-    SEVEN_INCH,
     accessibility_problems,
     browser_fixture,
     login,
@@ -273,15 +272,7 @@ def test_login_cookie_flags_and_no_token_in_pages(box: Box, browser: Any) -> Non
     assert "running" in page.locator("#services").inner_text()
     assert "not connected" in page.locator("#hub").inner_text()
     assert page.locator("#hub").get_attribute("data-outbox") != ""
-    shoot(
-        page,
-        "device-overview",
-        {
-            "desktop": {"width": 1280, "height": 860},
-            "phone": {"width": 390, "height": 844},
-            "7inch": SEVEN_INCH,
-        },
-    )
+    shoot(page, "device-overview")
     # static assets: versioned URLs with a year's cache; the vendored uPlot is served from the box
     asset = page.evaluate("[...document.scripts].map(s => s.src).find(s => s.includes('uPlot'))")
     response = page.request.get(asset)
