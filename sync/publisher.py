@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -83,6 +84,8 @@ class Publisher:
         self._ack_ready: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
         self._wake_pending = False
+        #: the last hub presence stamp seen (on_hub_online)
+        self._hub_seen: Any = None
         outbox.add_listener(self.wake)
 
     def on_receipt(self, payload: bytes) -> int:
@@ -113,6 +116,26 @@ class Publisher:
             if event is not None:
                 event.set()
         return n
+
+    def on_hub_online(self, payload: bytes) -> None:
+        """A hub instance (re)connected (its retained presence): what awaits a receipt goes again now.
+
+        The first presence seen by this process is only noted: it is the retained one, delivered at
+        every subscribe, and a new connection re-sends everything unconfirmed anyway.
+        """
+        try:
+            stamp = json.loads(payload).get("ts")
+        except (ValueError, AttributeError):
+            return
+        first, changed = self._hub_seen is None, stamp != self._hub_seen
+        self._hub_seen = stamp
+        if first or not changed or not self.awaiting:
+            return
+        log.info("the hub is back: sending again the %d message(s) awaiting its receipt", len(self.awaiting))
+        self.awaiting.due_now()
+        for event in (self._room, self._wake):
+            if event is not None:
+                event.set()
 
     def stats(self) -> dict[str, Any]:
         return {

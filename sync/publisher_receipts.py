@@ -43,6 +43,7 @@ class AwaitingReceipts:
         self.current_timeout = timeout_s
         #: id -> (seq, monotonic time sent); insertion order is send order (a re-send moves it last)
         self._entries: dict[str, tuple[int, float]] = {}
+        self._due_now = False
         self.rewinds = 0
 
     def __len__(self) -> int:
@@ -58,11 +59,18 @@ class AwaitingReceipts:
     def pop(self, message_id: str) -> int | None:
         """The row key of a receipted message (None: not awaited, e.g. sent before a restart)."""
         entry = self._entries.pop(message_id, None)
+        if not self._entries:
+            self._due_now = False
         return None if entry is None else entry[0]
 
     def receipted(self) -> None:
         """The hub answers: back to the normal timeout."""
         self.current_timeout = self.timeout_s
+
+    def due_now(self) -> None:
+        """The hub is back (its presence): everything awaiting is overdue now, the wait back to normal."""
+        self.current_timeout = self.timeout_s
+        self._due_now = True
 
     @property
     def full(self) -> bool:
@@ -71,7 +79,7 @@ class AwaitingReceipts:
     def due_in(self) -> float | None:
         """Seconds until the oldest is overdue (<= 0: now); None when nothing awaits."""
         for _seq, at in self._entries.values():
-            return at + self.current_timeout - self.clock()
+            return 0.0 if self._due_now else at + self.current_timeout - self.clock()
         return None
 
     def overdue(self) -> bool:
@@ -95,7 +103,10 @@ class AwaitingReceipts:
         n = len(self._entries)
         self._entries.clear()
         self.rewinds += 1
-        self.current_timeout = min(self.max_timeout_s, self.current_timeout * 2)
+        if self._due_now:
+            self._due_now = False  # the hub just came back: no reason to wait longer next time
+        else:
+            self.current_timeout = min(self.max_timeout_s, self.current_timeout * 2)
         return n
 
 

@@ -311,7 +311,8 @@ class SyncService(Service):
             topics.device_topic(rt.device, "state"), online_state, 1, retain=True, timeout=10
         )
         await client.subscribe(
-            [topics.command_subscription(rt.device), topics.receipt_topic(rt.device)], qos=1
+            [topics.command_subscription(rt.device), topics.receipt_topic(rt.device), topics.HUB_PRESENCE],
+            qos=1,
         )
         rt.online = True
         rt.set_link("connected")
@@ -321,7 +322,9 @@ class SyncService(Service):
             asyncio.create_task(self._commands(client), name="sync:commands"),
             asyncio.create_task(self._report_state(client), name="sync:state"),
         ]
-        tasks += [asyncio.create_task(_guarded(run, client), name="sync:session-task") for run in rt.session_tasks]
+        tasks += [
+            asyncio.create_task(_guarded(run, client), name="sync:session-task") for run in rt.session_tasks
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -345,6 +348,8 @@ class SyncService(Service):
         async for message in client.messages():
             if message.topic == receipts:
                 self.rt.publisher.on_receipt(message.payload)
+            elif message.topic == topics.HUB_PRESENCE:
+                self.rt.publisher.on_hub_online(message.payload)
             else:
                 # written to the inbox (or refused) before the broker hears we have it
                 try:

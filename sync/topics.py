@@ -15,6 +15,9 @@ ROOT = "edge/v1"
 KINDS = ("state", "telemetry", "alerts", "events")
 #: hub -> device; not a device kind (the hub never subscribes to it)
 RECEIPTS = "receipts"
+#: retained, published by each hub instance when it connects: boxes send again at once what awaits a
+#: receipt instead of waiting out their timeout (the '$' keeps it clear of any device id)
+HUB_PRESENCE = f"{ROOT}/$hub/online"
 
 
 def device_topic(device: str, kind: str) -> str:

@@ -126,6 +126,47 @@ async def test_a_message_the_hub_refuses_for_good_is_dropped_and_counted(tmp_pat
         broker.close()
 
 
+async def test_the_hubs_presence_sends_again_at_once_what_the_broker_dropped(tmp_path: Path) -> None:
+    """The broker restarts without persistence while the hub is away: the hub's session and what
+    the box sent meanwhile are gone. The box's receipt timeout is a minute, yet when the hub
+    connects (its retained presence) the box sends again at once and all is stored within seconds."""
+    broker = Mosquitto(tmp_dir=tmp_path).start()
+    hub = HubProcess(tmp_path / "hub", broker.url)
+    settings = sync_settings(tmp_path / "data", broker.url, SYNC__RECEIPT_TIMEOUT_S="60")
+    ctx = build_context(settings)
+    runtime = SyncRuntime(ctx)
+    service = SyncService(runtime)
+    task = None
+    try:
+        await asyncio.to_thread(hub.start)
+        task = asyncio.create_task(service.run())
+        await asyncio.wait_for(service.connected.wait(), 10)
+        runtime.outbox.put(EVENTS, Envelope("event", "d1", {"i": 0}), Priority.EVENT)
+        await until(lambda: len(runtime.outbox) == 0, 15, "the first one receipted")
+        await asyncio.to_thread(hub.stop)
+        broker.restart()  # no persistence: the hub's session is gone, nobody takes what comes now
+        await until(lambda: runtime.online, 15, "the box back on the broker")
+        items = [(EVENTS, Envelope("event", "d1", {"i": i}), Priority.EVENT) for i in range(1, 21)]
+        runtime.outbox.put_many(items)
+        await until(lambda: runtime.publisher.stats()["awaiting_receipt"] == 20, 10, "20 sent, dropped")
+        await asyncio.sleep(0.5)
+        assert len(runtime.outbox) == 20 and hub.count(("events",)) == 1  # PUBACKed, yet nowhere
+        started = time.monotonic()
+        await asyncio.to_thread(hub.start)
+        await until(lambda: len(runtime.outbox) == 0, 20, "everything stored after the hub came back")
+        assert time.monotonic() - started < 25  # far sooner than the 60 s receipt timeout
+        assert sorted(r.body["i"] for r in hub.rows(("events",))) == list(range(21))
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        runtime.close()
+        ctx.store.close()
+        await asyncio.to_thread(hub.stop)
+        broker.close()
+
+
 def _device_rows(db: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(db, timeout=10)
     try:

@@ -18,6 +18,7 @@ reading the socket: back-pressure to the broker, which holds the messages.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -213,6 +214,10 @@ class HubMqtt:
                 self._catchup_timer.daemon = True
                 self._catchup_timer.start()
         self.connected.set()
+        if self._subscribe and not self._stopping:
+            # retained: every box learns the hub is back and sends again what awaits its receipt
+            presence = json.dumps({"instance": self.client_id, "ts": time.time()}).encode()
+            client.publish(topics.HUB_PRESENCE, presence, qos=1, retain=True)
         if not self._subscribe:
             self.ready.set()
 
