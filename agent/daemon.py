@@ -148,7 +148,11 @@ def build_services(ctx: AgentContext) -> list[Service]:
     from agent.reports.recorder import RecorderService
     from agent.scheduler.service import SchedulerService
 
-    services += [SchedulerService(ctx), RecorderService(ctx)]
+    scheduler = SchedulerService(ctx)
+    services += [scheduler, RecorderService(ctx)]
+    for service in services:  # the model manager's idle sweep is a scheduled job (models.idle_unload)
+        if service.name == "models" and "models.idle_unload" in scheduler.scheduler.jobs:
+            service.sweep = False  # type: ignore[attr-defined]
     if ctx.notifier.watchdog_interval:
         services.append(FunctionService("watchdog", ctx.notifier.watchdog_loop))
     return services

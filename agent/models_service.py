@@ -72,12 +72,14 @@ class ModelsService(Service):
     def __init__(self, manager: ModelManager) -> None:
         super().__init__()
         self.manager = manager
+        #: sweep idle models here; False where the scheduler runs the sweep (job models.idle_unload)
+        self.sweep = True
 
     async def run(self) -> None:
         await self.manager.start(sweeper=False)
         self.ready.set()
         try:
-            if self.manager.settings.idle_timeout_s is not None:
+            if self.sweep and self.manager.settings.idle_timeout_s is not None:
                 await self.manager.sweep_forever()
             else:
                 await asyncio.Event().wait()

@@ -441,3 +441,25 @@ async def test_batch_work_runs_on_a_nicer_thread() -> None:
     assert (
         os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     )  # the loop's thread is untouched
+
+
+async def test_quiet_jobs_record_only_their_failures(tmp_path: Path) -> None:
+    clock, rec = Clock(T0), Recorder()
+    bus_events = []
+    store, sched = make(tmp_path / "a.db", clock, rec, [job(rec, "sweep", "every:10s", record="failures")])
+    sched.bus = Bus()
+    sub = sched.bus.subscribe("t", ["job.run"])
+    await step(sched, clock, 30, by=10)
+    assert len(rec.calls) == 3 and sched.history("sweep") == []
+    assert sched.describe("sweep")["last_run"]["state"] == "ok"
+    rec.fail["sweep"] = 1
+    await step(sched, clock, 10, by=10)
+    (row,) = sched.history("sweep")
+    assert row["state"] == "failed" and row["error"] == "sweep failed on purpose"
+    while not sub.queue.empty():
+        bus_events.append(sub.queue.get_nowait().state)
+    assert bus_events == ["failed"]  # the routine runs stay off the bus
+    await sched.run_now("sweep")  # an operator's run is always recorded
+    await sched.idle(5)
+    assert [r["reason"] for r in sched.history("sweep")] == ["manual", "schedule"]
+    store.close()

@@ -8,6 +8,7 @@
 | ``report.alert`` | an alert reaches Major | a shift report of that machine, delivered |
 | ``report.health`` | every 5 min | one box-health sample (temperature, throttling, memory) |
 | ``report.prune`` | 03:30 | report samples older than 35 days, job runs older than 30 days |
+| ``models.idle_unload`` | every 10 s | unload models idle past ``models.idle_timeout_s`` |
 
 Reports are batch work: they wait while a voice turn runs, the CPU is
 throttled or the box is on battery. Delivery: files in
@@ -15,11 +16,12 @@ throttled or the box is on battery. Delivery: files in
 JSON) and, when the sync outbox exists, the report's figures to the hub as an
 ``events`` message (``kind: report``) that waits in the outbox while offline.
 
-Other periodic work stays where it is, for now: the outbox housekeeping and
-telemetry windows live in ``sync/`` and the sensor detectors' refits in
-``agent/sensors/`` (both being reworked), and the model manager's idle
-sweep runs every 10 s inside the models service, which would cost a run row
-every 10 s here.
+``models.idle_unload`` (every ``idle_check_interval_s``, realtime, only
+failures recorded) is the model manager's idle sweep, which the models
+service ran as its own loop before. Other periodic work stays where it is,
+for now: the outbox housekeeping and telemetry windows live in ``sync/`` and
+the sensor detectors' refits in ``agent/sensors/``, both being reworked by
+their owners.
 """
 
 from __future__ import annotations
@@ -137,12 +139,33 @@ def builtin_jobs(ctx: AgentContext) -> list[JobSpec]:
 
         return await asyncio.to_thread(work)
 
+    async def idle_unload(run: RunContext) -> dict[str, Any]:
+        assert ctx.models is not None
+        return {"unloaded": await ctx.models.sweep_idle()}
+
     def job(name: str, trigger: str, action: Any, description: str, **kw: Any) -> JobSpec:
         return JobSpec(
             name=name, trigger=Trigger.parse(trigger), action=action, description=description, **kw
         )
 
+    jobs = []
+    models = ctx.models
+    if models is not None and models.settings.idle_timeout_s is not None:
+        every = max(1, round(models.settings.idle_check_interval_s))
+        jobs.append(
+            job(
+                "models.idle_unload",
+                f"every:{every}s",
+                idle_unload,
+                "unload models idle past models.idle_timeout_s",
+                priority="realtime",
+                timeout_s=60,
+                missed="skip",
+                record="failures",
+            )
+        )
     return [
+        *jobs,
         job(
             "report.shift",
             "cron:0 6,14,22 * * *",

@@ -28,7 +28,6 @@ work a coroutine handed to a thread cannot be stopped and finishes unseen.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from agent.scheduler.events import JobRun
 from agent.scheduler.gate import ResourceGate
 from agent.scheduler.jobs import MAX_REPLAY, JobSpec, RunContext, run_command
 from agent.scheduler.runs import RunStore
+from agent.scheduler.views import SchedulerViews
 from agent.store import Store
 
 log = logging.getLogger("edge_agent.scheduler")
@@ -62,7 +62,7 @@ class _Pending:
     held: str = ""
 
 
-class Scheduler:
+class Scheduler(SchedulerViews):
     def __init__(
         self,
         store: Store,
@@ -87,6 +87,9 @@ class Scheduler:
         self._running: dict[str, tuple[_Pending, asyncio.Task[None]]] = {}
         self._last: dict[str, str] = {}
         self._wake: asyncio.Event | None = None
+        #: quiet jobs' runs (record="failures") have negative ids and no rows; their newest outcome is here
+        self._quiet_ids = 0
+        self._quiet_last: dict[str, dict[str, Any]] = {}
         self.started = False
         #: runs started since this scheduler was made (the bench's jobs/s)
         self.dispatched = 0
@@ -191,7 +194,11 @@ class Scheduler:
         if coalesce and any(p.spec.name == spec.name and p.attempt == 1 for p in self._pending):
             return 0
         now = self.clock()
-        run_id = self.runs.add_run(spec.name, scheduled_for, reason, attempt, "queued", now)
+        if spec.record == "failures" and reason != "manual":  # an operator's run is always recorded
+            self._quiet_ids -= 1
+            run_id = self._quiet_ids
+        else:
+            run_id = self.runs.add_run(spec.name, scheduled_for, reason, attempt, "queued", now)
         p = _Pending(run_id, spec, scheduled_for, reason, attempt, not_before or now, event or {})
         self._pending.append(p)
         self._publish(spec.name, run_id, "queued", reason, attempt, scheduled_for)
@@ -327,6 +334,16 @@ class Scheduler:
         self._running.pop(name, None)
         self._last[name] = state
         self.runs.finish(p.run_id, state, now, error=error, result=result)
+        if p.run_id < 0:
+            self._quiet_last[name] = {
+                "id": p.run_id,
+                "job": name,
+                "state": state,
+                "finished_at": now,
+                "error": error,
+            }
+            if state != "ok":  # a quiet job's failure is recorded like any other run
+                self.runs.add_run(name, p.scheduled_for, p.reason, p.attempt, state, now, error)
         self._publish(
             name,
             p.run_id,
@@ -409,33 +426,6 @@ class Scheduler:
             await asyncio.sleep(0.01)
         raise TimeoutError(f"scheduler still busy after {timeout} s: {sorted(self._running)}")
 
-    # ------------------------------------------------------------ views
-
-    def describe(self, name: str) -> dict[str, Any]:
-        spec = self.spec(name)
-        row = self._rows[name]
-        pending = [p for p in self._pending if p.spec.name == name]
-        state = "running" if name in self._running else ("held" if any(p.held for p in pending) else "")
-        state = state or ("queued" if pending else ("paused" if row["paused"] else "idle"))
-        last = self.runs.history(name, 1)
-        return {
-            **spec.to_dict(),
-            "paused": bool(row["paused"]),
-            "state": state,
-            "held": next((p.held for p in pending if p.held), ""),
-            "next_run": row["next_run"] if not row["paused"] else None,
-            "last_run": last[0] if last else None,
-        }
-
-    def list(self) -> list[dict[str, Any]]:
-        return [self.describe(n) for n in sorted(self.jobs)]
-
-    # builtins.list: inside this class ``list`` is the method above
-    def history(self, name: str | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
-        if name:
-            self.spec(name)
-        return self.runs.history(name, limit)
-
     def _publish(
         self,
         job: str,
@@ -447,6 +437,8 @@ class Scheduler:
         duration: float | None = None,
         error: str = "",
     ) -> None:
+        if run_id < 0 and state in ("queued", "running", "ok"):
+            return  # a quiet job's routine steps stay off the bus
         if self.bus is not None:
             self.bus.publish_nowait(
                 JobRun(

@@ -56,6 +56,9 @@ class JobSpec:
     timeout_s: float = 600.0
     missed: str = "once"
     description: str = ""
+    #: "all": every run is a row and bus events; "failures": only failed runs are (housekeeping every
+    #: few seconds would otherwise write a row, with its fsync, each time)
+    record: str = "all"
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _NAME_OK or len(self.name) > 64:
@@ -66,6 +69,8 @@ class JobSpec:
             raise BadRequestError(f"job {self.name}: priority must be one of {', '.join(PRIORITIES)}")
         if self.missed not in MISSED_POLICIES:
             raise BadRequestError(f"job {self.name}: missed must be one of {', '.join(MISSED_POLICIES)}")
+        if self.record not in ("all", "failures"):
+            raise BadRequestError(f"job {self.name}: record must be all or failures")
         if not 0 <= self.retries <= 20:
             raise BadRequestError(f"job {self.name}: retries must be 0..20")
         if self.timeout_s <= 0 or self.backoff_s < 0:
@@ -98,6 +103,7 @@ class JobSpec:
             "timeout_s": self.timeout_s,
             "missed": self.missed,
             "description": self.description,
+            "record": self.record,
         }
 
     @classmethod

@@ -66,6 +66,8 @@ class RunStore:
         return int(cur.lastrowid or 0)
 
     def set_state(self, run_id: int, state: str, now: float, *, held: str = "") -> None:
+        if run_id < 0:  # a quiet job's run: no row unless it fails
+            return
         if state == "running":
             self.store.execute(
                 "UPDATE scheduler_runs SET state = ?, started_at = ?, held = NULL WHERE id = ?",
@@ -77,6 +79,8 @@ class RunStore:
             )
 
     def finish(self, run_id: int, state: str, now: float, *, error: str = "", result: Any = None) -> None:
+        if run_id < 0:
+            return
         self.store.execute(
             "UPDATE scheduler_runs SET state = ?, finished_at = ?, error = ?, result = ? WHERE id = ?",
             (
