@@ -31,6 +31,10 @@ class ImageError(RuntimeError):
     """A step that cannot go on; the message says what to do."""
 
 
+class Unobservable(ImageError):
+    """What was checked holds, but the rest cannot be seen in this kind of tree (the table says n/a and why)."""
+
+
 def debian_mirror() -> str:
     """The Debian mirror apt uses on this machine (deb822 or one-line sources)."""
     for path in [*sorted(Path("/etc/apt").glob("sources.list.d/*.sources")), Path("/etc/apt/sources.list")]:
@@ -105,6 +109,25 @@ def build_base(base: Path, arch: str, log: Path) -> bool:
     return True
 
 
+#: where the recorded board's /proc files go in an emulated tree (see emulated_board)
+BOARD_PROC = {"cpuinfo": "/proc/cpuinfo", "arch": "/proc/sys/kernel/arch"}
+
+
+def emulated_board(tree: Path, board: Path) -> None:
+    """Under qemu-user the kernel is the host's, and so are /proc/cpuinfo and /proc/sys/kernel/arch.
+
+    ARM code that reads them (onnxruntime's cpuinfo segfaults on an x86 cpuinfo; the HAL probe
+    says x86_64) is shown a recorded board instead: its /proc/cpuinfo (tests/boards) and
+    "aarch64", put in /srv/board and bound over /proc by the caller (for commands) and by the
+    unit's emulation drop-in (for the service, which mounts a /proc of its own). Everything else
+    (cores online, caches, memory) stays the host's.
+    """
+    dest = tree / "srv" / "board"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(board / "proc" / "cpuinfo", dest / "cpuinfo")
+    (dest / "arch").write_text("aarch64\n")
+
+
 def fresh_copy(base: Path, run: Path) -> None:
     if run.exists():
         shutil.rmtree(run)
@@ -114,10 +137,17 @@ def fresh_copy(base: Path, run: Path) -> None:
 class Container:
     """``systemd-nspawn --boot`` on a tree; commands enter its namespaces with nsenter."""
 
-    def __init__(self, tree: Path, log: Path, binds: dict[Path, str] | None = None) -> None:
+    def __init__(
+        self,
+        tree: Path,
+        log: Path,
+        binds: dict[Path, str] | None = None,
+        ro_binds: dict[Path, str] | None = None,
+    ) -> None:
         self.tree = tree
         self.log = log
         self.binds = binds or {}
+        self.ro_binds = ro_binds or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.leader = 0
 

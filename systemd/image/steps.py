@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from nspawn import HOST_ARCH, Container, ImageError
+from nspawn import HOST_ARCH, Container, ImageError, Unobservable
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = "/opt/edge-agent/current/bin/edge-agent"
@@ -35,7 +35,12 @@ ENGINE_PACKAGES = (
     "rknn-toolkit-lite2",
     "numpy",
 )
-EMULATION_DROPIN = "[Service]\nPrivateUsers=no\n"
+EMULATION_DROPIN = (
+    "[Service]\n"
+    "# qemu-user: no user namespace for a threaded process, and the host's /proc (nspawn.emulated_board)\n"
+    "PrivateUsers=no\n"
+    "BindReadOnlyPaths=/srv/board/cpuinfo:/proc/cpuinfo /srv/board/arch:/proc/sys/kernel/arch\n"
+)
 DENIAL = re.compile(
     r"audit|seccomp|apparmor|denied|operation not permitted|read-only file system|bad system call", re.I
 )
@@ -314,12 +319,27 @@ class Checks:
         kinds = sorted({a["kind"] for a in profile["accelerators"]})
         features = profile["cpu"]["features"]
         self.figures["hardware"] = {"architecture": arch, "accelerators": kinds, "features": features}
-        if arch != want or kinds not in ([], ["cpu"]):
-            raise ImageError(f"architecture {arch} (want {want}), accelerators {kinds}")
         shown = [
             f for f in features if f in ("neon", "asimd", "asimddp", "dotprod", "avx2", "avx512f", "sve")
         ]
-        return f"{arch}, accelerators {kinds}, features incl. {shown}"
+        if kinds not in ([], ["cpu"]):
+            raise ImageError(f"phantom accelerators: {kinds}")
+        if arch != want and self.emulated:
+            # qemu-user emulates the process, not the kernel: /proc/cpuinfo and /proc/sys/kernel/arch
+            # are the host's, and the probe reads them; the process itself runs aarch64 code
+            code = "import platform; print(platform.machine())"
+            machine = self.box.run(["/opt/edge-agent/current/bin/python", "-c", code]).stdout.strip()
+            self.figures["hardware"]["process_machine"] = machine
+            if machine != want:
+                raise ImageError(f"the venv's Python runs as {machine}, not {want}")
+            raise Unobservable(
+                f"no phantom accelerators {kinds}; the process runs {machine}, but the probe reads the host "
+                f"kernel's /proc under qemu-user ({arch}, features {shown}): NEON/dotprod need a board or qemu-system"
+            )
+        if arch != want:
+            raise ImageError(f"architecture {arch} (want {want}), accelerators {kinds}")
+        board = " (/proc/cpuinfo: a recorded Pi 5, as qemu-user shows the host's)" if self.emulated else ""
+        return f"{arch}, accelerators {kinds}, features incl. {shown}{board}"
 
     @property
     def box_arch(self) -> str:
