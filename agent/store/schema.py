@@ -207,3 +207,9 @@ def scheduler_tables(db: Any) -> None:
         " mem_pct REAL, models_loaded INTEGER, data TEXT)"
     )
     db.execute("CREATE INDEX report_health_ts ON report_health (ts)")
+
+
+@migration(51, "reports: the samples index covers the value (trend charts read the index alone)")
+def report_samples_covering(db: Any) -> None:
+    db.execute("DROP INDEX report_samples_key")
+    db.execute("CREATE INDEX report_samples_key ON report_samples (machine, channel, ts, value)")
