@@ -230,6 +230,8 @@ async def test_default_config_runs_the_simulator_to_detection(settings: Settings
             "bearing_temp",
             "pressure",
         }
+        # the baseline record is written after the fit (a worker thread), so it may trail the phase
+        await wait_for(lambda: ctx.store.query("SELECT machine FROM sensor_baselines") != [], timeout=10)
         assert ctx.store.query("SELECT machine FROM sensor_baselines") == [{"machine": "press-1"}]
     finally:
         await ctx.supervisor.stop()
