@@ -103,7 +103,9 @@ def test_webhook_sink_and_alert_skill_through_the_api(tmp_path: Path) -> None:
         assert box.post("/v1/plugins/webhook/disable", {})[0] == 200
         wait_for(lambda: box.plugins()["webhook"]["state"] == "disabled", 20, box.log)
         status, body = box.post("/v1/plugins/webhook/enable", {"settings": {"timeout_s": -1}})
-        assert status == 400 and "plugins.config.webhook.timeout_s" in body["error"]["message"], body
+        assert status == 409 and "plugins.config.webhook.timeout_s" in body["error"]["message"], body
+        assert body["error"]["code"] == "bad_settings"
+        assert box.post("/v1/plugins/webhook/enable", {"settings": None})[0] == 400
         assert box.post("/v1/plugins/nosuch/enable", {})[0] == 404
         assert box.get("/v1/plugins/webhook/logs?lines=5")[0] == 200
         assert box.get("/v1/plugins/webhook/logs?lines=x")[0] == 400

@@ -14,7 +14,7 @@ from aiohttp import web
 from agent.api.app import CTX
 from agent.api.routes import Route
 from agent.core.jsonbody import read_json
-from agent.errors import BadRequestError
+from agent.errors import BadRequestError, ConfigError, ConflictError
 
 _NAME = {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,39}$"}}
 _ENTRY = {
@@ -58,10 +58,18 @@ async def enable(request: web.Request) -> web.Response:
 
     body = await read_json(request, optional=True, allowed={"settings"}) or {}
     values = body.get("settings")
-    if values is not None and not isinstance(values, dict):
+    if "settings" in body and not isinstance(values, dict):
         raise BadRequestError("settings must be an object of the plugin's settings", code="bad_settings")
     name = _name(request)
-    return web.json_response(await asyncio.to_thread(manage.enable, request.app[CTX].settings, name, values))
+    try:
+        done = await asyncio.to_thread(manage.enable, request.app[CTX].settings, name, values)
+    except ConfigError as exc:  # well-formed, but not what this plugin takes: the message names the key
+        raise ConflictError(str(exc), code="bad_settings") from None
+    except BadRequestError as exc:
+        if exc.code != "plugin_refused":
+            raise
+        raise ConflictError(str(exc), code="plugin_refused") from None
+    return web.json_response(done)
 
 
 async def disable(request: web.Request) -> web.Response:
@@ -101,6 +109,7 @@ async def ask_skill(request: web.Request) -> web.Response:
 
 _CHANGED = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
 _MISSING = {404: "no such plugin", 400: "not a plugin name, or a plugin that cannot run"}
+_REMOVE = {**_MISSING, 409: "a built-in or package plugin: it can only be disabled"}
 
 ROUTES = [
     Route(
@@ -121,12 +130,19 @@ ROUTES = [
         enable,
         "Enable a plugin (optional body {settings}, checked like the config file); it starts within a second.",
         tag="plugins",
-        body={"type": "object", "properties": {"settings": {"type": "object"}}},
+        body={
+            "type": "object",
+            "properties": {"settings": {"type": "object"}},
+            "additionalProperties": False,
+        },
         body_required=False,
         path_params=_NAME,
         role="operator",
         response=_CHANGED,
-        extra_responses=_MISSING,
+        extra_responses={
+            **_MISSING,
+            409: "the settings do not fit the plugin (the message names the key), or it is refused (unsigned, changed)",
+        },
     ),
     Route(
         "POST",
@@ -148,7 +164,7 @@ ROUTES = [
         path_params=_NAME,
         role="admin",
         response=_CHANGED,
-        extra_responses=_MISSING,
+        extra_responses=_REMOVE,
     ),
     Route(
         "GET",
@@ -165,7 +181,12 @@ ROUTES = [
         ask_skill,
         "Ask the running voice-skill plugins ({text}); the first that answers replies.",
         tag="plugins",
-        body={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+        body={
+            "type": "object",
+            "required": ["text"],
+            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": "\\S"}},
+            "additionalProperties": False,
+        },
         role="operator",
         audit=False,
         response={"type": "object", "properties": {"plugin": {"type": "string"}, "reply": {}}},

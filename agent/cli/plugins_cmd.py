@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.cli.output import print_json, table
 from agent.config import load_settings
-from agent.errors import BadRequestError, ConfigError, NotFoundError
+from agent.errors import BadRequestError, ConfigError, ConflictError, NotFoundError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -189,7 +189,7 @@ def remove(args: argparse.Namespace) -> int:
     _known(store, args.name)
     try:
         store.remove(args.name)
-    except BadRequestError as exc:
+    except (BadRequestError, ConflictError) as exc:
         return _usage(str(exc))
     return _said(args, {"name": args.name, "removed": True}, f"removed {args.name}")
 

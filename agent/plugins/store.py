@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadRequestError, NotFoundError
+from agent.errors import BadRequestError, ConflictError, NotFoundError
 from agent.plugins.manifest import MANIFEST_FILE, Manifest, load_manifest
 from agent.plugins.signing import verify_plugin
 from agent.security.fileio import atomic_write_json
@@ -154,7 +154,7 @@ class PluginStore:
     def remove(self, name: str) -> None:
         found = self.get(name)
         if found.origin != "archive":
-            raise BadRequestError(
+            raise ConflictError(
                 f"plugin {name} is {found.origin}; it cannot be removed, only disabled "
                 f"(`edge-agent plugins disable {name}`)",
                 code="not_removable",
