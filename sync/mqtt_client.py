@@ -17,25 +17,23 @@ loop with a thread, ~1.0x+ this way). Every future we create is resolved or
 failed when the connection ends (``MqttConnectionLost``), so no caller waits
 forever. Use an instance from its event loop's thread only.
 
-paho's and the socket layer's errors are translated here into MqttError and
-its children, with messages that say what to check.
+paho's and the socket layer's errors are translated into MqttError and its
+children, with messages that say what to check (``sync/mqtt_connect.py``); the
+socket is driven from the loop by ``sync/mqtt_loop.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.errors import ConfigError
 from sync import metrics
+from sync.mqtt_connect import connack_error, connect_error, tls_context
+from sync.mqtt_loop import SocketDriver, close_socket
 from sync.mqtt_types import (
-    NOT_AUTHORIZED,
-    PROTOCOL_REFUSED,
     TRANSIENT_PUBACK,
     Backoff,
     IncomingMessage,
@@ -70,8 +68,7 @@ class MqttClient:
         self._connack: asyncio.Future[tuple[bool, Any]] | None = None
         self._lost: asyncio.Future[None] | None = None
         self._incoming: asyncio.Queue[IncomingMessage | None] | None = None
-        self._fd: int | None = None
-        self._misc: asyncio.Task[None] | None = None
+        self._driver: SocketDriver | None = None
         self.incoming_dropped = 0
         self._entered = False
         #: counts connections, so an ack never reaches a later connection's packet of the same id
@@ -138,7 +135,7 @@ class MqttClient:
         if o.username:
             client.username_pw_set(o.username, o.password or None)
         if tls:
-            client.tls_set_context(self._tls_context())
+            client.tls_set_context(tls_context(self.options))
         if o.will is not None:
             client.will_set(o.will.topic, o.will.payload, o.will.qos, o.will.retain)
         client.max_inflight_messages_set(o.inflight)
@@ -150,24 +147,6 @@ class MqttClient:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
-
-    def _tls_context(self) -> ssl.SSLContext:
-        o = self.options
-        try:
-            ctx = ssl.create_default_context(cafile=o.ca_file or None)
-            if o.cert_file:
-                ctx.load_cert_chain(o.cert_file, o.key_file or None)
-        except FileNotFoundError as exc:
-            raise ConfigError(
-                f"mqtt TLS file {exc.filename} does not exist; check mqtt.ca_file, "
-                "mqtt.cert_file and mqtt.key_file"
-            ) from None
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"mqtt TLS files cannot be loaded ({exc}); check that mqtt.cert_file and "
-                "mqtt.key_file are a matching PEM certificate and key"
-            ) from None
-        return ctx
 
     async def _connect_once(self, proto: str) -> None:
         from paho.mqtt.packettypes import PacketTypes
@@ -197,48 +176,33 @@ class MqttClient:
             await asyncio.wait_for(asyncio.shield(connecting), o.connect_timeout_s + 1)
         except asyncio.TimeoutError:
             # the thread may still finish connecting: close that socket when it does
-            connecting.add_done_callback(lambda _f: _close_socket(client))
+            connecting.add_done_callback(lambda _f: close_socket(client))
             raise MqttConnectError(
                 f"broker {where} did not answer within {o.connect_timeout_s:g} s"
             ) from None
-        except ConnectionRefusedError:
-            raise MqttConnectError(
-                f"broker {where} refused the connection: is it running? check mqtt.url"
-            ) from None
-        except socket.gaierror as exc:
-            raise MqttConnectError(
-                f"cannot resolve broker host {host!r} ({exc.strerror}); check mqtt.url"
-            ) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise MqttConnectError(
-                f"broker {where}'s TLS certificate is not trusted ({exc.verify_message}); "
-                "set mqtt.ca_file to the CA that signed it",
-                code="mqtt_tls",
-            ) from None
-        except ssl.SSLError as exc:
-            raise MqttConnectError(
-                f"TLS handshake with {where} failed ({exc.reason or exc}); check the "
-                "mqtts:// port and the client certificate",
-                code="mqtt_tls",
-            ) from None
-        except (OSError, TimeoutError) as exc:
-            raise MqttConnectError(f"cannot connect to broker {where}: {exc.strerror or exc}") from None
+        except (OSError, TimeoutError) as exc:  # refused, DNS, TLS...: said in words
+            translated = connect_error(exc, host, where)
+            if translated is None:
+                raise
+            raise translated from None
         except BaseException:
-            connecting.add_done_callback(lambda _f: _close_socket(client))
+            connecting.add_done_callback(lambda _f: close_socket(client))
             raise
-        self._attach(client)
+        self._driver = SocketDriver(loop)
+        if not self._driver.attach(client):
+            self._connection_ended("socket closed")
         assert self._connack is not None
         try:
             session_present, props = await asyncio.wait_for(
                 asyncio.shield(self._connack), o.connect_timeout_s
             )
         except asyncio.TimeoutError:
-            self._detach(client)
+            self._driver.detach(client)
             raise MqttConnectError(
                 f"broker {where} sent no CONNACK within {o.connect_timeout_s:g} s"
             ) from None
         except BaseException:
-            self._detach(client)
+            self._driver.detach(client)
             raise
         self.session_present = session_present
         self.connected = True
@@ -262,65 +226,6 @@ class MqttClient:
         self._sub_pending.clear()
         self.connected = False
 
-    # ------------------------------------------------------------ socket <-> event loop
-
-    def _attach(self, client: Any) -> None:
-        """Drive paho's socket from the loop: reads, writes when paho has data, keepalive."""
-        loop = self._loop
-        assert loop is not None
-        sock = client.socket()
-        if sock is None:  # closed between connect and here
-            self._connection_ended("socket closed")
-            return
-        self._fd = sock.fileno()
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        loop.add_reader(self._fd, self._readable, client)
-        if client.want_write():
-            self._on_register_write(client, None, sock)
-        self._misc = loop.create_task(self._misc_loop(client), name="mqtt:keepalive")
-
-    def _readable(self, client: Any) -> None:
-        client.loop_read()
-        sock = client.socket()
-        # TLS (and websockets) may hold decrypted bytes the selector cannot see: read them now
-        if sock is not None and getattr(sock, "pending", None) and sock.pending():
-            assert self._loop is not None
-            self._loop.call_soon(self._readable, client)
-
-    def _on_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        if self._loop is not None and self._fd is not None and client is self._paho:
-            self._loop.add_writer(self._fd, client.loop_write)
-
-    def _on_unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        if self._loop is not None and self._fd is not None:
-            self._loop.remove_writer(self._fd)
-
-    def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
-        self._unwatch()
-
-    def _unwatch(self) -> None:
-        if self._fd is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
-        self._fd = None
-
-    async def _misc_loop(self, client: Any) -> None:
-        """Keepalive: paho sends PINGREQ and notices a dead broker here."""
-        while True:
-            if client.loop_misc() != 0:
-                return
-            await asyncio.sleep(1.0)
-
-    def _detach(self, client: Any) -> None:
-        """Close paho's socket and stop watching it (no network traffic)."""
-        self._unwatch()
-        if self._misc is not None:
-            self._misc.cancel()
-            self._misc = None
-        _close_socket(client)
-
     # ------------------------------------------------------------ paho callbacks (on the loop)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -333,22 +238,8 @@ class MqttClient:
         if value == 0:
             fut.set_result((flags.session_present, props))
             return
-        text = str(reason)
         where = "{}:{}".format(*self.options.endpoint[:2])
-        if self.protocol == "5" and value in PROTOCOL_REFUSED:
-            fut.set_exception(ProtocolRefused(f"broker {where} refused MQTT 5 ({text})", reason_code=value))
-        elif value in NOT_AUTHORIZED:
-            fut.set_exception(
-                MqttNotAuthorizedError(
-                    f"broker {where} refused us ({text}); check mqtt.username, mqtt.password and the client "
-                    "certificate",
-                    reason_code=value,
-                )
-            )
-        else:
-            fut.set_exception(
-                MqttConnectError(f"broker {where} refused the connection ({text})", reason_code=value)
-            )
+        fut.set_exception(connack_error(value, str(reason), where, self.protocol))
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if client is self._paho:
@@ -369,9 +260,8 @@ class MqttClient:
         if self.connected:
             metrics.CONNECTED.labels().set(0)
         self.connected = False
-        if self._misc is not None:
-            self._misc.cancel()
-            self._misc = None
+        if self._driver is not None:
+            self._driver.stop_keepalive()
         pending = list(self._pending.values()) + list(self._sub_pending.values())
         self._pending.clear()
         self._sub_pending.clear()
@@ -549,7 +439,8 @@ class MqttClient:
                     await self._send_disconnect(client, with_will and self.options.will is not None)
             except MqttError as exc:
                 log.debug("disconnect: %s", exc)
-        self._detach(client)
+        if self._driver is not None:
+            self._driver.detach(client)
         self._fail_all(MqttConnectionLost("connection closed"))
         self._paho = None
 
@@ -566,15 +457,6 @@ class MqttClient:
         try:
             await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
         except (MqttError, asyncio.TimeoutError):
-            pass
-
-
-def _close_socket(client: Any) -> None:
-    sock = client.socket()
-    if sock is not None:
-        try:
-            sock.close()
-        except OSError:
             pass
 
 
