@@ -53,6 +53,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m tests.import_contract
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format .

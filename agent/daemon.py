@@ -65,9 +65,9 @@ def build_context(settings: Settings) -> AgentContext:
         notifier=Notifier(),
     )
     import hal
+    from agent.models_service import build_manager
     from agent.security import identity
     from agent.security.trust import TrustStore
-    from agent.models_service import build_manager
     from sync.keys import trusted_hub_keys
     from sync.service import outbox_for
 

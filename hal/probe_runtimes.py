@@ -19,7 +19,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hal.profile import RuntimeInfo
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from agent.errors import BadRequestError, ResourceExhaustedError, UnavailableError
-from models.choose import Policy, choose, load_with_fallback, rank
 from hal.profile import Accelerator, CpuInfo, HardwareProfile, MemoryInfo, Target
+from models.choose import Policy, choose, load_with_fallback, rank
 from models.manifest import MANIFEST_FILE, Variant, parse_manifest_json
 from models.smoke import check_session
 from runtimes.base import LoadOptions

@@ -79,3 +79,11 @@ def test_an_exception_that_matches_nothing_fails(tmp_path: Path) -> None:
 
 def test_every_exception_says_why() -> None:
     assert all(e.importer.startswith("sync") and len(e.why) > 10 for e in EXCEPTIONS)
+
+
+def test_lint_and_ci_run_the_contract_and_mypy() -> None:
+    """`make lint` runs this contract and mypy, and CI (.ci/run) runs `make lint`."""
+    makefile = (REPO / "Makefile").read_text()
+    lint = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "-m tests.import_contract" in lint and "/mypy" in lint, lint
+    assert "\nmake lint\n" in (REPO / ".ci" / "run").read_text()

@@ -152,9 +152,9 @@ async def test_the_car_pipeline_runs_from_a_file_source_to_a_wav_sink(
 async def test_the_daemons_shared_manager_is_used_when_it_can_load_voice_models(settings: Settings) -> None:
     """Built with manager_parts (as the daemon should), one budget serves voice and everything else."""
     require_models("silero-vad", "wake-okay-nabu", "whisper-tiny-en")
+    from agent.models_service import ModelsService
     from agent.voice.factory import manager_parts, wake_pool_sizes
     from models.manager import ManagerSettings, ModelManager
-    from agent.models_service import ModelsService
 
     voice = VoiceSettings(enabled="on", llm=False, tts_voice="espeak:en-us", threads=1)
     settings = dataclasses.replace(settings, voice=voice)

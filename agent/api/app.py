@@ -33,7 +33,7 @@ API_LATENCY = Histogram(
 
 CTX = web.AppKey("ctx", AgentContext)
 ROUTES_KEY = web.AppKey("routes", list)
-WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet)
+WEBSOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("websockets", weakref.WeakSet)
 #: which client (token or source, see agent/security/api_auth.source_key) holds each open WebSocket
 WS_CLIENTS = web.AppKey("websocket_clients", weakref.WeakKeyDictionary)
 #: the body limit the 413 message quotes; set by every app that uses error_middleware (the hub too)
@@ -76,7 +76,7 @@ def json_error(
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def error_middleware(request: web.Request, handler):
     """Every failure leaves as ``{"error": {"code", "message"}}`` with a fitting status."""
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     started = time.perf_counter()
@@ -190,5 +190,6 @@ async def open_websocket(request: web.Request, **options: Any) -> web.WebSocketR
 
 
 async def _close_websockets(app: web.Application) -> None:
-    for ws in list(app[WEBSOCKETS]):
+    sockets = app[WEBSOCKETS]
+    for ws in list(sockets):
         await ws.close(code=1001, message=b"edge-agent is shutting down")

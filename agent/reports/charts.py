@@ -31,14 +31,14 @@ def trend_png(
     pts = series["points"]
     if pts:
         xs = [datetime.fromtimestamp(p[0]) for p in pts]
-        ax.fill_between(xs, [p[1] for p in pts], [p[3] for p in pts], color=LINE_COLOUR, alpha=0.18, lw=0)
-        ax.plot(xs, [p[2] for p in pts], color=LINE_COLOUR, lw=1.4, label="mean (band: min-max)")
+        ax.fill_between(xs, [p[1] for p in pts], [p[3] for p in pts], color=LINE_COLOUR, alpha=0.18, lw=0)  # type: ignore[arg-type]  # matplotlib takes datetimes; its stubs say float
+        ax.plot(xs, [p[2] for p in pts], color=LINE_COLOUR, lw=1.4, label="mean (band: min-max)")  # type: ignore[arg-type]  # matplotlib takes datetimes; its stubs say float
     seen: set[str] = set()
     for band in series["bands"]:
         level = band["level"]
         ax.axvspan(
-            datetime.fromtimestamp(band["start"]),
-            datetime.fromtimestamp(band["end"]),
+            datetime.fromtimestamp(band["start"]),  # type: ignore[arg-type]  # matplotlib takes datetimes; its stubs say float
+            datetime.fromtimestamp(band["end"]),  # type: ignore[arg-type]
             color=BAND_COLOURS.get(level, "#999999"),
             alpha=0.35,
             lw=0,

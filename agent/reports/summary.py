@@ -129,13 +129,13 @@ def misplaced_numbers(text: str, table: list[tuple[str, str]]) -> list[str]:
     for i, tok in enumerate(tokens):
         if not tok[-1].isdigit():
             continue
-        n = numbers_in(tok)
-        if not n or n[0] not in rows:
+        found = numbers_in(tok)
+        if not found or found[0] not in rows:
             continue  # a number only a label holds (24 in "24 hours"), or foreign: the number check's job
         near = {_stem(w.lower()) for w in tokens[max(0, i - 3) : i + 4] if not w[-1].isdigit()} - _STOP
         after = [w.lower() for w in tokens[i + 1 : i + 3]]
         level = next((w for w in after if w in _LEVEL_WORDS), None)
-        fits = [r for r in rows[n[0]] if r & near and (level is None or level in r)]
+        fits = [r for r in rows[found[0]] if r & near and (level is None or level in r)]
         if not fits:
             out.append(tok)
     return out

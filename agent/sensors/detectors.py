@@ -116,6 +116,7 @@ class RobustZ:
         win = sliding_window_view(H, self.window, axis=0)[idx]  # (k, C, W)
         med = np.median(win, axis=2)
         mad = np.median(np.abs(win - med[:, :, None]), axis=2) * MAD_TO_SIGMA
+        assert self.floor is not None  # set by fit(), which every caller runs first
         return med, np.maximum(mad, self.floor)
 
 
@@ -155,7 +156,7 @@ class Cusum:
         self.scale = np.array([max(long_run_sigma(X[:, c] - self.center[c]), _EPS) for c in range(self.C)])
         self.state = [[0.0, 0.0, 0.0] for _ in range(X.shape[1])]
 
-    def calibrate(self, held: np.ndarray, p_star: float) -> list[LinearCalibrator]:
+    def calibrate(self, held: np.ndarray, p_star: float) -> list[LinearCalibrator | TailCalibrator]:
         """Limits for the budget ``p_star`` per statistic; the long-run sigma over all baseline rows."""
         rows = np.vstack([self._fit_rows, held]) - self.center
         self.scale = np.array([max(long_run_sigma(rows[:, c]), _EPS) for c in range(self.C)])
@@ -170,7 +171,7 @@ class Cusum:
         first = self.C - self.n_levels
         size = np.abs((held - self.center) / self.scale)[:, first:]
         sizes = [TailCalibrator().fit(size[:, j], p_star) for j in range(self.n_levels)]
-        return sums + ewmas + sizes
+        return [*sums, *ewmas, *sizes]
 
     def reset(self, channels: Sequence[int]) -> None:
         """Restart the sums and EWMAs of these channels' inputs (a re-anchored level)."""

@@ -50,7 +50,7 @@ class _Lstm:
         h = np.zeros((B, H))
         c = np.zeros((B, H))
         hs = np.empty((T, B, H))
-        cache = []
+        cache: list[tuple[np.ndarray, ...]] = []
         for t in range(T):
             z = xs[t] @ self.W.T + h @ self.R.T + self.b
             i = _sigmoid(z[:, :H])

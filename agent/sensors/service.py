@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.context import AgentContext
@@ -66,7 +66,7 @@ class SensorService(Service):
 
     # ------------------------------------------------------------ ingest (any thread-free caller on the loop)
 
-    def emit(self, machine: str, rows: list[tuple[float, Mapping[str, Any]]], source: str) -> int:
+    def emit(self, machine: str, rows: Sequence[tuple[float, Mapping[str, Any]]], source: str) -> int:
         """Validate and queue rows; returns how many were accepted. Never blocks, never raises."""
         received = time.perf_counter()
         accepted = 0

@@ -236,7 +236,8 @@ def list_alerts(
     level: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[str | int] = []
     if state in ("open", "cleared"):
         where.append("state = ?")
         params.append(state)

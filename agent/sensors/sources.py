@@ -22,7 +22,7 @@ from agent.sensors.spec import MachineSpec
 
 log = logging.getLogger("edge_agent.sensors")
 
-Emit = Callable[[str, list[tuple[float, Mapping[str, Any]]], str], None]
+Emit = Callable[[str, Sequence[tuple[float, Mapping[str, Any]]], str], object]
 
 
 class SimulatorSource:

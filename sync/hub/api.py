@@ -291,7 +291,7 @@ async def deployment_show(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(hub.deployer.get, request.match_info["deployment_id"]))
 
 
-_COMMAND_BODY = {
+_COMMAND_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["name"],
     "properties": {

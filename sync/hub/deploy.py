@@ -89,7 +89,9 @@ class Deployer:
         k = canary_count(len(online), canary_percent)
         deployment_id = new_id()
         now = time.time()
-        rows = [(deployment_id, d, "canary", "pending", None, None, now) for d in online[:k]]
+        rows: list[tuple[str, Any, str, str, str | None, str | None, float]] = [
+            (deployment_id, d, "canary", "pending", None, None, now) for d in online[:k]
+        ]
         rows += [(deployment_id, d, "rollout", "pending", None, None, now) for d in online[k:]]
         rows += [
             (deployment_id, d["device"], "-", "skipped", None, "offline when the deployment started", now)

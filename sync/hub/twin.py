@@ -68,8 +68,10 @@ def _same(desired: Any, reported: Any) -> bool:
 
 def twin(desired: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
     """One device's twin: desired, reported and the drift between them."""
-    config = state.get("config") if isinstance(state.get("config"), dict) else {}
-    running = config.get("running") if isinstance(config.get("running"), dict) else {}
+    raw_config = state.get("config")
+    config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
+    raw_running = config.get("running")
+    running: dict[str, Any] = raw_running if isinstance(raw_running, dict) else {}
     pending = [str(k) for k in config.get("pending_restart") or ()]
     drift = []
     for key, value in sorted(desired.items()):

@@ -108,7 +108,8 @@ class OpcUaSource(Plugin):
             for spec in self.nodes:
                 node = client.get_node(spec.node_id)
                 handler.channels[node.nodeid.to_string()] = spec
-                await sub.subscribe_data_change(node, sampling_interval=spec.sampling_ms)
+                # asyncua types sampling_interval as its ua.Double alias; a float is what it sends
+                await sub.subscribe_data_change(node, sampling_interval=spec.sampling_ms)  # type: ignore[call-overload]
             self._report(True)
             while not self.lost.is_set():
                 await asyncio.sleep(1.0)
