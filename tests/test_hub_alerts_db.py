@@ -84,6 +84,19 @@ def test_one_row_per_alert_on_either_database(broker, start_hub, db_url: str, tm
             ("chat", "sent", "critical")
         ]
         assert len(hook.received) == 1
+        assert main(["--hub", hub.url, "notify", "test", "chat"]) == 0  # sent now, not queued
+        assert "reached" in capsys.readouterr().out and json.loads(hook.received[1][1])["test"] is True
+        assert (
+            hub.http(
+                "POST",
+                "/v1/notify/rules",
+                {"name": "dead", "kind": "webhook", "target": "http://127.0.0.1:9/x"},
+            )[0]
+            == 201
+        )
+        assert main(["--hub", hub.url, "notify", "test", "dead"]) == 1
+        assert "did not get through" in capsys.readouterr().out
+        assert hub.http("DELETE", "/v1/notify/rules/dead")[0] == 200
         status, body = hub.http("POST", f"/v1/alerts/{row['alert_id']}/assign", {"assignee": "x" * 101})
         assert status == 400
         status, body = hub.http("POST", "/v1/alerts/nope!/ack", {})

@@ -201,6 +201,13 @@ async def rule_add(request: web.Request) -> web.Response:
     return web.json_response(rule, status=201)
 
 
+async def rule_test(request: web.Request) -> web.Response:
+    hub = _hub(request)
+    return web.json_response(
+        await asyncio.to_thread(notify.send_test, hub.db, hub.settings.notify, request.match_info["name"])
+    )
+
+
 async def rule_remove(request: web.Request) -> web.Response:
     hub = _hub(request)
     return web.json_response(await asyncio.to_thread(notify.remove_rule, hub.db, request.match_info["name"]))
@@ -356,6 +363,15 @@ ALERT_ROUTES = [
         "Remove a rule (its pending notifications go with it).",
         tag="alerts",
         role="admin",
+        extra_responses={404: "no such rule"},
+    ),
+    Route(
+        "POST",
+        "/v1/notify/rules/{name}/test",
+        rule_test,
+        "Send a test message through a rule now (not queued): ok, or why it did not get through.",
+        tag="alerts",
+        role="operator",
         extra_responses={404: "no such rule"},
     ),
     Route(

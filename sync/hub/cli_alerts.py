@@ -96,6 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             )
         a.add_argument("--json", action="store_true", help="print JSON")
         a.set_defaults(handler=notify_add, kind=kind)
+    t = nsub.add_parser(
+        "test",
+        help="send a test message through a rule now",
+        description="Send a test message through a rule.",
+    )
+    t.add_argument("name", help="the rule's name")
+    t.add_argument("--json", action="store_true", help="print JSON")
+    t.set_defaults(handler=notify_test)
     rm = nsub.add_parser("remove", help="remove a rule", description="Remove a rule and what it has pending.")
     rm.add_argument("name", help="the rule's name")
     rm.set_defaults(handler=notify_remove)
@@ -349,6 +357,17 @@ def notify_add(args: argparse.Namespace) -> int:
     if rule.get("secret") and not getattr(args, "secret_env", None):
         print(f"secret (shown once; the receiver checks X-Edge-Hub-Signature-256 with it): {rule['secret']}")
     return 0
+
+
+def notify_test(args: argparse.Namespace) -> int:
+    out = _client(args, timeout=60).post(f"/v1/notify/rules/{quote(args.name, safe='')}/test", {})
+    if args.json:
+        print_json(out)
+    elif out["ok"]:
+        print(f"rule {out['rule']}: a test message reached {out['target']}")
+    else:
+        print(f"rule {out['rule']}: the test message did not get through: {out['error']}")
+    return 0 if out["ok"] else 1
 
 
 def notify_remove(args: argparse.Namespace) -> int:

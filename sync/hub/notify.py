@@ -142,6 +142,30 @@ def remove_rule(db: HubDB, name: str) -> dict[str, Any]:
     return rule
 
 
+def send_test(db: HubDB, settings: NotifySettings, name: str) -> dict[str, Any]:
+    """Send one test message through a rule now (not queued, not retried): whether it got through."""
+    rule = get_rule(db, name)
+    secret = db.query("SELECT secret FROM notify_rules WHERE id = ?", (rule["id"],))[0]["secret"]
+    alert = {
+        "device": "edge-hub",
+        "alert_id": "TEST",
+        "machine": "",
+        "title": f"test message for rule {rule['name']}",
+        "level": rule["min_level"],
+        "state": "open",
+    }
+    payload = payload_for(alert, {})
+    payload["test"] = True
+    try:
+        if rule["kind"] == "webhook":
+            send_webhook(rule["target"], secret, payload, settings.timeout_s)
+        else:
+            send_email(settings, rule["target"], payload)
+    except DeliveryError as exc:
+        return {"rule": rule["name"], "target": rule["target"], "ok": False, "error": str(exc)}
+    return {"rule": rule["name"], "target": rule["target"], "ok": True, "error": ""}
+
+
 def list_notifications(db: HubDB, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     sql = (
         "SELECT n.id, r.name AS rule, n.device, n.alert_id, n.level, n.status, n.attempts, n.created_at, "
@@ -422,6 +446,7 @@ __all__ = [
     "payload_for",
     "remove_rule",
     "send_email",
+    "send_test",
     "send_webhook",
     "sign",
 ]
