@@ -152,3 +152,20 @@ def test_scaffolded_plugins_pack_and_install(box: Box, kind: str) -> None:
     assert again.returncode == 2 and "already exists" in again.stderr
     logs = json.loads(box.cli("plugins", "logs", f"my-{kind}", "--json").stdout)
     assert logs == {"name": f"my-{kind}", "lines": []}
+
+
+def test_an_archive_with_a_link_or_a_path_outside_is_refused(box: Box) -> None:
+    import io
+
+    archive = box.tmp / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b'name = "evil"\n'
+        info = tarfile.TarInfo("../outside.toml")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("p/plugin.toml")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    done = box.cli("plugins", "install", str(archive), check=False)
+    assert done.returncode == 2 and "not a plain file inside it" in done.stderr, done
+    assert not (box.tmp / "outside.toml").exists()

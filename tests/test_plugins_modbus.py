@@ -150,6 +150,7 @@ timeout_s = 0.5
         # a register the PLC does not have: counted per register, the others unaffected
         c = counters(box)
         assert c["errors"]["flow"] > 0 and c["errors"]["pressure"] == 0 and c["connected"] is True, c
+        assert c["units"] == {"pressure": "bar"}, c
         # the PLC goes away: the plugin reconnects with back-off, then the readings resume
         plc.stop()
         wait_for(lambda: counters(box).get("reconnects", 0) > 0, 20, box.log)

@@ -110,7 +110,7 @@ class PluginStore:
         try:
             try:
                 with tarfile.open(archive, "r:gz") as tar:
-                    tar.extractall(staging, filter="data")
+                    _extract(tar, staging)
             except (OSError, tarfile.TarError, EOFError) as exc:
                 raise BadRequestError(
                     f"{archive} is not a plugin archive (.tar.gz made by `edge-agent plugins pack`): {exc}",
@@ -245,6 +245,20 @@ class PluginStore:
             with contextlib.suppress(OSError):
                 lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
         return lines[-n:] if n > 0 else []
+
+
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack regular files and folders only, never outside ``dest`` (no links, devices, absolute paths)."""
+    for member in tar.getmembers():
+        name = Path(member.name)
+        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+            raise BadRequestError(
+                f"the archive holds {member.name!r}, which is not a plain file inside it", code="bad_archive"
+            )
+    try:
+        tar.extractall(dest, filter="data")
+    except TypeError:  # pragma: no cover - Python without extraction filters (before 3.10.12): checked above
+        tar.extractall(dest)
 
 
 def _entry_point_roots() -> list[Path]:

@@ -63,6 +63,7 @@ class ModbusSource(Plugin):
 
         s = self.ctx.settings
         registers = parse_registers(s["registers"])
+        self.units = {r.channel: r.unit for r in registers if r.unit}
         self.errors = {r.channel: 0 for r in registers}
         self.polls = self.reconnects = 0
         if s["transport"] == "tcp":
@@ -126,5 +127,9 @@ class ModbusSource(Plugin):
 
     def _report(self, connected: bool) -> None:
         self.ctx.status(
-            connected=connected, polls=self.polls, reconnects=self.reconnects, errors=dict(self.errors)
+            connected=connected,
+            polls=self.polls,
+            reconnects=self.reconnects,
+            errors=dict(self.errors),
+            units=self.units,
         )
