@@ -207,3 +207,44 @@ def test_a_plugin_never_outlives_its_daemon(tmp_path: Path) -> None:
         wait_for(lambda: all(gone(pid) for pid in pids), 10)
     finally:
         box.stop()
+
+
+async def test_the_cpu_limit_ends_a_plugin_that_burns_cpu(tmp_path: Path) -> None:
+    """plugins.cpu_s (RLIMIT_CPU): a busy loop is ended by SIGXCPU, named as the CPU time limit."""
+    import asyncio
+
+    from agent.plugins.process import Limits, PluginProcess
+
+    (tmp_path / "main.py").write_text(
+        "from agent.plugins.sdk import Plugin\n\n\nclass Main(Plugin):\n"
+        "    async def run(self):\n        while True:\n            pass\n"
+    )
+    spec = {
+        "name": "burn",
+        "version": "1.0.0",
+        "kinds": ["source"],
+        "entry": "main:Main",
+        "root": str(tmp_path),
+        "settings": {},
+        "permissions": {},
+        "data_dir": str(tmp_path / "data"),
+        "memory_mb": 256,
+        "cpu_s": 1,
+    }
+    (tmp_path / "data").mkdir()
+
+    async def on_call(*args: object) -> None:
+        return None
+
+    proc = PluginProcess(
+        spec,
+        Limits(cpu_s=1, hang_timeout_s=60, max_failures=1),
+        log_path=tmp_path / "burn.log",
+        on_readings=lambda *a: None,
+        on_event=lambda *a: None,
+        on_call=on_call,
+        on_change=lambda: None,
+    )
+    await asyncio.wait_for(proc.run(), 30)  # one failure is the limit here: run() returns, gave up
+    assert proc.state == "failed"
+    assert proc.last_error == "crashed: killed by SIGXCPU (CPU time limit)", proc.last_error

@@ -67,7 +67,8 @@ def apply_limits(memory_mb: int, cpu_s: int) -> None:
     mem = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     if cpu_s > 0:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+        # SIGXCPU at the soft limit (named in the reason); the kernel's SIGKILL a second later if caught
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     cap = 256 if hard == resource.RLIM_INFINITY else min(256, hard)
