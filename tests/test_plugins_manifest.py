@@ -169,3 +169,10 @@ def test_an_archive_with_a_link_or_a_path_outside_is_refused(box: Box) -> None:
     done = box.cli("plugins", "install", str(archive), check=False)
     assert done.returncode == 2 and "not a plain file inside it" in done.stderr, done
     assert not (box.tmp / "outside.toml").exists()
+
+
+def test_a_data_dir_that_cannot_be_written_is_one_clear_line(box: Box) -> None:
+    box.env["EDGE_AGENT_DATA_DIR"] = "/proc/edge-agent-plugins-test"
+    done = box.cli("plugins", "enable", "alert-skill", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done
+    assert done.stderr.startswith("edge-agent: cannot use /proc/edge-agent-plugins-test"), done.stderr

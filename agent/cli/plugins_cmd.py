@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "list", help="installed plugins and their state", description="Installed plugins and their state."
     )
     ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.set_defaults(handler=list_plugins)
+    ls.set_defaults(handler=_files(list_plugins))
     inst = cmds.add_parser(
         "install",
         help="verify and install a signed plugin archive",
@@ -38,33 +38,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     inst.add_argument("archive", type=Path, help="the archive, as `plugins pack` made it")
     inst.add_argument("--json", action="store_true", help="print JSON")
-    inst.set_defaults(handler=install)
+    inst.set_defaults(handler=_files(install))
     en = cmds.add_parser(
         "enable", help="enable a plugin (starts it)", description="Enable a plugin: the daemon starts it."
     )
     en.add_argument("name", help="the plugin's name, as `plugins list` prints it")
     en.add_argument("--settings", type=Path, metavar="FILE", help="TOML file of the plugin's settings")
     en.add_argument("--json", action="store_true", help="print JSON")
-    en.set_defaults(handler=enable)
+    en.set_defaults(handler=_files(enable))
     dis = cmds.add_parser(
         "disable", help="disable a plugin (stops it)", description="Disable a plugin: the daemon stops it."
     )
     dis.add_argument("name", help="the plugin's name")
     dis.add_argument("--json", action="store_true", help="print JSON")
-    dis.set_defaults(handler=disable)
+    dis.set_defaults(handler=_files(disable))
     rm = cmds.add_parser(
         "remove", help="remove an installed archive plugin", description="Stop and delete an archive plugin."
     )
     rm.add_argument("name", help="the plugin's name")
     rm.add_argument("--json", action="store_true", help="print JSON")
-    rm.set_defaults(handler=remove)
+    rm.set_defaults(handler=_files(remove))
     lg = cmds.add_parser(
         "logs", help="a plugin's recent output", description="The last lines a plugin logged."
     )
     lg.add_argument("name", help="the plugin's name")
     lg.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
     lg.add_argument("--json", action="store_true", help="print JSON")
-    lg.set_defaults(handler=logs)
+    lg.set_defaults(handler=_files(logs))
     new = cmds.add_parser(
         "new",
         help="scaffold a new plugin",
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     new.add_argument("kind", choices=("source", "detector", "skill", "sink"), help="what the plugin does")
     new.add_argument("name", help="the plugin's name (lowercase letters, digits, - and _)")
     new.add_argument("--dir", type=Path, default=Path("."), help="where to create the folder (default: here)")
-    new.set_defaults(handler=scaffold)
+    new.set_defaults(handler=_files(scaffold))
     trust = cmds.add_parser(
         "trust",
         help="trust a publisher's public key (for plugins and models)",
@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "<data_dir>/keys/model_publishers.pub: the trust store plugins share with models.",
     )
     trust.add_argument("key", help="the public key: 64 hex characters")
-    trust.set_defaults(handler=trust_key)
+    trust.set_defaults(handler=_files(trust_key))
     pack = cmds.add_parser(
         "pack",
         help="sign a plugin folder and pack it as an archive",
@@ -93,7 +93,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--key", type=Path, required=True, metavar="FILE", help="the publisher's private key file"
     )
     pack.add_argument("--out", type=Path, help="the archive to write (default: NAME-VERSION.tar.gz here)")
-    pack.set_defaults(handler=pack_plugin)
+    pack.set_defaults(handler=_files(pack_plugin))
+
+
+def _files(handler: Any) -> Any:
+    """A plugins folder this user cannot write (a root-owned /var/lib/edge-agent): one clear line, exit 1."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args) or 0)
+        except BrokenPipeError:
+            raise  # a reader that left (`| head`): the CLI ends quietly
+        except OSError as exc:
+            print(
+                f"edge-agent: cannot use {exc.filename or 'the plugins folder'}: {exc.strerror or exc}; "
+                "run it as the daemon's user (or root), or pass --config with your own data_dir",
+                file=sys.stderr,
+            )
+            return 1
+
+    return wrapped
 
 
 def _store(args: argparse.Namespace) -> Any:
