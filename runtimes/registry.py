@@ -51,8 +51,8 @@ class UnloadableRuntime(Runtime):
 
     def __init__(self, name: str, target: str, reason: str, extra: str = "") -> None:
         # Instance attributes shadow the ClassVars: each placeholder names its adapter.
-        self.name = name  # type: ignore[misc]
-        self.extra = extra  # type: ignore[misc]
+        self.name = name  # type: ignore[misc]  # a ClassVar on adapters; this placeholder has one per name
+        self.extra = extra  # type: ignore[misc]  # likewise
         self.target = target
         self.reason = reason
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class Repository:
         self,
         *,
         expires_in: float = 365 * DAY,
-        also_sign_with: list[str] = (),  # type: ignore[assignment]
+        also_sign_with: Sequence[str] = (),
         now: float | None = None,
     ) -> bytes:
         """Write the next root version, signed by the root keys (plus the previous root's, when rotating)."""

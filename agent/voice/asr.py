@@ -70,6 +70,7 @@ class AsrEngine(ABC):
     name: ClassVar[str]
     model: str
     language: str
+    manager: ModelManager
 
     @abstractmethod
     async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream: ...
@@ -81,7 +82,7 @@ class AsrEngine(ABC):
 
     async def load(self) -> None:
         """Load the model now (so the first utterance does not pay for it)."""
-        await self.manager.load(self.model)  # type: ignore[attr-defined]
+        await self.manager.load(self.model)
 
 
 # -- whisper ---------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class VoiceService(Service):
     ) -> None:
         super().__init__()
         self.ctx = ctx
-        self.settings = settings if settings is not None else ctx.settings.voice  # type: ignore[union-attr]
+        self.settings = settings if settings is not None else ctx.settings.voice  # type: ignore[union-attr]  # ctx is None only with settings given
         self.manager = manager
         self._own_manager = False
         self.engines: VoiceEngines | None = None

@@ -73,7 +73,8 @@ class StreamSource(AudioSource):
     def __init__(self, fmt: AudioFormat, *, maxsize: int = 64, name: str = "stream") -> None:
         self.format = fmt.check()
         self.name = name
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=maxsize)
+        # audio (bytes), control messages kept in order with it, and None at the end
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=maxsize)
         self.ended = False
 
     async def put(self, data: bytes) -> None:
@@ -85,7 +86,7 @@ class StreamSource(AudioSource):
     async def put_control(self, item: object) -> None:
         """A control message kept in order with the audio (push-to-talk, end of utterance...)."""
         if not self.ended:
-            await self._queue.put(item)  # type: ignore[arg-type]
+            await self._queue.put(item)
 
     def end(self) -> None:
         """No more audio (the client said stop, or disconnected)."""
