@@ -71,6 +71,11 @@ class Stream(threading.Thread):
             time.sleep(0.1)
 
 
+def ticker(box: Box) -> dict:
+    """What the daemon last reported about the ticker ({} before its first report)."""
+    return box.status().get("plugins", {}).get("ticker", {})
+
+
 def machine(box: Box, name: str) -> dict:
     return next(m for m in box.get("/v1/sensors")[1]["machines"] if m["machine"] == name)
 
@@ -100,12 +105,12 @@ def test_enable_disable_and_upgrade_while_a_1khz_stream_runs(tmp_path: Path) -> 
             assert line_b() == stopped, "a disabled plugin still feeds its machine"
         # upgrade a running plugin: 1.0.0 -> 2.0.0, no restart of the daemon
         box.cli("plugins", "enable", "ticker")
-        wait_for(lambda: box.status()["plugins"]["ticker"]["plugin"].get("value") == 1.0, 20, box.log)
-        old_pid = box.status()["plugins"]["ticker"]["pid"]
+        wait_for(lambda: ticker(box).get("plugin", {}).get("value") == 1.0, 20, box.log)
+        old_pid = ticker(box)["pid"]
         upgraded = box.install(box.write_plugin("ticker", TICKER.replace("VALUE", "2.0"), version="2.0.0"))
         assert "installed ticker 2.0.0 (replaces 1.0.0)" in upgraded.stdout
-        wait_for(lambda: box.status()["plugins"]["ticker"]["plugin"].get("value") == 2.0, 20, box.log)
-        status = box.status()["plugins"]["ticker"]
+        wait_for(lambda: ticker(box).get("plugin", {}).get("value") == 2.0, 20, box.log)
+        status = ticker(box)
         assert status["version"] == "2.0.0" and status["pid"] != old_pid and status["state"] == "running"
         listed = box.plugins()["ticker"]
         assert listed["version"] == "2.0.0" and listed["enabled"] is True

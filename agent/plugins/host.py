@@ -13,6 +13,7 @@ alert events go out to sinks and detectors; skills are asked through
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -99,8 +100,13 @@ class PluginService(Service):
         self._stamp: Any = ()
         self._dirty = True
         self._last_status = 0.0
+        self._files: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def run(self) -> None:
+        # its own thread for file work (catalog, signatures, dropped archives): never queued behind
+        # the shared pool's long jobs (fits, reports), so a change applies within POLL_S
+        self._files = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="plugins-files")
+        self._stamp = ()  # a restarted service looks at the state afresh
         self.ready.set()
         forward = asyncio.create_task(self._forward(), name="plugins:forward")
         try:
@@ -116,11 +122,13 @@ class PluginService(Service):
             # all at once: the supervisor gives the whole service a few seconds to stop
             await asyncio.gather(*(self._stop(name) for name in list(self.running)), return_exceptions=True)
             self._write_status(force=True)
+            self._files.shutdown(wait=False)
 
     # ------------------------------------------------------------ matching the state
 
     async def reconcile(self) -> None:
-        dropped = await asyncio.to_thread(self.store.install_dropped, log.warning)
+        loop = asyncio.get_running_loop()
+        dropped = await loop.run_in_executor(self._files, self.store.install_dropped, log.warning)
         stamp = self.store.state_stamp()
         finished = [n for n, (_, task, _) in self.running.items() if task.done()]
         if stamp == self._stamp and not dropped and not finished:
@@ -129,7 +137,7 @@ class PluginService(Service):
         for name in finished:
             self._given_up(name)
         state = self.store.read_state()
-        catalog = await asyncio.to_thread(self.store.catalog)
+        catalog = await loop.run_in_executor(self._files, self.store.catalog)
         wanted: dict[str, tuple[Available, dict[str, Any]]] = {}
         for name, entry in state.items():
             if not entry.get("enabled") or name not in catalog:
