@@ -120,7 +120,7 @@
         const cutoff = (data[0].length ? data[0][data[0].length - 1] : Date.now() / 1000) - seconds;
         while (data[0].length && data[0][0] < cutoff) data.forEach((x) => x.shift());
         holder.dataset.points = String(data[0].length);
-        holder.dataset.history = String(keep.length);
+        holder.dataset.history = String(h.ts.length);  // buckets the store returned for this range
         chart.setData(data);
       },
     };
