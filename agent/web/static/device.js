@@ -74,6 +74,7 @@
       ctx.restore();
       bandsDrawn.n = n;
       holder.dataset.bands = String(n);
+      if (n && !holder.dataset.firstBandAt) holder.dataset.firstBandAt = String(Date.now());  // wall-clock ms
     };
     const top = levels.length ? levels[Math.min(1, levels.length - 1)].threshold : 1;
     const opts = {
@@ -126,6 +127,8 @@
     };
   }
 
+  const firstShown = new Map();  // alert id -> when the page first showed it (wall-clock ms)
+
   function alertRow(a, onAck, onShelve) {
     const acked = !!a.acked_at;
     const shelved = a.shelved_until && a.shelved_until > Date.now() / 1000;
@@ -139,7 +142,8 @@
         : el("button", { type: "button", class: "op", "aria-label": `Shelve ${a.title} for an hour`, onclick: () => onShelve(a, 3600), text: "Shelve 1 h" }));
     }
     const state = shelved ? `shelved to ${C.time(a.shelved_until)}` : acked ? `acked by ${a.acked_by || "?"}` : a.state;
-    return el("tr", { dataset: { id: a.id, level: a.level, state: a.state }, class: "level-" + a.level },
+    if (!firstShown.has(a.id)) firstShown.set(a.id, Date.now());
+    return el("tr", { dataset: { id: a.id, level: a.level, state: a.state, shownAt: firstShown.get(a.id) }, class: "level-" + a.level },
       el("td", {}, C.badge(a.level, "level-" + a.level)),
       el("td", { text: a.machine }),
       el("td", { text: a.title, title: a.hint || "" }),
