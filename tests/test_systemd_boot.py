@@ -50,8 +50,10 @@ STEPS = [
     "sensors replay CSV",
     "outbox drained to the broker",
     "systemd-analyze security = offline",
+    "updater path unit armed",
     "blocked event loop: watchdog kills, restarts",
     "no sandbox denials in the journal",
+    "seccomp set to kill: engines, sensors, outbox",
     "systemctl stop is clean",
 ]
 

@@ -37,6 +37,7 @@ from nspawn import (  # noqa: E402
     fresh_copy,
 )
 from steps import Checks  # noqa: E402
+from strict import strict_seccomp, updater_armed  # noqa: E402
 
 
 @dataclass
@@ -162,17 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         report.run("boot with systemd as PID 1 (systemd-nspawn)", boot, fatal=True)
         report.run("README: sudo systemd/install.sh (wheels from PyPI)", checks.install, fatal=True)
         report.run("active (running) through Type=notify READY", checks.ready, fatal=True)
+        report.run("GET /healthz", checks.healthz)  # first: the API's web stack loads on the first call
         report.run("README 'Running under systemd' lines", checks.readme)
         report.run("watchdog pings (WatchdogTimestamp advances)", checks.watchdog_pings)
-        report.run("GET /healthz", checks.healthz)
         report.run("edge-agent hardware --json", checks.hardware)
         report.run("ONNX model through onnxruntime", lambda: checks.model("onnxruntime"))
         report.run("the same model through LiteRT", lambda: checks.model("litert"))
         report.run("sensors replay CSV", checks.replay)
         report.run("outbox drained to the broker", checks.outbox)
         report.run("systemd-analyze security = offline", checks.exposure)
+        report.run("updater path unit armed", lambda: updater_armed(checks))
         report.run("blocked event loop: watchdog kills, restarts", checks.blocked_loop)
         report.run("no sandbox denials in the journal", checks.denials)
+        report.run("seccomp set to kill: engines, sensors, outbox", lambda: strict_seccomp(checks))
         report.run("systemctl stop is clean", checks.stop)
     except ImageError as exc:
         print(f"image check: {exc}", file=sys.stderr)
