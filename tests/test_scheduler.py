@@ -249,9 +249,22 @@ async def test_a_batch_job_is_held_while_a_voice_turn_runs(tmp_path: Path) -> No
     sched.on_event(PipelineStateChanged(source="voice", stream="mic", state="speaking").to_dict())
     await sched.idle(5)
     assert len(rec.of("render")) == 0
-    sched.on_event(PipelineStateChanged(source="voice", stream="mic", state="idle").to_dict())
+    # back to listening on an open microphone: nobody talks, nothing is held back
+    sched.on_event(PipelineStateChanged(source="voice", stream="mic", state="listening").to_dict())
     await sched.idle(5)
     assert len(rec.of("render")) == 1
+    # listening after the wake word, or the VAD hearing speech, is a turn again
+    from agent.voice.vad import VoiceStarted, VoiceStopped
+
+    sched.on_event(
+        PipelineStateChanged(source="voice", stream="car", state="listening", reason="wake").to_dict()
+    )
+    assert sched.gate.busy() == "a voice turn is active"
+    sched.on_event(PipelineStateChanged(source="voice", stream="car", state="idle").to_dict())
+    sched.on_event(VoiceStarted(stream="mic").to_dict())
+    assert sched.gate.busy() == "a voice turn is active"
+    sched.on_event(VoiceStopped(stream="mic").to_dict())
+    assert sched.gate.busy() == ""
     seen = []
     while not events.queue.empty():
         e = events.queue.get_nowait()
@@ -463,3 +476,13 @@ async def test_quiet_jobs_record_only_their_failures(tmp_path: Path) -> None:
     await sched.idle(5)
     assert [r["reason"] for r in sched.history("sweep")] == ["manual", "schedule"]
     store.close()
+
+
+def test_a_turn_that_never_ends_stops_holding_batch_work() -> None:
+    now = [0.0]
+    gate = ResourceGate("/nonexistent", max_turn_s=600, clock=lambda: now[0])
+    gate.note_event(PipelineStateChanged(source="voice", stream="ws", state="speaking").to_dict())
+    now[0] = 599.0
+    assert gate.busy() == "a voice turn is active"
+    now[0] = 601.0  # no voice event for 10 minutes: the pipeline lost its "idle"
+    assert gate.busy() == ""

@@ -2,8 +2,8 @@
 
 A batch job waits while any of these holds (the first reason is shown):
 
-- a voice turn is active (the pipeline's ``voice.state`` is listening,
-  thinking or speaking on some stream): a report render must not add
+- a voice turn is active on some stream (thinking, speaking, listening after
+  the wake word, or the VAD hearing speech): a report render must not add
   latency to an answer;
 - the CPU is thermally throttled (a kernel thermal zone at or above its
   passive trip, or the Raspberry Pi firmware's throttle bits: ``hal``);
@@ -23,7 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-VOICE_BUSY_STATES = frozenset({"listening", "thinking", "speaking"})
+VOICE_BUSY_STATES = frozenset({"thinking", "speaking"})
+#: bus events the gate follows (the service subscribes to them)
+VOICE_EVENTS = frozenset({"voice.state", "voice.vad.started", "voice.vad.stopped"})
 
 
 def on_battery(root: str | Path = "/") -> bool:
@@ -57,29 +59,53 @@ class ResourceGate:
         root: str | Path = "/",
         *,
         recheck_s: float = 10.0,
+        max_turn_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
         self.recheck_s = recheck_s
+        self.max_turn_s = max_turn_s
         self.clock = clock
         self._voice_active: set[str] = set()
+        self._speech: set[str] = set()
+        self._voice_at = -1e18
         self._checked_at = -1e18
         self._hw_reason = ""
 
     def note_event(self, event: dict[str, Any]) -> bool:
-        """Follow the voice pipeline's state; True when the gate may have opened."""
-        if event.get("type") != "voice.state":
+        """Follow the voice pipelines; True when the gate may have opened.
+
+        A turn is active on a stream while it thinks or speaks, while it listens
+        after its wake word, and while the VAD hears speech. A stream that merely
+        listens (an open microphone, push-to-talk held with nobody talking)
+        holds nothing back.
+        """
+        kind = event.get("type")
+        if kind not in VOICE_EVENTS:
             return False
         stream = str(event.get("stream", ""))
-        if event.get("state") in VOICE_BUSY_STATES:
-            self._voice_active.add(stream)
-            return False
-        self._voice_active.discard(stream)
-        return not self._voice_active
+        self._voice_at = self.clock()
+        if kind == "voice.vad.started":
+            self._speech.add(stream)
+        elif kind == "voice.vad.stopped":
+            self._speech.discard(stream)
+        else:
+            state = str(event.get("state", ""))  # a PipelineState (a str Enum) or its name
+            if state in VOICE_BUSY_STATES or (state == "listening" and event.get("reason") == "wake"):
+                self._voice_active.add(stream)
+            else:
+                self._voice_active.discard(stream)
+            if state != "listening":
+                self._speech.discard(stream)
+        return not self.voice_active
 
     @property
     def voice_active(self) -> bool:
-        return bool(self._voice_active)
+        """A turn is on, unless no voice event came for ``max_turn_s``: a pipeline that never said
+        it ended (a crash, a lost event) must not hold batch work back for good."""
+        if not (self._voice_active or self._speech):
+            return False
+        return self.clock() - self._voice_at < self.max_turn_s
 
     def refresh(self) -> None:
         """Read thermal and power state now (the next ``busy`` call would after ``recheck_s``)."""
@@ -87,7 +113,7 @@ class ResourceGate:
 
     def busy(self) -> str:
         """Why batch work must wait now, or "" when it may run."""
-        if self._voice_active:
+        if self.voice_active:
             return "a voice turn is active"
         now = self.clock()
         if now - self._checked_at >= self.recheck_s:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError, EdgeAgentError
 from agent.scheduler.engine import Scheduler
-from agent.scheduler.gate import ResourceGate
+from agent.scheduler.gate import VOICE_EVENTS, ResourceGate
 from agent.scheduler.jobs import JobSpec
 from agent.scheduler.triggers import Trigger, event_types
 from agent.supervisor import Service
@@ -113,7 +113,7 @@ class SchedulerService(Service):
         if registry is not None:
             commands.register(registry, self.scheduler, self.ctx)
         sub = self.ctx.bus.subscribe(
-            "scheduler", event_types() | {"voice.state"}, maxsize=256, policy="drop_oldest"
+            "scheduler", event_types() | VOICE_EVENTS, maxsize=256, policy="drop_oldest"
         )
         follower = asyncio.create_task(self._follow(sub), name="scheduler-events")
         watcher = asyncio.create_task(self._watch(), name="scheduler-watch")
