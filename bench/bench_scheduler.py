@@ -1,8 +1,9 @@
 """Scheduler overhead and report build time, each beside a peer measured in the same run.
 
 - jobs/s dispatched: no-op jobs run through the Scheduler on a real SQLite
-  file (``synchronous=FULL``, as the daemon: every run is a queued, running
-  and finished row, and three bus events); peer: bare ``asyncio`` tasks that
+  file (``synchronous=FULL``, as the daemon: every run is a row inserted when
+  queued and updated with its outcome, two commits, and three bus events);
+  peer: bare ``asyncio`` tasks that
   each commit one SQLite row on the same kind of file (the least a durable
   scheduler must do per run).
 - idle CPU of the daemon with 100 scheduled jobs (a ``jobs.toml`` of 100 cron
@@ -178,7 +179,7 @@ def run(quick: bool = False) -> list[dict]:
     cold_s, warm_s, figures_s, scan_s = _report_time(n)
     return [
         {
-            "name": f"scheduler: jobs dispatched ({n_runs} no-op runs, 3 rows + 3 events each)",
+            "name": f"scheduler: jobs dispatched ({n_runs} no-op runs: a row inserted and finished, 3 bus events each)",
             "ours": round(ours_rate, 1),
             "peer": round(peer_rate, 1),
             "peer_name": "asyncio tasks + 1 SQLite commit each",

@@ -78,13 +78,24 @@ class RunStore:
                 "UPDATE scheduler_runs SET state = ?, held = ? WHERE id = ?", (state, held or None, run_id)
             )
 
-    def finish(self, run_id: int, state: str, now: float, *, error: str = "", result: Any = None) -> None:
+    def finish(
+        self,
+        run_id: int,
+        state: str,
+        now: float,
+        *,
+        error: str = "",
+        result: Any = None,
+        started_at: float | None = None,
+    ) -> None:
         if run_id < 0:
             return
         self.store.execute(
-            "UPDATE scheduler_runs SET state = ?, finished_at = ?, error = ?, result = ? WHERE id = ?",
+            "UPDATE scheduler_runs SET state = ?, started_at = COALESCE(?, started_at), held = NULL,"
+            " finished_at = ?, error = ?, result = ? WHERE id = ?",
             (
                 state,
+                started_at,
                 now,
                 error or None,
                 None if result is None else json.dumps(result, separators=(",", ":"), default=str)[:4000],
