@@ -88,6 +88,11 @@ class Main(Plugin):
         attempt("own_data", lambda: (self.ctx.data_dir / "note.txt").write_text("ok"))
         attempt("process", lambda: subprocess.run(["true"]))
         attempt("listen", lambda: socket.socket().bind(("127.0.0.1", other)))
+        import sqlite3
+        db = self.ctx.settings["db"]
+        attempt("listing", lambda: os.listdir(os.path.dirname(db)))
+        attempt("sqlite", lambda: sqlite3.connect(db).execute("SELECT 1"))
+        attempt("delete", lambda: os.remove(db))
         results["token_in_env"] = "EDGE_AGENT_TOKEN" in os.environ
         self.ctx.status(results=results)
         await asyncio.Event().wait()
@@ -153,7 +158,7 @@ def test_bad_plugins_are_contained_and_disabled_with_their_reason(tmp_path: Path
         results = wait_for(lambda: box.status()["plugins"]["perms"]["plugin"].get("results"), 20, box.log)
         assert results["granted_port"] == "allowed", results
         assert results["own_data"] == "allowed", results
-        for refused in ("other_port", "database", "process", "listen"):
+        for refused in ("other_port", "database", "process", "listen", "listing", "sqlite", "delete"):
             assert results[refused].startswith("refused: plugin perms:"), (refused, results)
         assert results["token_in_env"] is False
         logs = box.cli("plugins", "logs", "crash").stdout

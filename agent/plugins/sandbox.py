@@ -121,6 +121,12 @@ class Guard:
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             self._open(args)
+        elif event in _LISTING:
+            self._path(args[0], writing=False)
+        elif event in _CHANGING:
+            self._path(args[0], writing=True)
+            if event in ("os.rename", "os.link", "os.symlink") and len(args) > 1:
+                self._path(args[1], writing=True)
         elif event in ("socket.connect", "socket.sendto"):
             self._connect(args[0], args[1])
         elif event == "socket.bind":
@@ -129,6 +135,14 @@ class Guard:
                 self.refuse(f"listening on port {address[1]}")
         elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.forkpty"):
             self.refuse("starting a process")
+
+    def _path(self, path: Any, *, writing: bool) -> None:
+        if isinstance(path, (str, bytes)) and path not in ("", b"", ":memory:"):
+            text = path.decode() if isinstance(path, bytes) else path
+            real = _real(text)
+            roots = self.write_roots if writing else self.read_roots + self.write_roots
+            if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+                self.refuse(f"{'changing' if writing else 'listing'} {text}")
 
     def _open(self, args: tuple[Any, ...]) -> None:
         path, mode, flags = args[0], args[1], args[2]
@@ -153,6 +167,26 @@ class Guard:
         if (host, port) in self.endpoints or (host, 0) in self.endpoints:
             return
         self.refuse(f"connecting to {host}:{port}")
+
+
+#: audit events that read a directory, and those that change the file system (besides ``open``)
+_LISTING = frozenset({"os.listdir", "os.scandir", "glob.glob"})
+_CHANGING = frozenset(
+    {
+        "os.remove",
+        "os.rmdir",
+        "os.mkdir",
+        "os.rename",
+        "os.link",
+        "os.symlink",
+        "os.chmod",
+        "os.chown",
+        "os.truncate",
+        "os.utime",
+        "shutil.rmtree",
+        "sqlite3.connect",  # SQLite opens its files in C, past the ``open`` event
+    }
+)
 
 
 def _addresses(host: str) -> set[str]:
