@@ -235,3 +235,22 @@ async def test_push_to_talk_silence_gives_no_reply(voice_stack: VoiceStack) -> N
         await run_audio(pipeline, speech.silence(1500))
     assert ("idle", "timeout") in [(e.state, e.reason) for e in of(events, "voice.state")]
     assert pipeline.finished.is_set()
+
+
+async def test_a_pause_inside_a_command_drops_the_early_decode(voice_stack: VoiceStack) -> None:
+    """Decoding starts in a pause (SPECULATE_AFTER_MS); speech going on after it must not be lost."""
+    from agent.voice.pipeline import SPECULATE_AFTER_MS
+
+    pipeline = voice_stack.pipeline()
+    events = collect(pipeline)
+    pause_ms = SPECULATE_AFTER_MS + 200  # long enough to start an early decode, short of end_of_speech_ms
+    assert pause_ms < voice_stack.settings.end_of_speech_ms
+    audio = (
+        speech.silence(300) + speech.speak("Okay Nabu") + speech.silence(300) + speech.speak("Turn on the")
+    )
+    audio += speech.silence(pause_ms) + speech.speak("air conditioning.") + speech.silence(1200)
+    async with pipeline:
+        await asyncio.wait_for(run_audio(pipeline, audio, realtime=True), 60)
+    assert len(of(events, "voice.vad.stopped")) == 1  # one utterance, the pause inside it
+    transcript = of(events, "voice.asr.transcript")[0].text
+    assert "conditioning" in transcript.lower(), transcript

@@ -65,6 +65,19 @@ class AsrStream(ABC):
         """Drop the utterance without decoding it."""
         return None
 
+    def speculate(self) -> None:
+        """The speaker paused: start decoding what was fed so far, so ``finish`` may already have it.
+
+        The pipeline calls ``drop_speculation`` if speech resumes; whatever is
+        fed meanwhile is silence, which does not change the text. Engines
+        that decode as they go (Vosk) need nothing here.
+        """
+        return None
+
+    def drop_speculation(self) -> None:
+        """Speech resumed: the early decode is of an unfinished utterance."""
+        return None
+
 
 class AsrEngine(ABC):
     name: ClassVar[str]
@@ -98,6 +111,8 @@ class _WhisperStream(AsrStream):
     _partial_task: asyncio.Task[str] | None = None
     _last_partial_at: int = 0
     _last_partial: str = ""
+    _early: asyncio.Task[str] | None = None
+    _early_stale: bool = False
 
     async def feed(self, pcm: bytes) -> str | None:
         self.chunks.append(pcm)
@@ -120,14 +135,41 @@ class _WhisperStream(AsrStream):
         return result
 
     async def cancel(self) -> None:
+        if self._early is not None:
+            self._early.cancel()
+            self._early = None
         if self._partial_task is not None:
             self._partial_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._partial_task
             self._partial_task = None
 
+    def speculate(self) -> None:
+        # a cancelled decode that Whisper has begun still holds its session to the end: keep a
+        # current one, and replace a stale one (if it has not begun, cancelling frees its place)
+        if self._early is not None and not self._early.done():
+            if not self._early_stale:
+                return
+            self._early.cancel()
+        audio = b"".join(self.chunks)
+        self._early = asyncio.create_task(self.engine._decode(audio, self.phrases))
+        self._early.add_done_callback(lambda t: t.cancelled() or t.exception())  # a stale one's error
+        self._early_stale = False
+
+    def drop_speculation(self) -> None:
+        self._early_stale = True
+
     async def finish(self) -> str:
-        await self.cancel()
+        early, self._early = self._early, None
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._partial_task
+            self._partial_task = None
+        if early is not None and not self._early_stale:  # decoded in the trailing silence: silence came since
+            return await early
+        if early is not None:
+            early.cancel()
         return await self.engine._decode(b"".join(self.chunks), self.phrases)
 
 

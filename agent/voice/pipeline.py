@@ -90,6 +90,8 @@ class VoiceEngines:
 
 
 Listener = Callable[[Event], Awaitable[None] | None]
+#: a pause this long inside an utterance starts decoding it (end_of_speech_ms decides it is over)
+SPECULATE_AFTER_MS = 240
 
 
 class VoicePipeline:
@@ -130,6 +132,8 @@ class VoicePipeline:
         self._preroll_bytes = 0
         self._listen_since_ms = 0.0
         self._speech = False
+        #: where the pause began whose audio is being decoded early (``_speculate``), or None
+        self._speculating: float | None = None
         self._stamps = Stamps()
 
     # -- events ------------------------------------------------------------------------------
@@ -277,6 +281,7 @@ class VoicePipeline:
         assert self._vad is not None
         self._vad.reset(self.audio_ms)
         self._speech = False
+        self._speculating = None
         self._listen_since_ms = self.audio_ms
         try:
             self._asr = await self.engines.asr.open(self.config.phrases)
@@ -312,6 +317,7 @@ class VoicePipeline:
                 self._stamps.mark("speech_end")
                 await self._end_utterance(event.reason)
                 return
+        self._speculate()
         if not self._speech and self.audio_ms - self._listen_since_ms > self.config.listen_timeout_s * 1000:
             await self._stop_listening("timeout")
         elif len(self._utt) >= self.config.max_utterance_s * 1000 * BYTES_PER_MS:
@@ -322,6 +328,24 @@ class VoicePipeline:
             )
             self._stamps.mark("speech_end")
             await self._end_utterance("max_length")
+
+    def _speculate(self) -> None:
+        """Decode during the trailing silence: by the end-of-speech decision the text is (nearly) there.
+
+        Started once the speaker has paused ``SPECULATE_AFTER_MS``; dropped if
+        they go on. What is fed after the start is silence, which Whisper
+        does not turn into words, so the early text is the utterance's text.
+        """
+        if self._vad is None or self._asr is None:
+            return
+        pause = self._vad.segmenter.pause_ms
+        pause_began = self._vad.audio_ms - pause if pause else None
+        if self._speculating is not None and pause_began != self._speculating:
+            self._asr.drop_speculation()  # the speaker went on (perhaps pausing again since)
+            self._speculating = None
+        if pause >= SPECULATE_AFTER_MS and self._speculating is None:
+            self._asr.speculate()
+            self._speculating = pause_began
 
     async def _stop_listening(self, reason: str) -> None:
         if self._asr is not None:

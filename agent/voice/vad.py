@@ -69,6 +69,11 @@ class Segmenter:
         self._below = 0
         self.speech_frames = 0
 
+    @property
+    def pause_ms(self) -> float:
+        """How long the speaker has been quiet inside an utterance (0 while speaking or outside one)."""
+        return self._below * FRAME_MS if self.in_speech else 0.0
+
     def update(self, prob: float) -> str | None:
         """One frame; returns "start", "stop:silence", "stop:max_length" or None."""
         if not self.in_speech:
