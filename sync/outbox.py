@@ -84,6 +84,11 @@ class Outbox:
         self._reader_lock = threading.Lock()
         #: the device whose messages this outbox carries (taken from them: the disk recovery alert's sender)
         self.device = ""
+        try:
+            with store.atomic() as conn:
+                self.bound.seed(conn)
+        except sqlite3.OperationalError:  # no outbox table yet: the counters are seeded on first use
+            pass
 
     @property
     def limits(self) -> OutboxLimits:

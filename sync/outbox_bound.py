@@ -99,6 +99,15 @@ class Bound:
 
     # ------------------------------------------------------------ numbering
 
+    def seed(self, conn: sqlite3.Connection) -> None:
+        """Start every priority's counter after the highest row in the table, before anything of
+        this process is deleted. Seeded later (lazily), a counter could restart below a row that a
+        publisher session has already passed (sent at start, receipted and deleted since), and that
+        session's cursor would then never reach the new rows."""
+        with self._lock:
+            for priority in Priority:
+                self._seq[priority] = max(self._seq.get(priority, 0), db_last(conn, priority))
+
     def claim(self, size: int, priority: int) -> int | None:
         """Room (from the cached bound) and the next ``seq``, under one lock; None: take the slow path.
 

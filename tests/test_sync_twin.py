@@ -127,4 +127,7 @@ def test_agent_restart_from_the_hub_applies_what_was_pending(
     status = _edge(daemon.env, "status")
     assert status.returncode == 0 and "pending restart" not in status.stdout, status.stdout
     assert "restart: agent.restart from the hub" in daemon.log()
+    # the daemon started again speaks to the hub as before: a command's result comes back
+    assert main(["--hub", hub.url, "cmd", "twin-2", "ping", "--json", "--timeout", "30"]) == 0, daemon.log()[-3000:]
+    assert json.loads(capsys.readouterr().out)["command"]["status"] == "ok"
     assert daemon.stop() == 0

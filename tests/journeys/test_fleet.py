@@ -77,6 +77,16 @@ def _checks(ctx: dict) -> dict[str, Callable[[Ran], bool]]:
             and r.out.count("ops-chat") == ctx["critical"]
             and r.out.count("oncall") == ctx["critical"]
         ),
+        "edge-hub config set --to site=a sync.telemetry_interval_s=7": lambda r: (
+            r.rc == 0 and len(re.findall(r"box-[12]\s+ok\s+now", r.out)) == 2
+        ),
+        "edge-hub config set --to site=a sync.inflight=8": lambda r: (
+            r.rc == 0 and r.out.count("on restart: sync.inflight") == 2 and "agent.restart" in r.out
+        ),
+        "edge-hub devices --to site=a": lambda r: r.rc == 0 and r.out.count("1 pending restart") == 2,
+        "edge-hub cmd box-1 agent.restart": lambda r: r.rc == 0 and "restart_scheduled" in r.out,
+        "edge-hub cmd box-2 agent.restart": lambda r: r.rc == 0 and "restart_scheduled" in r.out,
+        "edge-hub device show box-1": lambda r: r.rc == 0 and "settings: in sync" in r.out,
         "edge-agent models pack press-model --version 2.0.0": lambda r: (
             r.rc == 0 and "packed press-model 2.0.0" in r.out
         ),
@@ -171,6 +181,21 @@ def _before(cmd: str, ctx: dict, work: Path, hub: Hub, broker: Mosquitto, boxes:
         time.sleep(1.0)
         posted = sorted(json.loads(body)["alert"]["alert_id"] for _, body in hook.received)
         assert len(posted) == len(set(posted)) == n, posted  # once per alert, whatever its transitions
+    elif cmd == "edge-hub devices --to site=a":
+        # each box republishes its state once the setting is saved: the drift shows without a reconnect
+        wait(
+            lambda: all(d["twin"]["reported"]["pending_restart"] for d in hub.cli_json("devices")),
+            30,
+            "both boxes reporting sync.inflight pending",
+        )
+    elif cmd == "edge-hub device show box-1":
+        # both boxes started again in place (same process) and reported the settings they now run
+        wait(
+            lambda: all(d["online"] and d["twin"]["in_sync"] for d in hub.cli_json("devices")),
+            90,
+            "both boxes back, in sync",
+        )
+        assert all(b.proc is not None and b.proc.poll() is None for b in boxes), "a box did not start again"
     elif cmd.startswith("edge-agent models pack"):
         build_mlp_onnx(MLP_A, work / "press-model" / "model.onnx")
     elif cmd == "edge-hub devices" and boxes:
