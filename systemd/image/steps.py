@@ -187,6 +187,7 @@ class Checks:
             self.sub.wait(10)
         if self.broker is not None:
             self.broker.stop()
+            shutil.rmtree(self.broker.dir, ignore_errors=True)
 
     # ------------------------------------------------------------ helpers
     def show(self, *props: str) -> dict[str, str]:
