@@ -9,10 +9,8 @@ network, so the installer can reach PyPI as on a board).
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -20,68 +18,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from helpers import (
+    BIN,
+    CHECK_DIR,
+    DENIAL,
+    EMULATION_DROPIN,
+    ENGINE_PACKAGES,
+    REPO,
+    SRC,
+    SUDO_SHIM,
+    UNIT,
+    free_port,
+    kernel_log,
+    readme_block,
+)
 from nspawn import HOST_ARCH, Container, ImageError, Unobservable
-
-REPO = Path(__file__).resolve().parents[2]
-BIN = "/opt/edge-agent/current/bin/edge-agent"
-CHECK_DIR = "/srv/image-check"  # fixtures inside the tree, readable by the service user
-UNIT = "edge-agent.service"
-#: the engines whose presence the installer decides per architecture
-ENGINE_PACKAGES = (
-    "onnxruntime",
-    "openvino",
-    "ai-edge-litert",
-    "tflite-runtime",
-    "rknn-toolkit-lite2",
-    "numpy",
-)
-EMULATION_DROPIN = (
-    "[Service]\n"
-    "# qemu-user: no user namespace for a threaded process, and the host's /proc (nspawn.emulated_board)\n"
-    "PrivateUsers=no\n"
-    "BindReadOnlyPaths=/srv/board/cpuinfo:/proc/cpuinfo /srv/board/arch:/proc/sys/kernel/arch\n"
-)
-DENIAL = re.compile(
-    r"audit|seccomp|apparmor|denied|operation not permitted|read-only file system|bad system call", re.I
-)
-
-
-SRC = "/usr/local/src/edge-agent"  # the checkout, as a board owner has it
-#: Debian's minbase has no sudo: this stands in for it (root, or ``-u USER`` through runuser)
-SUDO_SHIM = """#!/bin/sh
-# image-check: sudo as the README uses it (as root, or -u USER), where the tree has no sudo
-if [ "$1" = "-u" ]; then user="$2"; shift 2; exec runuser -u "$user" -- "$@"; fi
-exec "$@"
-"""
-
-
-def readme_block(heading: str = "### Running under systemd") -> list[str]:
-    """The command lines of the sh block under the README heading (as tests/journeys read them)."""
-    text = (REPO / "README.md").read_text()
-    start = text.index(f"\n{heading}\n")
-    block = re.search(r"```sh\n(.*?)```", text[start:], re.DOTALL)
-    if block is None:
-        raise ImageError(f"README: no sh block under {heading}")
-    return [line for line in block.group(1).splitlines() if line.strip()]
-
-
-def _kernel_log() -> list[str]:
-    """The kernel's log as the host sees it: seccomp (type=1326) and AppArmor/audit records land here."""
-    proc = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=60, check=False)
-    return proc.stdout.splitlines()
-
-
-def _free_port() -> int:
-    """A free port below the ephemeral range, so no outgoing connection takes it before the daemon binds it."""
-    for _ in range(200):
-        port = random.randint(20000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise ImageError("no free port in 20000-30000")
 
 
 class Checks:
@@ -93,13 +44,13 @@ class Checks:
         self.work = work
         self.figures = figures
         self.extras = extras
-        self.port = _free_port()
+        self.port = free_port()
         self.broker: Any = None
         self.sub: subprocess.Popen[bytes] | None = None
         self.sub_log = work / "broker-messages.txt"
         self.reference: dict[str, Any] = {}
         self.started_at = ""
-        self.kmsg_lines = len(_kernel_log())
+        self.kmsg_lines = len(kernel_log())
 
     # ------------------------------------------------------------ setup
     def fixtures(self) -> str:
@@ -446,7 +397,7 @@ class Checks:
         kernel = [ln for ln in system_log.splitlines() if re.search(r"audit|seccomp", ln, re.I)]
         kmsg = [
             ln
-            for ln in _kernel_log()[self.kmsg_lines :]
+            for ln in kernel_log()[self.kmsg_lines :]
             if re.search(r"type=1326|seccomp|DENIED", ln)
             and re.search(r'comm="edge-agent"|/opt/edge-agent/', ln)
         ]

@@ -22,7 +22,7 @@ OURS = re.compile(r'comm="edge-agent"|exe="/opt/edge-agent/')
 
 
 def strict_seccomp(checks: Any) -> str:
-    from steps import UNIT, _kernel_log
+    from helpers import UNIT, kernel_log
 
     if checks.emulated:
         raise Unobservable(
@@ -33,7 +33,7 @@ def strict_seccomp(checks: Any) -> str:
     try:
         box.run(["systemctl", "restart", UNIT], timeout=300)
         before = checks.wait_active(300)
-        kmsg_from = len(_kernel_log())
+        kmsg_from = len(kernel_log())
         since = checks.now()
         kept = dict(checks.figures)  # the latencies reported are those of the shipped unit
         ran = [checks.model("onnxruntime", install=False), checks.model("litert", install=False)]
@@ -41,7 +41,7 @@ def strict_seccomp(checks: Any) -> str:
         checks.outbox()
         time.sleep(10)  # the simulator's readings, telemetry and watchdog pings go on meanwhile
         after = checks.show("MainPID", "NRestarts", "ActiveState")
-        kills = [ln for ln in _kernel_log()[kmsg_from:] if "type=1326" in ln and OURS.search(ln)]
+        kills = [ln for ln in kernel_log()[kmsg_from:] if "type=1326" in ln and OURS.search(ln)]
         log = checks.journal(since)
         sigsys = [ln for ln in log.splitlines() if re.search(r"status=31|SIGSYS|/SYS", ln)]
         if kills or sigsys or after["MainPID"] != before["MainPID"] or after["ActiveState"] != "active":
