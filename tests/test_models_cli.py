@@ -63,6 +63,8 @@ def test_every_models_command_has_help() -> None:
         "quantize",
         "bench",
         "keygen",
+        "pack",
+        "sign",
     }
     for name, sub in action.choices.items():
         assert helps[name] and sub.description
