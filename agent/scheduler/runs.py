@@ -9,10 +9,14 @@ have been cut short (``interrupted``).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
+from agent.core.errors import DiskFullError
 from agent.store import Store
+
+log = logging.getLogger("edge_agent.scheduler")
 
 ACTIVE_STATES = ("queued", "held", "running")
 FINAL_STATES = ("ok", "failed", "timeout", "skipped", "missed", "cancelled", "interrupted")
@@ -25,20 +29,39 @@ class RunStore:
     # ------------------------------------------------------------ jobs
 
     def upsert_job(self, name: str, spec: dict[str, Any], now: float) -> dict[str, Any]:
-        """Record the job's spec (keeping paused and fire times); returns its row."""
-        with self.store.atomic() as conn:
-            conn.execute(
-                "INSERT INTO scheduler_jobs (name, spec, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
-                (name, json.dumps(spec, separators=(",", ":")), now),
-            )
+        """Record the job's spec (keeping paused and fire times); returns its row.
+
+        On a full disk the box must still start (and say "disk full"): the row it had is used,
+        or a new one kept in memory until space is back."""
+        spec_json = json.dumps(spec, separators=(",", ":"))
+        try:
+            with self.store.atomic() as conn:
+                conn.execute(
+                    "INSERT INTO scheduler_jobs (name, spec, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+                    (name, spec_json, now),
+                )
+        except DiskFullError as exc:
+            log.warning("job %s not recorded (%s); it runs from memory until space is back", name, exc)
+            rows = self.store.query("SELECT * FROM scheduler_jobs WHERE name = ?", (name,))
+            if rows:
+                return {**rows[0], "spec": spec_json}
+            return {
+                "name": name, "spec": spec_json, "paused": 0, "last_fire": None, "next_run": None,
+                "updated_at": now,
+            }  # fmt: skip
         return self.store.query("SELECT * FROM scheduler_jobs WHERE name = ?", (name,))[0]
 
     def set_fire(self, name: str, last_fire: float | None, next_run: float | None) -> None:
-        self.store.execute(
-            "UPDATE scheduler_jobs SET last_fire = ?, next_run = ?, updated_at = ? WHERE name = ?",
-            (last_fire, next_run, time.time(), name),
-        )
+        """The fire times kept for the next start; on a full disk they stay in memory (a restart
+        then handles those fires again by its missed-run policy)."""
+        try:
+            self.store.execute(
+                "UPDATE scheduler_jobs SET last_fire = ?, next_run = ?, updated_at = ? WHERE name = ?",
+                (last_fire, next_run, time.time(), name),
+            )
+        except DiskFullError as exc:
+            log.debug("fire times of %s not recorded: %s", name, exc)
 
     def set_paused(self, name: str, paused: bool) -> None:
         self.store.execute(
