@@ -132,6 +132,16 @@ def test_the_real_agent_and_the_hub_speak_the_same_protocol(
         ]
         assert json.loads(result)["version"] == "3.1.0"
 
+        # the twin: the deployed version is desired, the box reports it running, no drift
+        def model_twin() -> dict[str, Any]:
+            assert main(["--hub", hub.url, "devices", "--json"]) == 0
+            return json.loads(capsys.readouterr().out)[0]["twin"]
+
+        wait_for(lambda: "3.1.0" in model_twin()["reported"]["models"].values(), timeout=20)
+        twin = model_twin()
+        assert list(twin["desired"]["models"].values()) == ["3.1.0"], twin
+        assert not [d for d in twin["drift"] if d["key"].startswith("model:")], twin
+
         # the repro, signed by the hub for a real operator token: the agent refuses it
         ops = hub.make_token("otto", "operator")
         pairs = ["security.api_auth=off", f"sync.trusted_keys={json.dumps(['ab' * 32])}"]

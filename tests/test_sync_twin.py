@@ -128,6 +128,25 @@ def test_agent_restart_from_the_hub_applies_what_was_pending(
     assert status.returncode == 0 and "pending restart" not in status.stdout, status.stdout
     assert "restart: agent.restart from the hub" in daemon.log()
     # the daemon started again speaks to the hub as before: a command's result comes back
-    assert main(["--hub", hub.url, "cmd", "twin-2", "ping", "--json", "--timeout", "30"]) == 0, daemon.log()[-3000:]
+    assert main(["--hub", hub.url, "cmd", "twin-2", "ping", "--json", "--timeout", "30"]) == 0, daemon.log()[
+        -3000:
+    ]
     assert json.loads(capsys.readouterr().out)["command"]["status"] == "ok"
     assert daemon.stop() == 0
+
+
+def test_drift_names_each_setting_and_model_not_as_desired() -> None:
+    from sync.hub.twin import twin
+
+    state = {
+        "models": {"press": "1.0.0"},
+        "config": {"running": {"sync.inflight": 16, "mqtt.password": "********"}, "pending_restart": []},
+    }
+    t = twin({"sync.inflight": 8, "mqtt.password": "s3cret", "log.level": "debug"}, state, {"press": "2.0.0"})
+    assert [(d["key"], d["why"]) for d in t["drift"]] == [
+        ("log.level", "not reported"),
+        ("sync.inflight", "differs"),  # a secret the device says is set is not drift
+        ("model:press", "differs"),
+    ]
+    assert not t["in_sync"]
+    assert twin({}, {"models": {"press": "2.0.0"}}, {"press": "2.0.0"})["in_sync"]

@@ -236,9 +236,12 @@ def _drift_cell(twin: dict[str, Any]) -> str:
     if not drift and not pending:
         return "in sync"
     parts = []
-    differs = [d for d in drift if d.get("why") != "pending restart"]
+    differs = [d for d in drift if d.get("why") != "pending restart" and not d["key"].startswith("model:")]
     if differs:
         parts.append(f"{len(differs)} differ")
+    models = [d for d in drift if d["key"].startswith("model:")]
+    if models:
+        parts.append(f"{len(models)} model(s) not as deployed")
     if pending:
         parts.append(f"{len(pending)} pending restart")
     return ", ".join(parts)

@@ -6,8 +6,11 @@
 - **Reported** is the device's own word, in its retained ``state`` message: the running value of
   every key its override file names (``config.running``), the keys still waiting for a restart
   (``config.pending_restart``), and when the daemon started (``started_at``).
+- **Desired** models are what deployments installed: per model, the version of the newest
+  deployment that succeeded on the device (a later ``models.rollback`` then shows as drift).
 - **Drift** is every desired key whose reported running value differs (secrets are compared only
-  as set / not set: a device never reports a secret's value), plus every key pending a restart.
+  as set / not set: a device never reports a secret's value), every key pending a restart, and
+  every desired model the device does not report running at that version (``model:NAME``).
 
 Read on demand from the commands and messages tables: nothing more to store or keep in step.
 """
@@ -51,6 +54,21 @@ def desired_settings(db: HubDB, devices: list[str] | None = None) -> dict[str, d
     return out
 
 
+def desired_models(db: HubDB, devices: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """``{device: {model: version}}`` from the deployments that succeeded on each device, newest last."""
+    rows = db.query(
+        "SELECT dd.device, d.model, d.version FROM deployment_devices dd "
+        "JOIN deployments d ON d.id = dd.deployment_id "
+        "WHERE dd.status = 'ok' AND d.model IS NOT NULL AND d.version IS NOT NULL ORDER BY d.created_at"
+    )
+    wanted = set(devices) if devices is not None else None
+    out: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if wanted is None or row["device"] in wanted:
+            out.setdefault(row["device"], {})[str(row["model"])] = str(row["version"])
+    return out
+
+
 def reported_states(db: HubDB, devices: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """``{device: state body}`` of each device's latest state message."""
     rows = db.query("SELECT d.device, m.body FROM devices d JOIN messages m ON m.id = d.last_state_id")
@@ -66,7 +84,9 @@ def _same(desired: Any, reported: Any) -> bool:
     return bool(desired == reported)
 
 
-def twin(desired: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+def twin(
+    desired: Mapping[str, Any], state: Mapping[str, Any], models: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """One device's twin: desired, reported and the drift between them."""
     raw_config = state.get("config")
     config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
@@ -80,8 +100,14 @@ def twin(desired: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]
         elif not _same(value, running[key]):
             why = "pending restart" if key in pending else "differs"
             drift.append({"key": key, "desired": value, "reported": running[key], "why": why})
+    running_models = state.get("models") if isinstance(state.get("models"), dict) else {}
+    for model, version in sorted((models or {}).items()):
+        have = running_models.get(model)
+        if have != version:
+            why = "not reported" if have is None else "differs"
+            drift.append({"key": f"model:{model}", "desired": version, "reported": have, "why": why})
     return {
-        "desired": {"settings": dict(desired)},
+        "desired": {"settings": dict(desired), "models": dict(models or {})},
         "reported": {
             "settings": dict(running),
             "pending_restart": pending,
@@ -98,7 +124,9 @@ def attach_twins(db: HubDB, devices: list[dict[str, Any]]) -> list[dict[str, Any
     """Each device dict with its ``twin`` (two queries for the whole list)."""
     names = [d["device"] for d in devices]
     desired = desired_settings(db, names)
+    models = desired_models(db, names)
     states = reported_states(db, names)
     for d in devices:
-        d["twin"] = twin(desired.get(d["device"], {}), states.get(d["device"], {}))
+        name = d["device"]
+        d["twin"] = twin(desired.get(name, {}), states.get(name, {}), models.get(name))
     return devices
