@@ -277,8 +277,16 @@ class Dispatcher:
         return best
 
     def _work(self) -> None:
+        done: tuple[_Job, Any, BaseException | None] | None = None
         while True:
-            with self._cond:
+            with self._cond:  # one lock round per call: hand back the last result, take the next job
+                if done is not None:
+                    last, result, error = done
+                    done = None
+                    if last.kind == -1 and last.session is not None:
+                        last.pool.free.append(last.session)
+                        self._grant_checkouts(last.pool)
+                    self._post(last.future, result, error)
                 job = self._next()
                 while job is None:
                     if self._closing:
@@ -286,22 +294,14 @@ class Dispatcher:
                     self._cond.wait()
                     job = self._next()
             started = time.perf_counter()
-            result: Any = None
-            error: BaseException | None = None
-            session = job.session
             try:
-                assert session is not None and job.feed is not None
-                out = session.run(job.feed)
+                assert job.session is not None and job.feed is not None
+                out = job.session.run(job.feed)
                 run_s = time.perf_counter() - started
                 job.pool.observe(run_s, self._ceiling)
-                result = (out, Timing(started - job.queued_at, run_s))
+                done = (job, (out, Timing(started - job.queued_at, run_s)), None)
             except BaseException as exc:  # handed to the caller, who sees the engine's own error
-                error = exc
-            with self._cond:
-                if job.kind == -1 and session is not None:
-                    job.pool.free.append(session)
-                    self._grant_checkouts(job.pool)
-                self._post(job.future, result, error)
+                done = (job, None, exc)
 
     def _post(
         self,
