@@ -100,7 +100,8 @@ def twin(
         elif not _same(value, running[key]):
             why = "pending restart" if key in pending else "differs"
             drift.append({"key": key, "desired": value, "reported": running[key], "why": why})
-    running_models = state.get("models") if isinstance(state.get("models"), dict) else {}
+    raw_models = state.get("models")
+    running_models: dict[str, Any] = raw_models if isinstance(raw_models, dict) else {}
     for model, version in sorted((models or {}).items()):
         have = running_models.get(model)
         if have != version:
