@@ -468,7 +468,10 @@ class PluginSettings:
     )
     heartbeat_s: float = setting(2.0, "Seconds between heartbeats to each plugin.", minimum=0.05, maximum=600)
     hang_timeout_s: float = setting(
-        10.0, "A plugin that answers no heartbeat this long is killed and restarted (s).", minimum=0.1, maximum=3600
+        10.0,
+        "A plugin that answers no heartbeat this long is killed and restarted (s).",
+        minimum=0.1,
+        maximum=3600,
     )
     max_failures: int = setting(
         5, "Failures within failure_window_s after which a plugin is disabled.", minimum=1, maximum=1000

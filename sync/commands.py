@@ -320,7 +320,9 @@ def apply_saved(deps: CommandDeps, updates: Mapping[str, Any]) -> dict[str, Any]
         deps.state_changed()  # the hub sees the new reported settings without waiting for a reconnect
     where = overrides.override_path(deps.settings)
     if pending:
-        message = f"saved to {where}; {', '.join(pending)} take(s) effect when the agent restarts (agent.restart)"
+        message = (
+            f"saved to {where}; {', '.join(pending)} take(s) effect when the agent restarts (agent.restart)"
+        )
     else:
         message = f"saved to {where}; applied now"
     return {

@@ -175,7 +175,10 @@ async def test_bad_input_is_counted_and_never_stops_the_stream(aiohttp_client, c
         {"ts": now - 10, "values": {"vibration": 1.0, "current": 2.0, "pressure": 3.0}},
         {"ts": now - 11, "values": {"vibration": 1.0}},  # out of order
         {"ts": now + 3600, "values": {"vibration": 1.0}},  # future
-        {"ts": now - 9, "values": {"vibration": None, "current": None, "pressure": 1.0, "x": 1}},  # null: missing
+        {
+            "ts": now - 9,
+            "values": {"vibration": None, "current": None, "pressure": 1.0, "x": 1},
+        },  # null: missing
         {"ts": now - 8, "values": {"vibration": 500.0, "current": 1.0}},  # out of range
     ]
     body = await (await client.post("/v1/sensors/readings", json={"machine": "m1", "rows": rows})).json()
