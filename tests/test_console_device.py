@@ -390,7 +390,9 @@ def test_models_voice_logs_pages(box: Box, browser: Any) -> None:
     context = browser.new_context(base_url=box.url)
     page = context.new_page()
     page.goto("/login")
-    page.keyboard.type(box.tokens["viewer"])  # the field has focus on load
+    # the field has focus on load (autofocus); on a busy box it takes it a moment after "load"
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
+    page.keyboard.type(box.tokens["viewer"])
     page.keyboard.press("Enter")
     page.wait_for_url("**/ui/overview")
     page.goto("/ui/voice")
