@@ -127,6 +127,9 @@ async def test_websocket_text_turn_and_client_barge_in(server: Server) -> None:
         events, _ = await ws_events(ws, lambda e: e["type"] == "voice.reply")
         assert events[-1]["interrupted"] and events[-1]["by"] == "client"
         assert any(e["type"] == "audio-stop" and e["aborted"] for e in events)
+        # and the pipeline is idle again (it once stayed "speaking" after a client's stop)
+        idle, _ = await ws_events(ws, lambda e: e["type"] == "voice.state" and e["state"] == "idle")
+        assert idle[-1]["reason"] == "client"
         await ws.send_str("not json")
         err, _ = await ws_events(ws, lambda e: e["type"] == "error")
         assert "JSON" in err[-1]["message"]

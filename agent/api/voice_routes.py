@@ -225,7 +225,7 @@ async def _control(pipeline: Any, msg: dict[str, Any]) -> None:
         elif kind == "say":
             await pipeline.say(str(msg.get("text", "")))
         elif kind == "stop":
-            await pipeline.interrupt("client")
+            await pipeline.stop("client")
     except EdgeAgentError as exc:
         from agent.voice.events import VoiceError
 

@@ -380,6 +380,13 @@ class VoicePipeline:
         """Cancel the reply in progress (barge-in); True when there was one."""
         return await self.replies.interrupt(by)
 
+    async def stop(self, by: str = "client") -> bool:
+        """A client's "stop": cancel the reply in progress and go back to idle (as the stop word does)."""
+        stopped = await self.interrupt(by)
+        if stopped or self.state in _BUSY:
+            await self.set_state(PipelineState.IDLE, by)
+        return stopped
+
     async def say(self, text: str, *, speed: float | None = None, kind: str = "say") -> asyncio.Task[None]:
         """Speak ``text`` now (pre-empting a reply); returns the reply task."""
         return await self.replies.say(one_piece(text), kind, speed=speed)
