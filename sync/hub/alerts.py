@@ -285,15 +285,23 @@ def get_alert_object(db: HubDB, ref: str, device: str | None = None) -> dict[str
 
 
 def record_action(
-    db: HubDB, alert: Mapping[str, Any], action: str, operator: str, detail: Mapping[str, Any] | None = None
+    db: HubDB,
+    alert: Mapping[str, Any],
+    action: str,
+    operator: str,
+    detail: Mapping[str, Any] | None = None,
+    *,
+    ts: float | None = None,
 ) -> None:
+    """One operator action in the alert's history, at ``ts`` (default now): a command's action is
+    dated when it was sent, so it sorts before the device's answer however fast that comes."""
     db.execute(
         "INSERT INTO alert_actions (id, device, alert_id, ts, action, operator, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             new_id(),
             alert["device"],
             alert["alert_id"],
-            time.time(),
+            time.time() if ts is None else ts,
             action,
             operator,
             json.dumps(dict(detail or {}), sort_keys=True),

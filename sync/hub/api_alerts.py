@@ -98,6 +98,7 @@ async def _device_action(request: web.Request, name: str, args: dict[str, Any], 
         hub_alerts.resolve, hub.db, request.match_info["alert_id"], _device(data, request)
     )
     before = alert["transitions"]
+    sent_at = time.time()
     cmd = await asyncio.to_thread(
         hub.commands.send,
         alert["device"],
@@ -108,7 +109,13 @@ async def _device_action(request: web.Request, name: str, args: dict[str, Any], 
         operator=operator,
     )
     await asyncio.to_thread(
-        hub_alerts.record_action, hub.db, alert, action, operator, {"command_id": cmd["id"], **args}
+        hub_alerts.record_action,
+        hub.db,
+        alert,
+        action,
+        operator,
+        {"command_id": cmd["id"], **args},
+        ts=sent_at,
     )
     if wait_s > 0:
         deadline = time.monotonic() + wait_s

@@ -82,7 +82,12 @@ def test_readme_delivery_runs_as_written(start_daemon, tmp_path: Path) -> None: 
 
         # the broker goes too: NOT CONNECTED, and why
         broker.stop()
-        _until(lambda: _mqtt(daemon)["state"] == "connecting" and _mqtt(daemon)["error"], 30, "the link down")
+        # first "connection lost", then the next attempt's "refused": wait for the attempt
+        _until(
+            lambda: _mqtt(daemon)["state"] == "connecting" and "refused" in _mqtt(daemon)["error"],
+            30,
+            "the link down and a refused reconnect",
+        )
         ran = _run(STATUS, env)
         assert ran.returncode == 0 and f"hub: NOT CONNECTED to {broker.url} (reconnecting for " in ran.stdout
         assert "  last error: " in ran.stdout and "refused the connection" in ran.stdout, ran.stdout
