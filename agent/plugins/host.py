@@ -192,12 +192,22 @@ class PluginService(Service):
 
     async def _stop(self, name: str) -> None:
         proc, task, _ = self.running.pop(name)
-        await proc.stop()
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+        stopping_too = False
+        try:
+            await proc.stop()
             await asyncio.wait_for(task, 3.0)  # cancels the task if it does not end by itself
+        except asyncio.CancelledError:
+            # the plugin's own task ending by cancellation is expected; the service's own
+            # cancellation (the daemon stopping) must not be swallowed, or it never stops
+            current = asyncio.current_task()
+            stopping_too = current is not None and current.cancelling() > 0
+        except Exception:  # a plugin that fails while stopping is stopped all the same
+            pass
         proc.state = "stopped"
         self._publish_state(name, "stopped")
         log.info("plugin %s stopped", name, extra={"plugin": name})
+        if stopping_too:
+            raise asyncio.CancelledError
 
     def _given_up(self, name: str) -> None:
         proc, _, _ = self.running.pop(name)
