@@ -9,6 +9,7 @@ from urllib.parse import quote, urlencode
 
 from agent.cli.output import print_json, table
 from agent.core.errors import BadRequestError
+from sync.hub.cli_fleet import _ago, _client  # the fleet commands' client and age format
 
 #: ULIDs start with 10 characters of milliseconds: shorter starts would all look alike
 MIN_SHORT_ID = 12
@@ -114,22 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     log.add_argument("--limit", type=int, default=50, help="at most this many")
     log.add_argument("--json", action="store_true", help="print JSON")
     log.set_defaults(handler=notify_log)
-
-
-def _client(args: argparse.Namespace, timeout: float = 10.0) -> Any:
-    from sync.hub.cli import client_for
-
-    return client_for(args, timeout)
-
-
-def _ago(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    age = max(0.0, time.time() - ts)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if age >= size:
-            return f"{age / size:.0f}{unit} ago"
-    return f"{age:.0f}s ago"
 
 
 def _when(ts: float | None) -> str:
