@@ -146,7 +146,7 @@ class _EnvValue:
 def build_settings(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
     """Validate ``data`` into the frozen dataclass ``cls`` (recursively); ConfigError names the key.
 
-    Public because the hub's settings and remote config changes (sync/overrides) validate with it.
+    Public because the hub's settings and remote config changes (agent/syncd/overrides.py) validate with it.
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}

@@ -69,7 +69,7 @@ def build_context(settings: Settings) -> AgentContext:
     from agent.security import identity
     from agent.security.trust import TrustStore
     from sync.keys import trusted_hub_keys
-    from sync.service import outbox_for
+    from agent.syncd.service import outbox_for
 
     ctx.identity = identity.load_or_create(settings.data_dir, settings.device_id)
     ctx.trust = TrustStore.in_data_dir(settings.data_dir, seed=trusted_hub_keys(settings))
@@ -140,7 +140,7 @@ def build_services(ctx: AgentContext) -> list[Service]:
         services.append(PluginService(ctx))
     if licensed(ctx, "sync"):
         from agent.home_assistant import attach
-        from sync.service import build_sync_services
+        from agent.syncd.service import build_sync_services
 
         sync_services = build_sync_services(ctx)
         attach(ctx, sync_services)  # Home Assistant discovery in each broker session (sync.ha_discovery)

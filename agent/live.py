@@ -1,7 +1,7 @@
 """Settings that take effect without a restart, and the ones that wait for one.
 
 The daemon's settings are a frozen tree built once at start (style practice
-2). A remote ``config.set`` writes the override file (sync/overrides.py);
+2). A remote ``config.set`` writes the override file (agent/syncd/overrides.py);
 then, for each changed key, either a part of the running daemon has
 registered an applier for it here (``LiveSettings.on``) and the key applies
 at once — the context's tree is replaced by one with the new value, so

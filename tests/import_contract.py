@@ -59,20 +59,6 @@ EXCEPTIONS: tuple[Exception_, ...] = (
         "agent.errors",
         "the re-export of agent.core.errors; switch to agent.core.errors when sync/ is settled",
     ),
-    Exception_(
-        "sync.service", "agent*", "daemon wiring (AgentContext, Service) filed under sync/: moves to agent/"
-    ),
-    Exception_(
-        "sync.overrides",
-        "agent.config",
-        "a rebuild of the agent's Settings: moves to agent/ with sync.service",
-    ),
-    Exception_("sync.logring", "agent.logs", "a private _RESERVED import and a copy of the log filter"),
-    Exception_(
-        "sync.commands*",
-        "agent*",
-        "command handlers reach the daemon's config, trust store, supervisor, alert sink",
-    ),
     Exception_("sync.inbox", "agent.*", "the daemon's Store and AuditLog: to come through agent.core"),
     Exception_(
         "sync.outbox*", "agent.store*", "the daemon's Store and disk tracker: to come through agent.core"

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.daemon import build_context
+from agent.syncd.service import SyncRuntime, SyncService
 from sync import topics
 from sync.envelope import Envelope
 from sync.outbox import Priority
-from sync.service import SyncRuntime, SyncService
 from tests.sync_support import sync_settings
 
 _PASSED = ("EDGE_AGENT_DATA_DIR", "EDGE_AGENT_MQTT__URL", "EDGE_AGENT_DEVICE_ID")

@@ -48,7 +48,7 @@ class Box:
     async def _main(self) -> None:
         from agent.daemon import build_context
         from agent.home_assistant import attach
-        from sync.service import build_sync_services
+        from agent.syncd.service import build_sync_services
 
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()

@@ -262,7 +262,7 @@ def test_the_device_side_deployer_installs_what_the_hub_serves(
     manifest match, install, smoke test on onnxruntime) behind a simulated device's MQTT connection."""
     import asyncio
 
-    import sync.deploy as deploy_mod
+    import agent.syncd.deploy as deploy_mod
     from models.store import ModelStore
 
     hub = start_hub(hub_settings(tmp_path, broker))
@@ -313,10 +313,11 @@ def test_config_bundles_deploy_in_stages_to_real_device_commands(
     import time
 
     from agent.config import load_settings
+    from agent.syncd.commands import CommandDeps, builtin_registry
+    from agent.syncd.deploy import DeviceDeployer
+    from agent.syncd.overrides import apply_overrides, override_path
     from models.store import ModelStore
-    from sync.commands import CommandDeps, CommandRequest, builtin_registry
-    from sync.deploy import DeviceDeployer
-    from sync.overrides import apply_overrides, override_path
+    from sync.commands import CommandRequest
 
     hub = start_hub(hub_settings(tmp_path, broker))
     key = hub.service.keys.current().public_hex

@@ -35,7 +35,7 @@ class AgentThread:
 
     async def _main(self) -> None:
         from agent.daemon import build_context
-        from sync.service import build_sync_services
+        from agent.syncd.service import build_sync_services
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()

@@ -108,8 +108,8 @@ async def test_security_settings_are_refused_however_validly_signed(tmp_path: Pa
 
     from agent.config import load_settings
     from agent.security.audit import AuditLog
-    from sync.commands import CommandDeps, builtin_registry
-    from sync.overrides import apply_overrides, load_overrides, override_path
+    from agent.syncd.commands import CommandDeps, builtin_registry
+    from agent.syncd.overrides import apply_overrides, load_overrides, override_path
 
     settings = load_settings(env={"EDGE_AGENT_DATA_DIR": str(tmp_path / "box")})
     settings.data_path.mkdir(parents=True)

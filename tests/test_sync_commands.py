@@ -13,11 +13,11 @@ import pytest
 from agent.context import AgentContext
 from agent.daemon import build_context
 from agent.supervisor import FunctionService
+from agent.syncd.overrides import apply_overrides, load_overrides
+from agent.syncd.service import SyncRuntime
 from models.signing import KeyPair, generate_keypair
 from sync import topics
 from sync.envelope import Envelope
-from sync.overrides import apply_overrides, load_overrides
-from sync.service import SyncRuntime
 from sync.signed import make_command
 from tests.sync_support import sync_settings
 

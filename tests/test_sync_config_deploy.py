@@ -14,17 +14,18 @@ import pytest
 
 from agent.config import Settings
 from agent.errors import BadRequestError, EdgeAgentError
-from models.signing import generate_keypair
-from models.store import ModelStore
-from sync.commands import CommandDeps, CommandRequest, builtin_registry
-from sync.deploy import DeployError, DeviceDeployer
-from sync.overrides import (
+from agent.syncd.commands import CommandDeps, builtin_registry
+from agent.syncd.deploy import DeployError, DeviceDeployer
+from agent.syncd.overrides import (
     apply_overrides,
     override_path,
     parse_config_document,
     previous_path,
     sign_config_document,
 )
+from models.signing import generate_keypair
+from models.store import ModelStore
+from sync.commands import CommandRequest
 from tests.test_sync_deploy import Hub, tar_of
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 
 from agent.errors import BadRequestError
+from agent.syncd.deploy import DeployError, DeviceDeployer
 from models.bundle import make_manifest, write_signed
 from models.manifest import SmokeTest, Variant
 from models.signing import generate_keypair
 from models.store import ModelStore
 from models.tensors import encode_tensor
-from sync.deploy import DeployError, DeviceDeployer
 from tests.models_fixtures import MLP_A, build_bundle, specs_for
 from tests.modelzoo import mlp_input, mlp_reference
 

@@ -21,11 +21,11 @@ import pytest
 
 from agent.daemon import build_context
 from agent.store import Store
+from agent.syncd.service import SyncRuntime, SyncService, outbox_for
 from sync.envelope import Envelope
 from sync.mqtt_client import MqttClient, MqttOptions
 from sync.outbox import Outbox, Priority
 from sync.publisher import Publisher
-from sync.service import SyncRuntime, SyncService, outbox_for
 from tests.hub_process import HubProcess
 from tests.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401 - the `mosquitto` fixture
 from tests.sync_support import Collector, start_worker, sync_settings

@@ -25,11 +25,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from agent.daemon import build_context
+from agent.syncd.service import SyncRuntime, SyncService
 from models.signing import generate_keypair
 from sync import topics
 from sync.envelope import Envelope
 from sync.outbox import Priority
-from sync.service import SyncRuntime, SyncService
 from sync.signed import make_command
 from tests.hub_process import HubProcess
 from tests.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401 - the `mosquitto` fixture

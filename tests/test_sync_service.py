@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from agent.daemon import build_context
+from agent.syncd.service import SyncRuntime, SyncService, build_sync_services
 from models.signing import generate_keypair
 from sync import topics
-from sync.service import SyncRuntime, SyncService, build_sync_services
 from sync.signed import make_command
 from tests.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401 - the `mosquitto` fixture
 from tests.sync_support import Collector, sync_settings

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from agent.daemon import build_context
 from agent.store import Store
+from agent.syncd.service import HousekeepingService, SyncRuntime, SyncService, TelemetryService
 from sync import topics
 from sync.envelope import Envelope
 from sync.outbox import Outbox, OutboxLimits, Priority
-from sync.service import HousekeepingService, SyncRuntime, SyncService, TelemetryService
 from sync.telemetry import SystemSampler, Telemetry
 from tests.mosquitto import Mosquitto
 from tests.sync_support import Collector, sync_settings

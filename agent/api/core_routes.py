@@ -81,7 +81,7 @@ async def info(request: web.Request) -> web.Response:
 def _pending_restart(ctx: AgentContext) -> dict[str, Any]:
     """Settings the hub changed that wait for a restart: ``{key: {running, wanted}}``."""
     try:
-        from sync.overrides import load_overrides
+        from agent.syncd.overrides import load_overrides
     except ImportError:  # pragma: no cover - a build without sync/
         return {}
     try:

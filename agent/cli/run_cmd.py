@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     catch_early_signals()
     from agent.security import api_settings
     from agent.security.seal import apply_secrets
-    from sync.overrides import apply_overrides
+    from agent.syncd.overrides import apply_overrides
 
     # settings changed remotely (config.set from the hub) apply on restart; a bad override is ignored
     settings = apply_secrets(apply_overrides(load_settings(args.config)))

@@ -177,7 +177,7 @@ class SensorService(Service):
         if outbox is not None:
             return outbox
         try:
-            from sync.service import outbox_for
+            from agent.syncd.service import outbox_for
         except ImportError:  # pragma: no cover - a build without sync/: alerts stay local
             return None
         return outbox_for(self.ctx)

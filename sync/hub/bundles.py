@@ -24,7 +24,7 @@ derived from the hub's signing key); the API lets a bundle be read with it
 or with a viewer token, and by nothing else.
 
 A config bundle is the same kind of tar with a manifest of ``kind: "config"``
-(format: sync/overrides.py); it is stored, signed, served and deployed the
+(format: sync/config_bundle.py); it is stored, signed, served and deployed the
 same way, its ``name`` in the ``model`` column. The device's ``deploy``
 command dispatches on that kind.
 """
@@ -82,7 +82,7 @@ def read_manifest(tar_path: Path) -> dict[str, Any]:
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise BadRequestError(f"the bundle is not a readable tar archive: {exc}") from None
     from models.manifest import parse_manifest_json
-    from sync.overrides import CONFIG_KIND, manifest_kind, parse_config_document
+    from sync.config_bundle import CONFIG_KIND, manifest_kind, parse_config_document
 
     try:
         doc = json.loads(data)
@@ -106,7 +106,7 @@ def sign_bundle(tar_path: Path, out_path: Path, private_hex: str, signed_for: st
     """
     from models.manifest import SignedManifest, parse_manifest_json
     from models.signing import sign
-    from sync.overrides import CONFIG_KIND, manifest_kind, sign_config_document
+    from sync.config_bundle import CONFIG_KIND, manifest_kind, sign_config_document
 
     with (
         tarfile.open(tar_path, mode="r:*") as src,

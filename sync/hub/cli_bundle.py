@@ -73,7 +73,7 @@ def _hub_key(args: argparse.Namespace) -> tuple[str, str]:
 
 def _config_bundle(source: Path, name: str, version: str, description: str, key: str | None) -> bytes:
     from sync.hub.cli_local import _local_operator
-    from sync.overrides import parse_config_document, refuse_protected, sign_config_document
+    from sync.config_bundle import parse_config_document, refuse_protected, sign_config_document
 
     try:
         tree = tomllib.loads(source.read_text())

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from agent.core.errors import BadRequestError, UnavailableError
 
 if TYPE_CHECKING:
-    from sync.commands import CommandDeps, CommandRegistry, CommandRequest
+    from agent.syncd.commands import CommandDeps
+    from sync.commands import CommandRegistry, CommandRequest
 
 #: the longest shelving the box accepts (the hub asks for at most 30 days too)
 MAX_SHELVE_S = 30 * 86400

@@ -30,12 +30,12 @@ from typing import Any
 from agent.context import AgentContext
 from agent.errors import EdgeAgentError
 from agent.supervisor import Service
+from agent.syncd.commands import CommandDeps, builtin_registry
+from agent.syncd.logring import LogRing
 from sync import topics
-from sync.commands import CommandDeps, builtin_registry
 from sync.envelope import Envelope
 from sync.inbox import CommandProcessor
 from sync.keys import trusted_hub_keys, trusted_model_keys
-from sync.logring import LogRing
 from sync.mqtt_client import Backoff, MqttClient, MqttError, MqttOptions, Will
 from sync.outbox import Outbox, OutboxLimits
 from sync.publisher import Publisher
@@ -143,8 +143,8 @@ class SyncRuntime:
         return trust.merged(configured) if trust is not None else configured
 
     def _make_deployer(self) -> Any:
+        from agent.syncd.deploy import DeviceDeployer
         from models.store import ModelStore
-        from sync.deploy import DeviceDeployer
 
         manager = getattr(self.ctx, "models", None)
         store = getattr(manager, "store", None) or ModelStore(self.settings.data_path / "models")
@@ -178,7 +178,7 @@ class SyncRuntime:
     def config_report(self) -> dict[str, Any]:
         """The device twin's reported side: the running value of every key the hub overrode, and
         the keys still waiting for a restart."""
-        from sync.overrides import load_overrides
+        from agent.syncd.overrides import load_overrides
 
         live = getattr(self.ctx, "live", None)
         try:

@@ -20,13 +20,13 @@ Order and why:
    model loaded it reloads it, and if that fails the pointer is rolled back
    automatically and the old version reloaded.
 
-A config bundle (manifest ``kind: "config"``, see sync/overrides.py) takes
+A config bundle (manifest ``kind: "config"``, see agent/syncd/overrides.py) takes
 the same fetch and checks, then ``deploy_config``: its settings are validated
 by the config loader on the merged tree (the smoke test), and the override
 file is replaced atomically with the replaced one kept for ``config.rollback``;
 it applies when the agent restarts. A refused bundle leaves the override file
 byte for byte as it was. A config bundle that touches a protected setting
-(``security.*``, trusted keys, identity: sync/overrides.py) is refused before
+(``security.*``, trusted keys, identity: agent/syncd/overrides.py) is refused before
 anything is downloaded, however validly it is signed.
 
 Results name ``signed_for``: the hub operator who had the manifest signed
@@ -161,7 +161,7 @@ class DeviceDeployer:
         self, args: dict[str, Any], settings: Any, *, command_id: str = ""
     ) -> dict[str, Any]:
         """Fetch, verify, validate (the smoke test) and persist a config bundle; applies on restart."""
-        from sync import overrides
+        from agent.syncd import overrides
 
         url, sha256, size, doc, activate = _parse_args(args)
         signed = overrides.parse_config_document(json.dumps(doc).encode())
