@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 
 from hal.probe_fs import Tree
+from hal.probe_hwcap import arm64_features, parse_auxv
 from hal.profile import CpuCluster, CpuInfo, MemoryInfo
 
 ARM_IMPLEMENTERS = {
@@ -114,12 +115,23 @@ def parse_cpuinfo(text: str) -> tuple[list[dict[str, str]], dict[str, str]]:
 
 
 def probe_architecture(tree: Tree, processors: list[dict[str, str]]) -> str:
-    """``/proc/sys/kernel/arch`` (Linux >= 5.x), else ``uname`` on the live box, else cpuinfo's fields."""
+    """What this process runs: ``uname`` on the live box, else ``/proc/sys/kernel/arch``, else cpuinfo's fields.
+
+    On a board ``uname`` and the kernel agree. Under user-mode emulation (qemu-user: an ARM64 image
+    on an x86_64 machine) ``uname`` is the emulated machine and the kernel's files are the host's;
+    the engines that run are the emulated machine's, so that is the architecture, with a note.
+    """
     arch = tree.read("/proc/sys/kernel/arch")
+    if tree.live:
+        machine = os.uname().machine
+        if arch and arch != machine:
+            tree.note(
+                f"this process runs {machine} on a {arch} kernel (user-mode emulation such as qemu-user): "
+                "/proc describes the host"
+            )
+        return machine
     if arch:
         return arch
-    if tree.live:
-        return os.uname().machine
     first = processors[0] if processors else {}
     if "flags" in first:
         return "x86_64" if " lm " in f" {first['flags']} " else "i686"
@@ -259,6 +271,9 @@ def probe_cpu(tree: Tree) -> tuple[CpuInfo, dict[str, str]]:
             vendor = ARM_IMPLEMENTERS.get(int(first.get("CPU implementer", ""), 16), "")
         except ValueError:
             vendor = ""
+    features = _features(processors)
+    if arch == "aarch64":
+        features, model, vendor = _arm64_from_auxv(tree, processors, features, model, vendor)
     logical = len(cores)
     usable = _usable_cpus(tree, logical)
     info = CpuInfo(
@@ -268,10 +283,33 @@ def probe_cpu(tree: Tree) -> tuple[CpuInfo, dict[str, str]]:
         logical_cores=logical,
         physical_cores=len(set(physical_of.values())) or logical,
         clusters=clusters,
-        features=_features(processors),
+        features=features,
         usable_cpus=usable,
     )
     return info, extra
+
+
+def _arm64_from_auxv(
+    tree: Tree, processors: list[dict[str, str]], features: tuple[str, ...], model: str, vendor: str
+) -> tuple[tuple[str, ...], str, str]:
+    """An aarch64 process's features from its auxiliary vector (AT_HWCAP/AT_HWCAP2), cpuinfo's as fallback.
+
+    The vector is what the CPU (or qemu-user's emulated CPU) gives this very process; cpuinfo is the
+    kernel's text, the host's under user-mode emulation. When cpuinfo describes a non-ARM CPU its
+    model is not this process's CPU either, and the profile says so.
+    """
+    hwcaps = arm64_features(parse_auxv(tree.read_bytes("/proc/self/auxv") or b""))
+    foreign = bool(processors) and not any("Features" in p or "CPU part" in p for p in processors)
+    if foreign:
+        host = model
+        model, vendor = "emulated aarch64 CPU", ""
+        tree.note(f"/proc/cpuinfo describes the host's CPU ({host}), not this aarch64 process's")
+    if hwcaps is not None:
+        return hwcaps, model, vendor
+    if foreign:
+        tree.note("no AT_HWCAP in /proc/self/auxv and cpuinfo is the host's: aarch64 features unknown")
+        return (), model, vendor
+    return features, model, vendor
 
 
 def _merge_by_core(clusters: Iterable[CpuCluster]) -> list[CpuCluster]:

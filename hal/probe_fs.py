@@ -68,6 +68,17 @@ class Tree:
             return None
         return data.decode("utf-8", "replace")
 
+    def read_bytes(self, vpath: str) -> bytes | None:
+        """A binary file's bytes (``/proc/self/auxv``), ``None`` when absent or unreadable (then noted)."""
+        try:
+            with open(self.path(vpath), "rb") as fh:
+                return fh.read(_MAX_BYTES)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.note(f"cannot read {vpath}: {exc.strerror or exc}")
+            return None
+
     def read(self, vpath: str) -> str | None:
         """The file's text without trailing NULs and whitespace (device-tree strings end in NUL)."""
         text = self.read_raw(vpath)
