@@ -17,9 +17,9 @@ free: no hand-off for a 50 µs wake-word step. Engines release the GIL
 (onnxruntime, OpenVINO, LiteRT); loads use their own single thread so a slow
 load never blocks inference.
 
-The parts: ``budget`` (size, eviction, memory accounting), ``loaded``
-(entries, the load thread), ``dispatch`` (the threads), ``status`` (the
-``/v1/models`` view).
+The parts: ``settings`` (``ManagerSettings``), ``budget`` (size, eviction,
+memory accounting), ``loaded`` (entries, the load thread), ``dispatch`` (the
+threads), ``status`` (the ``/v1/models`` view and the probe of unloaded models).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import (
@@ -40,41 +39,17 @@ from agent.core.errors import (
     ResourceExhaustedError,
 )
 from models import budget, status
-from models.choose import DEFAULT_POLICY, Choice, Policy
+from models.choose import Choice
 from models.dispatch import Dispatcher, Pool
 from models.loaded import LoadedModel, Loader, ModelRecord
 from models.scheduling import Priority
+from models.settings import MB, ManagerSettings
 from models.store import ModelCatalog
 
 if TYPE_CHECKING:
     from runtimes.base import Runtime, Session
 
 log = logging.getLogger(__name__)
-_MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ManagerSettings:
-    """Built once from config. ``memory_budget_bytes=None`` means ``memory_share`` of total RAM."""
-
-    memory_budget_bytes: int | None = None
-    memory_share: float = 0.5
-    idle_timeout_s: float | None = 300.0
-    idle_check_interval_s: float = 10.0
-    pool_size: int = 1
-    pool_sizes: Mapping[str, int] = field(default_factory=dict)
-    pinned: tuple[str, ...] = ()
-    max_waiting: int = 64
-    workers: int = 4
-    threads: int | None = None
-    smoke_test_on_load: bool = True
-    measure_rss: bool = True
-    policy: Policy = DEFAULT_POLICY
-    #: a model whose calls take less than this (smoothed, measured) runs on the caller's thread
-    inline_below_ms: float = 0.5
-    #: a model declaring at most this much memory runs on one engine thread: a 50 µs wake-word
-    #: step is over before a second thread wakes up (2 threads cost 10x on a busy 2-core box)
-    one_thread_up_to_bytes: int = 16 * _MB
 
 
 class ModelLease:
@@ -331,7 +306,7 @@ class ModelManager:
             name,
             installed.version,
             done.loaded.candidate.label,
-            entry.memory_bytes / _MB,
+            entry.memory_bytes / MB,
             done.seconds * 1000,
         )
         return entry
@@ -441,10 +416,7 @@ class ModelManager:
 
     async def status_async(self) -> dict[str, Any]:
         """``status()`` after probing, off the loop, where each unloaded model would run."""
-        unloaded = [n for n in self.store.names() if n not in self._loaded]
-        active = [(n, self.store.active_version(n)) for n in unloaded]
-        choices = self._loader.choices
-        await self._loader.probe([self.store.get(n, v) for n, v in active if v and (n, v) not in choices])
+        await status.probe_unloaded(self, self._loader)
         return self.status()
 
     def model_status(self, name: str) -> dict[str, Any]:

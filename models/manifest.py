@@ -26,6 +26,7 @@ from typing import Any
 
 from agent.core.errors import BadRequestError
 from models.signing import Signature
+from models.strict_json import StrictObject, bad_field, number, rel_path
 from runtimes.base import TensorSpec
 
 SCHEMA = 1
@@ -36,7 +37,6 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 RUNTIME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_PATH_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
@@ -48,79 +48,6 @@ def canonical_json(obj: Any) -> bytes:
         ).encode("utf-8")
     except ValueError as exc:
         raise BadRequestError(f"manifest cannot be serialised canonically: {exc}") from None
-
-
-# -- strict field access -------------------------------------------------------------------------------
-
-
-class _Obj:
-    """A JSON object read under a path, that must end with every key consumed."""
-
-    def __init__(self, value: Any, path: str) -> None:
-        if not isinstance(value, dict):
-            raise BadRequestError(f"{path or 'manifest'} must be an object, got {type(value).__name__}")
-        self.value = value
-        self.path = path
-        self.seen: set[str] = set()
-
-    def _name(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(
-        self, key: str, types: type | tuple[type, ...], *, required: bool = True, default: Any = None
-    ) -> Any:
-        self.seen.add(key)
-        if key not in self.value:
-            if required:
-                raise BadRequestError(f"missing field {self._name(key)!r}", code="manifest_missing_field")
-            return default
-        value = self.value[key]
-        if value is None and not required:
-            return default
-        # bool is an int subclass: refuse it where a number is expected
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            ok = False
-        else:
-            ok = isinstance(value, types)
-        if not ok:
-            names = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
-            raise BadRequestError(
-                f"field {self._name(key)!r} must be {names}, got {type(value).__name__}",
-                code="manifest_bad_field",
-            )
-        return value
-
-    def child(self, key: str) -> str:
-        return self._name(key)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.value) - self.seen)
-        if unknown:
-            raise BadRequestError(
-                f"unknown field {self._name(unknown[0])!r}"
-                + (f" (and {unknown[1:]})" if unknown[1:] else ""),
-                code="manifest_unknown_field",
-            )
-
-
-def _bad(path: str, why: str) -> BadRequestError:
-    return BadRequestError(f"field {path!r} {why}", code="manifest_bad_field")
-
-
-def _check_rel_path(value: str, path: str) -> str:
-    parts = value.split("/")
-    if not value or any(not _PATH_PART_RE.match(p) for p in parts):
-        raise _bad(path, f"must be a relative path of plain names (no '..', no leading '/'), got {value!r}")
-    if value == MANIFEST_FILE:
-        raise _bad(path, f"must not be {MANIFEST_FILE}")
-    return value
-
-
-def _number(obj: _Obj, key: str, *, required: bool = True, default: float | None = None) -> float | None:
-    value = obj.get(key, (int, float), required=required, default=default)
-    if value is not None and value < 0:
-        raise _bad(obj.child(key), "must be >= 0")
-    return None if value is None else float(value)
 
 
 # -- the model -----------------------------------------------------------------------------------------
@@ -166,16 +93,16 @@ class Quantization:
 
     @classmethod
     def parse(cls, value: Any, path: str) -> Quantization:
-        o = _Obj(value, path)
+        o = StrictObject(value, path)
         q = cls(
             method=o.get("method", str),
             source_precision=o.get("source_precision", str),
             source_size=o.get("source_size", int),
             size=o.get("size", int),
-            max_abs_error=_number(o, "max_abs_error") or 0.0,
-            max_rel_error=_number(o, "max_rel_error") or 0.0,
-            calibration_max_abs_error=_number(o, "calibration_max_abs_error", required=False),
-            calibration_max_rel_error=_number(o, "calibration_max_rel_error", required=False),
+            max_abs_error=number(o, "max_abs_error") or 0.0,
+            max_rel_error=number(o, "max_rel_error") or 0.0,
+            calibration_max_abs_error=number(o, "calibration_max_abs_error", required=False),
+            calibration_max_rel_error=number(o, "calibration_max_rel_error", required=False),
             calibration_samples=o.get("calibration_samples", int, required=False, default=0),
         )
         o.done()
@@ -224,34 +151,36 @@ class Variant:
 
     @classmethod
     def parse(cls, value: Any, path: str, known_files: set[str]) -> Variant:
-        o = _Obj(value, path)
+        o = StrictObject(value, path)
         runtime = o.get("runtime", str)
         if not RUNTIME_RE.match(runtime):
-            raise _bad(o.child("runtime"), f"is not a runtime name: {runtime!r}")
+            raise bad_field(o.child("runtime"), f"is not a runtime name: {runtime!r}")
         precision = o.get("precision", str)
         if precision not in PRECISIONS:
-            raise _bad(o.child("precision"), f"must be one of {list(PRECISIONS)}, got {precision!r}")
+            raise bad_field(o.child("precision"), f"must be one of {list(PRECISIONS)}, got {precision!r}")
         files = o.get("files", list)
         if not files:
-            raise _bad(o.child("files"), "must list at least one file")
+            raise bad_field(o.child("files"), "must list at least one file")
         for i, f in enumerate(files):
             fpath = f"{o.child('files')}[{i}]"
             if not isinstance(f, str):
-                raise _bad(fpath, "must be a string")
+                raise bad_field(fpath, "must be a string")
             if f not in known_files:
-                raise _bad(fpath, f"names {f!r}, which is not in the manifest's files")
+                raise bad_field(fpath, f"names {f!r}, which is not in the manifest's files")
         devices = o.get("devices", list, required=False, default=[])
         for i, d in enumerate(devices):
             if d not in DEVICE_KINDS:
-                raise _bad(f"{o.child('devices')}[{i}]", f"must be one of {list(DEVICE_KINDS)}, got {d!r}")
+                raise bad_field(
+                    f"{o.child('devices')}[{i}]", f"must be one of {list(DEVICE_KINDS)}, got {d!r}"
+                )
         q = o.get("quantization", dict, required=False)
         variant = cls(
             runtime=runtime,
             precision=precision,
             files=tuple(files),
             devices=tuple(devices),
-            atol=_number(o, "atol", required=False),
-            rtol=_number(o, "rtol", required=False),
+            atol=number(o, "atol", required=False),
+            rtol=number(o, "rtol", required=False),
             quantization=Quantization.parse(q, o.child("quantization")) if q is not None else None,
         )
         o.done()
@@ -277,12 +206,12 @@ class SmokeTest:
 
     @classmethod
     def parse(cls, value: Any, path: str) -> SmokeTest:
-        o = _Obj(value, path)
+        o = StrictObject(value, path)
         inputs = o.get("inputs", dict)
         outputs = o.get("outputs", dict)
         for key, group in (("inputs", inputs), ("outputs", outputs)):
             for name, tensor in group.items():
-                t = _Obj(tensor, f"{o.child(key)}.{name}")
+                t = StrictObject(tensor, f"{o.child(key)}.{name}")
                 t.get("dtype", str)
                 t.get("shape", list)
                 t.get("data", list)
@@ -290,21 +219,21 @@ class SmokeTest:
         smoke = cls(
             inputs=inputs,
             outputs=outputs,
-            atol=_number(o, "atol", required=False, default=1e-4) or 0.0,
-            rtol=_number(o, "rtol", required=False, default=1e-3) or 0.0,
+            atol=number(o, "atol", required=False, default=1e-4) or 0.0,
+            rtol=number(o, "rtol", required=False, default=1e-3) or 0.0,
         )
         o.done()
         return smoke
 
 
-def _parse_specs(o: _Obj, key: str) -> tuple[TensorSpec, ...]:
+def _parse_specs(o: StrictObject, key: str) -> tuple[TensorSpec, ...]:
     specs = []
     for i, item in enumerate(o.get(key, list)):
-        t = _Obj(item, f"{o.child(key)}[{i}]")
+        t = StrictObject(item, f"{o.child(key)}[{i}]")
         shape = t.get("shape", list)
         for j, dim in enumerate(shape):
             if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
-                raise _bad(f"{t.child('shape')}[{j}]", f"must be an integer or null, got {dim!r}")
+                raise bad_field(f"{t.child('shape')}[{j}]", f"must be an integer or null, got {dim!r}")
         specs.append(TensorSpec(name=t.get("name", str), dtype=t.get("dtype", str), shape=tuple(shape)))
         t.done()
     return tuple(specs)
@@ -361,45 +290,47 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, value: Any) -> Manifest:
-        o = _Obj(value, "")
+        o = StrictObject(value, "")
         schema = o.get("schema", int)
         if schema != SCHEMA:
-            raise _bad("schema", f"is {schema}; this edge-agent reads schema {SCHEMA} (upgrade edge-agent)")
+            raise bad_field(
+                "schema", f"is {schema}; this edge-agent reads schema {SCHEMA} (upgrade edge-agent)"
+            )
         name = o.get("name", str)
         if not NAME_RE.match(name):
-            raise _bad("name", f"must match {NAME_RE.pattern}, got {name!r}")
+            raise bad_field("name", f"must match {NAME_RE.pattern}, got {name!r}")
         version = o.get("version", str)
         if not VERSION_RE.match(version):
-            raise _bad("version", f"must match {VERSION_RE.pattern}, got {version!r}")
+            raise bad_field("version", f"must match {VERSION_RE.pattern}, got {version!r}")
         files: list[FileEntry] = []
         for i, item in enumerate(o.get("files", list)):
-            f = _Obj(item, f"files[{i}]")
-            path = _check_rel_path(f.get("path", str), f.child("path"))
+            f = StrictObject(item, f"files[{i}]")
+            path = rel_path(f.get("path", str), f.child("path"), MANIFEST_FILE)
             sha = f.get("sha256", str)
             if not _SHA256_RE.match(sha):
-                raise _bad(f.child("sha256"), "must be 64 lowercase hex characters")
+                raise bad_field(f.child("sha256"), "must be 64 lowercase hex characters")
             size = f.get("size", int)
             if size < 0:
-                raise _bad(f.child("size"), "must be >= 0")
+                raise bad_field(f.child("size"), "must be >= 0")
             f.done()
             if any(e.path == path for e in files):
-                raise _bad(f.child("path"), f"repeats {path!r}")
+                raise bad_field(f.child("path"), f"repeats {path!r}")
             files.append(FileEntry(path, sha, size))
         if not files:
-            raise _bad("files", "must list at least one file")
+            raise bad_field("files", "must list at least one file")
         known = {f.path for f in files}
         variants = tuple(
             Variant.parse(v, f"variants[{i}]", known) for i, v in enumerate(o.get("variants", list))
         )
         if not variants:
-            raise _bad("variants", "must list at least one variant")
+            raise bad_field("variants", "must list at least one variant")
         labels = [v.label for v in variants]
         for i, label in enumerate(labels):
             if label in labels[:i]:
-                raise _bad(f"variants[{i}]", f"repeats {label}; one variant per runtime and precision")
+                raise bad_field(f"variants[{i}]", f"repeats {label}; one variant per runtime and precision")
         memory = o.get("memory_bytes", int)
         if memory <= 0:
-            raise _bad("memory_bytes", "must be > 0")
+            raise bad_field("memory_bytes", "must be > 0")
         smoke = o.get("smoke_test", dict, required=False)
         manifest = cls(
             name=name,
@@ -457,13 +388,13 @@ def parse_manifest_json(data: bytes) -> SignedManifest:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"manifest.json is not valid JSON: {exc}", code="manifest_invalid") from None
-    top = _Obj(doc, "")
+    top = StrictObject(doc, "")
     body = top.get("manifest", dict)
     sig_doc = top.get("signature", dict, required=False)
     top.done()
     signature = None
     if sig_doc is not None:
-        s = _Obj(sig_doc, "signature")
+        s = StrictObject(sig_doc, "signature")
         signature = Signature(
             algorithm=s.get("algorithm", str), key_id=s.get("key_id", str), value=s.get("value", str)
         )

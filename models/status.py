@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from agent.core.errors import NotFoundError
 
 if TYPE_CHECKING:
+    from models.loaded import Loader
     from models.manager import ModelManager
 
 
@@ -81,3 +82,12 @@ def status(manager: ModelManager) -> dict[str, Any]:
         "workers": manager.settings.workers,
         "models": [model_status(manager, n) for n in names],
     }
+
+
+async def probe_unloaded(manager: ModelManager, loader: Loader) -> None:
+    """Probe, off the loop, where each unloaded model's active version would run (fills the cache)."""
+    store = manager.store
+    unloaded = [n for n in store.names() if n not in manager.loaded_names()]
+    active = [(n, store.active_version(n)) for n in unloaded]
+    choices = loader.choices
+    await loader.probe([store.get(n, v) for n, v in active if v and (n, v) not in choices])

@@ -17,9 +17,10 @@ loop with a thread, ~1.0x+ this way). Every future we create is resolved or
 failed when the connection ends (``MqttConnectionLost``), so no caller waits
 forever. Use an instance from its event loop's thread only.
 
-paho's and the socket layer's errors are translated into MqttError and its
-children, with messages that say what to check (``sync/mqtt_connect.py``); the
-socket is driven from the loop by ``sync/mqtt_loop.py``.
+The paho client of one connection is built, its socket opened, and paho's and
+the socket layer's errors translated into MqttError and its children (with
+messages that say what to check) by ``sync/mqtt_connect.py``; the socket is
+driven from the loop by ``sync/mqtt_loop.py``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
+from agent.core.aio import wait_for
 from sync import metrics
-from sync.mqtt_connect import connack_error, connect_error, tls_context
-from sync.mqtt_loop import SocketDriver, close_socket
+from sync.mqtt_connect import connack_error, make_paho, open_socket
+from sync.mqtt_loop import SocketDriver
 from sync.mqtt_types import (
     TRANSIENT_PUBACK,
     Backoff,
@@ -115,85 +116,30 @@ class MqttClient:
             metrics.CONNECTED.labels().set(1)
             return
 
-    def _make_paho(self, proto: str) -> Any:
-        import paho.mqtt.client as paho
-
-        o = self.options
-        _, _, tls, transport = o.endpoint
-        v5 = proto == "5"
-        client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
-            client_id=o.client_id,
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-            clean_session=None if v5 else not o.persistent,
-            transport=transport,
-            reconnect_on_failure=False,
-            manual_ack=o.manual_ack,
-        )
-        if transport == "websockets":
-            client.ws_set_options(path=urlsplit(o.url).path or "/mqtt")
-        if o.username:
-            client.username_pw_set(o.username, o.password or None)
-        if tls:
-            client.tls_set_context(tls_context(self.options))
-        if o.will is not None:
-            client.will_set(o.will.topic, o.will.payload, o.will.qos, o.will.retain)
-        client.max_inflight_messages_set(o.inflight)
-        client.max_queued_messages_set(0)
-        client.connect_timeout = o.connect_timeout_s
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        return client
-
     async def _connect_once(self, proto: str) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         loop = self._loop
         assert loop is not None
         o = self.options
-        host, port, _, _ = o.endpoint
         self._reset_state()
         self._generation += 1
-        client = self._paho = self._make_paho(proto)
+        client = self._paho = make_paho(
+            o,
+            proto,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            on_publish=self._on_publish,
+            on_subscribe=self._on_subscribe,
+            on_message=self._on_message,
+        )
         self.protocol = proto
-        kwargs: dict[str, Any] = {}
-        if proto == "5":
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = o.session_expiry_s if o.persistent else 0
-            kwargs = {"clean_start": not o.persistent, "properties": props}
-
-        def blocking_connect() -> None:
-            # TCP + TLS handshake + CONNECT written; no callback runs here (the socket hooks come after)
-            client.connect(host, port, o.keepalive, **kwargs)
-
-        where = f"{host}:{port}"
-        connecting = loop.run_in_executor(None, blocking_connect)
-        try:
-            await asyncio.wait_for(asyncio.shield(connecting), o.connect_timeout_s + 1)
-        except asyncio.TimeoutError:
-            # the thread may still finish connecting: close that socket when it does
-            connecting.add_done_callback(lambda _f: close_socket(client))
-            raise MqttConnectError(
-                f"broker {where} did not answer within {o.connect_timeout_s:g} s"
-            ) from None
-        except (OSError, TimeoutError) as exc:  # refused, DNS, TLS...: said in words
-            translated = connect_error(exc, host, where)
-            if translated is None:
-                raise
-            raise translated from None
-        except BaseException:
-            connecting.add_done_callback(lambda _f: close_socket(client))
-            raise
+        await open_socket(loop, client, o, proto)
+        where = "{}:{}".format(*o.endpoint[:2])
         self._driver = SocketDriver(loop)
         if not self._driver.attach(client):
             self._connection_ended("socket closed")
         assert self._connack is not None
         try:
-            session_present, props = await asyncio.wait_for(
+            session_present, props = await wait_for(
                 asyncio.shield(self._connack), o.connect_timeout_s
             )
         except asyncio.TimeoutError:
@@ -359,7 +305,7 @@ class MqttClient:
             await fut
         else:
             try:
-                await asyncio.wait_for(asyncio.shield(fut), timeout)
+                await wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:
                 raise MqttError(f"no PUBACK for {topic} within {timeout:g} s", code="mqtt_timeout") from None
 
@@ -375,7 +321,7 @@ class MqttClient:
         fut: asyncio.Future[list[Any]] = self._loop.create_future()
         self._sub_pending[mid] = fut
         try:
-            reasons = await asyncio.wait_for(fut, timeout)
+            reasons = await wait_for(fut, timeout)
         except asyncio.TimeoutError:
             raise MqttError(
                 f"no SUBACK for {list(topics)} within {timeout:g} s", code="mqtt_timeout"
@@ -455,7 +401,7 @@ class MqttClient:
             client.disconnect()
         assert self._lost is not None
         try:
-            await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
+            await wait_for(asyncio.shield(self._lost), 2.0)
         except (MqttError, asyncio.TimeoutError):
             pass
 

@@ -37,9 +37,10 @@ from typing import Any
 
 from agent.bus import Bus
 from agent.errors import NotFoundError
+from agent.scheduler.catchup import catch_up
 from agent.scheduler.events import JobRun
 from agent.scheduler.gate import ResourceGate
-from agent.scheduler.jobs import MAX_REPLAY, JobSpec, RunContext, run_command
+from agent.scheduler.jobs import JobSpec, RunContext, run_command
 from agent.scheduler.runs import RunStore
 from agent.scheduler.views import SchedulerViews
 from agent.store import Store
@@ -132,43 +133,18 @@ class Scheduler(SchedulerViews):
         return bool(self._rows[name]["paused"])
 
     def _catch_up(self, spec: JobSpec, now: float, *, first: bool = False) -> int:
-        """Fire what is due for a timed job; returns how many runs were queued."""
-        if not spec.trigger.timed:
-            return 0
+        """Fire what is due for a timed job (``agent/scheduler/catchup.py``); returns how many runs were queued."""
         row = self._rows[spec.name]
-        last = row["last_fire"]
-        if last is None:
-            if spec.trigger.kind == "at":
-                last = -1e18 if spec.missed != "skip" else now
-            else:
-                row["last_fire"], row["next_run"] = now, spec.trigger.next_after(now, self.tz)
-                self.runs.set_fire(spec.name, now, row["next_run"])
-                return 0
-        if not first and (row["next_run"] is None or row["next_run"] > now):
-            return 0
-        fires = spec.trigger.fires_between(last, now, self.tz, limit=MAX_REPLAY + 1)
-        queued = 0
-        if fires and not self._paused(spec.name):
-            late = len(fires) > 1 or first
-            if not late:
-                queued += self._queue(spec, fires[0], "schedule")
-            elif spec.missed == "skip":
-                self._record_missed(spec, fires, now, "policy skip: none were run")
-            elif spec.missed == "once":
-                if len(fires) > 1:
-                    self._record_missed(spec, fires[:-1], now, "policy once: only the newest runs")
-                queued += self._queue(spec, fires[-1], "missed")
-            else:
-                if len(fires) > MAX_REPLAY:
-                    self._record_missed(spec, fires[:-MAX_REPLAY], now, f"policy all replays {MAX_REPLAY}")
-                for t in fires[-MAX_REPLAY:]:
-                    queued += self._queue(spec, t, "missed")
-        newest = fires[-1] if fires else last
-        row["last_fire"] = newest if newest > -1e17 else now
-        row["next_run"] = spec.trigger.next_after(
-            max(newest, now) if spec.trigger.kind != "every" else newest, self.tz
+        due = catch_up(
+            spec, row["last_fire"], row["next_run"], now, self.tz, first=first, paused=self._paused(spec.name)
         )
-        self.runs.set_fire(spec.name, row["last_fire"], row["next_run"])
+        if due is None:
+            return 0
+        for fires, what in due.missed:
+            self._record_missed(spec, fires, now, what)
+        queued = sum(self._queue(spec, t, reason) for t, reason in due.runs)
+        row["last_fire"], row["next_run"] = due.last_fire, due.next_run
+        self.runs.set_fire(spec.name, due.last_fire, due.next_run)
         return queued
 
     def _record_missed(self, spec: JobSpec, fires: list[float], now: float, what: str) -> None:
