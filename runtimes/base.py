@@ -135,14 +135,26 @@ class Session(ABC):
     def close(self) -> None:
         """Release the engine's memory. Idempotent."""
 
+    #: the engine's own object, set by the adapter; None once the session is closed
+    _engine: Any = None
+
     @property
     def engine(self) -> Any:
         """The engine's own object (InferenceSession, CompiledModel, Interpreter...).
 
         An escape hatch for diagnostics and tests; code that uses it is tied to
-        one engine. None where an adapter does not expose one.
+        one engine. None where an adapter does not expose one, and after ``close()``.
         """
-        return None
+        return self._engine
+
+    def _closed_error(self) -> ConflictError:
+        """What a call on a closed session raises (the adapters' run paths turn engine errors into it)."""
+        return closed_session_error(self.runtime, self.device)
+
+    @staticmethod
+    def _closed(*args: Any, **kwargs: Any) -> Any:
+        """Stands in for the engine's bound calls after ``close()``; the run path sees ``_engine`` is None."""
+        raise RuntimeError("closed")
 
     def describe(self) -> dict[str, Any]:
         """What the API and CLI show about a loaded model."""

@@ -28,15 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
-from runtimes.base import (
-    DeviceInfo,
-    LoadOptions,
-    Runtime,
-    Session,
-    TensorSpec,
-    closed_session_error,
-    require_model_file,
-)
+from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file
 
 EDGETPU_LIB = "libedgetpu.so.1"
 
@@ -55,7 +47,7 @@ class LiteRtSession(Session):
     def __init__(self, interpreter: Any, device: str, delegates: list[Any]) -> None:
         self.runtime = LiteRtRuntime.name
         self.device = device
-        self._interpreter: Any = interpreter
+        self._engine = interpreter
         self._delegates = delegates  # keep alive as long as the interpreter
         self._lock = threading.Lock()
         in_details = interpreter.get_input_details()
@@ -73,10 +65,6 @@ class LiteRtSession(Session):
         self._set = interpreter.set_tensor
         self._get = interpreter.get_tensor
         self._invoke = interpreter.invoke
-
-    @property
-    def engine(self) -> Any:
-        return self._interpreter
 
     def run(self, feed: Mapping[str, Any], *, validate: bool = False) -> dict[str, Any]:
         if validate:
@@ -98,15 +86,15 @@ class LiteRtSession(Session):
         """Resize a dynamic input, never a static one (LiteRT would allow it and change the model)."""
         self.check_feed(feed)
         shape = tuple(feed[self._in[pos][0]].shape)
-        self._interpreter.resize_tensor_input(index, list(shape))
-        self._interpreter.allocate_tensors()
+        self._engine.resize_tensor_input(index, list(shape))
+        self._engine.allocate_tensors()
         self._allocated[pos] = shape
 
     def _run_error(self, exc: Exception, feed: Mapping[str, Any]) -> Exception:
         if isinstance(exc, EdgeAgentError):
             return exc
-        if self._interpreter is None:
-            return closed_session_error(self.runtime, self.device)
+        if self._engine is None:
+            return self._closed_error()
         self.check_feed(feed)
         if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):
             return BadRequestError(f"LiteRT refused the input: {exc}", code="bad_input")
@@ -114,12 +102,9 @@ class LiteRtSession(Session):
 
     def close(self) -> None:
         with self._lock:
-            self._interpreter = None
+            self._engine = None
             self._delegates = []
             self._set = self._get = self._invoke = self._closed
-
-    def _closed(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("closed")
 
 
 class LiteRtRuntime(Runtime):

@@ -24,15 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
-from runtimes.base import (
-    DeviceInfo,
-    LoadOptions,
-    Runtime,
-    Session,
-    TensorSpec,
-    closed_session_error,
-    require_model_file,
-)
+from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file
 
 # Device prefix (upper case) -> (provider, canonical prefix, kind).
 _PROVIDERS: dict[str, tuple[str, str, str]] = {
@@ -86,15 +78,11 @@ class OnnxSession(Session):
         self.runtime = OnnxRuntime.name
         self.device = device
         self.providers = providers
-        self._sess: Any = sess
+        self._engine = sess
         self.inputs = tuple(_spec(arg) for arg in sess.get_inputs())
         self.outputs = tuple(_spec(arg) for arg in sess.get_outputs())
         self._output_names = [spec.name for spec in self.outputs]
         self._run = sess.run
-
-    @property
-    def engine(self) -> Any:
-        return self._sess
 
     def run(self, feed: Mapping[str, Any], *, validate: bool = False) -> dict[str, Any]:
         if validate:
@@ -106,8 +94,8 @@ class OnnxSession(Session):
         return dict(zip(self._output_names, outputs, strict=False))
 
     def _run_error(self, exc: Exception, feed: Mapping[str, Any]) -> Exception:
-        if self._sess is None:
-            return closed_session_error(self.runtime, self.device)
+        if self._engine is None:
+            return self._closed_error()
         # The engine refused the feed: say what the model expects instead of its message.
         self.check_feed(feed)
         kind = _error_kind(exc)
@@ -118,11 +106,8 @@ class OnnxSession(Session):
     def close(self) -> None:
         # Dropping the last reference frees the session's arena; the bound
         # method holds one too.
-        self._sess = None
+        self._engine = None
         self._run = self._closed
-
-    def _closed(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("closed")
 
 
 class OnnxRuntime(Runtime):

@@ -25,15 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
-from runtimes.base import (
-    DeviceInfo,
-    LoadOptions,
-    Runtime,
-    Session,
-    TensorSpec,
-    closed_session_error,
-    require_model_file,
-)
+from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file
 
 
 def _kind(device: str) -> str:
@@ -60,17 +52,13 @@ class OpenVinoSession(Session):
     def __init__(self, compiled: Any, device: str) -> None:
         self.runtime = OpenVinoRuntime.name
         self.device = device
-        self._compiled: Any = compiled
+        self._engine = compiled
         self._request: Any = compiled.create_infer_request()
         self._infer = self._request.infer
         self._lock = threading.Lock()
         self.inputs = tuple(_port_spec(p, i, "input") for i, p in enumerate(compiled.inputs))
         self.outputs = tuple(_port_spec(p, i, "output") for i, p in enumerate(compiled.outputs))
         self._output_names = tuple(spec.name for spec in self.outputs)
-
-    @property
-    def engine(self) -> Any:
-        return self._compiled
 
     def run(self, feed: Mapping[str, Any], *, validate: bool = False) -> dict[str, Any]:
         # OpenVINO converts a wrong dtype silently (float64 -> float32), which
@@ -85,8 +73,8 @@ class OpenVinoSession(Session):
         return dict(zip(self._output_names, result.to_tuple(), strict=False))
 
     def _run_error(self, exc: Exception) -> Exception:
-        if self._compiled is None:
-            return closed_session_error(self.runtime, self.device)
+        if self._engine is None:
+            return self._closed_error()
         if isinstance(exc, (TypeError, ValueError)):
             return BadRequestError(f"OpenVINO refused the input: {_first_line(exc)}", code="bad_input")
         return EdgeAgentError(
@@ -96,11 +84,8 @@ class OpenVinoSession(Session):
     def close(self) -> None:
         with self._lock:
             self._request = None
-            self._compiled = None
+            self._engine = None
             self._infer = self._closed
-
-    def _closed(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("closed")
 
 
 class OpenVinoRuntime(Runtime):

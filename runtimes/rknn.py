@@ -30,15 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
-from runtimes.base import (
-    DeviceInfo,
-    LoadOptions,
-    Runtime,
-    Session,
-    TensorSpec,
-    closed_session_error,
-    require_model_file,
-)
+from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file
 
 DEVICE_TREE_COMPATIBLE = Path("/proc/device-tree/compatible")
 
@@ -91,15 +83,11 @@ class RknnSession(Session):
         self.device = device
         self.inputs = inputs
         self.outputs = outputs
-        self._rknn: Any = rknn
+        self._engine = rknn
         self._data_format = data_format
         self._input_names = tuple(spec.name for spec in inputs)
         self._output_names = tuple(spec.name for spec in outputs)
         self._lock = threading.Lock()
-
-    @property
-    def engine(self) -> Any:
-        return self._rknn
 
     def run(self, feed: Mapping[str, Any], *, validate: bool = False) -> dict[str, Any]:
         # The NPU runtime quantises whatever it is given; it does not refuse a
@@ -111,13 +99,13 @@ class RknnSession(Session):
         else:
             values = list(feed.values())
         with self._lock:
-            if self._rknn is None:
-                raise closed_session_error(self.runtime, self.device)
+            if self._engine is None:
+                raise self._closed_error()
             kwargs: dict[str, Any] = {"inputs": values}
             if self._data_format:
                 kwargs["data_format"] = self._data_format
             try:
-                outputs = self._rknn.inference(**kwargs)
+                outputs = self._engine.inference(**kwargs)
             except Exception as exc:
                 raise EdgeAgentError(
                     f"RKNN inference failed on {self.device}: {exc}", code="inference_failed"
@@ -135,7 +123,7 @@ class RknnSession(Session):
 
     def close(self) -> None:
         with self._lock:
-            rknn, self._rknn = self._rknn, None
+            rknn, self._engine = self._engine, None
         if rknn is not None:
             rknn.release()
 
