@@ -1,3 +1,5 @@
 """edge-agent: the daemon (supervisor, config, store, local API, pipelines, CLI)."""
 
-__version__ = "0.1.0"
+from agent.core.version import __version__
+
+__all__ = ["__version__"]

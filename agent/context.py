@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from agent.bus import Bus
 from agent.config import Settings
+from agent.core.sdnotify import Notifier
 from agent.live import LiveSettings
-from agent.sdnotify import Notifier
 from agent.store import Store
 from agent.supervisor import Supervisor
 

@@ -19,11 +19,11 @@ import time
 from agent.bus import Bus, DaemonStateChanged
 from agent.config import Settings
 from agent.context import AgentContext
+from agent.core.sdnotify import Notifier
+from agent.core.store.space import SpacePolicy
 from agent.errors import ConfigError, DiskFullError, EdgeAgentError
 from agent.process import DataDirLock, fork_hygiene, reap_children
-from agent.sdnotify import Notifier
 from agent.store import Store
-from agent.store.space import SpacePolicy
 from agent.supervisor import FunctionService, Service, Supervisor
 
 log = logging.getLogger("edge_agent.daemon")
@@ -68,8 +68,8 @@ def build_context(settings: Settings) -> AgentContext:
     from agent.models_service import build_manager
     from agent.security import identity
     from agent.security.trust import TrustStore
-    from sync.keys import trusted_hub_keys
     from agent.syncd.service import outbox_for
+    from sync.keys import trusted_hub_keys
 
     ctx.identity = identity.load_or_create(settings.data_dir, settings.device_id)
     ctx.trust = TrustStore.in_data_dir(settings.data_dir, seed=trusted_hub_keys(settings))

@@ -1,79 +1,15 @@
-"""Prometheus metrics of the daemon's core, cheap until someone scrapes them.
+"""The daemon core's own metrics (bus, supervisor), on the ground floor's light registry.
 
-prometheus_client costs ~3.5 MB of resident memory to import (it pulls in
-http.server, wsgiref and email), which is a tenth of an idle daemon. The core's
-counters and gauges (bus, supervisor) are therefore plain Python objects with
-the same ``labels(...).inc()/.set()`` interface; prometheus_client is imported
-when ``/metrics`` is first rendered, and a collector then exposes them beside
-every metric registered with prometheus_client itself (the API's, and those of
-features that import it anyway: sync, sensors, voice).
-
-Metric objects are module-level so that tests creating many buses or
-supervisors in one process never register a name twice; per-instance detail
-goes into labels.
+The registry, ``counter``/``gauge`` and the ``/metrics`` rendering are
+agent/core/metrics.py's; this module only declares what the bus and the
+supervisor count, and re-exports the rendering for the device API.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from typing import Any
+from agent.core.metrics import CONTENT_TYPE, counter, gauge, render_metrics
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class _Child:
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def inc(self, amount: float = 1.0) -> None:
-        self.value += amount
-
-    def set(self, value: float) -> None:
-        self.value = float(value)
-
-
-class LightMetric:
-    """A labelled counter or gauge held in a dict; rendered by prometheus_client on demand."""
-
-    def __init__(self, kind: str, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
-        self.kind = kind  # counter | gauge
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = labelnames
-        self._children: dict[tuple[str, ...], _Child] = {}
-        self._lock = threading.Lock()
-        _LIGHT.append(self)
-
-    def labels(self, *values: str) -> _Child:
-        key = tuple(str(v) for v in values)
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children.setdefault(key, _Child())
-        return child
-
-    def value(self, *values: str) -> float | None:
-        """The current value for these labels (None when never touched); for tests and status."""
-        child = self._children.get(tuple(str(v) for v in values))
-        return None if child is None else child.value
-
-    def samples(self) -> list[tuple[tuple[str, ...], float]]:
-        return [(k, c.value) for k, c in list(self._children.items())]
-
-
-_LIGHT: list[LightMetric] = []
-
-
-def counter(name: str, documentation: str, labelnames: list[str]) -> LightMetric:
-    return LightMetric("counter", name, documentation, tuple(labelnames))
-
-
-def gauge(name: str, documentation: str, labelnames: list[str]) -> LightMetric:
-    return LightMetric("gauge", name, documentation, tuple(labelnames))
-
+__all__ = ["CONTENT_TYPE", "render_metrics"]
 
 BUS_PUBLISHED = counter("edge_bus_events_published", "Events published on the bus.", ["type"])
 BUS_DELIVERED = counter("edge_bus_events_delivered", "Events queued to a subscriber.", ["subscriber"])
@@ -87,36 +23,3 @@ SERVICE_RESTARTS = counter(
     "edge_service_restarts", "Times the supervisor restarted a failed service.", ["service"]
 )
 SERVICE_UP = gauge("edge_service_up", "1 while a supervised service is running.", ["service"])
-
-_registered = False
-_register_lock = threading.Lock()
-
-
-def _ensure_registered() -> Any:
-    """Import prometheus_client and expose the light metrics through its default registry."""
-    global _registered
-    from prometheus_client import REGISTRY
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    with _register_lock:
-        if not _registered:
-
-            class LightCollector:
-                def collect(self) -> Iterator[Any]:
-                    for metric in list(_LIGHT):
-                        family_cls = CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily
-                        family = family_cls(metric.name, metric.documentation, labels=list(metric.labelnames))
-                        for labels, value in metric.samples():
-                            family.add_metric(list(labels), value)
-                        yield family
-
-            REGISTRY.register(LightCollector())
-            _registered = True
-    return REGISTRY
-
-
-def render_metrics() -> bytes:
-    """The Prometheus text exposition of every metric, light and prometheus_client alike."""
-    from prometheus_client import generate_latest
-
-    return generate_latest(_ensure_registered())

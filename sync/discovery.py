@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import UnavailableError
+from agent.core.errors import UnavailableError
 
 log = logging.getLogger("edge_agent.sync.discovery")
 

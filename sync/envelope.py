@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024

@@ -26,12 +26,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import BadRequestError, EdgeAgentError
-from agent.store import Store
+from agent.core.errors import BadRequestError, EdgeAgentError
+from agent.core.store import Store
 from sync import metrics, topics
 from sync.commands import CommandRegistry, CommandRequest
 from sync.envelope import MAX_MESSAGE_BYTES, Envelope, decode
@@ -39,6 +39,10 @@ from sync.outbox import Outbox, Priority
 from sync.signed import MAX_AGE_S, MAX_SKEW_S, verify_command
 
 log = logging.getLogger("edge_agent.sync.commands")
+
+#: the box's audit log: ``audit(actor, action, target, detail)``, written inside the answer's transaction
+#: (the daemon passes ``AuditLog(store).append``, agent/security/audit.py)
+AuditFn = Callable[[str, str, str, Mapping[str, Any]], Any]
 
 #: inbox rows are kept this long: longer than a command can live, so any replay is recognised
 KEEP_S = 2 * (MAX_AGE_S + MAX_SKEW_S)
@@ -120,6 +124,7 @@ class CommandProcessor:
         outbox: Outbox,
         registry: CommandRegistry,
         trusted_keys: Callable[[], Iterable[str]],
+        audit: AuditFn,
         clock: Callable[[], float] = time.time,
         workers: int = 2,
         max_bytes: int = MAX_COMMAND_BYTES,
@@ -130,6 +135,7 @@ class CommandProcessor:
         self.inbox = Inbox(store)
         self.registry = registry
         self.trusted_keys = trusted_keys
+        self.audit = audit
         self.clock = clock
         self.max_bytes = min(max_bytes, MAX_MESSAGE_BYTES)
         self._slots = asyncio.Semaphore(workers)
@@ -249,8 +255,6 @@ class CommandProcessor:
         request: CommandRequest | None = None,
     ) -> None:
         """The inbox's final state, the result message and the audit entry: one transaction."""
-        from agent.security.audit import AuditLog
-
         body = {"command_id": command_id, "name": name, "ok": ok, "result": result, "error": error}
         now = self.clock()
         env = Envelope(kind="result", device=self.device, body=body, ts=now)
@@ -258,7 +262,7 @@ class CommandProcessor:
             self.inbox.finish(conn, command_id, ok, body, now)
             self.outbox.enqueue(conn, topics.result_topic(self.device, command_id), env, Priority.EVENT)
             if request is not None:
-                AuditLog(self.store).append(
+                self.audit(
                     f"hub:{request.operator or 'unnamed'}",
                     f"command.{name}",
                     f"command:{command_id}",

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from models.signing import load_trusted_keys_file
 
 log = logging.getLogger("edge_agent.sync.keys")

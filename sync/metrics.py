@@ -1,16 +1,16 @@
-"""Metrics of the device side of sync, on agent.metrics' light counters (no prometheus_client at idle).
+"""Metrics of the device side of sync, on the ground floor's light counters (no prometheus_client at idle).
 
 Every message the outbox loses is counted here by reason (``overflow``,
 ``expired``, ``rejected``, ``refused_by_broker``), and every command rejection
 by its code, so an operator can tell "the hub was away too long" from "someone
 is sending us garbage". The sync services run in every daemon, online or not,
-so these use the core's light metrics: prometheus_client (~3.5 MB) is imported
+so these use agent/core/metrics.py's light metrics: prometheus_client (~3.5 MB) is imported
 only when ``/metrics`` is scraped. Counter names get ``_total`` when rendered.
 """
 
 from __future__ import annotations
 
-from agent.metrics import counter, gauge
+from agent.core.metrics import counter, gauge
 
 OUTBOX_ENQUEUED = counter("edge_sync_outbox_enqueued", "Messages written to the outbox.", ["priority"])
 OUTBOX_DROPPED = counter(

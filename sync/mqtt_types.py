@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from agent.errors import ConfigError, UnavailableError
+from agent.core.errors import ConfigError, UnavailableError
 
 # MQTT 5 CONNACK reason codes that mean "this broker does not speak MQTT 5" (0x84), or a
 # 3.1.1 broker's "unacceptable protocol version" (1) read as a v5 code.

@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import ResourceExhaustedError
-from agent.store import Store
-from agent.store.space import DiskSpace, recovery_alert
+from agent.core.errors import ResourceExhaustedError
+from agent.core.store import Store
+from agent.core.store.space import DiskSpace, recovery_alert
 from sync import metrics
 from sync.envelope import Envelope, id_time
 from sync.outbox_bound import (

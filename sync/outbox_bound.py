@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal
 
-from agent.errors import ResourceExhaustedError
-from agent.store.space import DiskSpace, disk_full_error
+from agent.core.errors import ResourceExhaustedError
+from agent.core.store.space import DiskSpace, disk_full_error
 from sync import metrics
 
 

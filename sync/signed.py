@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 from models import signing
 from sync.envelope import Envelope
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ResourceExhaustedError
+from agent.core.errors import ResourceExhaustedError
 from sync import metrics, topics
 from sync.envelope import Envelope
 from sync.outbox import Outbox, Priority
@@ -177,7 +177,7 @@ class Telemetry:
         return queued
 
     def _fold_factor(self) -> int:
-        """Fold harder while the data disk is below its reserve (agent/store/space.py): 10x fewer messages."""
+        """Fold harder while the data disk is below its reserve (agent/core/store/space.py): 10x fewer messages."""
         space = getattr(self.outbox, "space", None)
         return 1 if space is None or space.refresh() == "ok" else FOLD_WHEN_DISK_LOW
 

@@ -54,25 +54,8 @@ class Exception_:
 # Known breaches, to be removed (issue 12). The owners of sync/ are moving these
 # files now; until they are done the contract names each import it tolerates.
 EXCEPTIONS: tuple[Exception_, ...] = (
-    Exception_(
-        "sync.*",
-        "agent.errors",
-        "the re-export of agent.core.errors; switch to agent.core.errors when sync/ is settled",
-    ),
-    Exception_("sync.inbox", "agent.*", "the daemon's Store and AuditLog: to come through agent.core"),
-    Exception_(
-        "sync.outbox*", "agent.store*", "the daemon's Store and disk tracker: to come through agent.core"
-    ),
-    Exception_("sync.metrics", "agent.metrics", "the metrics registry: to move to agent.core"),
-    Exception_("sync.hub.*", "agent", "agent.__version__ for the hub's banner and API"),
-    Exception_("sync.hub.*", "agent.api.*", "the hub API reuses the daemon's routes, middleware and metrics"),
-    Exception_("sync.hub.*", "agent.metrics", "the hub renders the daemon's metrics registry"),
-    Exception_("sync.hub.*", "agent.cli.output", "table and JSON printing: to move to agent.core"),
     Exception_("sync.hub.*", "agent.config", "the settings loader: to move to agent.core"),
     Exception_("sync.hub.*", "agent.security.*", "tokens, rate limiter, loopback check, trust rotation"),
-    Exception_("sync.hub.*", "agent.store*", "the daemon's Store and migrations: to move to agent.core"),
-    Exception_("sync.hub.*", "agent.logs", "setup_logging: to move to agent.core"),
-    Exception_("sync.hub.*", "agent.sdnotify", "systemd notify: to move to agent.core"),
     Exception_(
         "sync.hub.web*", "agent.web.*", "the hub's web pages reuse the device UI's renderer and sessions"
     ),

@@ -194,7 +194,7 @@ def test_a_repeated_error_is_logged_once_per_interval_with_a_count() -> None:
     import io
     import logging
 
-    from agent.logs import JsonFormatter, RepeatFilter
+    from agent.core.logs import JsonFormatter, RepeatFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

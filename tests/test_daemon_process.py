@@ -233,7 +233,7 @@ FORKING_DAEMON = """
 import asyncio, os, signal, sys, time
 from agent import daemon as d
 from agent.config import load_settings
-from agent.logs import setup_logging
+from agent.core.logs import setup_logging
 
 def services(ctx, _orig=d.build_services):
     async def forker():

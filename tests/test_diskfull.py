@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from agent.core.store.space import MIB, SpacePolicy
 from agent.errors import CorruptDatabaseError, DiskFullError
 from agent.store import Store
-from agent.store.space import MIB, SpacePolicy
 from sync.envelope import Envelope
 from sync.outbox import Outbox, Priority
 from tests.diskfull_support import SmallDisk, small_disk_fixture  # noqa: F401 - the `small_disk` fixture
@@ -167,7 +167,7 @@ def test_low_disk_keeps_telemetry_from_growing_and_counts_what_it_drops(small_di
 
 
 def test_sqlite_full_error_is_recognised_by_code() -> None:
-    from agent.store.space import is_disk_full
+    from agent.core.store.space import is_disk_full
 
     conn = sqlite3.connect(":memory:")
     conn.execute("PRAGMA max_page_count=2")
@@ -292,7 +292,7 @@ async def test_a_source_keeps_being_scored_while_full_and_no_service_restarts(
 
 
 def test_reserve_as_a_share_and_free_pages_do_not_hide_a_full_file_system(small_disk: SmallDisk) -> None:
-    from agent.store.space import DiskSpace
+    from agent.core.store.space import DiskSpace
 
     space = DiskSpace(small_disk.path, SpacePolicy(reserve_bytes=MIB, reserve_percent=50, floor_bytes=MIB))
     assert space.refresh() == "ok" and space.reserve >= 4 * MIB - 65536  # 50% of 8 MiB beats 1 MiB

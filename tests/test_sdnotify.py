@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier
+from agent.core.sdnotify import Notifier
 
 
 class Listener:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.security.audit import AuditLog
 from agent.security.trust import TrustStore, make_rotation
 from agent.store import Store
 from models import signing
@@ -45,6 +46,7 @@ async def setup(tmp_path: Path, hub):  # type: ignore[no-untyped-def]
         outbox=Outbox(store),
         registry=registry,
         trusted_keys=lambda: trust.merged(configured),
+        audit=AuditLog(store).append,
     )
     yield proc, trust, ran
     store.close()
@@ -107,7 +109,6 @@ async def test_security_settings_are_refused_however_validly_signed(tmp_path: Pa
     import json
 
     from agent.config import load_settings
-    from agent.security.audit import AuditLog
     from agent.syncd.commands import CommandDeps, builtin_registry
     from agent.syncd.overrides import apply_overrides, load_overrides, override_path
 
@@ -121,6 +122,7 @@ async def test_security_settings_are_refused_however_validly_signed(tmp_path: Pa
         outbox=outbox,
         registry=builtin_registry(CommandDeps(settings=settings)),
         trusted_keys=lambda: [hub.public_hex],
+        audit=AuditLog(store).append,
     )
     evil = signing.generate_keypair().public_hex
     attempts = [

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
-import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -14,10 +12,10 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from agent import __version__
-from agent.api.routes import Route, openapi_document
 from agent.context import AgentContext
-from agent.core.jsonbody import JsonBodyError, error_document
-from agent.errors import EdgeAgentError
+from agent.core import http
+from agent.core.http import MAX_BODY_BYTES
+from agent.core.routes import Route, openapi_document
 
 log = logging.getLogger("edge_agent.api")
 
@@ -36,8 +34,6 @@ ROUTES_KEY = web.AppKey("routes", list)
 WEBSOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("websockets", weakref.WeakSet)
 #: which client (token or source, see agent/security/api_auth.source_key) holds each open WebSocket
 WS_CLIENTS = web.AppKey("websocket_clients", weakref.WeakKeyDictionary)
-#: the body limit the 413 message quotes; set by every app that uses error_middleware (the hub too)
-MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 
 #: modules that contribute routes; each exposes ROUTES
 ROUTE_MODULES: tuple[str, ...] = (
@@ -51,66 +47,10 @@ ROUTE_MODULES: tuple[str, ...] = (
     "agent.api.plugins_routes",
 )
 
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    409: "conflict",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable",
-    429: "too_many_requests",
-    503: "unavailable",
-}
-#: headers of an HTTP error that the JSON answer keeps (405 names the methods allowed, 429 when to retry)
-_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
-
-
-def json_error(
-    status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(error_document(code, message, field=field), status=status, headers=headers)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """Every failure leaves as ``{"error": {"code", "message"}}`` with a fitting status."""
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        if exc.status < 400:
-            raise
-        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        if exc.status == 413:
-            limit = request.app[MAX_BODY_BYTES]
-            message = f"request body too large: the limit is {limit} bytes (api.max_body_bytes)"
-        elif exc.status == 405:
-            message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow', 'none')}"
-        kept = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
-        return json_error(exc.status, _STATUS_CODES.get(exc.status, "http_error"), message, headers=kept)
-    except JsonBodyError as exc:
-        status = exc.status
-        return json_error(exc.status, exc.code, str(exc), field=exc.field)
-    except EdgeAgentError as exc:
-        status = exc.http_status
-        return json_error(exc.http_status, exc.code, str(exc))
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_error(500, "internal", "internal error; the daemon's log has the details")
-    finally:
-        API_REQUESTS.labels(request.method, route, str(status)).inc()
-        API_LATENCY.labels(route).observe(time.perf_counter() - started)
+#: every failure of the device API as {"error": {...}}, counted in edge_api_requests_total
+error_middleware = http.error_middleware(
+    requests=API_REQUESTS, latency=API_LATENCY, log=log, whose_log="the daemon's log"
+)
 
 
 def collect_routes(modules: Iterable[str] = ROUTE_MODULES) -> list[Route]:

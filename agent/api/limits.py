@@ -14,7 +14,7 @@ file descriptors until the process hits its limit, and then nothing (not
   while a flood of slow clients keeps the cap full;
 - a request aiohttp cannot parse is answered in the API's error shape
   (``{"error": {"code": "bad_http", ...}}``), logged as one line without a
-  traceback (and those lines are rate limited, agent/logs.py).
+  traceback (and those lines are rate limited, agent/core/logs.py).
 
 The handler subclasses aiohttp's RequestHandler (``connection_made`` /
 ``connection_lost`` / ``handle_error`` are its documented extension points;

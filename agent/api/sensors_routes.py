@@ -47,7 +47,7 @@ async def ingest(request: web.Request) -> web.Response:
 
 def _disk_full(exc: DiskFullError) -> web.Response:
     """507 with Retry-After: nothing was stored, and the client should send it again later."""
-    from agent.api.app import json_error
+    from agent.core.http import json_error
 
     response = json_error(exc.http_status, exc.code, str(exc))
     response.headers["Retry-After"] = str(exc.retry_after_s)

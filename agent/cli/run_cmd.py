@@ -15,7 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from agent.config import load_settings
-from agent.logs import setup_logging
+from agent.core.logs import setup_logging
 
 if TYPE_CHECKING:
     from agent.daemon import Daemon

@@ -105,7 +105,7 @@ class SensorService(Service):
         if space is not None and (
             space.refresh(force=True) == "full" or (self.sink is not None and self.sink.held)
         ):
-            from agent.store.space import disk_full_error
+            from agent.core.store.space import disk_full_error
 
             space.count_refused("readings_batch")
             raise disk_full_error(

@@ -1,4 +1,4 @@
-"""The daemon's one SQLite file: connection, transactions, integrity and migrations."""
+"""The daemon's one SQLite file: the ground floor's Store (agent/core/store) with the daemon's migrations."""
 
 from agent.store.db import Store
 from agent.store.migrations import Migration, migration

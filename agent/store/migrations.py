@@ -1,7 +1,8 @@
-"""The migration registry: versioned, each applied once in its own transaction.
+"""The daemon's migration registry: versioned, each applied once in its own transaction.
 
-Migrations register through ``@migration(version, name)``; ``schema.py`` holds
-them all, so one module owns the schema. Versions are unique integers applied
+The runner is the ground floor's (``agent.core.store``). Migrations register
+through ``@migration(version, name)``; ``schema.py`` holds them all, so one
+module owns the schema. Versions are unique integers applied
 in ascending order; gaps are allowed (features reserve ranges). Each applied
 version is recorded in ``_migrations`` and the highest in ``PRAGMA
 user_version``, so a database written by a newer edge-agent is recognised.
@@ -15,18 +16,8 @@ would break the one-transaction-per-migration rule; use ``create``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-MigrationFn = Callable[[Any], None]
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    apply: MigrationFn
-
+from agent.core.store.migrations import Migration, MigrationFn
 
 _REGISTRY: dict[int, Migration] = {}
 

@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from agent.logs import _RESERVED
+from agent.core.logs import extra_fields, scalar
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -33,11 +33,7 @@ class LogRing(logging.Handler):
                 "logger": record.name,
                 "msg": record.getMessage(),
             }
-            for key, value in record.__dict__.items():
-                if key not in _RESERVED and not key.startswith("_"):
-                    entry[key] = (
-                        value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-                    )
+            entry.update((k, scalar(v)) for k, v in extra_fields(record).items())
             if record.exc_info and record.exc_info[0] is not None:
                 entry["exc"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
         except Exception:  # a broken record must never break the caller's logging

@@ -29,6 +29,7 @@ from typing import Any
 
 from agent.context import AgentContext
 from agent.errors import EdgeAgentError
+from agent.security.audit import AuditLog
 from agent.supervisor import Service
 from agent.syncd.commands import CommandDeps, builtin_registry
 from agent.syncd.logring import LogRing
@@ -132,6 +133,7 @@ class SyncRuntime:
             outbox=self.outbox,
             registry=self.registry,
             trusted_keys=self._trusted_hub_keys,
+            audit=AuditLog(ctx.store).append,
             clock=clock,
             workers=settings.sync.command_workers,
         )

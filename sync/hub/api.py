@@ -1,8 +1,9 @@
 """The hub's operator REST API (aiohttp): registry, commands, alerts, bundles, deployments, keys.
 
-Built on the agent's API pieces: one ``Route`` table feeds both the router and
-``/openapi.json``, and ``error_middleware`` gives every failure the shape
-``{"error": {"code", "message"}}``. Blocking database work runs in threads
+Built on the ground floor's API pieces (agent/core): one ``Route`` table feeds
+both the router and ``/openapi.json``, and the error middleware gives every
+failure the shape ``{"error": {"code", "message"}}``, counted in the hub's own
+``edge_hub_api_requests_total``. Blocking database work runs in threads
 (``asyncio.to_thread``) so a slow query never stalls the event loop. Every
 route but health needs an operator token with a role (``sync/hub/auth.py``);
 the operator's name goes with each command, bundle and deployment it causes.
@@ -11,21 +12,25 @@ the operator's name goes with each command, bundle and deployment it causes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from typing import Any
 
 from aiohttp import web
 
-from agent import __version__
-from agent.api.app import MAX_BODY_BYTES, error_middleware
-from agent.api.routes import Route, openapi_document
+from agent.core import http
+from agent.core.errors import BadRequestError, EdgeAgentError, NotFoundError
+from agent.core.http import MAX_BODY_BYTES
 from agent.core.jsonbody import read_json
-from agent.errors import BadRequestError, EdgeAgentError, NotFoundError
+from agent.core.routes import Route, openapi_document
+from agent.core.version import __version__
 from sync.hub import metrics, registry
 from sync.hub.auth import operator_of, with_auth_responses
 from sync.hub.context import HubContext
 from sync.hub.deploy import parse_percent
+
+log = logging.getLogger("edge_hub.api")
 
 HUB = web.AppKey("hub", HubContext)
 HUB_ROUTES = web.AppKey("hub_routes", list)
@@ -117,7 +122,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    from agent.metrics import CONTENT_TYPE, render_metrics
+    from agent.core.metrics import CONTENT_TYPE, render_metrics
 
     hub = request.app[HUB]
     stats = await asyncio.to_thread(registry.counts, hub.db)
@@ -436,8 +441,9 @@ ROUTES = [
 
 async def _openapi(request: web.Request) -> web.Response:
     routes = [*request.app[HUB_ROUTES], Route("GET", "/openapi.json", _openapi, "This document.", tag="hub")]
-    doc = openapi_document([with_auth_responses(r) for r in routes], version=__version__)
-    doc["info"]["title"] = "edge-hub operator API"
+    doc = openapi_document(
+        [with_auth_responses(r) for r in routes], version=__version__, title="edge-hub operator API"
+    )
     return web.json_response(doc)
 
 
@@ -448,7 +454,10 @@ def create_hub_app(hub: HubContext) -> web.Application:
     from sync.hub.api_enroll import ENROL_ROUTES
 
     routes = [*ROUTES, *ADMIN_ROUTES, *ALERT_ROUTES, *ENROL_ROUTES]
-    app = web.Application(middlewares=[error_middleware], client_max_size=hub.settings.api.max_body_bytes)
+    errors = http.error_middleware(
+        requests=metrics.API_REQUESTS, latency=metrics.API_LATENCY, log=log, whose_log="the hub's log"
+    )
+    app = web.Application(middlewares=[errors], client_max_size=hub.settings.api.max_body_bytes)
     app[HUB] = hub
     app[MAX_BODY_BYTES] = hub.settings.api.max_body_bytes
     app[HUB_ROUTES] = routes

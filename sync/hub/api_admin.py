@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.routes import Route
-from agent.errors import BadRequestError, EdgeAgentError
+from agent.core.errors import BadRequestError, EdgeAgentError
+from agent.core.routes import Route
 from sync.hub.api import HUB, _body, _number
 from sync.hub.auth import operator_of
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.routes import Route
 from agent.core.errors import BadRequestError
 from agent.core.jsonbody import read_json
+from agent.core.routes import Route
 from sync.hub import alerts as hub_alerts
 from sync.hub import notify, registry
 from sync.hub.auth import operator_of

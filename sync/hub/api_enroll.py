@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from agent import __version__
-from agent.api.routes import Route
 from agent.core.errors import BadRequestError
 from agent.core.jsonbody import read_json
+from agent.core.routes import Route
+from agent.core.version import __version__
 from sync.hub import enroll, registry
 from sync.hub.auth import operator_of
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.security.api_auth import RateLimiter
 from agent.security.api_settings import is_loopback
 from agent.security.tokens import TokenInfo, role_rank

@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadRequestError, NotFoundError, ResourceExhaustedError
+from agent.core.errors import BadRequestError, NotFoundError, ResourceExhaustedError
 from sync.hub.db import HubDB
 from sync.hub.keys import HubKeys
 

@@ -18,9 +18,9 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from agent import __version__
+from agent.core.errors import ConfigError, EdgeAgentError
 from agent.core.pipes import reader_went_away
-from agent.errors import ConfigError, EdgeAgentError
+from agent.core.version import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 

@@ -7,8 +7,8 @@ import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from agent.cli.output import print_json, table
 from agent.core.errors import BadRequestError
+from agent.core.output import print_json, table
 from sync.hub.cli_fleet import _ago, _client  # the fleet commands' client and age format
 
 #: ULIDs start with 10 characters of milliseconds: shorter starts would all look alike

@@ -17,8 +17,8 @@ from typing import Any
 
 import tomllib
 
-from agent.cli.output import print_json
 from agent.core.errors import BadRequestError, ConfigError
+from agent.core.output import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,8 +72,8 @@ def _hub_key(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _config_bundle(source: Path, name: str, version: str, description: str, key: str | None) -> bytes:
-    from sync.hub.cli_local import _local_operator
     from sync.config_bundle import parse_config_document, refuse_protected, sign_config_document
+    from sync.hub.cli_local import _local_operator
 
     try:
         tree = tomllib.loads(source.read_text())

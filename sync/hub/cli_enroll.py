@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from agent.cli.output import print_json, table
+from agent.core.output import print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

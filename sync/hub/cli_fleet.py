@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.cli.output import print_json, table
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
+from agent.core.output import print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from agent.cli.output import print_json, table
+from agent.core.output import print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +96,7 @@ def _settings(args: argparse.Namespace, overrides: dict[str, Any] | None = None)
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.logs import setup_logging
+    from agent.core.logs import setup_logging
     from sync.hub.service import HubService
 
     settings = _settings(
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _remote(args: argparse.Namespace) -> Any:
     """A client of the hub named by --hub / EDGE_HUB_URL, or None to act on the local key file."""
-    from agent.errors import BadRequestError
+    from agent.core.errors import BadRequestError
     from sync.hub.cli import client_for, remote_url
 
     if not remote_url(args):

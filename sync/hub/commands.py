@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.errors import NotFoundError, UnavailableError
+from agent.core.errors import NotFoundError, UnavailableError
 from sync import topics
 from sync.hub import metrics
 from sync.hub.db import HubDB

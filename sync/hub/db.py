@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.errors import StoreError, UnavailableError
+from agent.core.errors import StoreError, UnavailableError
 from sync.hub.schema import HUB_MIGRATIONS, sqlite_migrations
 
 log = logging.getLogger("edge_hub.db")
@@ -127,13 +127,13 @@ class HubDB:
 
 
 class SqliteHubDB(HubDB):
-    """One SQLite file through ``agent.store.Store`` (WAL, checked on open, durable commits)."""
+    """One SQLite file through ``agent.core.store.Store`` (WAL, checked on open, durable commits)."""
 
     dialect = "sqlite"
 
     def __init__(self, path: str, *, synchronous: str = "full", migrate: bool = True) -> None:
         super().__init__(path)
-        from agent.store import Store
+        from agent.core.store import Store
 
         self.store = Store.open(path, synchronous=synchronous, check="quick", migrate=False)
         if migrate:

@@ -29,7 +29,7 @@ import math
 import time
 from typing import Any
 
-from agent.errors import BadRequestError, EdgeAgentError, NotFoundError
+from agent.core.errors import BadRequestError, EdgeAgentError, NotFoundError
 from sync.envelope import new_id
 from sync.hub.bundles import BundleStore
 from sync.hub.commands import CommandCenter

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from agent.errors import BadRequestError, StoreError
+from agent.core.errors import BadRequestError, StoreError
 from sync.hub import metrics
 from sync.hub.db import HubDB, TransientDBError
 from sync.hub.intake_batch import BatchOutcome, write_batch

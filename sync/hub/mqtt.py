@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from agent.errors import UnavailableError
+from agent.core.errors import UnavailableError
 from sync import topics
 from sync.hub.settings import HubMqttSettings
 from sync.hub.validate import Incoming

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.errors import BadRequestError, NotFoundError
+from agent.core.errors import BadRequestError, NotFoundError
 from sync.hub.db import HubDB
 
 Selector = dict[str, str]

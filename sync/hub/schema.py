@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.store.migrations import Migration
+from agent.core.store import Migration
 
 
 @dataclass(frozen=True)

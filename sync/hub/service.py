@@ -129,7 +129,7 @@ class HubService:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
-            from agent.errors import EdgeAgentError
+            from agent.core.errors import EdgeAgentError
 
             raise EdgeAgentError(
                 f"cannot listen on {s.api.host}:{s.api.port}: {exc.strerror}; is another edge-hub running "
@@ -193,7 +193,7 @@ class HubService:
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
         # systemd (Type=notify, WatchdogSec=): READY once serving, pings from this loop, STOPPING
-        from agent.sdnotify import Notifier
+        from agent.core.sdnotify import Notifier
 
         notifier = Notifier()
         watchdog: asyncio.Task[None] | None = None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.config import LogSettings, apply_env, build_settings, read_toml, setting
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 DEFAULT_HUB_CONFIG_PATH = Path("/etc/edge-hub/hub.toml")
 HUB_ENV_PREFIX = "EDGE_HUB_"

@@ -26,7 +26,7 @@ import secrets
 import time
 from typing import Any
 
-from agent.errors import BadRequestError, ConflictError, NotFoundError
+from agent.core.errors import BadRequestError, ConflictError, NotFoundError
 from agent.security.tokens import ROLES, TokenInfo, hash_token, role_rank
 from sync.hub.db import HubDB
 

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import BadRequestError
+from agent.core.errors import BadRequestError
 from sync import topics
 from sync.envelope import Envelope, decode
 

@@ -1,4 +1,5 @@
-"""Structured logging: JSON lines for journald and files, readable lines on a terminal.
+"""Structured logging for every entry point (daemon, hub, CLI): JSON lines for journald and files,
+readable lines on a terminal.
 
 Extra fields passed as ``logger.info("...", extra={"service": "api"})`` become
 JSON keys, so journald / Loki queries can filter on them.
@@ -17,6 +18,16 @@ from typing import Any, TextIO
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a call added with ``extra={...}`` (not the record's own, none starting with ``_``)."""
+    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
+
+
+def scalar(value: Any) -> Any:
+    """``value`` when JSON has a scalar for it, else its ``str``."""
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, plus any extra fields."""
 
@@ -27,9 +38,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        entry.update((k, scalar(v)) for k, v in extra_fields(record).items())
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -40,9 +49,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")
-        )
+        extras = " ".join(f"{k}={v}" for k, v in extra_fields(record).items())
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:
             line += f"  {extras}"

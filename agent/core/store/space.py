@@ -15,7 +15,7 @@ grows), so the outbox's hot path pays for one clock read.
 SQLite reports an exhausted disk as SQLITE_FULL, or as an I/O error while it
 extends its shared-memory or WAL file (SQLITE_IOERR_SHMSIZE...);
 ``is_disk_full`` tells those apart from real corruption, which is reported
-very differently (agent/store/db.py).
+very differently (agent/core/store/db.py).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent import metrics
-from agent.errors import DiskFullError
+from agent.core import metrics
+from agent.core.errors import DiskFullError
 
 SpaceState = Literal["ok", "low", "full"]
 MIB = 1024 * 1024
@@ -162,7 +162,7 @@ class DiskSpace:
             self.reserve = self.policy.reserve_for(self.total)
             floor = min(self.policy.floor_bytes, self.reserve)
             # the database's free pages hold new rows, but the WAL grows on the file system itself:
-            # with less there than half the floor (the WAL's bound, agent/store/db.py), nothing can be written
+            # with less there than half the floor (the WAL's bound, agent/core/store/db.py), nothing can be written
             if free < floor or fs_free < floor // 2 or (self._hit_full and free < self.reserve):
                 state: SpaceState = "full"
             elif free < self.reserve or (self.state != "ok" and free < self.reserve + self.reserve // 4):
