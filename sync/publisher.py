@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.core.aio import wait_for
 from sync import metrics
 from sync.mqtt_client import MqttClient, MqttConnectionLost, MqttError, MqttPublishError
 from sync.outbox import Outbox, OutboxMessage
@@ -310,7 +311,7 @@ class _Session:
         assert ready is not None
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(ready.wait(), self.p.ack_interval_s)
+                await wait_for(ready.wait(), self.p.ack_interval_s)
             ready.clear()
             # shielded: cancelling the loop (session end) must not drop a batch already taken
             self.flushing = asyncio.ensure_future(self._flush())

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.core.aio import wait_for
 from agent.core.errors import ResourceExhaustedError
 from sync import metrics, topics
 from sync.envelope import Envelope
@@ -214,7 +215,7 @@ class Telemetry:
             while (delay := next_at - time.monotonic()) > 0:
                 self._changed.clear()
                 try:  # a new interval (set_interval) counts from the moment it arrives
-                    await asyncio.wait_for(self._changed.wait(), delay)
+                    await wait_for(self._changed.wait(), delay)
                 except TimeoutError:
                     break
                 next_at = time.monotonic() + self.interval_s
