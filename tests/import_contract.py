@@ -55,7 +55,6 @@ class Exception_:
 # files now; until they are done the contract names each import it tolerates.
 EXCEPTIONS: tuple[Exception_, ...] = (
     Exception_("sync.hub.*", "agent.config", "the settings loader: to move to agent.core"),
-    Exception_("sync.hub.*", "agent.security.*", "tokens, rate limiter, loopback check, trust rotation"),
     Exception_(
         "sync.hub.web*", "agent.web.*", "the hub's web pages reuse the device UI's renderer and sessions"
     ),

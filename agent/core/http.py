@@ -113,3 +113,8 @@ def error_middleware(
             latency.labels(route).observe(time.perf_counter() - started)
 
     return middleware
+
+
+def unauthorized(realm: str, message: str) -> web.Response:
+    """401 with the challenge naming ``realm`` (edge-agent, edge-hub)."""
+    return json_error(401, "unauthorized", message, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.core.auth import OPEN_PATHS
+
 Handler = Callable[[Any], Awaitable[Any]]
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -30,8 +32,6 @@ ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
-#: paths answered without a token (probes carry no secrets); every other route may answer 401/403/429
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _AUTH_RESPONSES = {
     401: "no bearer token, or one that is invalid, revoked or expired",
     403: "the token's role is below the route's",

@@ -43,24 +43,23 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from agent.config import Settings
+from agent.core.auth import OPEN_PATHS, SAFE_METHODS, RateLimiter, TokenInfo, retry_after, role_for, role_rank
+from agent.core.http import json_error, unauthorized
 from agent.security.api_settings import check_settings, is_loopback, server_ssl_context
 from agent.security.audit import AuditLog, RefusalSegment, segment_path
-from agent.security.tokens import TokenInfo, TokenStore, role_rank
+from agent.security.tokens import TokenStore
 
 log = logging.getLogger("edge_agent.security")
 
-__all__ = ["check_settings", "install", "is_loopback", "server_ssl_context"]
+__all__ = ["RateLimiter", "check_settings", "install", "is_loopback", "server_ssl_context"]
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_MAX_BUCKETS = 4096
 #: the request key the rate-limit identity is left under (agent/api/app.py reads it for WebSocket caps)
 CLIENT_KEY: Any = (
     web.RequestKey("edge_agent_client", str) if hasattr(web, "RequestKey") else "edge_agent_client"
@@ -141,30 +140,6 @@ class RefusalCounter:
         return summary
 
 
-class RateLimiter:
-    """One token bucket per client (token id, else peer address); the least recently seen are forgotten."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str, now: float | None = None) -> float:
-        """0.0 when allowed, else the seconds until a request would be."""
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > _MAX_BUCKETS:
-            self._buckets.popitem(last=False)
-        return wait
-
-
 class ApiGuard:
     """What the middleware needs, built once per app."""
 
@@ -226,11 +201,7 @@ class ApiGuard:
         return self.tokens.any_active()
 
     def role_for(self, method: str, path: str) -> str:
-        method = "GET" if method == "HEAD" else method
-        role = getattr(self.routes.get((method, path)), "role", "viewer")
-        if method not in SAFE_METHODS and role_rank(role) < role_rank("operator"):
-            return "operator"
-        return role
+        return role_for(self.routes, method, path)
 
     def audited(self, method: str, path: str) -> bool:
         return method not in SAFE_METHODS and bool(getattr(self.routes.get((method, path)), "audit", True))
@@ -270,11 +241,11 @@ async def _refusal_windows(app: web.Application) -> AsyncIterator[None]:
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    return json_error(status, code, message, headers=headers)
 
 
 def _unauthorized(message: str) -> web.Response:
-    return _error(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="edge-agent"'})
+    return unauthorized("edge-agent", message)
 
 
 @web.middleware
@@ -313,7 +284,7 @@ async def security_middleware(request: web.Request, handler):
                 "too_many_requests",
                 f"too many requests: the limit is {guard.limiter.rate:g}/s with bursts of "
                 f"{guard.limiter.burst:g} (security.rate_limit_per_s, security.rate_limit_burst)",
-                {"Retry-After": str(max(1, int(wait + 0.999)))},
+                retry_after(wait),
             )
         if header and token is None:
             refused, status = "bad_token", 401

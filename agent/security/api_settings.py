@@ -7,20 +7,14 @@ arrives (``api.lazy``), so these must not live there.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 
 from agent.config import Settings
+from agent.core import auth
+from agent.core.auth import is_loopback
 from agent.errors import ConfigError
 
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = ["check_settings", "is_loopback", "server_ssl_context"]
 
 
 def check_settings(settings: Settings) -> list[str]:
@@ -49,16 +43,4 @@ def check_settings(settings: Settings) -> list[str]:
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context for the API's listening socket, or None for plain HTTP."""
-    sec = settings.security
-    if not sec.api_tls_cert:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(sec.api_tls_cert, sec.api_tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"cannot load the API's TLS certificate {sec.api_tls_cert} / key {sec.api_tls_key}: {exc}; "
-            "check the paths, that they are PEM, and that the key matches the certificate"
-        ) from None
-    return ctx
+    return auth.server_ssl_context(settings.security.api_tls_cert, settings.security.api_tls_key)

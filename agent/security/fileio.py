@@ -14,6 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent.core.canonical import canonical_json
+
+__all__ = ["adopt_dir_owner", "atomic_write_bytes", "atomic_write_json", "canonical_json", "fsync_dir"]
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or creation in ``path`` durable (no-op where dirs cannot be opened)."""
@@ -61,8 +65,3 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
 def atomic_write_json(path: Path, data: Any, mode: int = 0o600) -> None:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"), mode)
-
-
-def canonical_json(data: Any) -> bytes:
-    """The bytes a signature covers: sorted keys, no spaces, UTF-8 (same rule as sync/signed.py)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

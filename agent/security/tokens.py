@@ -1,74 +1,33 @@
-"""Bearer tokens for the local API, with roles, stored hashed.
+"""Bearer tokens for the local API, with roles, stored hashed in the daemon's database.
 
-A token is ``eat_<id>_<secret>``: the id (12 hex) finds the row, the secret
-is 32 random bytes (base64url). Only the SHA-256 of the whole token is
-stored. A fast hash is the right tool here, unlike for passwords: a
-256-bit random secret cannot be guessed or brute-forced from its hash, so a
-slow KDF (bcrypt, argon2) would only add milliseconds to every request
-without adding protection. Comparison is constant-time.
-
-Roles are ordered: ``viewer`` reads, ``operator`` also acts (load a model,
-ack an alert), ``admin`` also changes security (tokens, updates, keys).
+A token is ``eat_<id>_<secret>``; the format, the hashing and the roles are
+the ground floor's (agent/core/auth.py), shared with the hub's operator
+tokens. Roles: ``viewer`` reads, ``operator`` also acts (load a model, ack
+an alert), ``admin`` also changes security (tokens, updates, keys).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import re
-import secrets
 import time
-from dataclasses import dataclass
-from typing import Any
 
-from agent.errors import BadRequestError, ConflictError, NotFoundError
+from agent.core.auth import (
+    ROLES,
+    TokenInfo,
+    check_new_token,
+    hash_matches,
+    hash_token,
+    new_token,
+    role_rank,
+    token_pattern,
+)
+from agent.errors import ConflictError, NotFoundError
 from agent.security.audit import AuditLog
 from agent.store import Store
 
-ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
+__all__ = ["PREFIX", "ROLES", "TokenInfo", "TokenStore", "hash_token", "role_rank"]
+
 PREFIX = "eat_"
-_TOKEN_RE = re.compile(r"^eat_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-
-
-def role_rank(role: str) -> int:
-    try:
-        return ROLES.index(role)
-    except ValueError:
-        raise BadRequestError(f"unknown role {role!r}; roles are {', '.join(ROLES)}") from None
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    id: str
-    name: str
-    role: str
-    created_at: float
-    expires_at: float | None
-    revoked_at: float | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > time.time())
-
-    def allows(self, role: str) -> bool:
-        return role_rank(self.role) >= role_rank(role)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "role": self.role,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "active": self.active,
-        }
+_TOKEN_RE = token_pattern(PREFIX)
 
 
 class TokenStore:
@@ -80,15 +39,9 @@ class TokenStore:
         self, name: str, role: str, *, ttl_s: float | None = None, actor: str = "cli"
     ) -> tuple[str, TokenInfo]:
         """Make a token; the plain text is returned once and never stored."""
-        if not _NAME_RE.match(name):
-            raise BadRequestError("token name: 1-64 letters, digits, '.', '_', '@' or '-'")
-        role_rank(role)
-        if ttl_s is not None and ttl_s <= 0:
-            raise BadRequestError("token lifetime must be positive")
+        check_new_token(name, role, ttl_s)
         now = time.time()
-        token_id = secrets.token_hex(6)
-        secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-        token = f"{PREFIX}{token_id}_{secret}"
+        token_id, token = new_token(PREFIX)
         expires = now + ttl_s if ttl_s else None
         with self.store.atomic() as conn:
             clash = conn.execute(
@@ -142,7 +95,7 @@ class TokenStore:
             "SELECT id, name, role, created_at, expires_at, revoked_at, hash FROM api_tokens WHERE id = ?",
             (match.group(1),),
         ).fetchone()
-        if row is None or not hmac.compare_digest(row[6], hash_token(token.strip())):
+        if row is None or not hash_matches(row[6], token.strip()):
             return None
         info = TokenInfo(*row[:6])
         return info if info.active else None

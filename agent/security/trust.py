@@ -35,38 +35,12 @@ from typing import Any
 from agent.errors import BadRequestError, ConfigError
 from agent.security.fileio import atomic_write_json, canonical_json
 from models import signing
+from sync.rotation import ROTATION_KIND, make_rotation, norm_key, to_key_id
+
+__all__ = ["ROTATION_KIND", "TRUST_FILE", "TrustStore", "make_rotation"]
 
 TRUST_FILE = "trust.json"
-ROTATION_KIND = "edge-agent/hub-key-rotation/v1"
 _FORMAT = 1
-
-
-def make_rotation(
-    new_key_hex: str,
-    signer_private_hex: str,
-    *,
-    retire: Iterable[str] = (),
-    ttl_s: float = 7 * 86400,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """A rotation announcement (the hub side): ``new_key`` signed by a currently trusted key.
-
-    ``retire`` names key ids (or hex keys) the device must stop trusting once
-    the new key is in; the signature covers every field but ``sig``, under a
-    ``kind`` of its own so no other signed message can pass for one.
-    """
-    now = time.time() if now is None else now
-    signer_public = signing.public_key_of(signer_private_hex)
-    body = {
-        "kind": ROTATION_KIND,
-        "new_key": _norm_key(new_key_hex),
-        "retire": sorted({_to_key_id(k) for k in retire}),
-        "issued_at": now,
-        "expires": now + ttl_s,
-        "key_id": signing.key_id(signer_public),
-    }
-    sig = signing.sign(canonical_json(body), signer_private_hex)
-    return {**body, "sig": sig.value}
 
 
 class TrustStore:
@@ -81,7 +55,7 @@ class TrustStore:
         if seed:
             with self._locked() as data:
                 for key in seed:
-                    public = _norm_key(key)
+                    public = norm_key(key)
                     kid = signing.key_id(public)
                     if kid not in data["revoked"] and kid not in data["keys"]:
                         data["keys"][kid] = {"public": public, "added_at": time.time(), "source": "config"}
@@ -119,7 +93,7 @@ class TrustStore:
         return [signing.key_id(k) for k in self.keys()]
 
     def is_revoked(self, key: str) -> bool:
-        return _to_key_id(key) in self._read()["revoked"]
+        return to_key_id(key) in self._read()["revoked"]
 
     def entries(self) -> list[dict[str, Any]]:
         """Trusted and revoked keys with their history, for ``edge-agent trust list``."""
@@ -132,7 +106,7 @@ class TrustStore:
 
     def add(self, key: str, *, source: str = "manual") -> str:
         """Trust ``key`` (hex); returns its id. A revoked key is refused."""
-        public = _norm_key(key)
+        public = norm_key(key)
         kid = signing.key_id(public)
         with self._locked() as data:
             if kid in data["revoked"]:
@@ -152,7 +126,7 @@ class TrustStore:
         ``signature_invalid``. Returns the new key's id.
         """
         now = time.time() if now is None else now
-        public = _norm_key(new_key_hex)
+        public = norm_key(new_key_hex)
         body = {k: v for k, v in announcement.items() if k != "sig"}
         if body.get("kind") != ROTATION_KIND or not isinstance(body.get("retire"), list):
             raise BadRequestError(
@@ -188,7 +162,7 @@ class TrustStore:
 
     def revoke(self, key: str, *, reason: str = "") -> str:
         """Stop trusting ``key`` (a key id or hex key) for good; returns the id. Revoking twice is a no-op."""
-        kid = _to_key_id(key)
+        kid = to_key_id(key)
         with self._locked() as data:
             self._revoke_in(data, kid, reason or "revoked", time.time())
         return kid
@@ -247,23 +221,6 @@ class TrustStore:
             self._data, self._stamp = data, None
         finally:
             os.close(fd)
-
-
-def _norm_key(key: str) -> str:
-    if not isinstance(key, str):
-        raise BadRequestError("a public key must be a hex string")
-    public = key.strip().lower()
-    signing.key_id(public)  # validates: 64 hex characters
-    return public
-
-
-def _to_key_id(key: str) -> str:
-    text = str(key).strip().lower()
-    if len(text) == 64:
-        return signing.key_id(text)
-    if len(text) != 16 or any(c not in "0123456789abcdef" for c in text):
-        raise BadRequestError(f"{key!r} is neither a key id (16 hex characters) nor a public key (64)")
-    return text
 
 
 def _when(ts: float) -> str:

@@ -31,17 +31,24 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.core import auth
+from agent.core.auth import (
+    OPEN_PATHS,
+    SAFE_METHODS,
+    RateLimiter,
+    TokenInfo,
+    is_loopback,
+    retry_after,
+    role_for,
+    role_rank,
+)
 from agent.core.errors import ConfigError
-from agent.security.api_auth import RateLimiter
-from agent.security.api_settings import is_loopback
-from agent.security.tokens import TokenInfo, role_rank
+from agent.core.http import json_error, unauthorized
 from sync.hub.settings import HubSettings
 from sync.hub.tokens import HubTokens
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 #: routes whose credential is in the body (a one-time claim token of `edge-hub enroll`), not a bearer token
 CLAIM_ROUTES = frozenset({("POST", "/v1/enroll")})
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: routes whose requests make the hub sign something for devices: rate limited per operator token
 SIGNING_ROUTES = frozenset(
     {
@@ -74,11 +81,7 @@ class HubGuard:
         self.limiter = RateLimiter(settings.api.command_rate_per_s, settings.api.command_burst)
 
     def role_for(self, method: str, path: str) -> str:
-        method = "GET" if method == "HEAD" else method
-        role = getattr(self.routes.get((method, path)), "role", "viewer")
-        if method not in SAFE_METHODS and role_rank(role) < role_rank("operator"):
-            return "operator"
-        return role
+        return role_for(self.routes, method, path)
 
 
 GUARD = web.AppKey("hub_guard", HubGuard)
@@ -102,11 +105,11 @@ def operator_of(request: web.Request) -> TokenInfo:
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    return json_error(status, code, message, headers=headers)
 
 
 def _unauthorized(message: str) -> web.Response:
-    return _error(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="edge-hub"'})
+    return unauthorized("edge-hub", message)
 
 
 @web.middleware
@@ -152,7 +155,7 @@ async def auth_middleware(request: web.Request, handler):
                 f"operator {token.name!r} sends commands too fast: the limit is "
                 f"{guard.limiter.rate:g}/s with bursts of {guard.limiter.burst:g} "
                 "(api.command_rate_per_s, api.command_burst); retry later",
-                {"Retry-After": str(max(1, int(wait + 0.999)))},
+                retry_after(wait),
             )
     request[_OPERATOR] = token
     return await handler(request)
@@ -173,19 +176,7 @@ def with_auth_responses(route: Any) -> Any:
 
 def server_ssl_context(settings: HubSettings) -> ssl.SSLContext | None:
     """The TLS context of the API's socket, or None for plain HTTP."""
-    api = settings.api
-    if not api.tls_cert:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(api.tls_cert, api.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"cannot load the API's TLS certificate {api.tls_cert} / key {api.tls_key}: {exc}; check the "
-            "paths, that they are PEM, and that the key matches the certificate"
-        ) from None
-    return ctx
+    return auth.server_ssl_context(settings.api.tls_cert, settings.api.tls_key)
 
 
 def check_bind(settings: HubSettings, tokens: HubTokens) -> None:

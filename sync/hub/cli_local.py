@@ -188,12 +188,12 @@ def rotation_args(old_private_hex: str, new_public_hex: str, *, ttl_s: float) ->
     """Args of ``trust.rotate``: the new key, and the announcement the agent's trust store checks.
 
     The command is signed by the old key like any command; the announcement
-    (``agent.security.trust.make_rotation``) is a second, standalone signature
+    (``sync.rotation.make_rotation``) is a second, standalone signature
     by the old key that also retires it, so a device that took the new key no
     longer obeys the old one, and replaying the announcement later fails.
     """
-    from agent.security.trust import make_rotation
     from models import signing
+    from sync.rotation import make_rotation
 
     old_id = signing.key_id(signing.public_key_of(old_private_hex))
     announcement = make_rotation(new_public_hex, old_private_hex, retire=[old_id], ttl_s=ttl_s)

@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
+from agent.core.auth import ROLES
 from agent.core.output import print_json, table
-from agent.security.tokens import ROLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """Operator tokens of the hub's API: roles, stored hashed in the hub's database.
 
-The same scheme as the device's API tokens (agent/security/tokens.py, whose
-hashing, roles and ``TokenInfo`` are imported, not copied): a token is
+The same scheme as the device's API tokens (agent/core/auth.py: format,
+hashing, roles and ``TokenInfo``, shared with the device): a token is
 ``eht_<id>_<secret>`` (``eht``: edge-hub token, so a device token pasted at
 the hub is recognisably the wrong kind), the id (12 hex) finds the row, the
 secret is 32 random bytes, and only the SHA-256 of the whole token is kept;
@@ -19,20 +19,24 @@ administrator) or by an admin through the API.
 
 from __future__ import annotations
 
-import base64
-import hmac
-import re
-import secrets
 import time
 from typing import Any
 
-from agent.core.errors import BadRequestError, ConflictError, NotFoundError
-from agent.security.tokens import ROLES, TokenInfo, hash_token, role_rank
+from agent.core.auth import (
+    ROLES,
+    TokenInfo,
+    check_new_token,
+    hash_matches,
+    hash_token,
+    new_token,
+    role_rank,
+    token_pattern,
+)
+from agent.core.errors import ConflictError, NotFoundError
 from sync.hub.db import HubDB
 
 PREFIX = "eht_"
-_TOKEN_RE = re.compile(r"^eht_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_TOKEN_RE = token_pattern(PREFIX)
 _COLUMNS = "id, name, role, created_at, expires_at, revoked_at"
 
 
@@ -52,18 +56,9 @@ class HubTokens:
         self, name: str, role: str, *, ttl_s: float | None = None, created_by: str = "cli"
     ) -> tuple[str, TokenInfo]:
         """Make a token; its plain text is returned once and never stored."""
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise BadRequestError(
-                "token name: 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
-            )
-        if role not in ROLES:
-            raise BadRequestError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-        if ttl_s is not None and ttl_s <= 0:
-            raise BadRequestError("a token's lifetime must be positive (seconds)")
+        check_new_token(name, role, ttl_s)
         now = time.time()
-        token_id = secrets.token_hex(6)
-        secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-        token = f"{PREFIX}{token_id}_{secret}"
+        token_id, token = new_token(PREFIX)
         expires = now + ttl_s if ttl_s else None
         with self.db.transaction() as tx:
             clash = tx.query("SELECT id FROM operator_tokens WHERE name = ? AND revoked_at IS NULL", (name,))
@@ -109,7 +104,7 @@ class HubTokens:
         if not match:
             return None
         rows = self.db.query(f"SELECT {_COLUMNS}, hash FROM operator_tokens WHERE id = ?", (match.group(1),))
-        if not rows or not hmac.compare_digest(rows[0]["hash"], hash_token(token)):
+        if not rows or not hash_matches(rows[0]["hash"], token):
             return None
         info = _info(rows[0])
         return info if info.active else None
