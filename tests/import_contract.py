@@ -54,7 +54,6 @@ class Exception_:
 # Known breaches, to be removed (issue 12). The owners of sync/ are moving these
 # files now; until they are done the contract names each import it tolerates.
 EXCEPTIONS: tuple[Exception_, ...] = (
-    Exception_("sync.hub.*", "agent.config", "the settings loader: to move to agent.core"),
     Exception_(
         "sync.hub.web*", "agent.web.*", "the hub's web pages reuse the device UI's renderer and sessions"
     ),

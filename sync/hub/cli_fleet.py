@@ -354,7 +354,7 @@ def _took_effect(command: dict[str, Any]) -> str:
 
 
 def config_show(args: argparse.Namespace) -> int:
-    from agent.config import settings_to_dict
+    from agent.core.settings import settings_to_dict
     from sync.hub.settings import load_hub_settings
 
     settings = load_hub_settings(args.config)

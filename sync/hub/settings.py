@@ -1,6 +1,6 @@
 """The hub's settings: frozen dataclasses from TOML + ``EDGE_HUB_...`` variables + CLI flags.
 
-Built with the same machinery as the agent's (``agent.config``): every field
+Built with the same machinery as the agent's (the loader in agent/core/settings.py): every field
 is a documented ``setting(...)``, a bad value stops the start with a
 ConfigError naming where it came from. Precedence: embedded defaults < TOML
 file < ``EDGE_HUB_...`` variables < ``edge-hub run`` flags.
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.config import LogSettings, apply_env, build_settings, read_toml, setting
+from agent.core import settings as loader
 from agent.core.errors import ConfigError
+from agent.core.settings import BrokerSettings, LogSettings, check_host, check_mqtt_url, setting, source_field
 
 DEFAULT_HUB_CONFIG_PATH = Path("/etc/edge-hub/hub.toml")
 HUB_ENV_PREFIX = "EDGE_HUB_"
@@ -57,14 +58,8 @@ class HubApiSettings:
 
 
 @dataclass(frozen=True)
-class HubMqttSettings:
+class HubMqttSettings(BrokerSettings):
     url: str = setting("mqtt://127.0.0.1:1883", "Broker, mqtt://host:port or mqtts://host:port.")
-    username: str = setting("", "MQTT user name.")
-    password: str = setting("", "MQTT password.", secret=True)
-    ca_file: str = setting("", "CA bundle for mqtts:// (empty: the system's).")
-    cert_file: str = setting("", "Client certificate for mutual TLS.")
-    key_file: str = setting("", "Client key for mutual TLS.")
-    keepalive: int = setting(30, "MQTT keepalive in seconds.", minimum=5, maximum=3600)
     client_id: str = setting(
         "",
         "This instance's MQTT client id; its session is persistent (messages that arrive while the hub "
@@ -195,7 +190,7 @@ class HubSettings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     enroll: EnrolSettings = field(default_factory=EnrolSettings)
 
-    source: str = field(default="<embedded default>", compare=False, metadata={"internal": True})
+    source: str = source_field()
 
     @property
     def data_path(self) -> Path:
@@ -247,12 +242,11 @@ def derived_client_id(settings: HubSettings) -> str:
 
 
 def default_hub_data_dir(env: Mapping[str, str]) -> str:
-    if env.get("STATE_DIRECTORY"):
-        return env["STATE_DIRECTORY"].split(":")[0]
-    if env.get("INVOCATION_ID"):
-        return "/var/lib/edge-hub"
-    xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".local" / "share")
-    return str(Path(xdg) / "edge-hub")
+    return loader.default_data_dir(env, "edge-hub")
+
+
+#: the checks beyond type and bounds (the same as the agent's for the keys both have)
+VALIDATORS = {"mqtt.url": check_mqtt_url, "api.host": check_host}
 
 
 def load_hub_settings(
@@ -265,35 +259,25 @@ def load_hub_settings(
     ``path=None`` uses /etc/edge-hub/hub.toml when it exists (or $EDGE_HUB_CONFIG, which must exist).
     """
     env = os.environ if env is None else env
-    explicit = path is not None or bool(env.get(HUB_ENV_PREFIX + "CONFIG"))
-    file_path = Path(path or env.get(HUB_ENV_PREFIX + "CONFIG") or DEFAULT_HUB_CONFIG_PATH)
-    data: dict[str, Any] = {}
-    source = "<embedded default>"
-    if file_path.exists():
-        data = read_toml(file_path)
-        source = str(file_path)
-    elif explicit:
-        raise ConfigError(f"config file {file_path} does not exist; create it or drop --config")
-    # EDGE_HUB_URL and EDGE_HUB_TOKEN are for the CLI (the API to talk to, and how), not settings
-    env_settings = {k: v for k, v in env.items() if k not in _CLI_ONLY_ENV}
-    apply_env(data, env_settings, source, prefix=HUB_ENV_PREFIX)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        *sections, key = dotted.split(".")
-        target = data
-        for part in sections:
-            target = target.setdefault(part, {})
-        target[key] = value
-    settings = build_settings(HubSettings, data, source, prefix="")
-    fill: dict[str, Any] = {"source": source}
-    if not settings.data_dir:
-        fill["data_dir"] = default_hub_data_dir(env)
+    settings: HubSettings = loader.load(
+        HubSettings,
+        path=path,
+        env=env,
+        prefix=HUB_ENV_PREFIX,
+        default_path=DEFAULT_HUB_CONFIG_PATH,
+        validators=VALIDATORS,
+        overrides=overrides,
+        # EDGE_HUB_URL and EDGE_HUB_TOKEN are for the CLI (the API to talk to, and how), not settings
+        not_settings=_CLI_ONLY_ENV,
+    )
+    source = settings.source
     if bool(settings.api.tls_cert) != bool(settings.api.tls_key):
         raise ConfigError(f"{source}: api.tls_cert and api.tls_key must be set together")
     if settings.mqtt.share_group and any(c in settings.mqtt.share_group for c in "/+#"):
         raise ConfigError(f"{source}: mqtt.share_group must be one topic level (no '/', '+', '#')")
-    return dataclasses.replace(settings, **fill)
+    if not settings.data_dir:
+        settings = dataclasses.replace(settings, data_dir=default_hub_data_dir(env))
+    return settings
 
 
 __all__ = [
