@@ -1,9 +1,14 @@
 """The voice assistant with its default models on this machine, each figure beside a named peer.
 
 - end of speech (the VAD's decision) → first reply audio, p50/p95, for local
-  intents and for LLM answers, with the end-of-speech silence setting beside
-  it; peer: the same engines run one after the other without streaming
-  (transcribe, whole answer, whole synthesis), which is what streaming saves;
+  intents and for LLM answers, with the end-of-speech silence setting and the
+  load average beside it; peers: the same pipeline with the early decode off
+  (nothing starts before the decision: what decoding in the trailing silence
+  and preparing the answer's first audio there save), and the same engines
+  run one after the other without streaming (transcribe, whole answer, whole
+  synthesis); the stages of a local-intent turn (decode start and end, first
+  chunk synthesised, first audio) as medians in ms from the decision, ours
+  beside the early-decode-off pipeline's;
 - real-time factor per stage (wake word ×2, VAD, ASR, TTS) and LLM tokens/s,
   ours (through the model manager) vs each engine's own library called
   directly on the same input;
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -69,6 +75,11 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
+def load() -> str:
+    """The 1-minute load average now (the machine is shared: figures are read beside it)."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def row(
     name: str,
     ours: float,
@@ -77,9 +88,10 @@ def row(
     unit: str,
     target: str,
     lower_better: bool = True,
+    ratio_of: bool = True,
 ) -> dict[str, Any]:
     ratio = None
-    if peer:
+    if peer and ratio_of:
         ratio = round(ours / peer, 3)
     return {
         "name": name,
@@ -89,6 +101,7 @@ def row(
         "unit": unit,
         "ratio": ratio,
         "target": target,
+        "loadavg_1m": float(load()),
     }
 
 
@@ -135,15 +148,16 @@ class Bench:
         return pcm, speech.silence(self.settings.end_of_speech_ms + 100) + speech.silence(1000)
 
     async def pipeline_turn(
-        self, text: str, stream: str, realtime_tail: bool
+        self, text: str, stream: str, realtime_tail: bool, early: bool = True
     ) -> tuple[list[Any], dict[str, float], float]:
-        """One turn through a fresh pipeline: (events, latency spans, CPU seconds)."""
+        """One turn through a fresh pipeline: (events, latency spans, CPU seconds); ``self.marks``: its marks."""
         from agent.voice.factory import pipeline_config
         from agent.voice.pipeline import VoicePipeline
         from agent.voice.sinks import NullSink
 
         pcm, tail = self.turn_audio(text)
-        pipeline = VoicePipeline(self.engines, pipeline_config(self.settings), sink=NullSink(), stream=stream)
+        config = pipeline_config(self.settings, early_decode=early)
+        pipeline = VoicePipeline(self.engines, config, sink=NullSink(), stream=stream)
         events: list[Any] = []
         pipeline.listeners.append(events.append)
         c0 = time.process_time()
@@ -158,19 +172,25 @@ class Bench:
                     await asyncio.sleep(delay)
                 await pipeline.feed(tail[k : k + 640])
             await pipeline.end_of_input()
+        self.marks = pipeline.last_marks
         return events, pipeline.last_timings, time.process_time() - c0
 
-    async def turns(self, utterances: tuple[str, ...], kind: str) -> tuple[list[float], float, float]:
-        """(EOS→first audio per turn, ASR busy s, ASR audio s)."""
+    async def turns(
+        self, utterances: tuple[str, ...], kind: str, early: bool = True
+    ) -> tuple[list[float], float, float]:
+        """(EOS→first audio per turn, ASR busy s, ASR audio s); each turn's marks go to ``self.stages``."""
         latencies: list[float] = []
         asr_s = asr_audio = 0.0
         for i, text in enumerate(utterances):
-            events, spans, _ = await self.pipeline_turn(text, f"bench-{kind}-{i}", realtime_tail=True)
+            events, spans, _ = await self.pipeline_turn(
+                text, f"bench-{kind}-{i}", realtime_tail=True, early=early
+            )
             replies = [e for e in events if e.type == "voice.reply"]
             if "speech_end_to_first_audio" not in spans or not replies or replies[-1].answer_source != kind:
                 _progress(f"turn {text!r} gave {[e.type for e in events]}")
                 continue
             latencies.append(spans["speech_end_to_first_audio"] / 1000)
+            self.stages.setdefault((kind, early), []).append(self.marks)
             for e in events:
                 if e.type == "voice.asr.transcript":
                     asr_s += e.asr_ms / 1000
@@ -199,55 +219,102 @@ class Bench:
     async def latency_rows(self) -> None:
         n = 2 if self.quick else 4 * len(COMMANDS)  # >= 30 turns for a p95
         m = 1 if self.quick else 4
+        self.stages: dict[tuple[str, bool], list[dict[str, float]]] = {}
         _progress("warm-up turn")
-        await self.turns(COMMANDS[-1:], "intent")  # first-call costs are not what a driver waits for
+        for early in (True, False):  # first-call costs are not what a driver waits for
+            await self.turns(COMMANDS[-1:], "intent", early)
         await self.sequential_peer(COMMANDS[-1:])
-        # ours and the peer alternate utterance by utterance, so machine noise hits both alike
+        self.stages.clear()
+        # ours and the peers alternate utterance by utterance (which goes first alternates too),
+        # so machine noise hits them alike
         intents: list[float] = []
-        llm: list[float] = []
+        late: list[float] = []
         peer_i: list[float] = []
-        peer_l: list[float] = []
         asr_busy = asr_audio = 0.0
-        for kind, texts, ours, peer in (
-            ("intent", (COMMANDS * 4)[:n], intents, peer_i),
-            ("llm", QUESTIONS[:m], llm, peer_l),
-        ):
-            _progress(f"{kind} turns")
-            for text in texts:
-                lat, busy, audio = await self.turns((text,), kind)
-                ours += lat
-                asr_busy += busy
-                asr_audio += audio
-                if kind == "intent" or len(peer) < max(2, m // 2):  # a whole LLM answer takes seconds
-                    peer += await self.sequential_peer((text,))
+        load0 = load()
+        _progress("intent turns")
+        for i, text in enumerate((COMMANDS * 4)[:n]):
+            for early in (i % 2 == 0, i % 2 == 1):
+                lat, busy, audio = await self.turns((text,), "intent", early)
+                (intents if early else late).extend(lat)
+                if early:
+                    asr_busy += busy
+                    asr_audio += audio
+            peer_i += await self.sequential_peer((text,))
+        load1 = load()
+        llm: list[float] = []
+        peer_l: list[float] = []
+        _progress("llm turns")
+        for text in QUESTIONS[:m]:
+            lat, busy, audio = await self.turns((text,), "llm")
+            llm += lat
+            asr_busy += busy
+            asr_audio += audio
+            if len(peer_l) < max(2, m // 2):  # a whole LLM answer takes seconds
+                peer_l += await self.sequential_peer((text,))
         self.asr = (asr_busy, asr_audio)
         eos = self.settings.end_of_speech_ms
+        if intents and late:
+            span = f"end_of_speech_ms={eos}, n={len(intents)}/{len(late)}, load {load0}→{load1}"
+            for q, label, target in ((0.5, "p50", "-"), (0.95, "p95", "p95 <= 0.30 s")):
+                self.rows.append(
+                    row(
+                        f"voice: end of speech → first audio, local intent, {label} ({span})",
+                        _pct(intents, q),
+                        _pct(late, q),
+                        "the same pipeline, early decode off",
+                        "s",
+                        target,
+                    )
+                )
+            self.rows += self.stage_rows()
         for label, ours, peer, target in (
             ("local intent", intents, peer_i, "p95 <= 0.30 s"),
             ("LLM answer", llm, peer_l, "p95 <= 1.5 s"),
         ):
-            if not ours:
+            if not ours or not peer:
                 continue
-            self.rows.append(
-                row(
-                    f"voice: end of speech → first audio, {label}, p50 (end_of_speech_ms={eos}, n={len(ours)})",
-                    statistics.median(ours),
-                    statistics.median(peer),
-                    "sequential, no streaming",
-                    "s",
-                    "-",
+            for q, name in ((0.5, "p50"), (0.95, "p95")):
+                self.rows.append(
+                    row(
+                        f"voice: end of speech → first audio, {label}, {name} "
+                        f"(end_of_speech_ms={eos}, n={len(ours)}, load {load()})",
+                        _pct(ours, q),
+                        _pct(peer, q),
+                        "sequential, no streaming",
+                        "s",
+                        target if name == "p95" else "-",
+                    )
                 )
-            )
-            self.rows.append(
-                row(
-                    f"voice: end of speech → first audio, {label}, p95 (end_of_speech_ms={eos}, n={len(ours)})",
-                    _pct(ours, 0.95),
-                    _pct(peer, 0.95),
-                    "sequential, no streaming",
-                    "s",
-                    target,
+
+    def stage_rows(self) -> list[dict[str, Any]]:
+        """Where a local-intent turn's time goes: medians, ms from the end-of-speech decision."""
+        ours = self.stages.get(("intent", True), [])
+        peer = self.stages.get(("intent", False), [])
+        out = []
+        for mark, what in (
+            ("decode_start", "Whisper call whose text was used: start"),
+            ("decode_end", "Whisper call whose text was used: end"),
+            ("transcript", "transcript in the reply"),
+            ("tts_start", "first chunk: synthesis start"),
+            ("tts_ready", "first chunk: synthesised"),
+            ("first_audio", "first audio written to the sink"),
+        ):
+            a = [m[mark] for m in ours if mark in m]
+            b = [m[mark] for m in peer if mark in m]
+            if a and b:
+                out.append(
+                    row(
+                        f"voice: intent turn stage, {what} (ms from the decision, median; n={len(a)})",
+                        statistics.median(a),
+                        statistics.median(b),
+                        "the same pipeline, early decode off",
+                        "ms",
+                        "info",
+                        ratio_of=False,
+                    )
                 )
-            )
+        return out
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -266,7 +333,7 @@ class Bench:
         peer_cpu, peer_wall = _pymicro(pcm)
         self.rows.append(
             row(
-                "voice: wake words ×2, CPU share of one core",
+                f"voice: wake words ×2, CPU share of one core (load {load()})",
                 100 * ours_cpu / seconds,
                 100 * peer_cpu / seconds if peer_cpu else None,
                 "pymicro-wakeword (own TFLite runner)",

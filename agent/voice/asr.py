@@ -49,9 +49,15 @@ class PartialTranscript(Event):
 
 
 class AsrStream(ABC):
-    """One utterance. Not reusable."""
+    """One utterance. Not reusable.
+
+    ``marks``: perf_counter times of the decode whose text ``finish`` returns
+    (``decode_start``, ``decode_end``), where the engine knows them; the
+    reply adds them to the turn's latency stamps.
+    """
 
     missing_words: list[str]
+    marks: dict[str, float]
 
     @abstractmethod
     async def feed(self, pcm: bytes) -> str | None:
@@ -76,6 +82,10 @@ class AsrStream(ABC):
 
     def drop_speculation(self) -> None:
         """Speech resumed: the early decode is of an unfinished utterance."""
+        return None
+
+    def early_decode(self) -> asyncio.Future[str] | None:
+        """The decode begun by ``speculate`` (its text is what ``finish`` returns unless dropped), or None."""
         return None
 
 
@@ -113,6 +123,7 @@ class _WhisperStream(AsrStream):
     _last_partial: str = ""
     _early: asyncio.Task[str] | None = None
     _early_stale: bool = False
+    marks: dict[str, float] = field(default_factory=dict)
 
     async def feed(self, pcm: bytes) -> str | None:
         self.chunks.append(pcm)
@@ -152,12 +163,22 @@ class _WhisperStream(AsrStream):
                 return
             self._early.cancel()
         audio = b"".join(self.chunks)
-        self._early = asyncio.create_task(self.engine._decode(audio, self.phrases))
+        self._early = asyncio.create_task(self._timed(audio))
         self._early.add_done_callback(lambda t: t.cancelled() or t.exception())  # a stale one's error
         self._early_stale = False
 
     def drop_speculation(self) -> None:
         self._early_stale = True
+
+    def early_decode(self) -> asyncio.Future[str] | None:
+        return None if self._early is None or self._early_stale else self._early
+
+    async def _timed(self, audio: bytes) -> str:
+        """Decode ``audio``, noting when; the marks are the latest decode's (the one ``finish`` uses)."""
+        start = time.perf_counter()
+        text = await self.engine._decode(audio, self.phrases)
+        self.marks = {"decode_start": start, "decode_end": time.perf_counter()}
+        return text
 
     async def finish(self) -> str:
         early, self._early = self._early, None
@@ -170,7 +191,7 @@ class _WhisperStream(AsrStream):
             return await early
         if early is not None:
             early.cancel()
-        return await self.engine._decode(b"".join(self.chunks), self.phrases)
+        return await self._timed(b"".join(self.chunks))
 
 
 class WhisperAsr(AsrEngine):
@@ -232,6 +253,7 @@ class _VoskStream(AsrStream):
         self.engine = engine
         self.state = state
         self.missing_words = missing
+        self.marks: dict[str, float] = {}
         self._last = ""
         self.audio_bytes = 0
         self.busy_s = 0.0

@@ -36,6 +36,17 @@ class Dialogue:
         #: voice-skill plugins (agent/plugins), asked before the LLM; set by the plugins service
         self.skills: Callable[[str], Awaitable[str | None]] | None = None
 
+    def rules_answer(self, text: str) -> str:
+        """What ``respond`` will say for ``text`` if the intent rules answer it, else "".
+
+        Matching is a pure function of the text (no model, nothing done), so
+        the answer can be known, and its speech prepared, before the turn.
+        """
+        match = self.catalog.match(text)
+        if match is None or match.name == "system.stop":
+            return ""
+        return match.answer
+
     async def respond(self, text: str, conversation: str, result: TurnResult) -> AsyncIterator[str]:
         """Text pieces of the answer; ``result`` is filled in as the turn goes."""
         match = self.catalog.match(text)

@@ -14,7 +14,8 @@ _BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 LATENCY = Histogram(
     "edge_voice_latency_seconds",
     "Voice pipeline latency by span: wake_to_speech_end, speech_end_to_transcript, "
-    "transcript_to_first_token, first_token_to_first_audio, speech_end_to_first_audio.",
+    "transcript_to_first_token, first_token_to_first_audio, speech_end_to_first_audio, speech_end_to_reply_text; "
+    "the stages: decode (the Whisper call whose text was used), tts_first_chunk, tts_ready_to_first_audio.",
     ["span"],
     buckets=_BUCKETS,
 )

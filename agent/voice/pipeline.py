@@ -32,6 +32,7 @@ from agent.voice.asr import AsrEngine, AsrStream, PartialTranscript
 from agent.voice.audio import BYTES_PER_MS
 from agent.voice.dialogue import Dialogue
 from agent.voice.events import PipelineState, PipelineStateChanged, VoiceError
+from agent.voice.foresight import Foresight
 from agent.voice.frontend import AudioCleaner, LevelMeter
 from agent.voice.postprocess import PostProcessor
 from agent.voice.replies import Replies
@@ -75,6 +76,9 @@ class PipelineConfig:
     #: WebRTC noise suppression level 0 (off) to 4, and automatic gain target 0 (off) to 31 dBFS
     noise_suppression: int = 0
     auto_gain_dbfs: int = 0
+    #: decode in the trailing silence and prepare a rules answer's first audio there (foresight.py);
+    #: off, everything starts at the end-of-speech decision
+    early_decode: bool = True
 
 
 @dataclass
@@ -121,6 +125,8 @@ class VoicePipeline:
         )
         self.finished = asyncio.Event()
         self.last_timings: dict[str, float] = {}
+        #: the last turn's marks in ms from its end-of-speech decision (Stamps.relative)
+        self.last_marks: dict[str, float] = {}
         self.max_buffered_bytes = 0
         self.replies = Replies(self)
         self.stop_words: StopWordWatcher | None = None
@@ -134,6 +140,7 @@ class VoicePipeline:
         self._speech = False
         #: where the pause began whose audio is being decoded early (``_speculate``), or None
         self._speculating: float | None = None
+        self._foresight = Foresight(engines, config.tts_speed)
         self._stamps = Stamps()
 
     # -- events ------------------------------------------------------------------------------
@@ -193,6 +200,7 @@ class VoicePipeline:
             await self.listen("push_to_talk")
 
     async def close(self) -> None:
+        self._foresight.drop()
         await self.interrupt("closed")
         if self.stop_words is not None:
             await self.stop_words.close()
@@ -282,6 +290,7 @@ class VoicePipeline:
         self._vad.reset(self.audio_ms)
         self._speech = False
         self._speculating = None
+        self._foresight.drop()
         self._listen_since_ms = self.audio_ms
         try:
             self._asr = await self.engines.asr.open(self.config.phrases)
@@ -336,18 +345,22 @@ class VoicePipeline:
         they go on. What is fed after the start is silence, which Whisper
         does not turn into words, so the early text is the utterance's text.
         """
-        if self._vad is None or self._asr is None:
+        if self._vad is None or self._asr is None or not self.config.early_decode:
             return
         pause = self._vad.segmenter.pause_ms
         pause_began = self._vad.audio_ms - pause if pause else None
         if self._speculating is not None and pause_began != self._speculating:
             self._asr.drop_speculation()  # the speaker went on (perhaps pausing again since)
+            self._foresight.drop()
             self._speculating = None
         if pause >= SPECULATE_AFTER_MS and self._speculating is None:
             self._asr.speculate()
             self._speculating = pause_began
+            if self.config.end == "speech":
+                self._foresight.begin(self._asr)
 
     async def _stop_listening(self, reason: str) -> None:
+        self._foresight.drop()
         if self._asr is not None:
             await self._asr.cancel()
             self._asr = None
@@ -368,7 +381,7 @@ class VoicePipeline:
             await self.set_state(PipelineState.IDLE, "no recognizer")
             return
         self.turns += 1
-        self.replies.respond(stream, self._stamps, reason, audio_ms, self.turns)
+        self.replies.respond(stream, self._stamps, reason, audio_ms, self.turns, self._foresight.take())
 
     async def _stop_said(self) -> None:
         await self.interrupt("stop")

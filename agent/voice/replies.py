@@ -24,7 +24,9 @@ from agent.voice.events import PipelineState, ReplyDone, TurnTimings
 from agent.voice.turn import Stamps, one_piece, speak
 
 if TYPE_CHECKING:
+    from agent.voice.foresight import PreparedSpeech
     from agent.voice.pipeline import VoicePipeline
+    from agent.voice.tts import Tts
 
 log = logging.getLogger("edge_agent.voice")
 
@@ -106,28 +108,47 @@ class Replies:
 
     # -- a spoken turn -----------------------------------------------------------------------
 
-    def respond(self, stream: AsrStream, stamps: Stamps, end: str, audio_ms: float, turn: int) -> None:
-        """The utterance ended: transcribe it, then answer (unless the turn ends at the transcript)."""
+    def respond(
+        self,
+        stream: AsrStream,
+        stamps: Stamps,
+        end: str,
+        audio_ms: float,
+        turn: int,
+        prepared: PreparedSpeech | None = None,
+    ) -> None:
+        """The utterance ended: transcribe it, then answer (unless the turn ends at the transcript).
+
+        ``prepared``: the answer's first audio, made in the trailing silence (foresight.py).
+        """
         p = self.p
 
         async def body() -> None:
-            t0 = time.perf_counter()
-            raw = await stream.finish()
-            stamps.mark("transcript")
-            text = p.engines.postprocess(raw)
-            await p.emit(
-                Transcript(
-                    source="asr", stream=p.stream, text=text, raw_text=raw, language=p.engines.asr.language,
-                    audio_ms=round(audio_ms, 1), asr_ms=round((time.perf_counter() - t0) * 1000, 1),
-                )
-            )  # fmt: skip
-            if p.config.end != "transcript":
-                await self.answer(text, stamps)
+            try:
+                t0 = time.perf_counter()
+                raw = await stream.finish()
+                stamps.mark("transcript")
+                for name, at in stream.marks.items():
+                    stamps.mark(name, at)
+                text = p.engines.postprocess(raw)
+                await p.emit(
+                    Transcript(
+                        source="asr", stream=p.stream, text=text, raw_text=raw,
+                        language=p.engines.asr.language, audio_ms=round(audio_ms, 1),
+                        asr_ms=round((time.perf_counter() - t0) * 1000, 1),
+                    )
+                )  # fmt: skip
+                if p.config.end != "transcript":
+                    await self.answer(text, stamps, prepared)
+            finally:
+                if prepared is not None:
+                    prepared.close()
 
         async def timings() -> None:
             stamps.mark("done")
             stamps.observe()
             p.last_timings = stamps.spans()
+            p.last_marks = stamps.relative()
             await p.emit(
                 TurnTimings(
                     source="voice", stream=p.stream, turn=turn, end=end, audio_ms=round(audio_ms, 1),
@@ -137,7 +158,7 @@ class Replies:
 
         self._start(body, f"voice-{p.stream}-reply", turn=True, after=timings)
 
-    async def answer(self, text: str, stamps: Stamps) -> None:
+    async def answer(self, text: str, stamps: Stamps, tts: Tts | None = None) -> None:
         p = self.p
         if not text.strip():
             metrics.TURNS.labels("none").inc()
@@ -154,7 +175,7 @@ class Replies:
             answer = "".join(parts)
         else:
             answer, _ = await speak(
-                pieces, p.engines.tts, p.sink, p.emit, p.stream, stamps,
+                pieces, tts or p.engines.tts, p.sink, p.emit, p.stream, stamps,
                 speed=p.config.tts_speed, on_first_audio=self._speaking,
             )  # fmt: skip
         if result.intent is not None:

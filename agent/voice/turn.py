@@ -6,9 +6,14 @@ into audio while the previous one plays; the player writes to the sink.
 Cancelling the reply task (barge-in) cancels all three: the LLM stops at its
 next token, synthesis stops, and the sink fades out within one block.
 
-``Stamps`` records perf_counter times for wake, speech start/end, transcript,
-first token and first audio; ``spans()`` turns them into the latency spans
-the metrics and the bench report.
+``Stamps`` records perf_counter times for wake, speech start/end, the
+decode whose text was used (``decode_start``/``decode_end``: begun in the
+trailing silence, before ``speech_end``, when the early decode held),
+transcript, first token, the first chunk's synthesis (``tts_start``/
+``tts_ready``: before ``speech_end`` when it was prepared early,
+``foresight.py``) and first audio; ``spans()`` turns them into the latency
+spans the metrics and the bench report, ``relative()`` into times from the
+end-of-speech decision.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ SPANS = (
     ("first_token_to_first_audio", "first_token", "first_audio"),
     ("speech_end_to_first_audio", "speech_end", "first_audio"),
     ("speech_end_to_reply_text", "speech_end", "reply_text"),
+    ("decode", "decode_start", "decode_end"),
+    ("tts_first_chunk", "tts_start", "tts_ready"),
+    ("tts_ready_to_first_audio", "tts_ready", "first_audio"),
 )
 
 
@@ -54,6 +62,13 @@ class Stamps:
             if a in self.times and b in self.times:
                 out[name] = round((self.times[b] - self.times[a]) * 1000, 1)
         return out
+
+    def relative(self, origin: str = "speech_end") -> dict[str, float]:
+        """Every mark in ms from ``origin`` (negative: before it); empty without ``origin``."""
+        if origin not in self.times:
+            return {}
+        t0 = self.times[origin]
+        return {name: round((t - t0) * 1000, 1) for name, t in self.times.items()}
 
     def observe(self) -> None:
         for name, ms in self.spans().items():
@@ -99,7 +114,11 @@ async def speak(
             if prelude is not None:
                 await audio.put(prelude)
             while (s := await sentences.get()) is not None:
-                await audio.put(await tts.synthesize_sentence(s, speed=speed))
+                chunk = await tts.synthesize_sentence(s, speed=speed)
+                if chunk.made_at:
+                    stamps.mark("tts_start", chunk.started_at)
+                    stamps.mark("tts_ready", chunk.made_at)
+                await audio.put(chunk)
         except BaseException:
             _end(audio)
             raise
