@@ -253,6 +253,15 @@ class Residualizer:
         self.alpha = 1.0 / max(n / 4.0, 10.0)
         return self
 
+    @property
+    def step_rows(self) -> int:
+        """The most rows scored against one set of levels: a tenth of the level's time constant.
+
+        The levels move between micro-batches, not inside one; a batch as long as the time constant
+        (a replay's, a backlog's) would judge its last rows against a level that many rows stale, so
+        a drifting channel would read as shifted. The engine splits longer batches."""
+        return max(1, int(0.1 / self.alpha))
+
     def _innovations(self, D: np.ndarray, prev: np.ndarray) -> np.ndarray:
         full = np.vstack([prev, D])
         pred = np.zeros_like(D)
@@ -296,8 +305,18 @@ class Residualizer:
             mean = X.mean(axis=0)
             stale = held & (np.abs(mean - self.base_level) < np.abs(mean - moving))
             moving = np.where(stale, self.base_level, moving)
-        self.level = np.where(self.mode == 2, self.level, moving)
+        self._move_level(np.where(self.mode == 2, self.level, moving))
         self.slow_level = self._ewma(self.slow_level, X, normal, self.alpha / 4.0)
+
+    def _move_level(self, level: np.ndarray) -> None:
+        """Move the levels, and the AR state with them: the last deviations are re-expressed around
+        the new level, so the next innovation sees only what the channel did, not the level's step
+        (the level moves once per micro-batch; left in the state, that step read as a one-row
+        spike at every batch boundary, a 'transient' with the batch's period)."""
+        step = level - self.level
+        base_step = step - step @ self.B.T  # what a level step does to each channel's modelled deviation
+        self.prev -= np.where(self.mode == 1, 0.0, np.where(self.mode == 2, base_step, step))
+        self.level = level
 
     def reanchor(self, levels: dict[int, float]) -> None:
         """Move channels' levels to where they settled after an excursion (``regime.ReturnWatch``)."""

@@ -294,8 +294,10 @@ class MachineEngine:
         rows = filled if complete.all() else np.where(np.isnan(filled), self.center, filled)
         combined = np.zeros(n)
         pos = 0
-        while pos < n:  # while a channel is held, short steps: a return re-arms it promptly
-            end = min(n, pos + self.return_step) if self.returns.watching else n
+        while pos < n:  # steps short enough for the levels to follow (and, while a channel is held,
+            # for a return to re-arm it promptly)
+            step = min(self.resid.step_rows, self.return_step if self.returns.watching else n)
+            end = min(n, pos + step)
             part = self._score(rows[pos:end], complete[pos:end], contrib[pos:end])
             combined[pos:end] = part[0]
             for name, s in part[1].items():
