@@ -145,6 +145,13 @@ if [ "$VENV" -eq 1 ]; then
     "$P/$slot/bin/edge-agent" version >/dev/null || die "the new environment does not run; $PREFIX/current unchanged"
     ln -sfn "$slot" "$P/.current.new"
     mv -T "$P/.current.new" "$P/current"
+    # what the updater (edge-agent-update.service) keeps: the version (no older one is installed
+    # over it) and the extras (the next version is installed with the same engines)
+    version="$("$P/current/bin/python" -I -c 'import importlib.metadata as m; print(m.version("edge-agent"))')"
+    previous="null"; [ -n "$current" ] && previous="\"$current\""
+    printf '{"version": "%s", "slot": "%s", "previous": %s, "extras": "%s", "installed_at": %s}\n' \
+        "$version" "$slot" "$previous" "$EXTRAS" "$(date +%s)" >"$P/.installed.json.new"
+    mv -T "$P/.installed.json.new" "$P/installed.json"
     say "$PREFIX/current -> $slot ($("$P/current/bin/edge-agent" version))"
 fi
 

@@ -8,6 +8,7 @@ rewritten to a real executable in a temp dir, and changes nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -177,6 +178,10 @@ def test_install_script_builds_ab_environments(tmp_path: Path) -> None:
             [str(prefix / "current/bin/edge-agent"), "version"], capture_output=True, text=True, timeout=30
         )
         assert out.stdout.strip() == f"edgeapp {version}"
+        # what the updater keeps: the version (nothing older goes over it) and the extras
+        state = json.loads((prefix / "installed.json").read_text())
+        assert state["version"] == version and state["slot"] == os.readlink(prefix / "current")
+        assert state["extras"] and "onnx" in state["extras"].split(",")
     old = subprocess.run(
         [str(root / "opt/edge-agent/venv-a/bin/edge-agent")], capture_output=True, text=True, timeout=30
     )

@@ -35,14 +35,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ConfigError, EdgeAgentError
 from agent.security.fileio import atomic_write_json, fsync_dir
+from agent.security.update_health import HealthCheck, command_health, service_health  # noqa: F401 - re-exported
 
 log = logging.getLogger("edge_agent.update")
 
@@ -52,8 +51,6 @@ JOURNAL = "update-journal.json"
 STATE = "installed.json"
 STEPS = ("begin", "clear_slot", "create_env", "install", "check_env", "switch", "health", "commit")
 CRASH_ENV = "EDGEAGENT_TEST_CRASH_AFTER"
-
-HealthCheck = Callable[[Path], bool]
 
 
 class UpdateFailed(EdgeAgentError):
@@ -75,6 +72,9 @@ class Installer:
     is replaced by its bin directory); it must exit 0. ``health`` is called
     after the switch with the prefix's ``current`` path and returns True when
     the service is healthy (production: restart the unit and poll /readyz).
+    ``extras``: the pip extras the new version is installed with (the engines);
+    ``None`` keeps those the running version was installed with (``installed.json``,
+    written by install.sh and by each install), so an update never drops an engine.
     """
 
     def __init__(
@@ -88,6 +88,7 @@ class Installer:
         no_deps: bool = False,
         seed_pip: bool = True,
         timeout_s: float = 600.0,
+        extras: str | None = None,
     ) -> None:
         self.prefix = Path(prefix)
         self.check_cmd = list(check_cmd)
@@ -100,6 +101,7 @@ class Installer:
         # --python (pip >= 22.3), which is faster: the crash tests use that
         self.seed_pip = seed_pip
         self.timeout_s = timeout_s
+        self.extras = extras
 
     # ------------------------------------------------------------ state
 
@@ -164,11 +166,13 @@ class Installer:
                     "systemd/install.sh (or Installer.bootstrap)"
                 )
             slot = SLOTS[1] if previous == SLOTS[0] else SLOTS[0]
+            extras = self.extras if self.extras is not None else self.installed().get("extras", "")
             journal = {
                 "version": version,
                 "wheel": str(wheel),
                 "slot": slot,
                 "previous": previous,
+                "extras": extras,
                 "started_at": time.time(),
                 "steps": [],
             }
@@ -180,7 +184,7 @@ class Installer:
                 "create the environment",
             )
             self._record(journal, "create_env")
-            self._pip_install(slot, wheel)
+            self._pip_install(slot, wheel, extras)
             self._record(journal, "install")
             self._check(slot, version)
             self._record(journal, "check_env")
@@ -196,7 +200,13 @@ class Installer:
             self._record(journal, "health")
             atomic_write_json(
                 self.prefix / STATE,
-                {"version": version, "slot": slot, "previous": previous, "installed_at": time.time()},
+                {
+                    "version": version,
+                    "slot": slot,
+                    "previous": previous,
+                    "extras": journal.get("extras", ""),
+                    "installed_at": time.time(),
+                },
                 mode=0o644,
             )
             self._record(journal, "commit")
@@ -263,12 +273,19 @@ class Installer:
                 self._venv_cmd(SLOTS[0]),
                 "create the environment",
             )
-            self._pip_install(SLOTS[0], Path(wheel).resolve())
+            extras = self.extras or ""
+            self._pip_install(SLOTS[0], Path(wheel).resolve(), extras)
             self._check(SLOTS[0], version)
             self._switch(SLOTS[0])
             atomic_write_json(
                 self.prefix / STATE,
-                {"version": version, "slot": SLOTS[0], "previous": None, "installed_at": time.time()},
+                {
+                    "version": version,
+                    "slot": SLOTS[0],
+                    "previous": None,
+                    "extras": extras,
+                    "installed_at": time.time(),
+                },
                 mode=0o644,
             )
             return InstallResult("installed", version, SLOTS[0], f"edge-agent {version} installed")
@@ -292,7 +309,7 @@ class Installer:
             str(self.prefix / slot),
         ]
 
-    def _pip_install(self, slot: str, wheel: Path) -> None:
+    def _pip_install(self, slot: str, wheel: Path, extras: str = "") -> None:
         target = str(self.prefix / slot / "bin" / "python")
         pip = [target, "-m", "pip"] if self.seed_pip else [sys.executable, "-m", "pip", "--python", target]
         cmd = [
@@ -309,7 +326,9 @@ class Installer:
                 cmd.append("pip")  # keep pip in the new environment for the update after this one
         if self.no_deps:
             cmd.append("--no-deps")
-        self._run([*cmd, str(wheel)], f"install {wheel.name}")
+        # the extras' wheels come from the same bundle (--no-index): one missing fails before the switch
+        requirement = f"{wheel}[{extras}]" if extras else str(wheel)
+        self._run([*cmd, requirement], f"install {wheel.name}" + (f" with [{extras}]" if extras else ""))
 
     def _check(self, slot: str, version: str) -> None:
         bindir = str(self.prefix / slot / "bin")
@@ -349,40 +368,6 @@ class Installer:
             tail = (proc.stderr or proc.stdout).strip()[-800:]
             raise UpdateFailed(f"could not {what} (exit {proc.returncode}): {tail}")
         return proc.stdout
-
-
-# ---------------------------------------------------------------- health checks
-
-
-def command_health(cmd: Sequence[str]) -> HealthCheck:
-    """Healthy when ``cmd`` ({current} replaced by the current link) exits 0 within 60 s."""
-
-    def check(current: Path) -> bool:
-        args = [part.replace("{current}", str(current)) for part in cmd]
-        try:
-            return subprocess.run(args, capture_output=True, timeout=60, check=False).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-
-    return check
-
-
-def service_health(restart_cmd: Sequence[str], url: str, timeout_s: float = 60.0) -> HealthCheck:
-    """Production: restart the unit, then healthy once ``url`` (/readyz) answers 200 within ``timeout_s``."""
-
-    def check(current: Path) -> bool:
-        if restart_cmd and subprocess.run(list(restart_cmd), timeout=120, check=False).returncode != 0:
-            return False
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with contextlib.suppress(urllib.error.URLError, OSError):
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        return True
-            time.sleep(1.0)
-        return False
-
-    return check
 
 
 def _base_python() -> str:
