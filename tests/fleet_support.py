@@ -72,7 +72,48 @@ def wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
-class Hub:
+class _Served:
+    """A process started through its CLI, with its output in ``log_path``, ready when ``url + path`` says 200."""
+
+    url: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    #: how long ``stop`` waits after SIGTERM before killing
+    stop_s: float = 15
+
+    def _spawn(
+        self, argv: list[str], env: dict[str, str], ready_path: str, timeout: float, what: str
+    ) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait(lambda: self._answers(ready_path, what), timeout, f"{what} to be ready\n{self.log()}")
+
+    def _answers(self, path: str, what: str) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=1) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.stop_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Hub(_Served):
     """`edge-hub run` in its own process; ``env`` points the CLI at it (EDGE_HUB_URL, EDGE_HUB_TOKEN)."""
 
     def __init__(self, data_dir: Path, mqtt_url: str, **env: str) -> None:
@@ -82,7 +123,7 @@ class Hub:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.data_dir / "hub.log"
         self.extra = env
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = None
         self.env = clean_env(EDGE_HUB_URL=self.url)
 
     def local_args(self) -> list[str]:
@@ -100,26 +141,8 @@ class Hub:
             str(self.port),
             *extra_args,
         ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sync.hub.cli", *args],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait(self._ready, timeout, f"the hub to be ready\n{self.log()}")
+        self._spawn(["sync.hub.cli", *args], env, "/readyz", timeout, "the hub")
         return self
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the hub exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
 
     def make_admin(self, name: str = "alice") -> str:
         out = hub_cli(["tokens", *self.local_args(), "create", name, "--role", "admin"], self.env)
@@ -139,18 +162,6 @@ class Hub:
         out = self.cli(*args, "--json")
         assert out.returncode == 0, (args, out.stdout, out.stderr)
         return json.loads(out.stdout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 def agent_toml(path: Path, mqtt_url: str, *, trusted_key: str = "", labels: tuple[str, ...] = ()) -> Path:
@@ -279,49 +290,23 @@ def box_toml(path: Path, device_id: str, data_dir: Path, api_port: int) -> Path:
     return path
 
 
-class Box:
+class Box(_Served):
     """`edge-agent --config FILE run` in its own process (a box as its service runs it)."""
+
+    stop_s = 20
 
     def __init__(self, config: Path, api_port: int, log_path: Path) -> None:
         self.config = config
         self.url = f"http://127.0.0.1:{api_port}"
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = None
 
     def start(self, timeout: float = 60) -> Box:
         env = clean_env(EDGE_AGENT_LOG__FORMAT="json", EDGE_AGENT_VOICE__ENABLED="off")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait(self._healthy, timeout, f"{self.config.name} healthy\n{self.log()}")
+        self._spawn(
+            ["agent.cli", "--config", str(self.config), "run"], env, "/healthz", timeout, self.config.name
+        )
         return self
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.config.name} exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 __all__ = [

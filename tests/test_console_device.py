@@ -33,6 +33,7 @@ from tests.console_browser import (  # noqa: F401
     playwright_fixture,
     shoot,
 )
+from tests.daemon_support import stop_daemon
 from tests.models_fixtures import MLP_A, build_bundle, signing_key
 
 pytestmark = pytest.mark.timeout(240)
@@ -229,7 +230,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
             feeder.stop.set()
         if thread is not None:
             thread.join(5)
-        _stop(daemon)
+        stop_daemon(daemon)
 
 
 def test_no_token_gets_the_login_page_and_the_api_refuses(box: Box, browser: Any) -> None:
@@ -402,12 +403,3 @@ def test_models_voice_logs_pages(box: Box, browser: Any) -> None:
     page.wait_for_selector("body[data-ready='1']")
     assert page.locator("#models tbody tr[data-model='mlp-a'] button").count() == 0  # nor Load/Unload
     context.close()
-
-
-def _stop(daemon: DaemonProcess) -> None:
-    """SIGTERM, and time to stop on a loaded machine (the voice models take a while to let go); then kill."""
-    try:
-        daemon.stop(timeout=60)
-    except subprocess.TimeoutExpired:
-        daemon.proc.kill()
-        daemon.proc.wait(timeout=10)

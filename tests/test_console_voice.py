@@ -8,9 +8,6 @@ level meter move, the transcript, the answer and each stage's latency.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,57 +16,21 @@ from typing import Any
 import pytest
 
 from tests import speech
-from tests.conftest import REPO, DaemonProcess, free_port
+from tests.conftest import DaemonProcess
 from tests.console_browser import launch, login, playwright_fixture, shoot  # noqa: F401
-from tests.voice_fixtures import require_models
+from tests.daemon_support import voice_daemon
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def voiced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProcess, str]]:
-    require_models()
-    tmp = tmp_path_factory.mktemp("console-voice")
-    port = free_port()
-    env = {
-        **os.environ,
-        "EDGE_AGENT_DATA_DIR": str(tmp / "data"),
-        "EDGE_AGENT_API__PORT": str(port),
-        "EDGE_AGENT_LOG__FORMAT": "json",
-        "EDGE_AGENT_VOICE__ENABLED": "on",
-        "EDGE_AGENT_SENSORS__ENABLED": "false",
-        "EDGE_AGENT_SYNC__DISCOVERY": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("NOTIFY_SOCKET", None)
-    made = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "tokens", "create", "driver", "--role", "operator"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    log_path = tmp / "daemon.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    daemon = DaemonProcess(proc, port, tmp / "data", log_path, env)
-    try:
-        daemon.wait_healthy(timeout=60)
-        deadline = time.monotonic() + 180
-        while daemon.json("/readyz")[0] != 200:  # the voice models load after the API answers
-            assert proc.poll() is None and time.monotonic() < deadline, daemon.log()[-3000:]
-            time.sleep(0.2)
-        yield daemon, made.stdout.strip()
-    finally:
-        _stop(daemon)
+    with voice_daemon(
+        tmp_path_factory.mktemp("console-voice"),
+        token_name="driver",
+        extra_env={"EDGE_AGENT_SENSORS__ENABLED": "false"},
+    ) as daemon:
+        yield daemon, daemon.env["EDGE_AGENT_TOKEN"]
 
 
 def test_push_to_talk_streams_the_microphone_and_shows_the_turn(
@@ -120,12 +81,3 @@ def test_push_to_talk_streams_the_microphone_and_shows_the_turn(
         context.close()
     finally:
         browser.close()
-
-
-def _stop(daemon: DaemonProcess) -> None:
-    """SIGTERM, and time to stop on a loaded machine (the voice models take a while to let go); then kill."""
-    try:
-        daemon.stop(timeout=60)
-    except subprocess.TimeoutExpired:
-        daemon.proc.kill()
-        daemon.proc.wait(timeout=10)

@@ -34,6 +34,36 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
         return exc.code, dict(exc.headers), exc.read()
 
 
+def _run_deploy(hub_url: str, bundle: Path, to: str, canary: str, timeout: int, capsys) -> tuple[int, dict]:
+    """``edge-hub --hub URL deploy BUNDLE --to SEL --canary N --timeout S --json``: its exit code and answer."""
+    argv = ["--hub", hub_url, "deploy", str(bundle), "--to", to, "--canary", canary]
+    code = main([*argv, "--timeout", str(timeout), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _online_fleet(hub, broker, key: str, names: list[str], fleet: str, failing: str) -> list[SimDevice]:
+    """Simulated devices labelled ``fleet=FLEET``, started and seen online; ``failing`` fails its deploy."""
+    devs = [
+        SimDevice(
+            name,
+            broker.port,
+            trusted_keys=[key],
+            labels={"fleet": fleet},
+            handlers={"deploy": deploy_fails if name == failing else deploy_ok},
+        )
+        for name in names
+    ]
+    try:
+        for d in devs:
+            d.start()
+        wait_for(lambda: hub.count("SELECT COUNT(*) AS n FROM devices WHERE online = 1") == len(names))
+    except BaseException:
+        for d in devs:
+            d.stop()
+        raise
+    return devs
+
+
 def test_canary_share() -> None:
     assert parse_percent("10%") == 10.0 and parse_percent(25) == 25.0
     assert [canary_count(n, 10) for n in (0, 1, 9, 10, 11, 200)] == [0, 1, 1, 1, 2, 20]
@@ -93,36 +123,9 @@ def test_a_failing_canary_stops_the_rollout(
     hub = start_hub(hub_settings(tmp_path, broker))
     key = hub.service.keys.current().public_hex
     # ten devices, 10% canary: the first by id (d-00) goes first, and fails its smoke test
-    devs = [
-        SimDevice(
-            f"d-{i:02d}",
-            broker.port,
-            trusted_keys=[key],
-            labels={"fleet": "north"},
-            handlers={"deploy": deploy_fails if i == 0 else deploy_ok},
-        )
-        for i in range(10)
-    ]
-    for d in devs:
-        d.start()
+    devs = _online_fleet(hub, broker, key, [f"d-{i:02d}" for i in range(10)], "north", failing="d-00")
     try:
-        wait_for(lambda: hub.count("SELECT COUNT(*) AS n FROM devices WHERE online = 1") == 10)
-        code = main(
-            [
-                "--hub",
-                hub.url,
-                "deploy",
-                str(bundle_dir),
-                "--to",
-                "fleet=north",
-                "--canary",
-                "10%",
-                "--timeout",
-                "15",
-                "--json",
-            ]
-        )
-        dep = json.loads(capsys.readouterr().out)
+        code, dep = _run_deploy(hub.url, bundle_dir, "fleet=north", "10%", 15, capsys)
         assert code == 1
         assert dep["status"] == "canary_failed"
         by_device = {d["device"]: d for d in dep["devices"]}
@@ -144,38 +147,11 @@ def test_a_good_canary_lets_the_rest_follow(
 ) -> None:
     hub = start_hub(hub_settings(tmp_path, broker))
     key = hub.service.keys.current().public_hex
-    devs = [
-        SimDevice(
-            f"e-{i}",
-            broker.port,
-            trusted_keys=[key],
-            labels={"fleet": "south"},
-            handlers={"deploy": deploy_fails if i == 5 else deploy_ok},
-        )
-        for i in range(7)
-    ]
-    for d in devs:
-        d.start()
+    devs = _online_fleet(hub, broker, key, [f"e-{i}" for i in range(7)], "south", failing="e-5")
     try:
-        wait_for(lambda: hub.count("SELECT COUNT(*) AS n FROM devices WHERE online = 1") == 7)
         devs[6].kill_socket()  # offline before the rollout: recorded as skipped, never sent
         wait_for(lambda: hub.count("SELECT COUNT(*) AS n FROM devices WHERE online = 1") == 6)
-        code = main(
-            [
-                "--hub",
-                hub.url,
-                "deploy",
-                str(bundle_dir),
-                "--to",
-                "fleet=south",
-                "--canary",
-                "20%",
-                "--timeout",
-                "15",
-                "--json",
-            ]
-        )
-        dep = json.loads(capsys.readouterr().out)
+        code, dep = _run_deploy(hub.url, bundle_dir, "fleet=south", "20%", 15, capsys)
         assert code == 1  # e-5 failed in the second stage
         assert dep["status"] == "failed"
         phases = {d["device"]: (d["phase"], d["status"]) for d in dep["devices"]}
@@ -279,22 +255,7 @@ def test_the_device_side_deployer_installs_what_the_hub_serves(
     try:
         wait_for(lambda: hub.count("SELECT COUNT(*) AS n FROM devices WHERE online = 1") == 1)
         unsigned = _unsigned_copy(bundle_dir, tmp_path / "unsigned")
-        code = main(
-            [
-                "--hub",
-                hub.url,
-                "deploy",
-                str(unsigned),
-                "--to",
-                "device=real-1",
-                "--canary",
-                "0",
-                "--timeout",
-                "30",
-                "--json",
-            ]
-        )
-        dep = json.loads(capsys.readouterr().out)
+        code, dep = _run_deploy(hub.url, unsigned, "device=real-1", "0", 30, capsys)
         assert code == 0, dep
         assert dep["status"] == "succeeded" and dep["summary"] == {"ok": 1}
         result = dev.results[0]["result"]
@@ -360,9 +321,7 @@ def test_config_bundles_deploy_in_stages_to_real_device_commands(
         directory.mkdir()
         body = {"kind": "config", "name": "fleet-cfg", "version": name, "settings": settings_tree}
         (directory / "manifest.json").write_text(json.dumps({"manifest": body}))  # unsigned: the hub signs
-        args = ["--hub", hub.url, "deploy", str(directory), "--to", "fleet=cfg", "--canary", "50%"]
-        code = main([*args, "--timeout", "30", "--json"])
-        return code, json.loads(capsys.readouterr().out)
+        return _run_deploy(hub.url, directory, "fleet=cfg", "50%", 30, capsys)
 
     try:
         wait_for(lambda: hub.count("SELECT COUNT(*) AS n FROM devices WHERE online = 1") == 2)

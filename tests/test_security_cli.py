@@ -17,13 +17,8 @@ from agent.security.update_repo import Repository
 from models import signing
 from tests.test_cli import walk
 
-OURS = (
-    "agent.cli.keys_cmd",
-    "agent.cli.tokens_cmd",
-    "agent.cli.secrets_cmd",
-    "agent.cli.audit_cmd",
-    "agent.cli.update_cmd",
-    "agent.cli.licence_cmd",
+OURS = tuple(
+    f"agent.cli.{group}_cmd" for group in ("keys", "tokens", "secrets", "audit", "update", "licence")
 )
 
 

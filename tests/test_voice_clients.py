@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import wave
@@ -23,82 +22,26 @@ import pytest
 
 from agent.voice.postprocess import word_errors
 from tests import speech
-from tests.conftest import REPO, DaemonProcess, free_port
+from tests.conftest import DaemonProcess, free_port
+from tests.daemon_support import agent_cli, spawn_run, voice_daemon
 from tests.voice_fixtures import require_models
 
 
 @pytest.fixture(scope="module")
 def voiced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    require_models()
-    tmp = tmp_path_factory.mktemp("voiced")
-    port = free_port()
-    env = {
-        **os.environ,
-        "EDGE_AGENT_DATA_DIR": str(tmp / "data"),
-        "EDGE_AGENT_API__PORT": str(port),
-        "EDGE_AGENT_LOG__FORMAT": "json",
-        "EDGE_AGENT_VOICE__ENABLED": "on",
-        "EDGE_AGENT_SENSORS__ENABLED": "false",
-        "EDGE_AGENT_SYNC__DISCOVERY": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("NOTIFY_SOCKET", None)
-    # as an operator would: a token for the clients (`T=$(edge-agent tokens create ...)`, stdout is the token alone)
-    made = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "tokens", "create", "clients", "--role", "operator"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert made.returncode == 0, made.stderr
-    env["EDGE_AGENT_TOKEN"] = made.stdout.strip()
-    assert made.stdout.count("\n") == 1 and "# id" in made.stderr
-    log_path = tmp / "daemon.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    daemon = DaemonProcess(proc, port, tmp / "data", log_path, env)
-    try:
-        daemon.wait_healthy(timeout=60)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # the voice models load after the API answers
-            status, _ = daemon.json("/readyz")
-            if status == 200:
-                break
-            assert proc.poll() is None, daemon.log()
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"voice daemon not ready:\n{daemon.log()[-3000:]}")
+    # as an operator would: a token for the clients (`T=$(edge-agent tokens create ...)`)
+    with voice_daemon(
+        tmp_path_factory.mktemp("voiced"),
+        token_name="clients",
+        extra_env={"EDGE_AGENT_SENSORS__ENABLED": "false"},
+    ) as daemon:
         yield daemon
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 def cli(
     daemon: DaemonProcess, *args: str, stdin: str | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
-        cwd=REPO,
-        env=daemon.env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return agent_cli(daemon.env, *args, stdin=stdin, timeout=timeout)
 
 
 def openai_client(daemon: DaemonProcess):  # type: ignore[no-untyped-def]
@@ -177,14 +120,7 @@ def test_ask_uses_the_running_daemon_and_says_so(voiced: DaemonProcess) -> None:
 
 def test_ask_loads_models_locally_when_no_daemon_answers(voiced: DaemonProcess) -> None:
     env = {**voiced.env, "EDGE_AGENT_API__PORT": str(free_port())}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "ask", "play some jazz"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = agent_cli(env, "ask", "play some jazz", timeout=300)
     assert done.returncode == 0, done.stderr
     assert "no daemon answers; loading the voice models in this process" in done.stderr
     assert "jazz" in done.stdout.lower()
@@ -240,14 +176,7 @@ def _plain_env(tmp_path: Path) -> dict[str, str]:
 
 def test_say_without_a_speaker_gives_only_the_clear_error(tmp_path: Path) -> None:
     require_models("piper-joe-medium")
-    done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "say", "Hello there."],
-        cwd=REPO,
-        env={**_plain_env(tmp_path), "AUDIODEV": "none"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = agent_cli({**_plain_env(tmp_path), "AUDIODEV": "none"}, "say", "Hello there.", timeout=120)
     import pyaudio
 
     pa = pyaudio.PyAudio()
@@ -272,14 +201,7 @@ def test_wake_json_reports_the_detections(tmp_path: Path) -> None:
     require_models("wake-okay-nabu", "silero-vad")
     said = speech.speak("Okay Nabu, open the passenger window.")
     wav = speech.wav_file(speech.silence(500) + said + speech.silence(500), tmp_path / "wake.wav")
-    done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "wake", "--input", str(wav), "--json"],
-        cwd=REPO,
-        env=_plain_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = agent_cli(_plain_env(tmp_path), "wake", "--input", str(wav), "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     hits = json.loads(done.stdout)["detections"]
     assert [h["phrase"] for h in hits] == ["Okay Nabu"] and 0.4 < hits[0]["t_s"] < 0.5 + len(said) / 32000
@@ -287,14 +209,8 @@ def test_wake_json_reports_the_detections(tmp_path: Path) -> None:
 
 def test_chat_without_a_daemon_loads_the_model_here_and_remembers_the_name(tmp_path: Path) -> None:
     require_models("smollm2-135m")
-    done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "chat"],
-        cwd=REPO,
-        env=_plain_env(tmp_path),
-        input="Hi, my name is Bob.\nWhat is my name?\n\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = agent_cli(
+        _plain_env(tmp_path), "chat", stdin="Hi, my name is Bob.\nWhat is my name?\n\n", timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert "no daemon answers; loading the voice models in this process" in done.stderr
@@ -322,14 +238,7 @@ def test_sigterm_while_the_voice_models_load_exits_0_within_5_s(tmp_path: Path, 
     require_models()
     env = {**_plain_env(tmp_path), "EDGE_AGENT_VOICE__ENABLED": "on", "EDGE_AGENT_LOG__FORMAT": "json"}
     log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    proc = spawn_run(env, log_path)
     try:
         time.sleep(delay)
         started = time.monotonic()
@@ -347,14 +256,7 @@ def test_sigterm_while_the_voice_models_load_exits_0_within_5_s(tmp_path: Path, 
 
 def test_ask_without_a_token_says_what_to_do(voiced: DaemonProcess) -> None:
     env = {k: v for k, v in voiced.env.items() if k != "EDGE_AGENT_TOKEN"}
-    done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "ask", "play some jazz"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = agent_cli(env, "ask", "play some jazz", timeout=60)
     # root reads through the local socket, but asking acts: it needs an operator token
     assert done.returncode == 1, done.stdout
     assert "--token" in done.stderr and "--local" in done.stderr and "Traceback" not in done.stderr

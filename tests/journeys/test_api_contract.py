@@ -11,17 +11,12 @@ generated 1,000-token prompt would take minutes on a CPU, not find a bug.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import REPO, DaemonProcess, free_port
-from tests.voice_fixtures import require_models
+from tests.conftest import DaemonProcess
+from tests.daemon_support import voice_daemon
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
@@ -33,46 +28,13 @@ EXAMPLES = 8
 
 @pytest.fixture(scope="module")
 def api_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    require_models()
-    tmp = tmp_path_factory.mktemp("contract")
-    port = free_port()
-    env = {
-        **os.environ,
-        "EDGE_AGENT_DATA_DIR": str(tmp / "data"),
-        "EDGE_AGENT_API__PORT": str(port),
-        "EDGE_AGENT_LOG__FORMAT": "json",
-        "EDGE_AGENT_VOICE__ENABLED": "on",
-        "EDGE_AGENT_SYNC__DISCOVERY": "false",
-        # the fuzzer is one client sending hundreds of requests: not what the rate limit is about
+    # the fuzzer is one client sending hundreds of requests: not what the rate limit is about
+    unlimited = {
         "EDGE_AGENT_SECURITY__RATE_LIMIT_PER_S": "100000",
         "EDGE_AGENT_SECURITY__RATE_LIMIT_BURST": "100000",
     }
-    env.pop("NOTIFY_SOCKET", None)
-    log_path = tmp / "daemon.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    daemon = DaemonProcess(proc, port, tmp / "data", log_path, env)
-    try:
-        daemon.wait_healthy(timeout=60)
-        deadline = time.monotonic() + 120
-        while daemon.json("/readyz")[0] != 200:
-            assert time.monotonic() < deadline and proc.poll() is None, daemon.log()[-3000:]
-            time.sleep(0.2)
+    with voice_daemon(tmp_path_factory.mktemp("contract"), extra_env=unlimited) as daemon:
         yield daemon
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 def assert_no_undocumented_server_error(response, case) -> None:  # type: ignore[no-untyped-def]
