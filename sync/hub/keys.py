@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent.core.errors import ConfigError
 from models import signing
 
-
-@dataclass(frozen=True)
-class HubKey:
-    private_hex: str
-    public_hex: str
-
-    @property
-    def key_id(self) -> str:
-        return signing.key_id(self.public_hex)
+#: the hub's key pair is a ``models.signing`` key pair (``private_hex``, ``public_hex``, ``key_id``)
+HubKey = signing.KeyPair
 
 
 class HubKeys:
