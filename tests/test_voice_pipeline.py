@@ -259,3 +259,32 @@ async def test_a_pause_inside_a_command_drops_the_early_decode(voice_stack: Voic
     assert len(of(events, "voice.vad.stopped")) == 1  # one utterance, the pause inside it
     transcript = of(events, "voice.asr.transcript")[0].text
     assert "conditioning" in transcript.lower(), transcript
+
+
+async def test_the_answer_is_prepared_in_the_trailing_silence(voice_stack: VoiceStack, tmp_path: Path) -> None:
+    """Decoded once the speaker pauses, a rules answer's first audio is begun before the reply asks for it.
+
+    Marks are ms from the end-of-speech decision; the same pipeline with the early decode off starts
+    both at the decision. The audio arrives in real time, as a microphone's does.
+    """
+    audio = speech.silence(300) + speech.speak("Okay Nabu") + speech.silence(300)
+    audio += speech.speak("Close all windows.") + speech.silence(1200)
+    marks = {}
+    for early in (True, False):
+        sink = WavSink(tmp_path / f"reply-{early}.wav")
+        pipeline = voice_stack.pipeline(sink, stream=f"foresight-{early}", early_decode=early)
+        events = collect(pipeline)
+        async with pipeline:
+            await asyncio.wait_for(run_audio(pipeline, audio, realtime=True), 60)
+        reply = of(events, "voice.reply")[0]
+        assert reply.answer_source == "intent" and reply.intent == "windows.close", reply
+        assert sink.path.stat().st_size > 44 + 8000  # the answer was spoken
+        marks[early] = pipeline.last_marks
+    ours, late = marks[True], marks[False]
+    # early: the synthesis began from the early text, before the reply's dialogue gave its first piece
+    # (before the decision when the decode ended in the silence; just after it on a busy machine)
+    assert ours["decode_start"] < 0 <= ours["transcript"] <= ours["first_audio"], ours
+    assert ours["tts_start"] < ours["first_token"], ours
+    # off: each stage waits for the one before, from the decision on
+    assert 0 <= late["decode_start"] <= late["transcript"] <= late["first_token"] <= late["tts_start"], late
+    assert late["tts_start"] < late["first_audio"], late

@@ -40,57 +40,54 @@ class Foresight:
     def __init__(self, engines: VoiceEngines, speed: float | None) -> None:
         self.engines = engines
         self.speed = speed
-        self._early: asyncio.Future[str] | None = None
-        self._ready: PreparedSpeech | None = None
+        self._prepared: PreparedSpeech | None = None
 
     def begin(self, stream: AsrStream) -> None:
         """The early decode has started (or been replaced): prepare from its text when it is done."""
         self.drop()
         early = stream.early_decode()
-        if early is None:
-            return
-        self._early = early
-        early.add_done_callback(self._decoded)
-
-    def _decoded(self, early: asyncio.Future[str]) -> None:
-        # a done-callback: it runs before the end-of-speech decision's ``finish`` sees the same text
-        if early is not self._early or early.cancelled() or early.exception() is not None:
-            return
-        self._early = None
-        try:
-            answer = self.engines.dialogue.rules_answer(self.engines.postprocess(early.result()))
-        except Exception:  # the turn meets (and reports) the same error itself
-            return
-        chunk = first_chunk(answer) if answer else ""
-        if chunk:
-            self._ready = PreparedSpeech(self.engines.tts, chunk, self.speed)
+        if early is not None:
+            self._prepared = PreparedSpeech(self.engines, early, self.speed)
 
     def drop(self) -> None:
         """Speech went on (or the utterance ended without a reply): nothing prepared is wanted."""
-        self._early = None
-        ready, self._ready = self._ready, None
-        if ready is not None:
-            ready.close()
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.close()
 
     def take(self) -> PreparedSpeech | None:
-        """At the decision: what was prepared, for the reply (which closes it); None if nothing."""
-        self._early = None
-        ready, self._ready = self._ready, None
-        return ready
+        """At the decision: the preparation (its decode may still run), for the reply, which closes it."""
+        prepared, self._prepared = self._prepared, None
+        return prepared
 
 
 class PreparedSpeech(Tts):
     """The turn's TTS: the prepared chunk if that is what is asked for, the voice itself otherwise."""
 
-    def __init__(self, tts: Tts, sentence: str, speed: float | None) -> None:
-        self.tts = tts
+    def __init__(self, engines: VoiceEngines, early: asyncio.Future[str], speed: float | None) -> None:
+        self.engines = engines
+        self.tts = tts = engines.tts
         self.name, self.voice, self.rate = tts.name, tts.voice, tts.rate
-        self.sentence = sentence
         self.speed = speed
-        self._task: asyncio.Task[SpeechAudio] | None = asyncio.create_task(
-            tts.synthesize_sentence(sentence, speed=speed), name="voice-foresight-tts"
-        )
-        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # unused: its error
+        self.sentence = ""
+        self._task: asyncio.Task[SpeechAudio] | None = None
+        self._closed = False
+        # a done-callback runs before the end-of-speech decision's ``finish`` resumes with the same text
+        early.add_done_callback(self._decoded)
+
+    def _decoded(self, early: asyncio.Future[str]) -> None:
+        if self._closed or early.cancelled() or early.exception() is not None:
+            return
+        try:
+            answer = self.engines.dialogue.rules_answer(self.engines.postprocess(early.result()))
+        except Exception:  # the turn meets (and reports) the same error itself
+            return
+        self.sentence = first_chunk(answer) if answer else ""
+        if self.sentence:
+            self._task = asyncio.create_task(
+                self.tts.synthesize_sentence(self.sentence, speed=self.speed), name="voice-foresight-tts"
+            )
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # unused: its error
 
     async def synthesize_sentence(self, sentence: str, *, speed: float | None = None) -> SpeechAudio:
         task = self._task
@@ -104,6 +101,7 @@ class PreparedSpeech(Tts):
 
     def close(self) -> None:
         """The reply is over (or was never made): an unused preparation is cancelled."""
+        self._closed = True
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
