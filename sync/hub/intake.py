@@ -1,9 +1,10 @@
 """Intake: validated messages written in batches, exactly once, then acknowledged.
 
-One writer thread takes whatever the MQTT reader has queued (up to
-``batch_size``) and writes it in ONE transaction: the batch grows by itself
-under load while the previous one commits (group commit), so the rate is
-bounded by statements, not by fsyncs. The order within a transaction:
+One writer thread takes what the MQTT reader has queued (up to
+``batch_size``, waiting ``linger_s`` after the first for more) and writes it
+in ONE transaction: the batch also grows by itself under load while the
+previous one commits (group commit), so the rate is bounded by statements,
+not by fsyncs. The order within a transaction:
 
 1. reads only: results must answer a command we sent to a device we know;
    those that do not are rejected before anything is written;
@@ -141,7 +142,7 @@ class Intake:
                 first = self.queue.get() if due is None else self.queue.get(timeout=due)
             except queue.Empty:
                 assert self._receipts is not None
-                self._receipts.flush()  # quiet for a while: the receipts waiting go out
+                self._receipts.send_due()  # quiet until the oldest was due: the receipts due go out
                 continue
             if first is None:
                 return
@@ -259,7 +260,7 @@ class Intake:
         outcome = BatchOutcome()
         try:
             with self.db.transaction() as tx:
-                write_batch(tx, accepted, outcome, self.db.max_params)
+                write_batch(tx, accepted, outcome, self.db.max_params, dialect=self.db.dialect)
             return outcome
         except TransientDBError:
             raise
@@ -272,7 +273,7 @@ class Intake:
             one = BatchOutcome()
             try:
                 with self.db.transaction() as tx:
-                    write_batch(tx, [item], one, self.db.max_params)
+                    write_batch(tx, [item], one, self.db.max_params, dialect=self.db.dialect)
             except TransientDBError:
                 raise
             except StoreError as exc:

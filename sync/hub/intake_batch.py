@@ -60,8 +60,16 @@ class BatchOutcome:
 # ------------------------------------------------------------ the SQL of one batch
 
 
-def write_batch(tx: Tx, accepted: Sequence[Accepted], outcome: BatchOutcome, max_params: int) -> None:
-    """Write ``accepted`` inside ``tx``; fill ``outcome`` (stored, duplicates, rejected)."""
+def write_batch(
+    tx: Tx, accepted: Sequence[Accepted], outcome: BatchOutcome, max_params: int, *, dialect: str = "sqlite"
+) -> None:
+    """Write ``accepted`` inside ``tx``; fill ``outcome`` (stored, duplicates, rejected).
+
+    ``dialect`` "postgresql": the rows go in as one array per column (``unnest``), with their devices'
+    last_seen, in one statement of constant text whatever the batch size: one round trip, parsed by
+    psycopg and planned by the server once.
+    """
+    postgres = dialect == "postgresql"
     results = [a for a in accepted if a.kind == "result"]
     refused: set[str] = set()
     if results:
@@ -69,14 +77,14 @@ def write_batch(tx: Tx, accepted: Sequence[Accepted], outcome: BatchOutcome, max
     rows = sorted((a for a in accepted if a.id not in refused), key=lambda a: a.id)
     if not rows:
         return
-    inserted = _insert_messages(tx, rows, max_params)
+    inserted = _insert_messages_pg(tx, rows) if postgres else _insert_messages(tx, rows, max_params)
     new = [a for a in accepted if a.id in inserted]  # arrival order: states apply in it
     outcome.stored.extend(new)
     outcome.duplicates.extend(a.kind for a in rows if a.id not in inserted)
     for a in rows:  # stored now or before: either way the device may let go of it
         outcome.receipt(a.kind, a.device, a.id)
     if new:
-        _apply_derived(tx, new)
+        _apply_derived(tx, new, postgres=postgres)
 
 
 def _check_results(tx: Tx, results: list[Accepted], outcome: BatchOutcome, max_params: int) -> set[str]:
@@ -152,16 +160,46 @@ def _insert_messages(tx: Tx, rows: list[Accepted], max_params: int) -> set[str]:
     return inserted
 
 
-def _apply_derived(tx: Tx, new: list[Accepted]) -> None:
-    seen: dict[str, float] = {}
-    for a in new:
-        seen[a.device] = max(seen.get(a.device, 0.0), a.incoming.received_at)
-    tx.executemany(
-        "INSERT INTO devices (device, first_seen, last_seen) VALUES (?, ?, ?) ON CONFLICT (device) DO UPDATE "
-        "SET last_seen = CASE WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen "
-        "ELSE devices.last_seen END",
-        [(d, t, t) for d, t in sorted(seen.items())],
+_SEEN = (
+    " ON CONFLICT (device) DO UPDATE SET last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
+    "THEN excluded.last_seen ELSE devices.last_seen END"
+)
+#: the new messages and their devices' last_seen in one statement (one round trip): the registry
+#: rows come from what the insert returned, so a duplicate updates nothing
+_INSERT_MESSAGES_PG = (
+    "WITH ins AS (INSERT INTO messages (id, device, kind, ts, received_at, body) SELECT * FROM "
+    "unnest(?::text[], ?::text[], ?::text[], ?::double precision[], ?::double precision[], ?::text[]) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id, device, received_at), "
+    "seen AS (INSERT INTO devices (device, first_seen, last_seen) "
+    "SELECT device, max(received_at), max(received_at) FROM ins GROUP BY device ORDER BY device"
+    f"{_SEEN}) SELECT id FROM ins"
+)
+
+
+def _insert_messages_pg(tx: Tx, rows: list[Accepted]) -> set[str]:
+    found = tx.query(
+        _INSERT_MESSAGES_PG,
+        [
+            [a.id for a in rows],
+            [a.device for a in rows],
+            [a.kind for a in rows],
+            [a.env.ts for a in rows],
+            [a.incoming.received_at for a in rows],
+            [a.body_json for a in rows],
+        ],
     )
+    return {r["id"] for r in found}
+
+
+def _apply_derived(tx: Tx, new: list[Accepted], *, postgres: bool = False) -> None:
+    if not postgres:  # (PostgreSQL: done by the insert's statement)
+        seen: dict[str, float] = {}
+        for a in new:
+            seen[a.device] = max(seen.get(a.device, 0.0), a.incoming.received_at)
+        tx.executemany(
+            "INSERT INTO devices (device, first_seen, last_seen) VALUES (?, ?, ?)" + _SEEN,
+            [(d, t, t) for d, t in sorted(seen.items())],
+        )
     latest_state: dict[str, Accepted] = {}
     for a in new:
         if a.kind == "state":
