@@ -4,8 +4,11 @@ Runs ``systemd/image/check.py --arch amd64`` (what ``make image-check-x86`` runs
 and demands every step of its table: READY through Type=notify under the
 shipped hardened unit, watchdog pings, /healthz, an ONNX model through
 onnxruntime and LiteRT, a sensor CSV replay, the outbox drained to a broker,
-the booted exposure equal to the offline one, a blocked event loop killed by
-the watchdog and restarted, no sandbox denials in the journal, a clean stop.
+the booted exposure equal to the offline one, a WAV transcribed by the daemon,
+a blocked event loop killed by the watchdog and restarted, a signed agent update
+installed by the root-run updater unit and a broken one switched back after its
+health check, no sandbox denials in the journal, stops right after READY that
+exit 0, a clean stop.
 
 Unlike the rest of the suite it needs the network: debootstrap fetches Debian's
 packages from the mirror apt uses and the installer fetches wheels from PyPI,
@@ -48,12 +51,17 @@ STEPS = [
     "ONNX model through onnxruntime",
     "the same model through LiteRT",
     "sensors replay CSV",
+    "a WAV transcribed by the daemon (Whisper)",
     "outbox drained to the broker",
     "systemd-analyze security = offline",
     "updater path unit armed",
     "blocked event loop: watchdog kills, restarts",
+    "update: good and broken releases built, signed",
+    "update: signed, staged, installed by the updater unit",
+    "update: broken release switched back after health check",
     "no sandbox denials in the journal",
     "seccomp set to kill: engines, sensors, outbox",
+    "stop right after READY (session resuming): exit 0",
     "systemctl stop is clean",
 ]
 
@@ -81,3 +89,6 @@ def test_x86_64_tree_boots_and_runs_the_hardened_unit(tmp_path: Path) -> None:
     assert (
         figures["engines"]["rknn-toolkit-lite2"] == "not installed"
     )  # no x86_64 wheel: the installer leaves it out
+    # the update was observed from systemd: installed, then a broken one switched back
+    assert figures["update_install_s"] > 0 and figures["update_rollback_s"] > 0
+    assert figures["transcribe"]["text"]

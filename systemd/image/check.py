@@ -37,7 +37,10 @@ from nspawn import (  # noqa: E402
     fresh_copy,
 )
 from steps import Checks  # noqa: E402
+from stops import stop_right_after_ready  # noqa: E402
 from strict import strict_seccomp, updater_armed  # noqa: E402
+from update import AgentUpdates  # noqa: E402
+from voice import transcribe  # noqa: E402
 
 
 @dataclass
@@ -116,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="leave the booted tree on disk after the run")
     parser.add_argument("--extras", default="", help="installer extras (default: the installer's choice)")
+    parser.add_argument(
+        "--with",
+        dest="with_extras",
+        default="voice,voice-models",
+        help="extras added to the installer's choice (default: voice,voice-models; '' for none)",
+    )
     parser.add_argument("--json-out", type=Path, help="write the table and figures as JSON here")
     args = parser.parse_args(argv)
     try:
@@ -146,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     pip_cache = work / "pip-cache"
     pip_cache.mkdir(exist_ok=True)
     box = Container(run, log, binds={pip_cache: "/root/.cache/pip"})
-    checks = Checks(box, run, work, report.figures, extras=args.extras)
+    checks = Checks(box, run, work, report.figures, extras=args.extras, with_extras=args.with_extras)
     try:
         report.run("fixtures: signed ONNX/LiteRT bundles, sensor CSV, broker", checks.fixtures, fatal=True)
 
@@ -170,12 +179,22 @@ def main(argv: list[str] | None = None) -> int:
         report.run("ONNX model through onnxruntime", lambda: checks.model("onnxruntime"))
         report.run("the same model through LiteRT", lambda: checks.model("litert"))
         report.run("sensors replay CSV", checks.replay)
+        if "voice" in (args.extras or args.with_extras).split(","):
+            report.run("a WAV transcribed by the daemon (Whisper)", lambda: transcribe(checks))
         report.run("outbox drained to the broker", checks.outbox)
         report.run("systemd-analyze security = offline", checks.exposure)
         report.run("updater path unit armed", lambda: updater_armed(checks))
         report.run("blocked event loop: watchdog kills, restarts", checks.blocked_loop)
+        updates = AgentUpdates(checks)
+        if report.run("update: good and broken releases built, signed", updates.publish):
+            if report.run("update: signed, staged, installed by the updater unit", updates.install_good):
+                report.run("update: broken release switched back after health check", updates.rollback_broken)
         report.run("no sandbox denials in the journal", checks.denials)
         report.run("seccomp set to kill: engines, sensors, outbox", lambda: strict_seccomp(checks))
+        tries = 5 if args.arch == HOST_ARCH else 3
+        report.run(
+            "stop right after READY (session resuming): exit 0", lambda: stop_right_after_ready(checks, tries)
+        )
         report.run("systemctl stop is clean", checks.stop)
     except ImageError as exc:
         print(f"image check: {exc}", file=sys.stderr)

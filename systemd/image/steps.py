@@ -32,18 +32,25 @@ from helpers import (
     kernel_log,
     readme_block,
 )
-from nspawn import HOST_ARCH, Container, ImageError, Unobservable
+from nspawn import HOST_ARCH, Container, ImageError
 
 
 class Checks:
     def __init__(
-        self, box: Container, tree: Path, work: Path, figures: dict[str, Any], extras: str = ""
+        self,
+        box: Container,
+        tree: Path,
+        work: Path,
+        figures: dict[str, Any],
+        extras: str = "",
+        with_extras: str = "",
     ) -> None:
         self.box = box
         self.tree = tree
         self.work = work
         self.figures = figures
         self.extras = extras
+        self.with_extras = with_extras
         self.port = free_port()
         self.broker: Any = None
         self.sub: subprocess.Popen[bytes] | None = None
@@ -190,6 +197,8 @@ class Checks:
             )
         if self.extras:
             line += f" --extras {self.extras}"
+        elif self.with_extras:
+            line += f" --with {self.with_extras}"
         t0 = time.monotonic()
         out = self.box.run(["bash", "-c", f"cd {SRC} && {line}"], timeout=5400, check=False)
         if out.returncode != 0:
@@ -265,33 +274,9 @@ class Checks:
         return out
 
     def hardware(self) -> str:
-        profile = json.loads(self.cli("hardware", "--json").stdout)
-        arch = profile["cpu"]["architecture"]
-        want = {"amd64": "x86_64", "arm64": "aarch64"}[self.box_arch]
-        kinds = sorted({a["kind"] for a in profile["accelerators"]})
-        features = profile["cpu"]["features"]
-        self.figures["hardware"] = {"architecture": arch, "accelerators": kinds, "features": features}
-        shown = [
-            f for f in features if f in ("neon", "asimd", "asimddp", "dotprod", "avx2", "avx512f", "sve")
-        ]
-        if kinds not in ([], ["cpu"]):
-            raise ImageError(f"phantom accelerators: {kinds}")
-        if arch != want and self.emulated:
-            # qemu-user emulates the process, not the kernel: /proc/cpuinfo and /proc/sys/kernel/arch
-            # are the host's, and the probe reads them; the process itself runs aarch64 code
-            code = "import platform; print(platform.machine())"
-            machine = self.box.run(["/opt/edge-agent/current/bin/python", "-c", code]).stdout.strip()
-            self.figures["hardware"]["process_machine"] = machine
-            if machine != want:
-                raise ImageError(f"the venv's Python runs as {machine}, not {want}")
-            raise Unobservable(
-                f"no phantom accelerators {kinds}; the process runs {machine}, but the probe reads the host "
-                f"kernel's /proc under qemu-user ({arch}, features {shown}): NEON/dotprod need a board or qemu-system"
-            )
-        if arch != want:
-            raise ImageError(f"architecture {arch} (want {want}), accelerators {kinds}")
-        board = " (/proc/cpuinfo: a recorded Pi 5, as qemu-user shows the host's)" if self.emulated else ""
-        return f"{arch}, accelerators {kinds}, features incl. {shown}{board}"
+        from hardware import hardware
+
+        return hardware(self)
 
     @property
     def box_arch(self) -> str:

@@ -49,8 +49,8 @@ def strict_seccomp(checks: Any) -> str:
     finally:
         box.shell(f"rm -f {DROPIN} && systemctl daemon-reload && systemctl restart {UNIT}", timeout=300)
         checks.wait_active(300)
-        # settled (connected to the broker) before the next step stops it: a SIGTERM that lands
-        # while the MQTT connection is being made is a separate case: it can take the 4 s shutdown timeout and exit 1
+        # connected to the broker again before the next step (a stop during the connection is the
+        # stop-right-after-READY step's case)
         checks.outbox()
     return f"SystemCallErrorNumber= (kill): both engines ran ({'; '.join(r.split(';')[0] for r in ran)}), same PID"
 
