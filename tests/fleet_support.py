@@ -17,12 +17,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO, free_port
+from tests.polling import wait_for
 
 #: a small machine: a short baseline and every level reached at once, so a fault opens at Critical
 MACHINE = {
@@ -61,15 +61,8 @@ def agent_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subp
     return run_cli("agent.cli", args, env, timeout)
 
 
-def wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+#: the fleet tests' name for ``tests.polling.wait_for``
+wait = wait_for
 
 
 class _Served:

@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from models import signing
 from tests.conftest import REPO
+from tests.polling import wait_for
 
 
 class Box:
@@ -132,17 +131,6 @@ class Box:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, why: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out" + (f":\n{why()[-4000:]}" if why else ""))
-        time.sleep(0.1)
 
 
 FAST_PLUGINS = """
