@@ -17,11 +17,11 @@ import pytest
 from agent.api.app import ROUTE_MODULES, create_app
 from agent.config import Settings
 from agent.context import AgentContext
+from agent.core.web.render import safe_next
+from agent.core.web.session import COOKIE, Sessions
 from agent.daemon import build_context
 from agent.security.tokens import TokenStore
 from agent.web import install_console
-from agent.web.render import safe_next
-from agent.web.session import COOKIE, Sessions
 
 
 @pytest.fixture

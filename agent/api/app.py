@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
 
 from agent import __version__
 from agent.context import AgentContext
@@ -19,15 +18,7 @@ from agent.core.routes import Route, openapi_document
 
 log = logging.getLogger("edge_agent.api")
 
-API_REQUESTS = Counter(
-    "edge_api_requests_total", "Local API requests by route and status.", ["method", "route", "status"]
-)
-API_LATENCY = Histogram(
-    "edge_api_request_seconds",
-    "Local API request latency.",
-    ["route"],
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
-)
+API_REQUESTS, API_LATENCY = http.request_metrics("edge_api", "Local API")
 
 CTX = web.AppKey("ctx", AgentContext)
 ROUTES_KEY = web.AppKey("routes", list)

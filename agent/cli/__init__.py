@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.core.pipes import reader_went_away
-from agent.errors import ConfigError, EdgeAgentError
+from agent.core.cli import run_command
 
 #: command modules, in the order their commands appear in --help
 COMMAND_MODULES: tuple[str, ...] = (
@@ -39,8 +38,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.licence_cmd",
     "agent.cli.version_cmd",
 )
-
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
@@ -106,25 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         catch_early_signals()
     modules = ("agent.cli.run_cmd",) if running else COMMAND_MODULES
-    parser = build_parser(modules)
-    try:
-        args = parser.parse_args(argv)
-    except BrokenPipeError:  # `edge-agent --help | head -1`
-        return reader_went_away()
-    try:
-        code = int(args.handler(args) or 0)
-        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
-        return code
-    except BrokenPipeError:
-        return reader_went_away()
-    except ConfigError as exc:
-        print(f"edge-agent: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except EdgeAgentError as exc:
-        print(f"edge-agent: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(modules), argv, "edge-agent")
 
 
 if __name__ == "__main__":  # pragma: no cover

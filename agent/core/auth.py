@@ -151,6 +151,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def source_key(peer: str | None) -> str:
+    """The rate-limit identity of an address: all of loopback is one source, IPv6 counts by /64."""
+    if not peer:
+        return "peer:unknown"
+    try:
+        addr = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return f"peer:{peer[:64]}"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback:
+        return "peer:loopback"
+    if isinstance(addr, ipaddress.IPv6Address):
+        return f"peer:{ipaddress.ip_network(f'{addr}/64', strict=False)}"
+    return f"peer:{addr}"
+
+
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext | None:
     """The TLS context of an API's listening socket (TLS 1.2 at least), or None without a certificate."""
     if not cert:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from agent.core.auth import OPEN_PATHS, SAFE_METHODS
 from agent.core.errors import EdgeAgentError
 from agent.core.jsonbody import JsonBodyError, error_document
 
@@ -63,6 +64,36 @@ class LatencyHistogram(Protocol):
     def labels(self, *values: str) -> _Timed: ...
 
 
+def request_metrics(name: str, what: str) -> tuple[RequestCounter, LatencyHistogram]:
+    """One API's request counter and latency histogram: ``NAME_requests_total``, ``NAME_request_seconds``.
+
+    Made once per process, at import of the API's module (prometheus_client refuses a name twice).
+    """
+    from prometheus_client import Counter, Histogram
+
+    requests = Counter(
+        f"{name}_requests_total", f"{what} requests by route and status.", ["method", "route", "status"]
+    )
+    latency = Histogram(
+        f"{name}_request_seconds",
+        f"{what} request latency.",
+        ["route"],
+        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+    )
+    return requests, latency
+
+
+def route_of(request: web.Request) -> str | None:
+    """The route pattern the request matched (``/v1/devices/{device}``), or None when none did."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
+def open_probe(request: web.Request, path: str) -> bool:
+    """A read of a probe path (/healthz, /readyz): answered without a token."""
+    return path in OPEN_PATHS and request.method in SAFE_METHODS
+
+
 def json_error(
     status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -77,8 +108,7 @@ def error_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> Any:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource else "unmatched"
+        route = route_of(request) or "unmatched"
         started = time.perf_counter()
         status = 500
         try:

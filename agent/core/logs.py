@@ -28,17 +28,23 @@ def scalar(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
+def record_entry(record: logging.LogRecord) -> dict[str, Any]:
+    """A record as plain data: ts, level, logger, msg, then the extra fields (scalars, else strings)."""
+    entry: dict[str, Any] = {
+        "ts": round(record.created, 3),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    entry.update((k, scalar(v)) for k, v in extra_fields(record).items())
+    return entry
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, plus any extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update((k, scalar(v)) for k, v in extra_fields(record).items())
+        entry = record_entry(record)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections import Counter
@@ -50,15 +49,23 @@ from typing import Any
 from aiohttp import web
 
 from agent.config import Settings
-from agent.core.auth import OPEN_PATHS, SAFE_METHODS, RateLimiter, TokenInfo, retry_after, role_for, role_rank
-from agent.core.http import json_error, unauthorized
+from agent.core.auth import (
+    SAFE_METHODS,
+    RateLimiter,
+    TokenInfo,
+    retry_after,
+    role_for,
+    role_rank,
+    source_key,
+)
+from agent.core.http import json_error, open_probe, route_of, unauthorized
 from agent.security.api_settings import check_settings, is_loopback, server_ssl_context
 from agent.security.audit import AuditLog, RefusalSegment, segment_path
 from agent.security.tokens import TokenStore
 
 log = logging.getLogger("edge_agent.security")
 
-__all__ = ["RateLimiter", "check_settings", "install", "is_loopback", "server_ssl_context"]
+__all__ = ["RateLimiter", "check_settings", "install", "is_loopback", "server_ssl_context", "source_key"]
 
 #: the request key the rate-limit identity is left under (agent/api/app.py reads it for WebSocket caps)
 CLIENT_KEY: Any = (
@@ -66,23 +73,6 @@ CLIENT_KEY: Any = (
 )
 #: bad-token guesses the whole box answers per second, from all sources together, as a multiple of one's rate
 _GUESS_FACTOR = 2.0
-
-
-def source_key(peer: str | None) -> str:
-    """The rate-limit identity of an address: all of loopback is one source, IPv6 counts by /64."""
-    if not peer:
-        return "peer:unknown"
-    try:
-        addr = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
-        return f"peer:{peer[:64]}"
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if addr.is_loopback:
-        return "peer:loopback"
-    if isinstance(addr, ipaddress.IPv6Address):
-        return f"peer:{ipaddress.ip_network(f'{addr}/64', strict=False)}"
-    return f"peer:{addr}"
 
 
 class RefusalCounter:
@@ -240,20 +230,11 @@ async def _refusal_windows(app: web.Application) -> AsyncIterator[None]:
         guard.close()
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return json_error(status, code, message, headers=headers)
-
-
-def _unauthorized(message: str) -> web.Response:
-    return unauthorized("edge-agent", message)
-
-
 @web.middleware
 async def security_middleware(request: web.Request, handler):
     guard = request.app[GUARD]
-    resource = request.match_info.route.resource
-    path = resource.canonical if resource is not None else request.path
-    if path in OPEN_PATHS and request.method in SAFE_METHODS:
+    path = route_of(request) or request.path
+    if open_probe(request, path):
         return await handler(request)
 
     peer = request.remote or "unknown"
@@ -279,22 +260,23 @@ async def security_middleware(request: web.Request, handler):
             wait = guard.guesses.take("bad-tokens")
         if wait > 0:
             refused, status = "rate_limited", 429
-            return _error(
+            return json_error(
                 429,
                 "too_many_requests",
                 f"too many requests: the limit is {guard.limiter.rate:g}/s with bursts of "
                 f"{guard.limiter.burst:g} (security.rate_limit_per_s, security.rate_limit_burst)",
-                retry_after(wait),
+                headers=retry_after(wait),
             )
         if header and token is None:
             refused, status = "bad_token", 401
-            return _unauthorized(
-                "the bearer token is invalid, revoked or expired; create one with `edge-agent tokens create`"
+            return unauthorized(
+                "edge-agent",
+                "the bearer token is invalid, revoked or expired; create one with `edge-agent tokens create`",
             )
         limit = guard.settings.api.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             refused, status = "too_large", 413
-            return _error(
+            return json_error(
                 413,
                 "request_too_large",
                 f"request body too large: the limit is {limit} bytes (api.max_body_bytes)",
@@ -303,13 +285,14 @@ async def security_middleware(request: web.Request, handler):
             needed = guard.role_for(request.method, path)
             if token is None:
                 refused, status = "no_token", 401
-                return _unauthorized(
+                return unauthorized(
+                    "edge-agent",
                     "this API needs a bearer token (Authorization: Bearer eat_...); create one with "
-                    f"`edge-agent tokens create NAME --role {needed}`"
+                    f"`edge-agent tokens create NAME --role {needed}`",
                 )
             if role_rank(token.role) < role_rank(needed):
                 refused, status = "wrong_role", 403
-                return _error(
+                return json_error(
                     403,
                     "forbidden",
                     f"{request.method} {path} needs the {needed} role; token {token.name!r} has {token.role}",

@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from agent.core.logs import extra_fields, scalar
+from agent.core.logs import record_entry
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -27,13 +27,7 @@ class LogRing(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            entry: dict[str, Any] = {
-                "ts": round(record.created, 3),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "msg": record.getMessage(),
-            }
-            entry.update((k, scalar(v)) for k, v in extra_fields(record).items())
+            entry = record_entry(record)
             if record.exc_info and record.exc_info[0] is not None:
                 entry["exc"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
         except Exception:  # a broken record must never break the caller's logging

@@ -10,10 +10,15 @@ log tail, the audit log) is answered here under ``/ui/``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
-from agent.web.render import Assets, Page, Renderer, add_common_routes, page_handler
-from agent.web.session import Console, LoginLimiter, Sessions, install_middleware
+from agent.core.web import render
+from agent.core.web.render import Assets, Page, Renderer, add_common_routes, page_handler
+from agent.core.web.session import Console, LoginLimiter, Sessions, install_middleware
+
+HERE = Path(__file__).resolve().parent
 
 DEVICE_PAGES = (
     Page("overview", "Overview", "overview.html"),
@@ -36,8 +41,8 @@ def install_console(app: web.Application) -> None:
 
     console = Console("edge-agent", authenticate, guard.tokens_required, Sessions(), LoginLimiter())
     install_middleware(app, console, before=security_middleware)
-    assets = Assets([device.STATIC])
-    renderer = Renderer("edge-agent", DEVICE_PAGES, [], assets)
+    assets = Assets([device.STATIC, render.STATIC])
+    renderer = Renderer("edge-agent", DEVICE_PAGES, [HERE / "templates"], assets)
     add_common_routes(app, renderer, home="overview")
     for page in DEVICE_PAGES:
         app.router.add_get(f"/ui/{page.slug}", page_handler(renderer, page, "device.js"))

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from agent.api.app import CTX, open_websocket
-from agent.web.session import viewer_of
+from agent.core.web.session import viewer_of
 
 STATIC = Path(__file__).resolve().parent / "static"
 _LOG_QUEUE = 500

@@ -1,4 +1,5 @@
-"""The hub's operator REST API (aiohttp): registry, commands, alerts, bundles, deployments, keys.
+"""The hub's operator REST API (aiohttp): health, registry and commands here; bundles and deployments in
+``api_deploy``, tokens and keys in ``api_admin``, alerts in ``api_alerts``, enrolment in ``api_enroll``.
 
 Built on the ground floor's API pieces (agent/core): one ``Route`` table feeds
 both the router and ``/openapi.json``, and the error middleware gives every
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +30,6 @@ from agent.core.version import __version__
 from sync.hub import metrics, registry
 from sync.hub.auth import operator_of, with_auth_responses
 from sync.hub.context import HubContext
-from sync.hub.deploy import parse_percent
 
 log = logging.getLogger("edge_hub.api")
 
@@ -36,14 +37,17 @@ HUB = web.AppKey("hub", HubContext)
 HUB_ROUTES = web.AppKey("hub_routes", list)
 
 _MAX_WAIT_S = 600.0
-#: a canary share as the API takes it: 0-100, optionally with % ("10%", "12.5", "100"); the schema says the same
-_CANARY_PATTERN = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%?$"
 #: one selector string as registry.parse_selector takes it: comma-separated terms, each 'all', blank or
 #: label=value with a label that is not blank; the schema says the same, so no documented string is refused
 _TERM = r"(\s*(all)?\s*|[^,=]*[^,=\s][^,=]*=[^,]*)"
 _SELECTOR_PATTERN = rf"^{_TERM}(,{_TERM})*$"
 _TTL_MAX_S = 7 * 86400
-_DEPLOY_TIMEOUT_MAX_S = 86400
+
+
+async def _threaded(fn: Callable[..., Any], *args: Any, key: str = "") -> web.Response:
+    """``fn(*args)`` (blocking database work) in a thread, answered as JSON (under ``key`` when given)."""
+    result = await asyncio.to_thread(fn, *args)
+    return web.json_response({key: result} if key else result)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -95,15 +99,6 @@ def _args(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise BadRequestError("'args' must be a JSON object")
     return args
-
-
-def _canary(value: Any) -> float:
-    """The canary share: a number 0-100 or a string such as "10%" (what the deployments route documents)."""
-    if isinstance(value, str) and not re.fullmatch(_CANARY_PATTERN, value):
-        raise BadRequestError(f"canary share {value!r}: expected a percentage from 0% to 100%, such as 10%")
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise BadRequestError("'canary' must be a percentage such as \"10%\" or a number from 0 to 100")
-    return parse_percent(value)
 
 
 # ------------------------------------------------------------ health, info
@@ -175,9 +170,7 @@ async def devices(request: web.Request) -> web.Response:
 
 
 async def device_show(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    row = await asyncio.to_thread(registry.get_device, hub.db, request.match_info["device"])
-    return web.json_response(row)
+    return await _threaded(registry.get_device, request.app[HUB].db, request.match_info["device"])
 
 
 async def messages(request: web.Request) -> web.Response:
@@ -245,55 +238,7 @@ async def fleet_command(request: web.Request) -> web.Response:
 
 
 async def command_show(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    return web.json_response(await asyncio.to_thread(hub.commands.get, request.match_info["command_id"]))
-
-
-# ------------------------------------------------------------ bundles and deployments
-
-
-async def bundle_upload(request: web.Request) -> web.Response:
-    """Upload a bundle (a tar with manifest.json at its top) as the raw request body (admin: the hub signs it)."""
-    hub = request.app[HUB]
-    row = await hub.bundles.receive(request.content.iter_chunked(1 << 20), operator=operator_of(request).name)
-    return web.json_response(row, status=201)
-
-
-async def bundle_list(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    return web.json_response({"bundles": await asyncio.to_thread(hub.bundles.list)})
-
-
-async def bundle_download(request: web.Request) -> web.StreamResponse:
-    """The bundle's bytes; honours Range (206) so an interrupted download resumes."""
-    hub = request.app[HUB]
-    sha = request.match_info["sha256"]
-    path = hub.bundles.path(sha)
-    await asyncio.to_thread(hub.bundles.get, sha)  # 404 for what we do not know
-    return web.FileResponse(path, headers={"Content-Type": "application/x-tar", "ETag": f'"{sha}"'})
-
-
-async def deployment_start(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    data = await _body(request)
-    bundle = data.get("bundle")
-    if not isinstance(bundle, str):
-        raise BadRequestError("'bundle' must be the sha256 of an uploaded bundle (POST /v1/bundles)")
-    selector = _selector(data.get("to"))
-    canary = _canary(data.get("canary", "10%"))
-    timeout_s = _number(data, "timeout_s", 600, lo=1, hi=_DEPLOY_TIMEOUT_MAX_S)
-    row = await hub.deployer.start(bundle, selector, canary, timeout_s, operator=operator_of(request).name)
-    return web.json_response(row, status=202)
-
-
-async def deployment_list(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    return web.json_response({"deployments": await asyncio.to_thread(hub.deployer.list)})
-
-
-async def deployment_show(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    return web.json_response(await asyncio.to_thread(hub.deployer.get, request.match_info["deployment_id"]))
+    return await _threaded(request.app[HUB].commands.get, request.match_info["command_id"])
 
 
 _COMMAND_BODY: dict[str, Any] = {
@@ -377,65 +322,6 @@ ROUTES = [
         "Stored messages, newest first; ?device= ?kind= ?limit=.",
         tag="registry",
     ),
-    Route(
-        "POST",
-        "/v1/bundles",
-        bundle_upload,
-        "Upload a model or config bundle (tar, raw body); an unsigned manifest is signed by the hub.",
-        tag="deploy",
-        role="admin",
-        # the raw tar; its type is not checked (curl --data-binary sends form-urlencoded)
-        body={"type": "string", "format": "binary", "minLength": 1},
-        body_type="application/octet-stream",
-        extra_responses={
-            400: "no body, or one that is not a tar with a valid manifest.json at its top",
-            415: "not answered: the body is read as the tar whatever its content type",
-            507: "bundle too large",
-        },
-    ),
-    Route("GET", "/v1/bundles", bundle_list, "Uploaded bundles.", tag="deploy"),
-    Route(
-        "GET",
-        "/v1/bundles/{sha256}",
-        bundle_download,
-        "Download a bundle (Range supported).",
-        tag="deploy",
-        content_type="application/x-tar",
-        extra_responses={404: "unknown bundle"},
-    ),
-    Route(
-        "POST",
-        "/v1/deployments",
-        deployment_start,
-        "Start a staged deployment (canary first).",
-        tag="deploy",
-        role="operator",
-        body={
-            "type": "object",
-            "required": ["bundle", "to"],
-            "properties": {
-                "bundle": {"type": "string"},
-                "to": _SELECTOR,
-                "canary": {
-                    "anyOf": [
-                        {"type": "string", "pattern": _CANARY_PATTERN},
-                        {"type": "number", "minimum": 0, "maximum": 100},
-                    ]
-                },
-                "timeout_s": {"type": "number", "minimum": 1, "maximum": _DEPLOY_TIMEOUT_MAX_S},
-            },
-        },
-        extra_responses={404: "unknown bundle, or no registered device matches 'to'", 503: "no broker"},
-    ),
-    Route("GET", "/v1/deployments", deployment_list, "Deployments, newest first.", tag="deploy"),
-    Route(
-        "GET",
-        "/v1/deployments/{deployment_id}",
-        deployment_show,
-        "One deployment with per-device status.",
-        tag="deploy",
-        extra_responses={404: "unknown deployment"},
-    ),
 ]
 
 
@@ -451,9 +337,10 @@ def create_hub_app(hub: HubContext) -> web.Application:
     from sync.hub import auth
     from sync.hub.api_admin import ADMIN_ROUTES
     from sync.hub.api_alerts import ALERT_ROUTES
+    from sync.hub.api_deploy import DEPLOY_ROUTES
     from sync.hub.api_enroll import ENROL_ROUTES
 
-    routes = [*ROUTES, *ADMIN_ROUTES, *ALERT_ROUTES, *ENROL_ROUTES]
+    routes = [*ROUTES, *DEPLOY_ROUTES, *ADMIN_ROUTES, *ALERT_ROUTES, *ENROL_ROUTES]
     errors = http.error_middleware(
         requests=metrics.API_REQUESTS, latency=metrics.API_LATENCY, log=log, whose_log="the hub's log"
     )

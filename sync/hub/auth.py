@@ -43,7 +43,7 @@ from agent.core.auth import (
     role_rank,
 )
 from agent.core.errors import ConfigError
-from agent.core.http import json_error, unauthorized
+from agent.core.http import json_error, open_probe, route_of, unauthorized
 from sync.hub.settings import HubSettings
 from sync.hub.tokens import HubTokens
 
@@ -104,19 +104,10 @@ def operator_of(request: web.Request) -> TokenInfo:
     return request[_OPERATOR]
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return json_error(status, code, message, headers=headers)
-
-
-def _unauthorized(message: str) -> web.Response:
-    return unauthorized("edge-hub", message)
-
-
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
-    resource = request.match_info.route.resource
-    path = resource.canonical if resource is not None else request.path
-    if path in OPEN_PATHS and request.method in SAFE_METHODS:
+    path = route_of(request) or request.path
+    if open_probe(request, path):
         return await handler(request)
     if (request.method, path) in CLAIM_ROUTES:  # the handler checks the claim token (sync/hub/enroll.py)
         return await handler(request)
@@ -128,20 +119,22 @@ async def auth_middleware(request: web.Request, handler):
         sha = request.match_info.get("sha256", "")
         if await asyncio.to_thread(guard.download_allowed, sha, capability):
             return await handler(request)
-        return _unauthorized("this bundle download link is not valid (made by another hub key?)")
+        return unauthorized("edge-hub", "this bundle download link is not valid (made by another hub key?)")
     if not header:
-        return _unauthorized(
+        return unauthorized(
+            "edge-hub",
             "the hub's API needs an operator token (Authorization: Bearer eht_...; the edge-hub CLI "
-            f"takes --token or EDGE_HUB_TOKEN); on the hub's machine: edge-hub tokens create NAME --role {needed}"
+            f"takes --token or EDGE_HUB_TOKEN); on the hub's machine: edge-hub tokens create NAME --role {needed}",
         )
     scheme, _, value = header.partition(" ")
     token = await asyncio.to_thread(guard.tokens.authenticate, value) if scheme.lower() == "bearer" else None
     if token is None:
-        return _unauthorized(
-            "the bearer token is invalid, revoked or expired (see `edge-hub tokens list` on the hub)"
+        return unauthorized(
+            "edge-hub",
+            "the bearer token is invalid, revoked or expired (see `edge-hub tokens list` on the hub)",
         )
     if role_rank(token.role) < role_rank(needed):
-        return _error(
+        return json_error(
             403,
             "forbidden",
             f"{request.method} {path} needs the {needed} role; token {token.name!r} has {token.role}",
@@ -149,13 +142,13 @@ async def auth_middleware(request: web.Request, handler):
     if (request.method, path) in SIGNING_ROUTES:
         wait = guard.limiter.take(f"token:{token.id}")
         if wait > 0:
-            return _error(
+            return json_error(
                 429,
                 "too_many_requests",
                 f"operator {token.name!r} sends commands too fast: the limit is "
                 f"{guard.limiter.rate:g}/s with bursts of {guard.limiter.burst:g} "
                 "(api.command_rate_per_s, api.command_burst); retry later",
-                retry_after(wait),
+                headers=retry_after(wait),
             )
     request[_OPERATOR] = token
     return await handler(request)

@@ -18,11 +18,9 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from agent.core.errors import ConfigError, EdgeAgentError
-from agent.core.pipes import reader_went_away
+from agent.core.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_UNREACHABLE, run_command
+from agent.core.errors import EdgeAgentError
 from agent.core.version import __version__
-
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 class HubUnreachable(EdgeAgentError):
@@ -136,30 +134,15 @@ def client_for(args: argparse.Namespace, timeout: float = 10.0) -> HubClient:
     return HubClient(url, timeout=timeout, token=token.strip())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except BrokenPipeError:  # `edge-hub --help | head -1`
-        return reader_went_away()
-    try:
-        code = int(args.handler(args) or 0)
-        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's last flush
-        return code
-    except BrokenPipeError:  # `edge-hub devices | head -1`
-        return reader_went_away()
-    except ConfigError as exc:
-        print(f"edge-hub: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except HubUnreachable as exc:
-        print(f"edge-hub: {exc}", file=sys.stderr)
+def _exit_code(exc: EdgeAgentError) -> int:
+    """3 when the hub cannot be reached; 2 for a request the hub refused as wrong; else 1."""
+    if isinstance(exc, HubUnreachable):
         return EXIT_UNREACHABLE
-    except EdgeAgentError as exc:
-        print(f"edge-hub: {exc}", file=sys.stderr)
-        usage = exc.code in ("bad_request", "unauthorized", "forbidden")
-        return EXIT_CONFIG if usage else EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
+    return EXIT_CONFIG if exc.code in ("bad_request", "unauthorized", "forbidden") else EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser(), argv, "edge-hub", _exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from agent.core.http import request_metrics
+
 MESSAGES = Counter(
     "edge_hub_messages_total",
     "Messages taken in, by kind and outcome (stored, duplicate: already stored by us or a peer).",
@@ -31,12 +33,4 @@ LATENCY = Histogram(
 )
 COMMANDS = Counter("edge_hub_commands_total", "Signed commands published, by name.", ["name"])
 DEVICES_ONLINE = Gauge("edge_hub_devices_online", "Devices whose latest state says online.")
-API_REQUESTS = Counter(
-    "edge_hub_api_requests_total", "Operator API requests by route and status.", ["method", "route", "status"]
-)
-API_LATENCY = Histogram(
-    "edge_hub_api_request_seconds",
-    "Operator API request latency.",
-    ["route"],
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
-)
+API_REQUESTS, API_LATENCY = request_metrics("edge_hub_api", "Operator API")

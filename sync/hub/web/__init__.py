@@ -1,6 +1,6 @@
 """The hub's web console: fleet, device pages, alerts, command console, deployments.
 
-The same stack as the box's console (``agent/web``): a login that keeps the
+The same stack as the box's console (the shell in agent/core/web): a login that keeps the
 operator token on the server behind an HttpOnly, SameSite=Strict session
 cookie, plain templates, uPlot and our scripts served from the package.
 Pages read the hub's own JSON API under the token's role, so a viewer sees
@@ -24,8 +24,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from agent.web.render import Assets, Page, Renderer, add_common_routes, page_handler
-from agent.web.session import Console, LoginLimiter, Sessions, install_middleware, viewer_of
+from agent.core.web import render
+from agent.core.web.render import Assets, Page, Renderer, add_common_routes, page_handler
+from agent.core.web.session import Console, LoginLimiter, Sessions, install_middleware, viewer_of
 
 HERE = Path(__file__).resolve().parent
 HUB_PAGES = (
@@ -52,9 +53,7 @@ def install_console(app: web.Application) -> None:
 
     console = Console("edge-hub", authenticate, lambda: True, Sessions(), LoginLimiter())
     install_middleware(app, console, before=auth_middleware)
-    from agent.web.device import STATIC
-
-    assets = Assets([HERE / "static", STATIC])
+    assets = Assets([HERE / "static", render.STATIC])
     renderer = Renderer("edge-hub", HUB_PAGES, [HERE / "templates"], assets)
     add_common_routes(app, renderer, home="fleet")
     for page in HUB_PAGES:

@@ -48,7 +48,7 @@ class Viewer:
     open: bool = False
 
     def at_least(self, role: str) -> bool:
-        from agent.security.tokens import role_rank
+        from agent.core.auth import role_rank
 
         return role_rank(self.role) >= role_rank(role)
 

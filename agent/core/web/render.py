@@ -21,9 +21,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from agent.web.session import CONSOLE, clear_cookie, set_cookie, viewer_of
+from agent.core.web.session import CONSOLE, clear_cookie, set_cookie, viewer_of
 
 HERE = Path(__file__).resolve().parent
+#: the shell every console shares: layout and login pages; console.css/js and uPlot
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".png": "image/png"}
@@ -163,7 +164,7 @@ def login_handlers(renderer: Renderer) -> tuple:
         console = request.app[CONSOLE]
         form = await request.post()
         next_path = safe_next(str(form.get("next", "/")))
-        from agent.security.api_auth import source_key
+        from agent.core.auth import source_key
 
         source = source_key(request.remote)
         wait = console.logins.wait(source)
@@ -193,7 +194,7 @@ def login_handlers(renderer: Renderer) -> tuple:
         raise response
 
     async def logout(request: web.Request) -> web.Response:
-        from agent.web.session import COOKIE
+        from agent.core.web.session import COOKIE
 
         request.app[CONSOLE].sessions.drop(request.cookies.get(COOKIE))
         response = web.HTTPSeeOther("/login")
