@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from agent.cli.apiclient import api
 from agent.cli.output import print_json, table
-from agent.config import load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,33 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
 
 
-def api_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    """Call the daemon's API; prints why and returns None when it cannot be reached."""
-    from agent.cli.apiclient import DaemonClient, DaemonUnreachable
-
-    client = DaemonClient(
-        load_settings(args.config), getattr(args, "token", None), getattr(args, "timeout", 5.0)
-    )
-    try:
-        status, data = client.request(method, path, body)
-    except DaemonUnreachable as exc:
-        print(f"edge-agent is not running: {exc}", file=sys.stderr)
-        return None
-    if status >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        message = err.get("message") or f"HTTP {status}"
-        if status == 401:
-            message += " (pass --token or set EDGE_AGENT_TOKEN; make one with `edge-agent tokens create`)"
-        print(f"edge-agent: {message} (HTTP {status})", file=sys.stderr)
-        raise SystemExit(1)
-    return data
+#: the daemon call of these commands (``sensors_cmd`` imports it from here too)
+api_call = api
 
 
 def list_alerts(args: argparse.Namespace) -> int:
     query = f"?state={args.state}&limit={args.limit}" + (f"&machine={args.machine}" if args.machine else "")
-    body = api_call(args, "GET", "/v1/alerts" + query)
-    if body is None:
-        return 3
+    body = api(args, "GET", "/v1/alerts" + query)
     alerts = body["alerts"]
     if args.json:
         print_json(alerts)
@@ -105,10 +85,10 @@ def short_id_width(ids: list[str]) -> int:
     return width
 
 
-def resolve_id(args: argparse.Namespace, given: str) -> str | None:
+def resolve_id(args: argparse.Namespace, given: str) -> str:
     """The full id for a full id or a unique start of one (an end, as older versions printed, too).
 
-    None when the daemon cannot be reached (the reason is printed); exits 2
+    Exits 3 when the daemon cannot be reached (the reason is printed), 2
     naming the candidates when several match, 1 when none does.
     """
     given = given.strip()
@@ -118,9 +98,7 @@ def resolve_id(args: argparse.Namespace, given: str) -> str | None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    body = api_call(args, "GET", "/v1/alerts?state=all&limit=1000")
-    if body is None:
-        return None
+    body = api(args, "GET", "/v1/alerts?state=all&limit=1000")
     ids = [a["id"] for a in body["alerts"]]
     if given in ids:
         return given
@@ -185,12 +163,7 @@ def render_alert(a: dict[str, Any]) -> str:
 
 
 def show_alert(args: argparse.Namespace) -> int:
-    alert_id = resolve_id(args, args.id)
-    if alert_id is None:
-        return 3
-    body = api_call(args, "GET", f"/v1/alerts/{alert_id}")
-    if body is None:
-        return 3
+    body = api(args, "GET", f"/v1/alerts/{resolve_id(args, args.id)}")
     if args.json:
         print_json(body)
     else:
@@ -199,11 +172,6 @@ def show_alert(args: argparse.Namespace) -> int:
 
 
 def ack_alert(args: argparse.Namespace) -> int:
-    alert_id = resolve_id(args, args.id)
-    if alert_id is None:
-        return 3
-    body = api_call(args, "POST", f"/v1/alerts/{alert_id}/ack", {"by": args.by})
-    if body is None:
-        return 3
+    body = api(args, "POST", f"/v1/alerts/{resolve_id(args, args.id)}/ack", {"by": args.by})
     print(f"acknowledged {body['id']} ({body['level']}, {body['state']}): {body['title']}")
     return 0

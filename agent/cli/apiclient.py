@@ -8,19 +8,23 @@ daemon serves HTTPS and its own certificate is the CA we check it against.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
 import socket
 import ssl
+import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
-from agent.config import Settings
+from agent.config import Settings, load_settings
 from agent.errors import ConfigError, EdgeAgentError
 
 TOKEN_ENV = "EDGE_AGENT_TOKEN"
+#: added to a 401's message: how to get past it
+TOKEN_HINT = f" (pass --token or set {TOKEN_ENV}; make one with `edge-agent tokens create`)"
 
 
 class DaemonUnreachable(EdgeAgentError):
@@ -156,9 +160,36 @@ class DaemonClient:
         """Like ``request`` but an error status raises EdgeAgentError with the daemon's message."""
         status, data = self.request(method, path, body)
         if status >= 400:
-            err = data.get("error", {}) if isinstance(data, dict) else {}
-            message = err.get("message", f"HTTP {status}")
-            if status == 401:
-                message += f" (pass --token or set {TOKEN_ENV}; make one with `edge-agent tokens create`)"
-            raise EdgeAgentError(message, code=err.get("code") or "http_error")
+            raise daemon_error(status, data)
         return data
+
+
+def daemon_error(
+    status: int, data: Any, hint: str = TOKEN_HINT, hint_for: tuple[int, ...] = (401,)
+) -> EdgeAgentError:
+    """The daemon's refusal (``{"error": {"message", "code"}}``) as EdgeAgentError, ``hint`` added on ``hint_for``."""
+    err = data.get("error", {}) if isinstance(data, dict) else {}
+    message = err.get("message") or f"HTTP {status}"
+    if status in hint_for:
+        message += hint
+    return EdgeAgentError(message, code=err.get("code") or "http_error")
+
+
+def api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """One call for a command (``--config``, ``--token``, ``--timeout``): the answer's JSON.
+
+    Exits 3 when no daemon answers, 2 when it refuses the request (4xx), 1
+    when it fails (5xx), each with the reason on stderr.
+    """
+    client = DaemonClient(
+        load_settings(args.config), getattr(args, "token", None), getattr(args, "timeout", 10.0)
+    )
+    try:
+        status, data = client.request(method, path, body)
+    except DaemonUnreachable as exc:
+        print(f"edge-agent is not running: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+    if status >= 400:
+        print(f"edge-agent: {daemon_error(status, data)} (HTTP {status})", file=sys.stderr)
+        raise SystemExit(2 if status < 500 else 1)
+    return data

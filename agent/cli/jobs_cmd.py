@@ -9,8 +9,8 @@ import urllib.parse
 from datetime import datetime
 from typing import Any
 
+from agent.cli.apiclient import api
 from agent.cli.output import print_json, table
-from agent.config import load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,26 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     for sp in (ls, run, pause, resume, hist):
         sp.add_argument("--json", action="store_true", help="print JSON")
         sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon")
-
-
-def api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    """Call the daemon; exit 3 when it is not running, 2 on a refused request, 1 on its failure."""
-    from agent.cli.apiclient import DaemonClient, DaemonUnreachable
-
-    client = DaemonClient(load_settings(args.config), getattr(args, "token", None), args.timeout)
-    try:
-        status, data = client.request(method, path, body)
-    except DaemonUnreachable as exc:
-        print(f"edge-agent is not running: {exc}; start it with `edge-agent run`", file=sys.stderr)
-        raise SystemExit(3) from None
-    if status >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        message = err.get("message") or f"HTTP {status}"
-        if status == 401:
-            message += " (pass --token or set EDGE_AGENT_TOKEN; make one with `edge-agent tokens create`)"
-        print(f"edge-agent: {message} (HTTP {status})", file=sys.stderr)
-        raise SystemExit(2 if status < 500 else 1)
-    return data
 
 
 def _when(ts: float | None) -> str:

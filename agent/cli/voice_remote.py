@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agent.cli.apiclient import DaemonClient, DaemonUnreachable
+from agent.cli.apiclient import DaemonClient, DaemonUnreachable, daemon_error
 from agent.config import Settings
 from agent.errors import EdgeAgentError
 
@@ -52,11 +52,8 @@ def note(text: str) -> None:
 
 def _raise_for(status: int, data: Any) -> None:
     if status >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        message = err.get("message") or f"HTTP {status}"
-        if status in (401, 403):
-            message += " (pass --token with an operator token, or --local to load the models here)"
-        raise EdgeAgentError(message, code=err.get("code") or "http_error")
+        hint = " (pass --token with an operator token, or --local to load the models here)"
+        raise daemon_error(status, data, hint, hint_for=(401, 403))
 
 
 def ask_remote(client: DaemonClient, text: str, conversation: str = "cli") -> dict[str, Any]:
