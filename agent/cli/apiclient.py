@@ -20,6 +20,7 @@ import urllib.request
 from typing import Any
 
 from agent.config import Settings, load_settings
+from agent.core.cliutil import api_error
 from agent.errors import ConfigError, EdgeAgentError
 
 TOKEN_ENV = "EDGE_AGENT_TOKEN"
@@ -160,19 +161,8 @@ class DaemonClient:
         """Like ``request`` but an error status raises EdgeAgentError with the daemon's message."""
         status, data = self.request(method, path, body)
         if status >= 400:
-            raise daemon_error(status, data)
+            raise api_error(status, data, hint=TOKEN_HINT)
         return data
-
-
-def daemon_error(
-    status: int, data: Any, hint: str = TOKEN_HINT, hint_for: tuple[int, ...] = (401,)
-) -> EdgeAgentError:
-    """The daemon's refusal (``{"error": {"message", "code"}}``) as EdgeAgentError, ``hint`` added on ``hint_for``."""
-    err = data.get("error", {}) if isinstance(data, dict) else {}
-    message = err.get("message") or f"HTTP {status}"
-    if status in hint_for:
-        message += hint
-    return EdgeAgentError(message, code=err.get("code") or "http_error")
 
 
 def api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
@@ -190,6 +180,6 @@ def api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> A
         print(f"edge-agent is not running: {exc}", file=sys.stderr)
         raise SystemExit(3) from None
     if status >= 400:
-        print(f"edge-agent: {daemon_error(status, data)} (HTTP {status})", file=sys.stderr)
+        print(f"edge-agent: {api_error(status, data, hint=TOKEN_HINT)} (HTTP {status})", file=sys.stderr)
         raise SystemExit(2 if status < 500 else 1)
     return data

@@ -15,8 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agent.cli.apiclient import DaemonClient, DaemonUnreachable, daemon_error
+from agent.cli.apiclient import DaemonClient, DaemonUnreachable
 from agent.config import Settings
+from agent.core.cliutil import api_error
 from agent.errors import EdgeAgentError
 
 #: error codes that mean "this daemon cannot do voice": fall back to local models
@@ -53,7 +54,7 @@ def note(text: str) -> None:
 def _raise_for(status: int, data: Any) -> None:
     if status >= 400:
         hint = " (pass --token with an operator token, or --local to load the models here)"
-        raise daemon_error(status, data, hint, hint_for=(401, 403))
+        raise api_error(status, data, hint=hint, hint_for=(401, 403))
 
 
 def ask_remote(client: DaemonClient, text: str, conversation: str = "cli") -> dict[str, Any]:

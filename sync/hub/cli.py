@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.core.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_UNREACHABLE, run_command
+from agent.core.cliutil import api_error
 from agent.core.errors import EdgeAgentError
 from agent.core.version import __version__
 
@@ -60,15 +61,14 @@ class HubClient:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read() or b"{}"
             try:
-                err = json.loads(raw).get("error", {})
+                refusal = json.loads(exc.read() or b"{}")
             except ValueError:
-                err = {}
-            message = err.get("message") or f"the hub answered HTTP {exc.code}"
-            if exc.code == 401 and not self._token:
-                message += "; no token was given: pass --token or set EDGE_HUB_TOKEN"
-            raise EdgeAgentError(message, code=err.get("code") or "http_error") from None
+                refusal = None
+            hint = "" if self._token else "; no token was given: pass --token or set EDGE_HUB_TOKEN"
+            raise api_error(
+                exc.code, refusal, fallback=f"the hub answered HTTP {exc.code}", hint=hint
+            ) from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise HubUnreachable(
