@@ -61,18 +61,8 @@ def store_for(settings: Any) -> PluginStore:
 
 
 def limits_from(settings: Any) -> Limits:
-    p = settings.plugins
-    return Limits(
-        memory_mb=p.memory_mb,
-        cpu_s=p.cpu_s,
-        heartbeat_s=p.heartbeat_s,
-        hang_timeout_s=p.hang_timeout_s,
-        max_failures=p.max_failures,
-        failure_window_s=p.failure_window_s,
-        max_readings_per_s=p.max_readings_per_s,
-        max_events_per_s=p.max_events_per_s,
-        systemd_scope=p.systemd_scope,
-    )
+    """The ``[plugins]`` settings named like the fields of ``Limits``."""
+    return Limits(**{f.name: getattr(settings.plugins, f.name) for f in dataclasses.fields(Limits)})
 
 
 def plugin_settings(settings: Any, available: Available, stored: dict[str, Any] | None) -> dict[str, Any]:
