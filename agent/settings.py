@@ -16,23 +16,6 @@ from typing import Literal
 from agent.core.settings import BrokerSettings, LogSettings, setting, source_field
 from agent.settings_features import ModelsSettings, PluginSettings, SensorSettings, VoiceSettings
 
-__all__ = [
-    "ApiSettings",
-    "BusSettings",
-    "LogSettings",
-    "ModelsSettings",
-    "MqttSettings",
-    "PluginSettings",
-    "SecuritySettings",
-    "SensorSettings",
-    "Settings",
-    "StoreSettings",
-    "SupervisorSettings",
-    "SyncSettings",
-    "VoiceSettings",
-    "setting",
-]
-
 
 @dataclass(frozen=True)
 class ApiSettings:

@@ -67,8 +67,11 @@ def hash_matches(stored_hash: str, token: str) -> bool:
     return hmac.compare_digest(stored_hash, hash_token(token))
 
 
-def check_new_token(name: Any, role: str, ttl_s: float | None) -> None:
-    """Refuse a token request with a bad name, an unknown role or a lifetime that is not positive."""
+def new_token(prefix: str, name: Any, role: str, ttl_s: float | None) -> tuple[str, TokenInfo]:
+    """A fresh token and what is kept of it; refuses a bad name, an unknown role, a lifetime not > 0.
+
+    The plain token is shown once; only its hash (``hash_token``) and the ``TokenInfo`` are stored.
+    """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise BadRequestError(
             "token name: 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
@@ -76,13 +79,11 @@ def check_new_token(name: Any, role: str, ttl_s: float | None) -> None:
     role_rank(role)
     if ttl_s is not None and ttl_s <= 0:
         raise BadRequestError("a token's lifetime must be positive (seconds)")
-
-
-def new_token(prefix: str) -> tuple[str, str]:
-    """A fresh ``(id, token)``: the token is shown once and only its hash is kept."""
+    now = time.time()
     token_id = secrets.token_hex(6)
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-    return token_id, f"{prefix}{token_id}_{secret}"
+    info = TokenInfo(token_id, name, role, now, now + ttl_s if ttl_s else None, None)
+    return f"{prefix}{token_id}_{secret}", info
 
 
 def token_pattern(prefix: str) -> re.Pattern[str]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler, Middleware
 
 from agent.core.auth import OPEN_PATHS, SAFE_METHODS
 from agent.core.errors import EdgeAgentError
@@ -40,8 +42,6 @@ _STATUS_CODES = {
 }
 #: headers of an HTTP error that the JSON answer keeps (405 names the methods allowed, 429 when to retry)
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
-
-Middleware = Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[Any]]
 
 
 class _Child(Protocol):
@@ -107,7 +107,7 @@ def error_middleware(
     internal = f"internal error; {whose_log} has the details"
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> Any:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = route_of(request) or "unmatched"
         started = time.perf_counter()
         status = 500

@@ -13,7 +13,6 @@ import time
 from agent.core.auth import (
     ROLES,
     TokenInfo,
-    check_new_token,
     hash_matches,
     hash_token,
     new_token,
@@ -39,10 +38,7 @@ class TokenStore:
         self, name: str, role: str, *, ttl_s: float | None = None, actor: str = "cli"
     ) -> tuple[str, TokenInfo]:
         """Make a token; the plain text is returned once and never stored."""
-        check_new_token(name, role, ttl_s)
-        now = time.time()
-        token_id, token = new_token(PREFIX)
-        expires = now + ttl_s if ttl_s else None
+        token, info = new_token(PREFIX, name, role, ttl_s)
         with self.store.atomic() as conn:
             clash = conn.execute(
                 "SELECT id FROM api_tokens WHERE name = ? AND revoked_at IS NULL", (name,)
@@ -51,15 +47,15 @@ class TokenStore:
                 raise ConflictError(f"an active token named {name!r} exists (id {clash[0]}); revoke it first")
             conn.execute(
                 "INSERT INTO api_tokens (id, name, role, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (token_id, name, role, hash_token(token), now, expires),
+                (info.id, name, role, hash_token(token), info.created_at, info.expires_at),
             )
             self.audit.append(
                 actor,
                 "token.create",
-                f"token:{token_id}",
-                {"name": name, "role": role, "expires_at": expires},
+                f"token:{info.id}",
+                {"name": name, "role": role, "expires_at": info.expires_at},
             )
-        return token, TokenInfo(token_id, name, role, now, expires, None)
+        return token, info
 
     def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
         sql = "SELECT id, name, role, created_at, expires_at, revoked_at FROM api_tokens"

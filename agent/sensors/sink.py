@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from agent.core.store import Store
 from agent.errors import DiskFullError, NotFoundError
 from agent.sensors.alerts import Alert, Transition
-from agent.store import Store
 
 _UPSERT = (
     "INSERT INTO alerts (id, source, condition, level, state, title, score, opened_at, updated_at, "

@@ -123,27 +123,24 @@ def list_alerts(
     level: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    where, params = [], []
-    for column, value in (("device", device), ("state", state), ("level", level)):
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
-    sql = "SELECT id, device, ts, alert_id, level, title, state, body FROM alerts"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY ts DESC LIMIT ?"
-    return [_message(r) for r in db.query(sql, (*params, int(limit)))]
+    columns = "id, device, ts, alert_id, level, title, state, body"
+    return _newest(db, "alerts", columns, {"device": device, "state": state, "level": level}, limit)
 
 
 def list_messages(
     db: HubDB, *, device: str | None = None, kind: str | None = None, limit: int = 100
 ) -> list[dict]:
-    where, params = [], []
-    for column, value in (("device", device), ("kind", kind)):
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
-    sql = "SELECT id, device, kind, ts, received_at, body FROM messages"
+    columns = "id, device, kind, ts, received_at, body"
+    return _newest(db, "messages", columns, {"device": device, "kind": kind}, limit)
+
+
+def _newest(
+    db: HubDB, table: str, columns: str, equal: dict[str, str | None], limit: int
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` rows of ``table`` whose columns equal the given values (None: any)."""
+    where = [f"{column} = ?" for column, value in equal.items() if value]
+    params = [value for value in equal.values() if value]
+    sql = f"SELECT {columns} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY ts DESC LIMIT ?"

@@ -25,7 +25,6 @@ from typing import Any
 from agent.core.auth import (
     ROLES,
     TokenInfo,
-    check_new_token,
     hash_matches,
     hash_token,
     new_token,
@@ -56,10 +55,7 @@ class HubTokens:
         self, name: str, role: str, *, ttl_s: float | None = None, created_by: str = "cli"
     ) -> tuple[str, TokenInfo]:
         """Make a token; its plain text is returned once and never stored."""
-        check_new_token(name, role, ttl_s)
-        now = time.time()
-        token_id, token = new_token(PREFIX)
-        expires = now + ttl_s if ttl_s else None
+        token, info = new_token(PREFIX, name, role, ttl_s)
         with self.db.transaction() as tx:
             clash = tx.query("SELECT id FROM operator_tokens WHERE name = ? AND revoked_at IS NULL", (name,))
             if clash:
@@ -70,9 +66,9 @@ class HubTokens:
             tx.execute(
                 "INSERT INTO operator_tokens (id, name, role, hash, created_at, expires_at, created_by) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (token_id, name, role, hash_token(token), now, expires, created_by),
+                (info.id, name, role, hash_token(token), info.created_at, info.expires_at, created_by),
             )
-        return token, TokenInfo(token_id, name, role, now, expires, None)
+        return token, info
 
     def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
         sql = f"SELECT {_COLUMNS} FROM operator_tokens"

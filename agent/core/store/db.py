@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.core.errors import CorruptDatabaseError, SchemaTooNewError, StoreError
 from agent.core.store.migrations import Migration
@@ -40,6 +40,8 @@ from agent.core.store.space import DiskSpace, SpacePolicy, disk_full_error, is_d
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: SQLite's default WAL checkpoint interval (pages); smaller when the disk reserve is small
 WAL_AUTOCHECKPOINT = 1000
+
+_S = TypeVar("_S", bound="Store")
 
 
 class Store:
@@ -60,14 +62,14 @@ class Store:
 
     @classmethod
     def open(
-        cls,
+        cls: type[_S],
         path: str | Path,
         *,
         synchronous: str = "full",
         check: str = "quick",
         migrate: bool = True,
         space: SpacePolicy | None = None,
-    ) -> Store:
+    ) -> _S:
         """Open (creating when absent), check integrity, and bring the schema up to date.
 
         Raises DiskFullError when the disk is too full to open or create it
