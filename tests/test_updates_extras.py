@@ -20,12 +20,23 @@ from agent.security.selfupdate import Installer, UpdateFailed
 from tests.test_updates_selfupdate import CHECK, run_app
 
 
-def wheel(dest: Path, name: str, version: str, *, module: str, extra_requires: str = "") -> Path:
-    """A minimal real wheel; ``extra_requires``: a requirement only the extra ``engines`` pulls in."""
-    dist = f"{name}-{version}.dist-info"
+def wheel(
+    dest: Path,
+    name: str,
+    version: str,
+    *,
+    module: str,
+    extra_requires: str = "",
+    extra: str = "engines",
+    requires: str = "",
+) -> Path:
+    """A minimal real wheel; ``extra_requires``: a requirement only ``extra`` pulls in."""
+    dist = f"{name.replace('-', '_')}-{version}.dist-info"
     meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     if extra_requires:
-        meta += f'Provides-Extra: engines\nRequires-Dist: {extra_requires}; extra == "engines"\n'
+        meta += f'Provides-Extra: {extra}\nRequires-Dist: {extra_requires}; extra == "{extra}"\n'
+    if requires:
+        meta += f"Requires-Dist: {requires}\n"
     files = {
         f"{module}/__init__.py": f"VERSION = {version!r}\ndef main():\n    print('{module} ' + VERSION)\n",
         f"{dist}/METADATA": meta,
@@ -38,7 +49,7 @@ def wheel(dest: Path, name: str, version: str, *, module: str, extra_requires: s
     ]
     files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
     dest.mkdir(parents=True, exist_ok=True)
-    path = dest / f"{name}-{version}-py3-none-any.whl"
+    path = dest / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
         for n, t in files.items():
             zf.writestr(n, t)
@@ -76,3 +87,19 @@ def test_the_update_keeps_the_installed_extras(tmp_path: Path) -> None:
     assert result.outcome == "installed" and run_app(prefix) == "edgeapp 2.0"
     assert has_engine(prefix, "venv-b")
     assert json.loads((prefix / "installed.json").read_text())["extras"] == "engines"
+
+
+def test_voice_brings_silero_vad_without_its_torch(tmp_path: Path) -> None:
+    # silero-vad's package requires torch; its ONNX model does not: the bundle has no torch wheel
+    bundle = tmp_path / "bundle"
+    wheel(bundle, "silero-vad", "5.1", module="silero_vad", requires="torch")
+    wheel(bundle, "edgeapp", "2.0", module="edgeapp", extra_requires="wyoming-x", extra="voice")
+    wheel(bundle, "wyoming-x", "1.0", module="wyoming_x")
+    first = wheel(tmp_path / "first", "edgeapp", "1.0", module="edgeapp")
+    prefix = tmp_path / "opt"
+    Installer(prefix, check_cmd=CHECK, seed_pip=False).bootstrap(first, "1.0")
+    result = Installer(prefix, check_cmd=CHECK, seed_pip=False, find_links=bundle, extras="voice").install(
+        bundle / "edgeapp-2.0-py3-none-any.whl", "2.0"
+    )
+    assert result.outcome == "installed" and run_app(prefix) == "edgeapp 2.0"
+    assert any((prefix / "venv-b").glob("lib/python*/site-packages/silero_vad/__init__.py"))

@@ -51,6 +51,9 @@ JOURNAL = "update-journal.json"
 STATE = "installed.json"
 STEPS = ("begin", "clear_slot", "create_env", "install", "check_env", "switch", "health", "commit")
 CRASH_ENV = "EDGEAGENT_TEST_CRASH_AFTER"
+#: extras that also need a package installed without its dependencies (Silero VAD's package requires
+#: torch, which its ONNX model does not); the bundle carries its wheel, as install.sh installs it
+WITHOUT_DEPS = {"voice": ("silero-vad",)}
 
 
 class UpdateFailed(EdgeAgentError):
@@ -329,6 +332,9 @@ class Installer:
         # the extras' wheels come from the same bundle (--no-index): one missing fails before the switch
         requirement = f"{wheel}[{extras}]" if extras else str(wheel)
         self._run([*cmd, requirement], f"install {wheel.name}" + (f" with [{extras}]" if extras else ""))
+        apart = [pkg for extra in extras.split(",") for pkg in WITHOUT_DEPS.get(extra.strip(), ())]
+        if apart:  # as install.sh does: packages whose declared dependencies the extra does not need
+            self._run([*cmd, "--no-deps", *apart], f"install {', '.join(apart)} (without dependencies)")
 
     def _check(self, slot: str, version: str) -> None:
         bindir = str(self.prefix / slot / "bin")

@@ -117,7 +117,7 @@ def pyaudio_module() -> Any:
         import pyaudio
     except ImportError:
         raise UnavailableError(
-            "pyaudio is not installed: apt-get install portaudio19-dev && pip install 'edge-agent[voice]'",
+            "pyaudio is not installed: apt-get install portaudio19-dev && pip install 'edge-agent[mic]'",
             code="runtime_missing",
         ) from None
     return pyaudio

@@ -329,7 +329,7 @@ class Checks:
         while time.monotonic() < deadline:
             status = json.loads(self.cli("status", "--json", timeout=120).stdout)
             mqtt = status.get("mqtt") or status.get("sync") or {}
-            box = mqtt.get("outbox") if isinstance(mqtt.get("outbox"), dict) else {}
+            box: dict[str, Any] = mqtt["outbox"] if isinstance(mqtt.get("outbox"), dict) else {}
             received = self.sub_log.read_text(errors="replace").splitlines() if self.sub_log.exists() else []
             if mqtt.get("connected") and box.get("pending", 1) == 0 and received:
                 topics = sorted({line.split(" ", 1)[0] for line in received})

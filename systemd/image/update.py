@@ -50,6 +50,7 @@ class AgentUpdates:
 
     # ------------------------------------------------------------ the publisher's side
     def publish(self) -> str:
+        from agent.security.selfupdate import WITHOUT_DEPS
         from agent.security.update_repo import Repository
         from models import signing
 
@@ -68,8 +69,12 @@ class AgentUpdates:
             self._source(src, version, broken=name == "broken")
             wheels = f"{CHECK_DIR}/update-{name}"
             requirement = f"{src}[{extras}]" if extras else src
-            pip = ["/opt/edge-agent/current/bin/python", "-m", "pip", "wheel", "--quiet"]
+            # --use-pep517: an sdist among the dependencies (vosk's srt) builds in its own environment
+            pip = ["/opt/edge-agent/current/bin/python", "-m", "pip", "wheel", "--quiet", "--use-pep517"]
             self.box.run([*pip, "--wheel-dir", wheels, requirement, "pip"], timeout=3600)
+            apart = [p for x in extras.split(",") for p in WITHOUT_DEPS.get(x, ())]
+            if apart:  # what the updater installs without dependencies (Silero VAD), as install.sh does
+                self.box.run([*pip, "--no-deps", "--wheel-dir", wheels, *apart], timeout=600)
             tar = self._in_tree(f"{CHECK_DIR}/edge-agent-{version}.tar")
             with tarfile.open(tar, "w") as out:
                 for whl in sorted(self._in_tree(wheels).glob("*.whl")):
