@@ -13,6 +13,11 @@ level is reached when its accumulator holds its duration. An open alert also
 escalates one level every ``escalate_after_s`` it persists at the same level
 with the score at or above the Warning threshold.
 
+On-delay (ISA-18.2): for the ``anomaly`` condition the Warning duration is at
+least the engine's ``on_delay_s``, the correlation time of its held-out score
+(``bind``): a fluctuation shorter than the score's own memory is not an alarm.
+Minor and above keep their durations, so strong evidence opens at once.
+
 Hysteresis: an open alert clears only after the score stayed below its
 clearing level (``clear_ratio`` x the Warning threshold, raised by the engine
 to where held-out normal rows score) for ``clear_s`` seconds. All times are
@@ -34,7 +39,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -146,6 +151,7 @@ class AlertPolicy:
         self.spec = spec
         self.clock = clock
         self.rules = spec.levels
+        self.anomaly_rules = spec.levels
         self.warn = self.rules[0].threshold
         self.clear_below = spec.clear_ratio * self.warn
         self.period = 1.0 / spec.rate_hz
@@ -210,7 +216,7 @@ class AlertPolicy:
         elif cond.alert is None and not any(cond.acc) and float(score.max()) < self.warn:
             cond.last_ts = float(ts[-1])
             return
-        rules = self.rules
+        rules = self.anomaly_rules if name == "anomaly" else self.rules
         tl, sl = ts.tolist(), score.tolist()
         for i, (t, s) in enumerate(zip(tl, sl, strict=True)):
             dt = self.period if cond.last_ts is None else min(max(t - cond.last_ts, 0.0), 5 * self.period)
@@ -410,5 +416,10 @@ def bind(policy: AlertPolicy, engine: Any) -> None:
     """Give the policy the engine's current baseline statistics for its hints."""
     policy.sigma = engine.scale
     policy.clear_below = max(policy.spec.clear_ratio, engine.clear_level) * policy.warn
+    first = policy.rules[0]
+    policy.anomaly_rules = (
+        replace(first, duration_s=max(first.duration_s, engine.on_delay_s)),
+        *policy.rules[1:],
+    )
     policy.stuck_thr = engine.quality.stuck_thr
     policy.dropout_thr = engine.quality.dropout_thr

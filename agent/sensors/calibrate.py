@@ -428,6 +428,24 @@ def siegmund_h(k: float, arl: float) -> float:
     return hi
 
 
+def correlation_time(x: np.ndarray) -> float:
+    """Integrated autocorrelation time of ``x`` in samples: 1 + 2 sum of its autocorrelations, summed
+    up to the first lag where the autocorrelation is no longer positive (the initial positive sequence
+    estimator; Geyer 1992). 1 for white noise; (2 - lambda) / lambda for an EWMA of white noise."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)] - (x[np.isfinite(x)].mean() if np.isfinite(x).any() else 0.0)
+    v = float((x * x).mean()) if x.size else 0.0
+    if v <= 0.0:
+        return 1.0
+    total = 0.0
+    for k in range(1, len(x) // 2):
+        r = float((x[:-k] * x[k:]).mean()) / v
+        if r <= 0.0:
+            break
+        total += r
+    return 1.0 + 2.0 * total
+
+
 def gauss_upper(p: float) -> float:
     """z with P(|Z| > z) = p for a standard normal Z."""
     from statistics import NormalDist

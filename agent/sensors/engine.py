@@ -15,6 +15,9 @@ detector score; because every statistic only gets its share of the budget,
 the largest of them still meets it. Nothing is scored, and nothing alerts,
 before the baseline is learned. A level held through an excursion is
 re-armed when the channel comes back (``regime.ReturnWatch``).
+
+Alarm on-delay (ISA-18.2, ``on_delay_s``): the held-out ensemble score's
+correlation time, how long one normal fluctuation of it lasts (alerts.py).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from agent.sensors.calibrate import (
     LinearCalibrator,
     Residualizer,
     TailCalibrator,
+    correlation_time,
     holdout_split,
     per_sample_budget,
 )
 from agent.sensors.detectors import Cusum, PcaT2Q, Quality, RobustZ, robust_center_scale
-from agent.sensors.forecast import Forecast, TrendForecaster
+from agent.sensors.forecast import Forecast, LimitWatch
 from agent.sensors.model_detectors import AeDetector, AePublisher, IForestDetector
 from agent.sensors.regime import ReturnWatch
 from agent.sensors.spec import MachineSpec
@@ -103,10 +107,7 @@ class MachineEngine:
         self.C = len(spec.channels)
         self.weights = {d: float(spec.weights.get(d, 1.0)) for d in self.detector_names}
         self.quality = Quality(spec.channels, spec.rate_hz)
-        self.forecasters = {
-            i: TrendForecaster(c.limit) for i, c in enumerate(spec.channels) if c.limit is not None
-        }
-        self.limit_state = np.zeros(self.C)
+        self.limits = LimitWatch([c.limit for c in spec.channels], spec.forecast_horizon_s)
         self.detectors: dict[str, Calibrated] = {}
         self.resid = Residualizer(self.C)
         self.returns = ReturnWatch(self.C)
@@ -115,6 +116,7 @@ class MachineEngine:
         self.return_step = max(1, round(spec.clear_s * spec.rate_hz))
         self.calibration: dict[str, Any] = {}
         self.clear_level = CLEAR_MIN
+        self.on_delay_s = 0.0
         self.level_views: list[int] = []
         self._baseline: list[np.ndarray] = []
         self._baseline_rows = 0
@@ -227,8 +229,11 @@ class MachineEngine:
         # an alert clears once the score is back where held-out normal rows score (their 99th
         # percentile), not at a fixed fraction of the threshold: the max over many statistics
         # normally sits well above zero
-        typical = float(np.quantile(np.max(held_scores, axis=0), 0.99)) if len(R_held) else 0.5
+        held_max = np.max(held_scores, axis=0)
+        typical = float(np.quantile(held_max, 0.99)) if len(R_held) else 0.5
         self.clear_level = min(max(typical, CLEAR_MIN), CLEAR_MAX)
+        # a Warning waits one correlation time of the held-out score (a normal fluctuation's length)
+        self.on_delay_s = correlation_time(held_max) / rate if len(R_held) else 0.0
         self.quality.fit(data, rate, per_sample_budget(budget, rate, 2 * self.C))
         self.resid = resid
         lam = np.array([c.params.ewma_lambda for c in self.spec.channels])
@@ -242,6 +247,7 @@ class MachineEngine:
             "held_out_rows": int(len(data) - split),
             "source": "held-out baseline rows" if self.fits == 0 else "held-out recent normal rows",
             "clear_level": round(self.clear_level, 3),
+            "on_delay_s": round(self.on_delay_s, 3),
         }
         self.detectors = fitted
         self.phase = "detecting"
@@ -270,7 +276,7 @@ class MachineEngine:
         """Score one micro-batch (rows in time order). During learning, scores are all zero."""
         n = len(ts)
         stuck, dropout = self.quality.score(ts, X)
-        limit = self._limits(ts, X)
+        limit = self.limits.score(ts, X)
         filled = self._fill(X)
         complete = ~np.isnan(filled).any(axis=1)
         zeros = np.zeros(n)
@@ -289,7 +295,7 @@ class MachineEngine:
                 stuck,
                 dropout,
                 limit,
-                self._forecasts(),
+                self.limits.forecasts(),
             )
         rows = filled if complete.all() else np.where(np.isnan(filled), self.center, filled)
         combined = np.zeros(n)
@@ -307,7 +313,7 @@ class MachineEngine:
         deviation = (rows - self.center) / self.scale
         self._keep_recent(filled[normal], ts)
         return Scores(
-            ts, X, combined, det_scores, contrib, deviation, stuck, dropout, limit, self._forecasts()
+            ts, X, combined, det_scores, contrib, deviation, stuck, dropout, limit, self.limits.forecasts()
         )
 
     def _score(
@@ -374,34 +380,6 @@ class MachineEngine:
         ):
             self._pending_fit = np.concatenate(list(self._recent))[-self.spec.learn_rows :]
             self.fit_data_ts = float(ts[-1])
-
-    def _limits(self, ts: np.ndarray, X: np.ndarray) -> np.ndarray:
-        out = np.zeros(X.shape)
-        if not self.forecasters:
-            return out
-        horizon = self.spec.forecast_horizon_s
-        tl = ts.tolist()
-        for c, fc in self.forecasters.items():
-            state = self.limit_state[c]
-            col = X[:, c].tolist()
-            res = [0.0] * len(col)
-            for i, v in enumerate(col):
-                if v == v:
-                    f = fc.add(tl[i], v)
-                    if f is not None:
-                        if f.crossed:
-                            state = 4.0
-                        elif f.eta_s is not None and f.eta_s <= horizon:
-                            state = 1.0 + max(0.0, 1.0 - f.eta_s / horizon)
-                        else:
-                            state = 0.0
-                res[i] = state
-            self.limit_state[c] = state
-            out[:, c] = res
-        return out
-
-    def _forecasts(self) -> dict[int, Forecast]:
-        return {c: f.last for c, f in self.forecasters.items() if f.last is not None}
 
     def staleness(self, now: float) -> list[float]:
         return self.quality.staleness(now)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,40 @@ class TrendForecaster:
         if significant and level < self.limit:
             eta = (self.limit - level) / slope
         return Forecast(level, slope, eta, crossed)
+
+
+class LimitWatch:
+    """Per channel with an alarm limit: 4 once crossed, 1..2 while a forecast crossing is within
+    ``horizon_s`` (2 when it is imminent), 0 otherwise; held between forecasts."""
+
+    def __init__(self, limits: Sequence[float | None], horizon_s: float) -> None:
+        self.forecasters = {i: TrendForecaster(v) for i, v in enumerate(limits) if v is not None}
+        self.state = np.zeros(len(limits))
+        self.horizon = horizon_s
+
+    def score(self, ts: np.ndarray, X: np.ndarray) -> np.ndarray:
+        out = np.zeros(X.shape)
+        tl = ts.tolist()
+        for c, fc in self.forecasters.items():
+            state = float(self.state[c])
+            res = [0.0] * len(tl)
+            for i, v in enumerate(X[:, c].tolist()):
+                if v == v:
+                    f = fc.add(tl[i], v)
+                    if f is not None:
+                        if f.crossed:
+                            state = 4.0
+                        elif f.eta_s is not None and f.eta_s <= self.horizon:
+                            state = 1.0 + max(0.0, 1.0 - f.eta_s / self.horizon)
+                        else:
+                            state = 0.0
+                res[i] = state
+            self.state[c] = state
+            out[:, c] = res
+        return out
+
+    def forecasts(self) -> dict[int, Forecast]:
+        return {c: f.last for c, f in self.forecasters.items() if f.last is not None}
 
 
 def describe_eta(seconds: float) -> str:

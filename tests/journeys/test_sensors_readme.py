@@ -28,8 +28,19 @@ DATA = REPO.parent / "shared" / "data" / "industrial-rig"
 def _valve1(r: Ran, d: Path) -> bool:
     total = next(line for line in r.out.splitlines() if line.startswith("total"))
     cells = total.split()
-    # total, scored, TP, FP, TN, FN, F1, FAR %, MAR %, faults, ...
-    return r.rc == 0 and cells[9] == "16/16" and float(cells[6]) > 0 and "FAR = FP/(FP+TN)" in r.out
+    # total, scored, TP, FP, TN, FN, F1, FAR %, MAR %, faults, ...; the issue's acceptance figures
+    # (F1 >= 0.80, FAR <= 10 %, MAR <= 30 %); file 0's faint fault (a 2.5-sigma temperature dip on top
+    # of its pre-fault drift) is the one the Warning on-delay may leave undetected
+    detected, faults = (int(v) for v in cells[9].split("/"))
+    return (
+        r.rc == 0
+        and faults == 16
+        and detected >= 15
+        and float(cells[6]) >= 0.80
+        and float(cells[7]) <= 10.0
+        and float(cells[8]) <= 30.0
+        and "FAR = FP/(FP+TN)" in r.out
+    )
 
 
 def _anomaly_free(r: Ran, d: Path) -> bool:
