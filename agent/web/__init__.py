@@ -14,9 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent.core.web import render
-from agent.core.web.render import Assets, Page, Renderer, add_common_routes, page_handler
-from agent.core.web.session import Console, LoginLimiter, Sessions, install_middleware
+from agent.core.web.render import Page, install_pages
+from agent.core.web.session import Console, LoginLimiter, Sessions
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,10 +39,13 @@ def install_console(app: web.Application) -> None:
         return guard.tokens.authenticate(token)
 
     console = Console("edge-agent", authenticate, guard.tokens_required, Sessions(), LoginLimiter())
-    install_middleware(app, console, before=security_middleware)
-    assets = Assets([device.STATIC, render.STATIC])
-    renderer = Renderer("edge-agent", DEVICE_PAGES, [HERE / "templates"], assets)
-    add_common_routes(app, renderer, home="overview")
-    for page in DEVICE_PAGES:
-        app.router.add_get(f"/ui/{page.slug}", page_handler(renderer, page, "device.js"))
+    install_pages(
+        app,
+        console,
+        before=security_middleware,
+        pages=DEVICE_PAGES,
+        folder=HERE,
+        home="overview",
+        script="device.js",
+    )
     device.add_routes(app)

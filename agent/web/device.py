@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -20,7 +19,6 @@ from aiohttp import WSMsgType, web
 from agent.api.app import CTX, open_websocket
 from agent.core.web.session import viewer_of
 
-STATIC = Path(__file__).resolve().parent / "static"
 _LOG_QUEUE = 500
 
 

@@ -17,11 +17,12 @@ import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from agent.core.web.session import CONSOLE, clear_cookie, set_cookie, viewer_of
+from agent.core.web.session import CONSOLE, Console, clear_cookie, install_middleware, set_cookie, viewer_of
 
 HERE = Path(__file__).resolve().parent
 #: the shell every console shares: layout and login pages; console.css/js and uPlot
@@ -238,3 +239,27 @@ def page_handler(renderer: Renderer, page: Page, script: str):
         return renderer.page(request, page, script, **dict(request.match_info))
 
     return handler
+
+
+def install_pages(
+    app: web.Application,
+    console: Console,
+    *,
+    before: Any,
+    pages: Sequence[Page],
+    folder: Path,
+    home: str,
+    script: str,
+) -> Renderer:
+    """One console on ``app``: its sessions (ahead of the ``before`` middleware), login, assets, pages.
+
+    ``folder`` holds the console's own ``templates/`` and ``static/`` (beside the shared shell's);
+    each page is ``/ui/<slug>`` with ``script``. Returns the renderer for pages with other URLs.
+    """
+    install_middleware(app, console, before=before)
+    assets = Assets([folder / "static", STATIC])
+    renderer = Renderer(console.product, pages, [folder / "templates"], assets)
+    add_common_routes(app, renderer, home=home)
+    for page in pages:
+        app.router.add_get(f"/ui/{page.slug}", page_handler(renderer, page, script))
+    return renderer

@@ -24,9 +24,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from agent.core.web import render
-from agent.core.web.render import Assets, Page, Renderer, add_common_routes, page_handler
-from agent.core.web.session import Console, LoginLimiter, Sessions, install_middleware, viewer_of
+from agent.core.web.render import Page, install_pages, page_handler
+from agent.core.web.session import Console, LoginLimiter, Sessions, viewer_of
 
 HERE = Path(__file__).resolve().parent
 HUB_PAGES = (
@@ -52,12 +51,9 @@ def install_console(app: web.Application) -> None:
         return await asyncio.to_thread(hub.tokens.authenticate, token)
 
     console = Console("edge-hub", authenticate, lambda: True, Sessions(), LoginLimiter())
-    install_middleware(app, console, before=auth_middleware)
-    assets = Assets([HERE / "static", render.STATIC])
-    renderer = Renderer("edge-hub", HUB_PAGES, [HERE / "templates"], assets)
-    add_common_routes(app, renderer, home="fleet")
-    for page in HUB_PAGES:
-        app.router.add_get(f"/ui/{page.slug}", page_handler(renderer, page, "hub.js"))
+    renderer = install_pages(
+        app, console, before=auth_middleware, pages=HUB_PAGES, folder=HERE, home="fleet", script="hub.js"
+    )
     app.router.add_get("/ui/devices/{device}", page_handler(renderer, DEVICE_PAGE, "hub.js"))
     app.router.add_get("/ui/feed", feed)
     app[_WATCHER] = Watcher(app[HUB])
