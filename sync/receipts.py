@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 #: ids per receipt message: ~30 bytes each keeps a receipt far below any broker's packet limit
 MAX_IDS = 2000
+#: one encoder for every receipt (json.dumps with options builds a new one per call); ids are ASCII
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def encode(stored: Sequence[str], rejected: Mapping[str, str] | None = None) -> 
         room = MAX_IDS - len(chunk)
         rej, rej_items = dict(rej_items[:room]), rej_items[room:]
         body = {"v": 1, "kind": "receipt", "ts": now, "stored": chunk, "rejected": rej}
-        yield json.dumps(body, separators=(",", ":")).encode()
+        yield _ENCODE(body).encode()
 
 
 def decode(payload: bytes) -> Receipt | None:

@@ -401,3 +401,21 @@ def test_hub_receipts_wait_for_ids_or_time_then_go_per_device() -> None:
     assert b.due_in() == 0.0
     b.flush()
     assert sent[1:] == [("d2", ["x"], {"bad": "bad_schema"})] and b.due_in() is None
+
+
+def test_hub_receipts_each_device_on_its_own_deadline() -> None:
+    """A device's receipt is due when its own oldest id has waited, not when any device's has: a
+    large fleet's receipts go out spread as their messages came, not in one burst."""
+    from sync.hub.receipts import ReceiptBatcher
+
+    sent: list[str] = []
+    b = ReceiptBatcher(lambda d, ids, rej: sent.append(d), linger_s=5.0, flush_ids=100)
+    b.add({"early": ["a"]}, {})
+    t_early = time.monotonic()
+    time.sleep(0.05)
+    b.add({"late": ["b"]}, {})
+    t_late = time.monotonic()
+    b.send_due(now=t_early + 5.0 + 0.01)  # the early one's deadline, not yet the late one's
+    assert sent == ["early"] and b.due_in() is not None
+    b.send_due(now=t_late + 5.0)
+    assert sent == ["early", "late"] and b.due_in() is None
