@@ -220,9 +220,14 @@ def fleet_worker(
     release: Any,
     out: Any,
     receipts: bool = False,
+    phase: float = 0.0,
 ) -> None:
     """Spawned process body: connect ``device_ids`` (states online), report ready, wait until the parent
     sets ``release.value`` (the common start time), publish telemetry, report what was acknowledged.
+
+    Paced (``interval_s`` > 0), the devices keep their own phase, spread evenly over the interval (the
+    ``phase`` fraction of one device slot shifts this worker's against the others'), as a fleet of
+    boxes started at different times does: the offered rate is steady, not one burst per interval.
 
     ``receipts``: each device also subscribes to its hub receipts (sync/receipts.py) and the time from
     each publish to the receipt naming it is reported (waiting up to 30 s for the last ones)."""
@@ -270,11 +275,12 @@ def fleet_worker(
         time.sleep(max(0.0, release.value - time.time()))
         started = time.time()
         infos = []
+        slot = interval_s / max(1, len(clients))
         for i in range(messages):
-            due = started + i * interval_s
-            if interval_s and due > time.time():
-                time.sleep(due - time.time())
-            for dev, c in clients:
+            for j, (dev, c) in enumerate(clients):
+                due = started + i * interval_s + (j + phase) * slot
+                if interval_s and due > time.time():
+                    time.sleep(due - time.time())
                 env = Envelope(kind="telemetry", device=dev, body={"seq": i, "cpu": 12.5, "temp_c": 48.0})
                 if receipts:
                     with lock:
@@ -336,10 +342,11 @@ class Fleet:
         """Start the workers; once every device is connected call ``on_ready``, release them, wait."""
         release = self._ctx.Value("d", 0.0)
         groups = [self.ids[i :: self.processes] for i in range(self.processes)]
-        for ids in groups:
+        for k, ids in enumerate(groups):
             p = self._ctx.Process(
                 target=fleet_worker,
                 args=(self.port, ids, self.messages, self.interval_s, release, self._queue, self.receipts),
+                kwargs={"phase": k / len(groups)},
                 daemon=True,
             )
             p.start()
