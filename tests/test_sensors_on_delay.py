@@ -4,12 +4,14 @@ held-out score; stronger evidence (Minor and up) opens without waiting. Real eng
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from agent.errors import ConfigError
 from agent.sensors.alerts import AlertPolicy, bind
 from agent.sensors.calibrate import correlation_time
 from agent.sensors.engine import Scores
 from agent.sensors.replay import OfflineRunner
-from agent.sensors.spec import machine_from_columns
+from agent.sensors.spec import machine_from_columns, parse_machine
 
 
 def test_correlation_time_of_white_noise_and_of_an_ewma() -> None:
@@ -64,3 +66,18 @@ def test_a_warning_waits_one_correlation_time_and_stronger_evidence_does_not() -
     assert opened is not None and opened[0] == "warning" and opened[1] >= delay - 1.0
     strong = first_open(3.0, 10.0)  # beyond the budget: Minor after its own 3 s, no on-delay
     assert strong is not None and strong[0] == "minor" and strong[1] <= 4.0
+
+
+def test_the_on_delay_is_a_machine_setting_learned_by_default() -> None:
+    assert parse_machine("m", {"channels": ["a"]}).on_delay_s == -1.0  # learned from the baseline
+    assert parse_machine("m", {"channels": ["a"], "on_delay_s": 0}).on_delay_s == 0.0
+    with pytest.raises(ConfigError, match="on_delay_s"):
+        parse_machine("m", {"channels": ["a"], "on_delay_s": -2})
+    rng = np.random.default_rng(3)
+    ts, X = 1.7e9 + np.arange(800.0), 5.0 + rng.normal(size=(800, 2))
+    for setting, expect in ((0.0, 0.0), (12.5, 12.5)):
+        spec = machine_from_columns("m", ["a", "b"], learn_rows=400, rate_hz=1.0, on_delay_s=setting)
+        runner = OfflineRunner(spec)
+        runner.run(ts, X, batch=64)
+        assert runner.engine.on_delay_s == expect
+        assert runner.policy.anomaly_rules[0].duration_s == max(spec.levels[0].duration_s, expect)

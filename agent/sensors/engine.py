@@ -233,7 +233,8 @@ class MachineEngine:
         typical = float(np.quantile(held_max, 0.99)) if len(R_held) else 0.5
         self.clear_level = min(max(typical, CLEAR_MIN), CLEAR_MAX)
         # a Warning waits one correlation time of the held-out score (a normal fluctuation's length)
-        self.on_delay_s = correlation_time(held_max) / rate if len(R_held) else 0.0
+        auto = correlation_time(held_max) / rate if len(R_held) else 0.0
+        self.on_delay_s = auto if self.spec.on_delay_s < 0 else self.spec.on_delay_s
         self.quality.fit(data, rate, per_sample_budget(budget, rate, 2 * self.C))
         self.resid = resid
         lam = np.array([c.params.ewma_lambda for c in self.spec.channels])

@@ -13,6 +13,7 @@ alone by the univariate detectors), with its own overrides::
     false_alarms_per_day = 1.0    # the budget every detector's threshold is calibrated to
     detectors = ["robust_z", "cusum", "pca", "iforest"]   # + "lstm_ae"
     warning = [1.0, 1.0]          # [score threshold, seconds] per level
+    on_delay_s = -1               # Warning on-delay: -1 learned from the baseline, 0 off, > 0 seconds
     [sensors.machines.press-1.channels.bearing_temp]
     unit = "°C"
     min = -40                     # physical range: values outside are rejected as bad input
@@ -96,6 +97,7 @@ class MachineSpec:
     clear_ratio: float = 0.5
     clear_s: float = 5.0
     escalate_after_s: float = 0.0  # 0: a level reflects severity, not age (ISA-18.2); > 0 escalates by time
+    on_delay_s: float = -1.0  # Warning on-delay: -1 one correlation time of the held-out score; 0 off
     forecast_horizon_s: float = 1800.0
     pca_variance: float = 0.9
     iforest_trees: int = 100
@@ -128,6 +130,7 @@ _MACHINE_SCALARS = {
     "clear_ratio": float,
     "clear_s": float,
     "escalate_after_s": float,
+    "on_delay_s": float,
     "forecast_horizon_s": float,
     "pca_variance": float,
     "iforest_trees": int,
@@ -145,6 +148,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "clear_ratio": (0.01, 1.0),
     "clear_s": (0, 86400),
     "escalate_after_s": (0, 30 * 86400),
+    "on_delay_s": (-1, 86400),
     "forecast_horizon_s": (0, 30 * 86400),
     "pca_variance": (0.1, 0.999),
     "iforest_trees": (1, 1000),
