@@ -139,9 +139,7 @@ class MqttClient:
             self._connection_ended("socket closed")
         assert self._connack is not None
         try:
-            session_present, props = await wait_for(
-                asyncio.shield(self._connack), o.connect_timeout_s
-            )
+            session_present, props = await wait_for(asyncio.shield(self._connack), o.connect_timeout_s)
         except asyncio.TimeoutError:
             self._driver.detach(client)
             raise MqttConnectError(
