@@ -5,6 +5,7 @@ thresholds and their source are visible. Same engine and policy as the daemon.""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,28 @@ def test_a_drifting_channel_reads_the_same_in_long_batches_as_in_short_ones() ->
         scores[batch] = np.concatenate(runner.result.combined)[400:]
     # the same stream, the same judgement, whatever the batching
     assert np.quantile(scores[256], 0.99) < 1.1 * np.quantile(scores[4], 0.99)
+
+
+def test_real_fault_free_recording_reads_the_same_in_any_batching() -> None:
+    """anomaly-free.csv (2.6 h of a real rig, ../shared/data): replayed 8 or 256 rows at a time the
+    same alerts open, give or take a marginal one (the levels step between batches, never inside
+    one); none is stuck, none opens while learning. At most 4 alerts (5 row by row, as the service
+    sees a 1 Hz machine: one more, marginal); 19 before the levels moved their AR state and long
+    batches were split. The issue's target is 2."""
+    from agent.sensors.evaluate import load
+    from agent.sensors.replay import open_spans
+
+    path = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "industrial-rig"
+    assert path.is_dir(), f"{path} is missing: CI keeps ../shared beside the checkout"
+    rec, _, _ = load(str(path / "anomaly-free.csv"), None, True)
+    spec = machine_from_columns("rig", rec.channels, learn_rows=400, rate_hz=rec.rate_hz)
+    seen = []
+    for batch in (8, 256):
+        runner = OfflineRunner(spec)
+        runner.run(rec.ts, rec.X, batch=batch)
+        spans = open_spans(runner.result.transitions)
+        assert not [s for s in spans if s.condition.startswith("stuck:")]
+        assert all(s.start >= rec.ts[400] for s in spans)
+        seen.append(sorted((s.condition, round(s.start / 60)) for s in spans))
+    assert len(seen[0]) <= 4 and len(seen[1]) <= 4, seen
+    assert abs(len(seen[0]) - len(seen[1])) <= 1, seen
