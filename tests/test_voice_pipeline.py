@@ -308,3 +308,25 @@ async def test_the_answer_is_prepared_in_the_trailing_silence(
     # off: each stage waits for the one before, from the decision on
     assert 0 <= late["decode_start"] <= late["transcript"] <= late["first_token"] <= late["tts_start"], late
     assert late["tts_start"] < late["first_audio"], late
+
+
+async def test_a_breath_in_the_pause_postpones_the_end_but_is_not_voice() -> None:
+    """Between the VAD's lower level and its threshold a frame restarts the pause, not the utterance.
+
+    The early decode is dropped only when voice is heard again (voiced_frames grows), so a breath
+    or a click in the trailing silence keeps the text decoded in it.
+    """
+    from agent.voice.vad import Segmenter
+
+    seg = Segmenter(threshold=0.5, end_of_speech_ms=500)
+    assert [seg.update(p) for p in (0.9, 0.9, 0.9)] == [None, None, "start"]
+    seg.update(0.8)
+    for _ in range(8):
+        seg.update(0.05)
+    assert (seg.voiced_frames, seg.pause_ms) == (4, 8 * 32)
+    seg.update(0.4)  # a breath: above the lower level, below the threshold
+    assert (seg.voiced_frames, seg.pause_ms, seg.in_speech) == (4, 0, True)
+    seg.update(0.6)  # voice
+    assert seg.voiced_frames == 5
+    decisions = [seg.update(0.05) for _ in range(seg.end_frames)]
+    assert decisions[-1] == "stop:silence" and seg.voiced_frames == 0  # reset for the next utterance

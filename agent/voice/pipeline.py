@@ -138,8 +138,8 @@ class VoicePipeline:
         self._preroll_bytes = 0
         self._listen_since_ms = 0.0
         self._speech = False
-        #: where the pause began whose audio is being decoded early (``_speculate``), or None
-        self._speculating: float | None = None
+        #: the VAD's count of voiced frames when the early decode began (``_speculate``), or None
+        self._speculating: int | None = None
         self._foresight = Foresight(engines, config.tts_speed)
         self._stamps = Stamps()
 
@@ -342,20 +342,23 @@ class VoicePipeline:
         """Decode during the trailing silence: by the end-of-speech decision the text is (nearly) there.
 
         Started once the speaker has paused ``SPECULATE_AFTER_MS``; dropped if
-        they go on. What is fed after the start is silence, which Whisper
+        they go on: if the VAD hears voice again (a frame at or above its
+        threshold). What is fed after the start is silence, which Whisper
         does not turn into words, so the early text is the utterance's text.
+        A breath or a click in the silence (above the VAD's lower, hysteresis
+        level, below its threshold) postpones the end-of-speech decision but
+        keeps the early text: nothing new was said.
         """
         if self._vad is None or self._asr is None or not self.config.early_decode:
             return
-        pause = self._vad.segmenter.pause_ms
-        pause_began = self._vad.audio_ms - pause if pause else None
-        if self._speculating is not None and pause_began != self._speculating:
+        segmenter = self._vad.segmenter
+        if self._speculating is not None and segmenter.voiced_frames != self._speculating:
             self._asr.drop_speculation()  # the speaker went on (perhaps pausing again since)
             self._foresight.drop()
             self._speculating = None
-        if pause >= SPECULATE_AFTER_MS and self._speculating is None:
+        if segmenter.pause_ms >= SPECULATE_AFTER_MS and self._speculating is None:
             self._asr.speculate()
-            self._speculating = pause_began
+            self._speculating = segmenter.voiced_frames
             if self.config.end == "speech":
                 self._foresight.begin(self._asr)
 

@@ -68,6 +68,9 @@ class Segmenter:
         self._above = 0
         self._below = 0
         self.speech_frames = 0
+        #: frames of this utterance at or above the threshold: voice, not a breath or a click that only
+        #: interrupts a pause (between ``low`` and ``threshold``)
+        self.voiced_frames = 0
 
     @property
     def pause_ms(self) -> float:
@@ -80,11 +83,13 @@ class Segmenter:
             self._above = self._above + 1 if prob >= self.threshold else 0
             if self._above >= self.start_frames:
                 self.in_speech = True
-                self.speech_frames = self._above
+                self.speech_frames = self.voiced_frames = self._above
                 self._below = 0
                 return "start"
             return None
         self.speech_frames += 1
+        if prob >= self.threshold:
+            self.voiced_frames += 1
         self._below = self._below + 1 if prob < self.low else 0
         if self._below >= self.end_frames:
             self.reset()
