@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.run("update: broken release switched back after health check", updates.rollback_broken)
         report.run("no sandbox denials in the journal", checks.denials)
         report.run("seccomp set to kill: engines, sensors, outbox", lambda: strict_seccomp(checks))
-        tries = 5 if args.arch == HOST_ARCH else 3
+        tries = 3
         report.run(
             "stop right after READY (session resuming): exit 0", lambda: stop_right_after_ready(checks, tries)
         )

@@ -71,10 +71,16 @@ class AgentUpdates:
             requirement = f"{src}[{extras}]" if extras else src
             # --use-pep517: an sdist among the dependencies (vosk's srt) builds in its own environment
             pip = ["/opt/edge-agent/current/bin/python", "-m", "pip", "wheel", "--quiet", "--use-pep517"]
-            self.box.run([*pip, "--wheel-dir", wheels, requirement, "pip"], timeout=3600)
-            apart = [p for x in extras.split(",") for p in WITHOUT_DEPS.get(x, ())]
-            if apart:  # what the updater installs without dependencies (Silero VAD), as install.sh does
-                self.box.run([*pip, "--no-deps", "--wheel-dir", wheels, *apart], timeout=600)
+            if name == "broken":  # the same dependencies as the good release: only the agent's wheel is new
+                shutil.copytree(self._in_tree(f"{CHECK_DIR}/update-good"), self._in_tree(wheels))
+                for old in self._in_tree(wheels).glob("edge_agent-*.whl"):
+                    old.unlink()
+                self.box.run([*pip, "--no-deps", "--wheel-dir", wheels, src], timeout=3600)
+            else:
+                self.box.run([*pip, "--wheel-dir", wheels, requirement, "pip"], timeout=3600)
+                apart = [p for x in extras.split(",") for p in WITHOUT_DEPS.get(x, ())]
+                if apart:  # what the updater installs without dependencies (Silero VAD), as install.sh does
+                    self.box.run([*pip, "--no-deps", "--wheel-dir", wheels, *apart], timeout=600)
             tar = self._in_tree(f"{CHECK_DIR}/edge-agent-{version}.tar")
             with tarfile.open(tar, "w") as out:
                 for whl in sorted(self._in_tree(wheels).glob("*.whl")):
