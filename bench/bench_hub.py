@@ -24,7 +24,9 @@ run (each device every 1.25 s, in its own phase: 800 messages/s offered
 steadily: the latency an operator sees when the hub is not saturated), for
 ours, the peer and ours on PostgreSQL; rounds rotate that order, and each
 figure is the median of the rounds. The fleet, the broker and the consumer
-share the same cores, for ours and for the peer alike. The hub's memory is
+share the same cores, for ours and for the peer alike; a probe timing an
+fsync every 20 ms in the data folder during each paced run says what a
+durable commit waited on meanwhile (the peer writes nothing). The hub's memory is
 the resident set of this process (the hub, its threads and the recorder)
 after its first run.
 """
@@ -44,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.hubkit import Stored, hub_settings, postgres, progress, row, running_hub  # noqa: E402
+from bench.hubkit import FsyncProbe, Stored, hub_settings, percentile, postgres, progress, row, running_hub  # noqa: E402
 
 DEVICES = int(os.environ.get("BENCH_HUB_DEVICES", "1000"))
 PROCESSES = 4
@@ -91,8 +93,11 @@ class _BareSubscriber:
         self.client.loop_stop()
 
 
-def _measure(port: int, stored: Stored, flood_msgs: int, paced_msgs: int, prefix: str) -> dict[str, float]:
-    """Flood rate, then paced p50/p99 and the rate offered, through whatever consumer fills ``stored``."""
+def _measure(
+    port: int, stored: Stored, flood_msgs: int, paced_msgs: int, prefix: str, disk: Path
+) -> dict[str, float]:
+    """Flood rate, then paced p50/p99 and the rate offered, through whatever consumer fills ``stored``;
+    and the p99 of an fsync on ``disk`` (the hub's data folder) during the paced run."""
     from tests.fleet_sim import Fleet
 
     out: dict[str, float] = {}
@@ -108,9 +113,11 @@ def _measure(port: int, stored: Stored, flood_msgs: int, paced_msgs: int, prefix
         interval_s=DEVICES / PACED_RATE,
         prefix=prefix,
     )
-    result = paced.run(on_ready=stored.reset, timeout=300)
-    stored.wait(paced.total, timeout=300)
+    with FsyncProbe(disk) as probe:
+        result = paced.run(on_ready=stored.reset, timeout=300)
+        stored.wait(paced.total, timeout=300)
     out["p50"], out["p99"] = stored.latency_ms()
+    out["fsync_p99"] = percentile(probe.times_ms, 0.99)
     out["offered"] = paced.total / max(result.publish_s)
     return out
 
@@ -145,11 +152,11 @@ def run(quick: bool = False) -> list[dict]:
                 tag = f"{who}{r}dev"
                 if who == "peer":
                     with _BareSubscriber(broker.port, stored):
-                        runs[who].append(_measure(broker.port, stored, flood, paced, tag))
+                        runs[who].append(_measure(broker.port, stored, flood, paced, tag, tmp))
                     continue
                 db = pg[0] if who == "pg" and pg is not None else None
                 with running_hub(hub_settings(tmp, f"hub-{who}{r}", broker.url, db), stored):
-                    runs[who].append(_measure(broker.port, stored, flood, paced, tag))
+                    runs[who].append(_measure(broker.port, stored, flood, paced, tag, tmp))
                     if who == "ours" and not rss_mb:
                         rss_mb = _rss_mb()
     med = {who: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for who, rs in runs.items() if rs}
@@ -160,6 +167,9 @@ def run(quick: bool = False) -> list[dict]:
             ">= 0.9x the bare subscriber (stored, SQLite synchronous=full)"),
         row("hub_latency_p50_paced", ours["p50"], peer["p50"], PEER, "ms", f"publish->stored at {offered}"),
         row("hub_latency_p99_paced", ours["p99"], peer["p99"], PEER, "ms", f"<= 100 ms at {offered}"),
+        row("disk_fsync_p99_during_paced", ours["fsync_p99"], peer["fsync_p99"],
+            "the same probe while the bare subscriber ran", "ms",
+            "context: a 4 KiB write+fsync every 20 ms beside the run (what a durable commit waits on)"),
         row(f"hub_memory_{DEVICES}_devices", rss_mb, None,
             "(none: resident set of the process running the hub, after its first run)", "MiB", "reported"),
     ]  # fmt: skip

@@ -92,6 +92,34 @@ class Stored:
         return percentile(lat, 0.5), percentile(lat, 0.99)
 
 
+class FsyncProbe:
+    """A 4 KiB write and fsync every 20 ms in ``folder`` while it runs: what a commit waits on this disk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "fsync-probe"
+        self.times_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fsync-probe", daemon=True)
+
+    def _run(self) -> None:
+        with open(self.path, "wb") as f:
+            while not self._stop.wait(0.02):
+                started = time.perf_counter()
+                f.write(b"x" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+                self.times_ms.append((time.perf_counter() - started) * 1000)
+
+    def __enter__(self) -> FsyncProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.path.unlink(missing_ok=True)
+
+
 def hub_settings(tmp: Path, name: str, url: str, db: str | None = None) -> Any:
     """The hub's settings for a bench instance: its own data dir, the bench broker, any free API port."""
     from sync.hub.settings import load_hub_settings
@@ -210,4 +238,4 @@ def row(name: str, ours: float, peer: float | None, peer_name: str, unit: str, t
     }
 
 
-__all__ = ["Stored", "hub_settings", "percentile", "postgres", "progress", "row", "running_hub"]
+__all__ = ["FsyncProbe", "Stored", "hub_settings", "percentile", "postgres", "progress", "row", "running_hub"]
