@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -25,39 +24,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.bench_idle import cpu_s, free_port, rss_kb, wait_healthy
+from bench.bench_idle import cpu_s, free_port, rss_kb, start_daemon, wait_healthy
+from tests.console_browser import launch
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("EDGE_TEST_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 ENV_1KHZ = {
     "EDGE_AGENT_VOICE__ENABLED": "off",
     "EDGE_AGENT_SENSORS__SIMULATOR_RATE_HZ": "1000",
     "EDGE_AGENT_SENSORS__SIMULATOR_FAULTS": "false",
     "EDGE_AGENT_SENSORS__READING_EVENT_S": "0.1",
 }
-
-
-def _daemon(data_dir: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "EDGE_AGENT_DATA_DIR": data_dir, "EDGE_AGENT_API__PORT": str(port), **ENV_1KHZ}
-    env.pop("NOTIFY_SOCKET", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 _TIMING = """() => new Promise((done) => {
@@ -126,9 +101,9 @@ def run(quick: bool = False) -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         port = free_port()
-        daemon = _daemon(tmp + "/data", port)
+        daemon = start_daemon(tmp + "/data", port, ENV_1KHZ)
         static = None
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(p)
         try:
             wait_healthy(port, 60)
             base = f"http://127.0.0.1:{port}"

@@ -69,6 +69,7 @@ def start_daemon(data_dir: str, port: int, extra: dict[str, str] | None = None) 
         "EDGE_AGENT_LOG__FORMAT": "json",
         **(extra or {}),
     }
+    env.pop("NOTIFY_SOCKET", None)  # the bench's own service manager (if any) is not the daemon's
     return subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run"],
         cwd=REPO,

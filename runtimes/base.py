@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from agent.core.errors import BadRequestError, ConflictError, UnavailableError
 
@@ -375,6 +375,16 @@ class Runtime(ABC):
             "devices": [{"device": d.device, "kind": d.kind, "detail": d.detail} for d in devices],
             "reason": reason,
         }
+
+
+_S = TypeVar("_S", bound=Session)
+
+
+def warmed(session: _S, options: LoadOptions) -> _S:
+    """The adapters' last step of ``load``: ``session``, run once on zeros first where ``options.warmup`` asks."""
+    if options.warmup:
+        session.warm_up()
+    return session
 
 
 def require_model_file(model: Path, runtime: str) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
-from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file
+from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file, warmed
 
 EDGETPU_LIB = "libedgetpu.so.1"
 
@@ -192,7 +192,4 @@ class LiteRtRuntime(Runtime):
                 "ops this runtime lacks: pull the model again or re-convert it",
                 code="model_invalid",
             ) from None
-        session = LiteRtSession(interpreter, name, delegates)
-        if options.warmup:
-            session.warm_up()
-        return session
+        return warmed(LiteRtSession(interpreter, name, delegates), options)

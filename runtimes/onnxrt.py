@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
-from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file
+from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file, warmed
 
 # Device prefix (upper case) -> (provider, canonical prefix, kind).
 _PROVIDERS: dict[str, tuple[str, str, str]] = {
@@ -210,10 +210,7 @@ class OnnxRuntime(Runtime):
                 "check the accelerator's libraries (CUDA/cuDNN/TensorRT versions) or pick CPU",
                 code="device_unavailable",
             )
-        session = OnnxSession(sess, name, active)
-        if options.warmup:
-            session.warm_up()
-        return session
+        return warmed(OnnxSession(sess, name, active), options)
 
     def _load_error(self, exc: Exception, path: Path, device: str) -> Exception:
         kind = _error_kind(exc)

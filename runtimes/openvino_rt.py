@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.core.errors import BadRequestError, EdgeAgentError, UnavailableError
-from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file
+from runtimes.base import DeviceInfo, LoadOptions, Runtime, Session, TensorSpec, require_model_file, warmed
 
 
 def _kind(device: str) -> str:
@@ -181,7 +181,4 @@ class OpenVinoRuntime(Runtime):
                 f"OpenVINO cannot compile {path.name} for {target} ({_first_line(exc)}); try CPU",
                 code="device_unavailable",
             ) from None
-        session = OpenVinoSession(compiled, target)
-        if options.warmup:
-            session.warm_up()
-        return session
+        return warmed(OpenVinoSession(compiled, target), options)

@@ -10,15 +10,7 @@ from __future__ import annotations
 
 import time
 
-from agent.core.auth import (
-    ROLES,
-    TokenInfo,
-    hash_matches,
-    hash_token,
-    new_token,
-    role_rank,
-    token_pattern,
-)
+from agent.core.auth import ROLES, TokenInfo, hash_matches, hash_token, new_token, role_rank, token_pattern
 from agent.errors import ConflictError, NotFoundError
 from agent.security.audit import AuditLog
 from agent.store import Store

@@ -22,6 +22,17 @@ from models import signing
 DAY = 86400.0
 
 
+def _signed(role: str, version: int, expires: float, **body: Any) -> dict[str, Any]:
+    """The ``signed`` part of a role's metadata: the fields every role has, then its own."""
+    return {
+        "_type": role,
+        "spec_version": "1.0",
+        "version": version,
+        "expires": format_expires(expires),
+        **body,
+    }
+
+
 def _dump(doc: Mapping[str, Any]) -> bytes:
     import json
 
@@ -54,15 +65,7 @@ class Repository:
             ids = [signing.key_id(p) for p in publics]
             keys.update({kid: key_entry(p) for kid, p in zip(ids, publics, strict=True)})
             roles[role] = {"keyids": ids, "threshold": self.thresholds[role]}
-        return {
-            "_type": "root",
-            "spec_version": "1.0",
-            "version": version,
-            "expires": format_expires(expires),
-            "consistent_snapshot": False,
-            "keys": keys,
-            "roles": roles,
-        }
+        return _signed("root", version, expires, consistent_snapshot=False, keys=keys, roles=roles)
 
     def write_root(
         self,
@@ -117,32 +120,15 @@ class Repository:
         sign = dict(sign or {})
         for role in ("targets", "snapshot", "timestamp"):
             self.versions[role] += 1
-        targets = {
-            "_type": "targets",
-            "spec_version": "1.0",
-            "version": self.versions["targets"],
-            "expires": format_expires(now + expires_in),
-            "targets": self.targets,
-        }
-        targets_bytes = self._write("targets", targets, sign)
-        snapshot = {
-            "_type": "snapshot",
-            "spec_version": "1.0",
-            "version": self.versions["snapshot"],
-            "expires": format_expires(now + expires_in),
-            "meta": {"targets.json": _meta_of(targets_bytes, self.versions["targets"])},
-        }
-        snapshot_bytes = self._write("snapshot", snapshot, sign)
-        timestamp = {
-            "_type": "timestamp",
-            "spec_version": "1.0",
-            "version": self.versions["timestamp"],
-            "expires": format_expires(now + timestamp_expires_in),
-            "meta": {"snapshot.json": _meta_of(snapshot_bytes, self.versions["snapshot"])},
-        }
-        self._write("timestamp", timestamp, sign)
+        targets = self._write("targets", now + expires_in, sign, targets=self.targets)
+        meta = {"targets.json": _meta_of(targets, self.versions["targets"])}
+        snapshot = self._write("snapshot", now + expires_in, sign, meta=meta)
+        meta = {"snapshot.json": _meta_of(snapshot, self.versions["snapshot"])}
+        self._write("timestamp", now + timestamp_expires_in, sign, meta=meta)
 
-    def _write(self, role: str, signed: dict[str, Any], sign: Mapping[str, list[str]]) -> bytes:
+    def _write(self, role: str, expires: float, sign: Mapping[str, list[str]], **body: Any) -> bytes:
+        """Sign and write the role's next metadata (its version already stepped); the bytes written."""
+        signed = _signed(role, self.versions[role], expires, **body)
         data = _dump(sign_metadata(signed, sign.get(role, self.keys[role])))
         atomic_write_bytes(self.path / f"{role}.json", data, mode=0o644)
         return data
