@@ -7,7 +7,10 @@
 - two models served concurrently through the manager (``asyncio.gather``,
   1 intra-op thread each, 2 executor threads) vs the same calls one after the
   other on raw sessions (the gain), and vs each raw session driven by its own
-  thread (the ceiling: what the manager's scheduling costs); inferences/s;
+  thread (the ceiling: what the manager's scheduling costs); inferences/s, and
+  CPU seconds per inference beside the raw threads' (what the scheduling
+  costs in CPU, which a shared machine's load does not move as it moves the
+  wall clock);
 - what one ``await manager.infer()`` costs on a tiny model against
   ``session.run`` (it runs inline on the caller's thread: session take/give
   back, feed check, latency stats; no executor hand-off);
@@ -201,17 +204,28 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
         loop.run_until_complete(mgr.load("mlp-ms"))
         loop.run_until_complete(mgr.load("mlp-ms2"))
 
+        cpu: dict[str, list[float]] = {"ours": [], "threads": []}
+
         def ours() -> float:
             return loop.run_until_complete(ours_async(mgr))
 
+        def cpu_of(name: str, f: Callable[[], float]) -> Callable[[], float]:
+            def go() -> float:
+                c0 = time.process_time()
+                rate = f()
+                cpu[name].append((time.process_time() - c0) / (2 * calls))
+                return rate
+
+            return go
+
         ours()
         a1, seq = _interleaved(ours, sequential, rounds)
-        a2, thr = _interleaved(ours, threaded, rounds)
+        a2, thr = _interleaved(cpu_of("ours", ours), cpu_of("threads", threaded), rounds)
         loop.run_until_complete(mgr.close())
     finally:
         loop.close()
     cores = os.cpu_count() or 1
-    name = "models: two models concurrently via manager (mlp_ms x2)"
+    name = f"models: two models concurrently via manager (mlp_ms x2, load {os.getloadavg()[0]:.2f})"
     return [
         row(name, a1, seq, "raw sessions, one after the other", "infer/s", f"> 1x ({cores} cores here)"),
         row(
@@ -221,6 +235,14 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
             "raw sessions, one thread each",
             "infer/s",
             ">= 0.95x (threads take calls from the queues themselves)",
+        ),
+        row(
+            "models: two models concurrently, CPU per inference (process time)",
+            statistics.median(cpu["ours"]) * 1e6,
+            statistics.median(cpu["threads"]) * 1e6,
+            "raw sessions, one thread each",
+            "us",
+            "info: <= 1.05x (the scheduling's own cost)",
         ),
     ]
 
@@ -274,7 +296,7 @@ def _call_overhead(tmp: Path, quick: bool) -> list[dict[str, Any]]:
         loop.close()
     return [
         row(
-            "models: await manager.infer() per call, mlp_tiny",
+            f"models: await manager.infer() per call, mlp_tiny (load {os.getloadavg()[0]:.2f})",
             a,
             b,
             "InferenceSession.run",
