@@ -16,6 +16,7 @@ which is also what keeps a 2-core machine quiet enough to measure.
 
 from __future__ import annotations
 
+import functools
 import gc
 import statistics
 import sys
@@ -29,7 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(ROOT))
 
+from bench.common import row as bench_row  # noqa: E402  (after the sys.path step)
+
 THREADS = 1
+#: microseconds to the nanosecond
+row = functools.partial(bench_row, digits=3)
 
 
 def _progress(message: str) -> None:
@@ -71,28 +76,6 @@ def paired(
     ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))
     diff = statistics.median((x - y) * 1e6 for x, y in zip(a, b, strict=True))
     return statistics.median(a) * 1e6, statistics.median(b) * 1e6, ratio, diff
-
-
-def row(
-    name: str,
-    ours: float,
-    peer: float | None,
-    peer_name: str,
-    unit: str,
-    target: str,
-    ratio: float | None = None,
-) -> dict[str, Any]:
-    if ratio is None and peer:
-        ratio = ours / peer
-    return {
-        "name": name,
-        "ours": round(ours, 3),
-        "peer": None if peer is None else round(peer, 3),
-        "peer_name": peer_name,
-        "unit": unit,
-        "ratio": None if ratio is None else round(ratio, 4),
-        "target": target,
-    }
 
 
 def _ort_pair(

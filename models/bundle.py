@@ -7,6 +7,7 @@ bundle is a plain directory that can be tarred, synced or copied as is.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -70,6 +71,12 @@ def make_manifest(
     )
     # round-trip through the strict parser: a bundle we write must be one we accept
     return Manifest.from_dict(manifest.to_dict())
+
+
+def remake_manifest(bundle: Path, manifest: Manifest, **changes: Any) -> Manifest:
+    """``manifest`` with ``changes`` (a new version, other variants...), its files listed and hashed again."""
+    kept = {f.name: getattr(manifest, f.name) for f in dataclasses.fields(manifest) if f.name != "files"}
+    return make_manifest(bundle, **(kept | changes))
 
 
 def write_signed(bundle: Path, manifest: Manifest, private_hex: str) -> SignedManifest:

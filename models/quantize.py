@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.errors import BadRequestError, UnavailableError
-from models.bundle import make_manifest, write_signed
+from models.bundle import remake_manifest, write_signed
 from models.manifest import Manifest, Quantization, Variant
 from models.smoke import Drift, drift, smoke_inputs
 from models.store import InstalledModel, ModelStore
@@ -363,19 +363,7 @@ def quantize_model(
         )
         kept = [v for v in manifest.variants if not (v.runtime == "onnxruntime" and v.precision == precision)]
         show(f"signing {name} {target}")
-        new_manifest = make_manifest(
-            bundle,
-            name=manifest.name,
-            version=target,
-            task=manifest.task,
-            variants=[*kept, variant],
-            memory_bytes=manifest.memory_bytes,
-            inputs=manifest.inputs,
-            outputs=manifest.outputs,
-            smoke_test=manifest.smoke_test,
-            description=manifest.description,
-            extra=manifest.extra,
-        )
+        new_manifest = remake_manifest(bundle, manifest, version=target, variants=[*kept, variant])
         write_signed(bundle, new_manifest, private_key_hex)
         show("installing")
         installed = store.install(bundle, trusted_keys, activate=activate)
