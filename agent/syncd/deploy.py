@@ -116,14 +116,7 @@ class DeviceDeployer:
             tar_path, fetched = await self.fetch(url, sha256, size)
             work = self.data_dir / "deploy" / sha256[:16]
             try:
-                bundle = await asyncio.to_thread(_unpack, tar_path, work / "bundle")
-                on_disk = parse_manifest_json((bundle / "manifest.json").read_bytes())
-                if on_disk.signed_bytes != signed.signed_bytes:
-                    raise DeployError(
-                        "the bundle's manifest.json differs from the manifest in the command; "
-                        "the hub served a different bundle than it announced",
-                        code="manifest_mismatch",
-                    )
+                bundle = await _unpack_announced(tar_path, work, parse_manifest_json, signed.signed_bytes)
                 was_installed = version in await asyncio.to_thread(self.store.versions, name)
                 previous = await asyncio.to_thread(self.store.active_version, name)
                 trusted = list(self.trusted_keys())
@@ -175,14 +168,7 @@ class DeviceDeployer:
             tar_path, fetched = await self.fetch(url, sha256, size)
             work = self.data_dir / "deploy" / sha256[:16]
             try:
-                bundle = await asyncio.to_thread(_unpack, tar_path, work / "bundle")
-                on_disk = overrides.parse_config_document((bundle / "manifest.json").read_bytes())
-                if on_disk.signed_bytes != signed.signed_bytes:
-                    raise DeployError(
-                        "the bundle's manifest.json differs from the manifest in the command; "
-                        "the hub served a different bundle than it announced",
-                        code="manifest_mismatch",
-                    )
+                await _unpack_announced(tar_path, work, overrides.parse_config_document, signed.signed_bytes)
                 try:
                     await asyncio.to_thread(overrides.check_tree, settings, signed.settings)
                 except BadRequestError as exc:
@@ -438,3 +424,18 @@ def _unpack(tar_path: Path, dest: Path) -> Path:
 def _loaded_names(manager: Any) -> list[str]:
     names = getattr(manager, "loaded_names", None)
     return list(names()) if callable(names) else []
+
+
+async def _unpack_announced(
+    tar_path: Path, work: Path, parse: Callable[[bytes], Any], announced: bytes
+) -> Path:
+    """Unpack the bundle under ``work``; its manifest.json must be the one the command announced."""
+    bundle = await asyncio.to_thread(_unpack, tar_path, work / "bundle")
+    on_disk = parse((bundle / "manifest.json").read_bytes())
+    if on_disk.signed_bytes != announced:
+        raise DeployError(
+            "the bundle's manifest.json differs from the manifest in the command; "
+            "the hub served a different bundle than it announced",
+            code="manifest_mismatch",
+        )
+    return bundle
