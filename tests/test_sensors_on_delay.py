@@ -48,7 +48,10 @@ def test_a_warning_waits_one_correlation_time_and_stronger_evidence_does_not() -
     engine = runner.engine
     delay = engine.on_delay_s
     assert delay > 1.0  # the CUSUM/EWMA sums remember: the score has a memory of several samples
-    assert engine.status()["calibration"]["on_delay_s"] == round(delay, 3)
+    cal = engine.status()["calibration"]
+    assert (
+        cal["on_delay_s"] == round(delay, 3) and cal["on_delay_source"] == "held-out score's correlation time"
+    )
 
     def first_open(level: float, seconds: float) -> tuple[str, float] | None:
         policy = AlertPolicy(spec)
@@ -80,4 +83,5 @@ def test_the_on_delay_is_a_machine_setting_learned_by_default() -> None:
         runner = OfflineRunner(spec)
         runner.run(ts, X, batch=64)
         assert runner.engine.on_delay_s == expect
+        assert runner.engine.status()["calibration"]["on_delay_source"] == "configured"
         assert runner.policy.anomaly_rules[0].duration_s == max(spec.levels[0].duration_s, expect)

@@ -470,7 +470,7 @@ def _print_thresholds(m: dict) -> None:
         f"\n{m['machine']}: budget {cal['false_alarms_per_day']:g} false alarms/day; thresholds from "
         f"{cal['source']} ({cal['fit_rows']} rows fitted, {cal['held_out_rows']} held out); "
         f"alerts clear below {cal['clear_level']:g}; "
-        f"Warning on-delay {cal.get('on_delay_s', 0):.3g} s (the held-out score's correlation time); "
+        f"Warning on-delay {cal.get('on_delay_s', 0):.3g} s ({cal.get('on_delay_source', 'configured')}); "
         f"{cal.get('returns_re_anchored', 0)} excursions re-armed on their return, "
         f"{cal.get('regimes_accepted', 0)} new regimes accepted after standing a baseline's length"
     )

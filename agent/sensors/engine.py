@@ -249,6 +249,9 @@ class MachineEngine:
             "source": "held-out baseline rows" if self.fits == 0 else "held-out recent normal rows",
             "clear_level": round(self.clear_level, 3),
             "on_delay_s": round(self.on_delay_s, 3),
+            "on_delay_source": "configured"
+            if self.spec.on_delay_s >= 0
+            else "held-out score's correlation time",
         }
         self.detectors = fitted
         self.phase = "detecting"
