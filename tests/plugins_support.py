@@ -60,6 +60,15 @@ class Box:
         path = self.data / "plugins" / "status.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    def plugin_counters(self, name: str) -> dict[str, Any]:
+        """What the plugin ``name`` reports of itself (its part of status.json)."""
+        return self.status().get("plugins", {}).get(name, {}).get("plugin", {})
+
+    def accepted(self) -> int:
+        """Readings the first machine has accepted (0 before the API answers)."""
+        machines = self.get("/v1/sensors")[1].get("machines", [])
+        return machines[0]["readings"].get("accepted", 0) if machines else 0
+
     def write_plugin(
         self, name: str, code: str, *, version: str = "1.0.0", kinds: str = '["source"]', extra: str = ""
     ) -> Path:

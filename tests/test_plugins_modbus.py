@@ -108,15 +108,6 @@ def tcp_server(port: int):  # type: ignore[no-untyped-def]
     return lambda device: ModbusTcpServer(device, address=("127.0.0.1", port))
 
 
-def counters(box: Box) -> dict[str, Any]:
-    return box.status().get("plugins", {}).get("modbus", {}).get("plugin", {})
-
-
-def accepted(box: Box) -> int:
-    machines = box.get("/v1/sensors")[1].get("machines", [])
-    return machines[0]["readings"].get("accepted", 0) if machines else 0
-
-
 def test_modbus_tcp_feeds_the_detectors_raises_an_alert_and_reconnects(tmp_path: Path) -> None:
     port = free_port()
     config = (
@@ -148,16 +139,16 @@ timeout_s = 0.5
         sensors = box.get("/v1/sensors")[1]
         assert sensors["machines"][0]["readings"]["accepted"] > 200
         # a register the PLC does not have: counted per register, the others unaffected
-        c = counters(box)
+        c = box.plugin_counters("modbus")
         assert c["errors"]["flow"] > 0 and c["errors"]["pressure"] == 0 and c["connected"] is True, c
         assert c["units"] == {"pressure": "bar"}, c
         # the PLC goes away: the plugin reconnects with back-off, then the readings resume
         plc.stop()
-        wait_for(lambda: counters(box).get("reconnects", 0) > 0, 20, box.log)
-        stalled = accepted(box)
+        wait_for(lambda: box.plugin_counters("modbus").get("reconnects", 0) > 0, 20, box.log)
+        stalled = box.accepted()
         plc = Plc()
         plc.start(tcp_server(port))
-        wait_for(lambda: accepted(box) > stalled + 50, 40, box.log)
+        wait_for(lambda: box.accepted() > stalled + 50, 40, box.log)
         plugins = box.plugins()
         assert plugins["modbus"]["state"] == "running" and plugins["modbus"]["restarts"] == 0
     finally:
@@ -197,8 +188,8 @@ timeout_s = 0.5
     box.cli("plugins", "enable", "modbus")
     try:
         box.start()
-        wait_for(lambda: accepted(box) >= 100, 60, box.log)
-        c = counters(box)
+        wait_for(lambda: box.accepted() >= 100, 60, box.log)
+        c = box.plugin_counters("modbus")
         assert c["errors"]["pressure"] == 0 and c["errors"]["flow"] > 0, c
         assert box.plugins()["modbus"]["state"] == "running"
     finally:

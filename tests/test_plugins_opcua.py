@@ -13,7 +13,6 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -107,15 +106,6 @@ class OpcServer:
             self.thread.join(20)
 
 
-def counters(box: Box) -> dict[str, Any]:
-    return box.status().get("plugins", {}).get("opcua", {}).get("plugin", {})
-
-
-def accepted(box: Box) -> int:
-    machines = box.get("/v1/sensors")[1].get("machines", [])
-    return machines[0]["readings"].get("accepted", 0) if machines else 0
-
-
 def test_opcua_basic256sha256_subscription_raises_an_alert_and_reconnects(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()
@@ -152,7 +142,7 @@ sampling_ms = 10
         box.start()
         wait_for(lambda: box.get("/v1/sensors")[1]["machines"][0]["phase"] == "detecting", 90, box.log)
         # the plugin reports its counters with its first status, which may follow the first readings
-        wait_for(lambda: counters(box).get("connected") is True, 30, box.log)
+        wait_for(lambda: box.plugin_counters("opcua").get("connected") is True, 30, box.log)
         server.spike = True
         time.sleep(1.5)
         server.spike = False
@@ -160,11 +150,11 @@ sampling_ms = 10
         assert any(ch["channel"] == "pressure" for a in alerts for ch in a.get("channels", [])), alerts
         # the server restarts: the plugin's session is re-opened and the subscription made again
         server.stop()
-        wait_for(lambda: counters(box).get("reconnects", 0) > 0, 30, box.log)
-        stalled = accepted(box)
+        wait_for(lambda: box.plugin_counters("opcua").get("reconnects", 0) > 0, 30, box.log)
+        stalled = box.accepted()
         server = OpcServer(port, certs)
         server.start()
-        wait_for(lambda: accepted(box) > stalled + 50, 60, box.log)
+        wait_for(lambda: box.accepted() > stalled + 50, 60, box.log)
         assert box.plugins()["opcua"]["restarts"] == 0
     finally:
         box.stop()
