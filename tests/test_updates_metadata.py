@@ -148,7 +148,10 @@ def test_target_hash_and_size(tmp_path: Path, repo: Repository, client: UpdateCl
     rejected("hash_mismatch", client.download, MODEL, tmp_path / "dl")
     path.write_bytes(good + b"endless data" * 1000)
     rejected("too_large", client.download, MODEL, tmp_path / "dl")
+    assert list((tmp_path / "dl").iterdir()) == []  # streamed to a part file, removed when refused
     path.write_bytes(good)
+    assert client.download(MODEL, tmp_path / "dl").path.read_bytes() == good
+    (tmp_path / "dl" / MODEL.rsplit("/", 1)[-1]).unlink()
     small = UpdateClient(tmp_path / "state", DirectoryFetcher(repo.path), max_download_bytes=100)
     rejected("too_large", small.download, MODEL, tmp_path / "dl")
     (repo.path / "timestamp.json").write_bytes(b" " * (64 * 1024))

@@ -26,6 +26,7 @@ Rejections raise ``UpdateRejected`` with a stable ``code``: ``bad_signature``,
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError, NotFoundError
-from agent.security.fileio import atomic_write_bytes, atomic_write_json
+from agent.security.fileio import adopt_dir_owner, atomic_write_bytes, atomic_write_json, fsync_dir
 from agent.security.tuf import (
     MAX_METADATA_BYTES,
     MAX_ROOT_BYTES,
@@ -56,7 +57,7 @@ from agent.security.update_fetch import (
     HttpFetcher,
     UpdateRejected,
     check_name,
-    read_limited,
+    copy_limited,
 )
 
 
@@ -305,10 +306,21 @@ class UpdateClient:
                 f"{name} is {info.length} bytes, over the {self.max_download_bytes}-byte limit",
                 code="too_large",
             )
-        data = self.fetcher.fetch(f"targets/{name}", info.length)
-        check_meta(data, {"length": info.length, "hashes": {"sha256": info.sha256}}, name)
         dest = Path(dest_dir) / name.rsplit("/", 1)[-1]
-        atomic_write_bytes(dest, data, mode=0o644)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        try:  # streamed to disk and hashed on the way: an agent bundle is hundreds of MB
+            with open(tmp, "wb") as out:
+                got = self.fetcher.fetch_to(f"targets/{name}", info.length, out)
+                out.flush()
+                os.fsync(out.fileno())
+            _check_digest(got, info, name)
+            os.chmod(tmp, 0o644)
+            adopt_dir_owner(tmp)  # root fetching into the agent's state dir leaves the agent's file
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(dest.parent)
         return VerifiedTarget(info, dest)
 
     def verify_file(
@@ -318,8 +330,7 @@ class UpdateClient:
         info = self.target(name, targets)
         self.check_not_older(info)
         with open(path, "rb") as fh:
-            data = read_limited(fh, name, info.length)
-        check_meta(data, {"length": info.length, "hashes": {"sha256": info.sha256}}, name)
+            _check_digest(copy_limited(fh, None, name, info.length), info, name)
         return info
 
     # ------------------------------------------------------------ installed versions
@@ -337,6 +348,20 @@ class UpdateClient:
         versions = self.installed()
         versions[f"{info.kind}/{info.product}"] = info.version
         atomic_write_json(self.state_dir / "installed.json", versions, mode=0o644)
+
+
+def _check_digest(got: tuple[int, str], info: TargetInfo, name: str) -> None:
+    """A streamed file's (length, SHA-256) against what the trusted targets pin (as ``check_meta``)."""
+    length, digest = got
+    if length != info.length:
+        raise UpdateRejected(
+            f"{name} is {length} bytes, the metadata says {info.length}", code="length_mismatch"
+        )
+    if digest != info.sha256:
+        raise UpdateRejected(
+            f"{name} does not match the SHA-256 pinned by the metadata above it (mix-and-match or tampering)",
+            code="hash_mismatch",
+        )
 
 
 def default_state_dir(data_dir: str | Path) -> Path:
