@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 from agent.core.errors import BadRequestError
 from agent.core.output import print_json, table
-from sync.hub.cli_fleet import _ago, _client  # the fleet commands' client and age format
+from sync.hub.cli_fleet import _ago, _client, command_outcome  # the fleet commands' client, age, outcome
 
 #: ULIDs start with 10 characters of milliseconds: shorter starts would all look alike
 MIN_SHORT_ID = 12
@@ -254,23 +254,16 @@ def alert_action(args: argparse.Namespace) -> int:
         body["for"] = args.duration
     out = _client(args, timeout=args.timeout + 15).post(_path(args, f"/{args.action}"), body)
     a, cmd = out["alert"], out["command"]
-    if args.json:
-        print_json(out)
-    elif args.timeout <= 0:
-        print(f"sent alerts.{args.action} for {a['alert_id']} to {a['device']} as {cmd['id']}")
-    elif out["timed_out"]:
-        print(
-            f"{a['device']}: no answer to alerts.{args.action} ({cmd['id']}) within {args.timeout:g} s; the box "
-            f"applies it when it next connects (see `edge-hub alerts show {a['alert_id']}`)"
-        )
-    elif cmd["ok"]:
-        what = "acknowledged" if args.action == "ack" else ("shelved" if a.get("shelved") else "unshelved")
-        print(f"{a['device']}: {what} {a['alert_id']} ({a['level']}, {state_text(a)}): {a['title']}")
-    else:
-        print(f"{a['device']}: alerts.{args.action} failed: {cmd['error']}")
-    if args.timeout <= 0:
-        return 0
-    return 0 if (not out["timed_out"] and cmd["ok"]) else 1
+    what = "acknowledged" if args.action == "ack" else ("shelved" if a.get("shelved") else "unshelved")
+    return command_outcome(
+        args,
+        out,
+        sent=f"sent alerts.{args.action} for {a['alert_id']} to {a['device']} as {cmd['id']}",
+        no_answer=f"{a['device']}: no answer to alerts.{args.action} ({cmd['id']}) within {args.timeout:g} s; "
+        f"the box applies it when it next connects (see `edge-hub alerts show {a['alert_id']}`)",
+        ok=f"{a['device']}: {what} {a['alert_id']} ({a['level']}, {state_text(a)}): {a['title']}",
+        failed=f"{a['device']}: alerts.{args.action} failed: {cmd['error']}",
+    )
 
 
 def alert_assign(args: argparse.Namespace) -> int:

@@ -278,19 +278,34 @@ def cmd(args: argparse.Namespace) -> int:
         f"/v1/devices/{quote(args.device, safe='')}/commands", body
     )
     c = out["command"]
+    return command_outcome(
+        args,
+        out,
+        sent=f"sent {c['name']} to {c['device']} as {c['id']}",
+        no_answer=f"{c['device']}: no result for {c['name']} ({c['id']}) within {args.timeout:g} s",
+        ok=f"{c['device']}: {c['name']} ok: {json.dumps(c['result'], sort_keys=True)}",
+        failed=f"{c['device']}: {c['name']} failed: {c['error']}",
+    )
+
+
+def command_outcome(
+    args: argparse.Namespace, out: dict[str, Any], *, sent: str, no_answer: str, ok: str, failed: str
+) -> int:
+    """Say what became of one command sent with ``wait_s`` (``--json``: the answer as is); the exit code.
+
+    1 when it failed or no result came within ``--timeout``; 0 when it succeeded, or at once when
+    ``--timeout 0`` only sent it.
+    """
+    command = out["command"]
     if args.json:
         print_json(out)
     elif args.timeout <= 0:
-        print(f"sent {c['name']} to {c['device']} as {c['id']}")
-    elif out["timed_out"]:
-        print(f"{c['device']}: no result for {c['name']} ({c['id']}) within {args.timeout:g} s")
-    elif c["ok"]:
-        print(f"{c['device']}: {c['name']} ok: {json.dumps(c['result'], sort_keys=True)}")
+        print(sent)
     else:
-        print(f"{c['device']}: {c['name']} failed: {c['error']}")
+        print(no_answer if out["timed_out"] else ok if command["ok"] else failed)
     if args.timeout <= 0:
         return 0
-    return 0 if (not out["timed_out"] and c["ok"]) else 1
+    return 0 if (not out["timed_out"] and command["ok"]) else 1
 
 
 def config_set(args: argparse.Namespace) -> int:
