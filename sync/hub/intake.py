@@ -1,10 +1,12 @@
 """Intake: validated messages written in batches, exactly once, then acknowledged.
 
 One writer thread takes what the MQTT reader has queued (up to
-``batch_size``, waiting ``linger_s`` after the first for more) and writes it
-in ONE transaction: the batch also grows by itself under load while the
-previous one commits (group commit), so the rate is bounded by statements,
-not by fsyncs. The order within a transaction:
+``batch_size``; ``linger_s`` > 0 waits that long after the first for more)
+and writes it in ONE transaction: the batch grows by itself under load while
+the previous one commits (group commit), so the rate is bounded by
+statements, not by fsyncs. At 1,000 devices a 10 ms linger took a third less
+CPU (5x fewer commits) but cost 10-15 ms at p50 and did not raise the rate
+here, so the default stays 0. The order within a transaction:
 
 1. reads only: results must answer a command we sent to a device we know;
    those that do not are rejected before anything is written;
