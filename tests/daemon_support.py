@@ -5,7 +5,8 @@ on, zeroconf off, JSON log), optionally after making an operator token the way
 an operator would (``edge-agent tokens create``, the token alone on stdout),
 waits until ``/readyz`` says the voice models are loaded, and stops it with
 SIGTERM at the end (killed when it does not stop in time). ``agent_cli`` runs
-``python -m agent.cli`` as a user types it; ``spawn_run`` starts ``run`` alone.
+``python -m agent.cli`` as a user types it; ``spawn_run`` starts ``run`` alone; ``daemon_env`` is
+the environment of any test daemon.
 """
 
 from __future__ import annotations
@@ -25,6 +26,24 @@ from tests.voice_fixtures import require_models
 READY_TIMEOUT_S = 180.0
 #: SIGTERM, and time to stop on a loaded machine (the voice models take a while to let go); then kill
 STOP_TIMEOUT_S = 60.0
+
+
+def daemon_env(data_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """A test daemon's environment: its data dir and port, JSON log, voice off unless ``settings`` say so.
+
+    NOTIFY_SOCKET is dropped: the service manager running the tests is not the daemon's.
+    """
+    env = {
+        **os.environ,
+        "EDGE_AGENT_DATA_DIR": str(data_dir),
+        "EDGE_AGENT_API__PORT": str(port),
+        "EDGE_AGENT_LOG__FORMAT": "json",
+        "EDGE_AGENT_VOICE__ENABLED": "off",
+        "PYTHONUNBUFFERED": "1",
+        **settings,
+    }
+    env.pop("NOTIFY_SOCKET", None)
+    return env
 
 
 def agent_cli(
@@ -70,17 +89,13 @@ def voice_daemon(
     """A ready voice daemon under ``tmp``; with ``token_name`` an operator token is in ``daemon.env``."""
     require_models()
     port = free_port()
-    env = {
-        **os.environ,
-        "EDGE_AGENT_DATA_DIR": str(tmp / "data"),
-        "EDGE_AGENT_API__PORT": str(port),
-        "EDGE_AGENT_LOG__FORMAT": "json",
-        "EDGE_AGENT_VOICE__ENABLED": "on",
-        "EDGE_AGENT_SYNC__DISCOVERY": "false",
-        "PYTHONUNBUFFERED": "1",
+    env = daemon_env(
+        tmp / "data",
+        port,
+        EDGE_AGENT_VOICE__ENABLED="on",
+        EDGE_AGENT_SYNC__DISCOVERY="false",
         **(extra_env or {}),
-    }
-    env.pop("NOTIFY_SOCKET", None)
+    )
     if token_name is not None:
         made = agent_cli(env, "tokens", "create", token_name, "--role", "operator", timeout=60)
         assert made.returncode == 0, made.stderr

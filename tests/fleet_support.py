@@ -22,15 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO, free_port
+from tests.machine_support import LEVELS_TOML, machine_toml, spike_batches
 from tests.polling import wait_for
-
-#: a small machine: a short baseline and every level reached at once, so a fault opens at Critical
-MACHINE = {
-    "channels": {"vibration": {"min": 0, "max": 100}, "current": {}, "pressure": {}},
-    "learn_rows": 600,
-    "clear_s": 2.0,
-}
-LEVELS_TOML = "warning = [1.0, 0.0]\nminor = [1.0, 0.0]\nmajor = [1.0, 0.0]\ncritical = [1.0, 0.0]\n"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -159,10 +152,6 @@ class Hub(_Served):
 
 def agent_toml(path: Path, mqtt_url: str, *, trusted_key: str = "", labels: tuple[str, ...] = ()) -> Path:
     """An agent config: this hub's broker, HTTP readings into one small machine."""
-    channels = "\n".join(
-        f"[sensors.machines.m1.channels.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in spec.items())
-        for name, spec in MACHINE["channels"].items()
-    )
     sync = "discovery = false\ntelemetry_interval_s = 1.0\n"
     if trusted_key:
         sync += f'trusted_keys = ["{trusted_key}"]\n'
@@ -170,8 +159,7 @@ def agent_toml(path: Path, mqtt_url: str, *, trusted_key: str = "", labels: tupl
         sync += "labels = [" + ", ".join(f'"{label}"' for label in labels) + "]\n"
     path.write_text(
         f'[mqtt]\nurl = "{mqtt_url}"\n\n[sync]\n{sync}\n[sensors]\nsources = ["http"]\n\n'
-        f"[sensors.machines.m1]\nlearn_rows = {MACHINE['learn_rows']}\nclear_s = {MACHINE['clear_s']}\n"
-        f"{LEVELS_TOML}\n{channels}"
+        + machine_toml(LEVELS_TOML)
     )
     return path
 
@@ -190,20 +178,8 @@ def post(url: str, body: Any, token: str = "") -> tuple[int, Any]:
 
 def raise_alert(api_url: str, *, seed: int = 3) -> None:
     """Push a baseline and then a pressure spike into machine m1 of the agent at ``api_url``."""
-    from agent.sensors.simulator import Fault, MachineSimulator
-    from agent.sensors.spec import parse_machine
-
-    spec = parse_machine("m1", MACHINE)
-    sim = MachineSimulator(
-        spec, seed=seed, start_ts=time.time() - 200, faults=[Fault("spike", "pressure", 90.0, 3.0)]
-    )
-    ts, X, _ = sim.generate(1400)  # a 60 s baseline, a spike at 90 s, quiet until 140 s
-    rows = [
-        {"ts": t, "values": dict(zip(spec.channel_names, row, strict=True))}
-        for t, row in zip(ts.tolist(), X.tolist(), strict=True)
-    ]
-    for i in range(0, len(rows), 200):
-        status, body = post(api_url + "/v1/sensors/readings", {"machine": "m1", "rows": rows[i : i + 200]})
+    for batch in spike_batches(time.time() - 200, seed=seed):
+        status, body = post(api_url + "/v1/sensors/readings", batch)
         assert status == 202, body
 
 
@@ -267,18 +243,21 @@ class MailServer:
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
 
+    def hub_env(self) -> dict[str, str]:
+        """A hub's settings that send its e-mail notifications here (a failed delivery retried after 0.2 s)."""
+        return {
+            "EDGE_HUB_NOTIFY__SMTP_HOST": "127.0.0.1",
+            "EDGE_HUB_NOTIFY__SMTP_PORT": str(self.port),
+            "EDGE_HUB_NOTIFY__RETRY_INITIAL_S": "0.2",
+        }
+
 
 def box_toml(path: Path, device_id: str, data_dir: Path, api_port: int) -> Path:
     """A box's own config before enrolment: who it is, where it keeps its data, its sensors; no hub yet."""
-    channels = "\n".join(
-        f"[sensors.machines.m1.channels.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in spec.items())
-        for name, spec in MACHINE["channels"].items()
-    )
     path.write_text(
         f'# {device_id}: the press line\ndevice_id = "{device_id}"\ndata_dir = "{data_dir}"\n\n'
         f"[api]\nport = {api_port}\n\n[sync]\ndiscovery = false\ntelemetry_interval_s = 1.0\n\n"
-        f'[sensors]\nsources = ["http"]\n\n[sensors.machines.m1]\nlearn_rows = {MACHINE["learn_rows"]}\n'
-        f"clear_s = {MACHINE['clear_s']}\n{LEVELS_TOML}\n{channels}"
+        f'[sensors]\nsources = ["http"]\n\n' + machine_toml(LEVELS_TOML)
     )
     return path
 

@@ -9,7 +9,6 @@ page. Tokens are made with the real CLI (`edge-agent tokens create`).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -33,16 +32,12 @@ from tests.console_browser import (  # noqa: F401
     playwright_fixture,
     shoot,
 )
-from tests.daemon_support import stop_daemon
+from tests.daemon_support import daemon_env, stop_daemon
+from tests.machine_support import MACHINE, machine_toml
 from tests.models_fixtures import MLP_A, build_bundle, signing_key
 
 pytestmark = pytest.mark.timeout(240)
 
-MACHINE = {
-    "channels": {"vibration": {"min": 0, "max": 100}, "current": {}, "pressure": {}},
-    "learn_rows": 600,
-    "clear_s": 2.0,
-}
 RATE_HZ = 10.0
 
 
@@ -132,10 +127,6 @@ class Box:
 
 
 def _config(path: Path) -> Path:
-    channels = "\n".join(
-        f"[sensors.machines.m1.channels.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in spec.items())
-        for name, spec in MACHINE["channels"].items()
-    )
     path.write_text(
         f"""
 [mqtt]
@@ -148,12 +139,7 @@ discovery = false
 sources = ["http"]
 reading_event_s = 0.1
 
-[sensors.machines.m1]
-learn_rows = {MACHINE["learn_rows"]}
-clear_s = {MACHINE["clear_s"]}
-
-{channels}
-"""
+{machine_toml()}"""
     )
     return path
 
@@ -175,15 +161,7 @@ def _token(env: dict[str, str], name: str, role: str) -> str:
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     tmp = tmp_path_factory.mktemp("console")
     port = free_port()
-    env = {
-        **os.environ,
-        "EDGE_AGENT_DATA_DIR": str(tmp / "data"),
-        "EDGE_AGENT_API__PORT": str(port),
-        "EDGE_AGENT_LOG__FORMAT": "json",
-        "EDGE_AGENT_VOICE__ENABLED": "off",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("NOTIFY_SOCKET", None)
+    env = daemon_env(tmp / "data", port)
     config = _config(tmp / "agent.toml")
     tokens = {role: _token({**env}, f"console-{role}", role) for role in ("admin", "operator", "viewer")}
     # the equipment pushing readings has a token of its own (its own rate-limit bucket, as in a plant)

@@ -19,26 +19,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agent.sensors.simulator import Fault, MachineSimulator
-from agent.sensors.spec import parse_machine
 from agent.store import Store
 from tests.conftest import REPO, free_port
 from tests.diskfull_support import SmallDisk, small_disk_fixture  # noqa: F401 - the `small_disk` fixture
-
-MACHINE = {
-    "channels": {"vibration": {"min": 0, "max": 100}, "current": {}, "pressure": {}},
-    "learn_rows": 600,
-    "clear_s": 2.0,
-}
+from tests.machine_support import machine_toml, spike_batches
 
 
 def _config(tmp_path: Path) -> Path:
     """Broker down (a closed port), HTTP readings, a small reserve for a small disk."""
     path = tmp_path / "agent.toml"
-    channels = "\n".join(
-        f"[sensors.machines.m1.channels.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in spec.items())
-        for name, spec in MACHINE["channels"].items()
-    )
     path.write_text(
         f"""
 [mqtt]
@@ -55,12 +44,7 @@ telemetry_interval_s = 0.5
 [sensors]
 sources = ["http"]
 
-[sensors.machines.m1]
-learn_rows = {MACHINE["learn_rows"]}
-clear_s = {MACHINE["clear_s"]}
-
-{channels}
-"""
+{machine_toml()}"""
     )
     return path
 
@@ -82,17 +66,6 @@ def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-d
         time.sleep(0.1)
 
 
-def _batches(start_ts: float) -> list[dict]:
-    spec = parse_machine("m1", MACHINE)
-    sim = MachineSimulator(spec, seed=3, start_ts=start_ts, faults=[Fault("spike", "pressure", 90.0, 3.0)])
-    ts, X, _ = sim.generate(1400)  # a 60 s baseline, a spike at 90 s, quiet until 140 s
-    rows = [
-        {"ts": t, "values": dict(zip(spec.channel_names, row, strict=True))}
-        for t, row in zip(ts.tolist(), X.tolist(), strict=True)
-    ]
-    return [{"machine": "m1", "rows": rows[i : i + 200]} for i in range(0, len(rows), 200)]
-
-
 def test_ingestion_and_acks_while_full_then_recovery(
     start_daemon, small_disk: SmallDisk, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -102,14 +75,14 @@ def test_ingestion_and_acks_while_full_then_recovery(
     daemon.wait_healthy(30)
     _wait(lambda: daemon.json("/readyz")[0] == 200, 30, "ready")
     assert daemon.json("/readyz")[1]["disk"]["state"] == "ok"
-    for batch in _batches(time.time() - 200):
+    for batch in spike_batches(time.time() - 200):
         status, body, _ = _request(daemon.url + "/v1/sensors/readings", "POST", batch)
         assert status == 202 and body["accepted"] == 200, body
     _wait(lambda: _request(daemon.url + "/v1/alerts?state=all")[1]["alerts"], 30, "an alert")
     alerts_before = {a["id"] for a in _request(daemon.url + "/v1/alerts?state=all")[1]["alerts"]}
 
     small_disk.fill()  # something else on the box takes the last byte
-    batch = _batches(time.time() - 30)[0]  # stamped before now: acceptable whenever it is sent
+    batch = spike_batches(time.time() - 30)[0]  # stamped before now: acceptable whenever it is sent
     status, body, headers = _request(daemon.url + "/v1/sensors/readings", "POST", batch)
     assert status == 507, body
     assert body["error"]["code"] == "disk_full" and "free space" in body["error"]["message"]

@@ -34,13 +34,7 @@ def _device_alerts(env: dict[str, str]) -> dict[str, dict]:
 def test_one_row_per_alert_ack_shelve_assign_and_notify_once(broker, start_daemon, tmp_path: Path) -> None:
     pytest.importorskip("aiosmtpd")
     with WebhookReceiver(fail_first=2) as hook, MailServer() as mail:
-        hub = Hub(
-            tmp_path / "hub",
-            broker.url,
-            EDGE_HUB_NOTIFY__SMTP_HOST="127.0.0.1",
-            EDGE_HUB_NOTIFY__SMTP_PORT=str(mail.port),
-            EDGE_HUB_NOTIFY__RETRY_INITIAL_S="0.2",
-        ).start()
+        hub = Hub(tmp_path / "hub", broker.url, **mail.hub_env()).start()
         try:
             hub.make_admin("alice")
             out = hub.cli(
