@@ -9,7 +9,6 @@ token the README made, and watches the simulated machine's chart move.
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.console_browser import browser_fixture, login, playwright_fixture  # noqa: F401
-from tests.journeys.test_readme import Ran, command, readme_block
+from tests.journeys.test_readme import readme_commands, run_as_written
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,30 +31,10 @@ CHECKS = {
 
 
 def test_readme_web_console_runs_as_written(start_daemon, tmp_path: Path, browser: Any) -> None:  # type: ignore[no-untyped-def]
-    lines = readme_block("### Web console")
-    commands = [command(line) for line in lines]
-    assert set(commands) == set(CHECKS), (
-        f"README and journey disagree: unchecked {sorted(set(commands) - set(CHECKS))}, "
-        f"dropped {sorted(set(CHECKS) - set(commands))}"
-    )
+    lines, commands = readme_commands("### Web console", CHECKS)
     daemon = start_daemon()
     daemon.wait_healthy(timeout=60)
-    out_dir = tmp_path / "journey"
-    out_dir.mkdir()
-    script = ["set -u"]
-    for i, cmd in enumerate(commands):
-        script.append(f"{{ {cmd} ; }} >{out_dir}/{i}.out 2>{out_dir}/{i}.err; echo $? >{out_dir}/{i}.rc")
-        if cmd.startswith("T=$("):
-            script.append(f'printf %s "$T" >{out_dir}/{i}.out')
-    subprocess.run(["bash", "-c", "\n".join(script)], cwd=REPO, env=daemon.env, timeout=300, check=True)
-    ran = [
-        Ran(
-            int((out_dir / f"{i}.rc").read_text()),
-            (out_dir / f"{i}.out").read_text(),
-            (out_dir / f"{i}.err").read_text(),
-        )
-        for i in range(len(commands))
-    ]
+    ran = run_as_written(commands, tmp_path / "journey", cwd=REPO, env=daemon.env, timeout=300)
     failures = [
         f"{line!r}:\n{r}" for line, cmd, r in zip(lines, commands, ran, strict=True) if not CHECKS[cmd](r)
     ]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from tests.journeys.test_readme import Ran, command, readme_block
+from tests.journeys.test_readme import Ran, readme_commands, run_as_written
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,34 +59,16 @@ CHECKS = {
 
 
 def test_readme_plugins_run_as_written(start_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    lines = readme_block("### Plugins")
-    commands = [command(line) for line in lines]
-    assert set(commands) == set(CHECKS), (
-        f"README and journey disagree: unchecked {sorted(set(commands) - set(CHECKS))}, "
-        f"dropped {sorted(set(CHECKS) - set(commands))}"
-    )
+    lines, commands = readme_commands("### Plugins", CHECKS)
     daemon = start_daemon()
     daemon.wait_healthy(timeout=60)
     pid = daemon.proc.pid
     work = tmp_path / "work"
     work.mkdir()
     (work / ".venv").symlink_to(REPO / ".venv")  # the README's paths are relative to the checkout
-    out_dir = tmp_path / "journey"
-    out_dir.mkdir()
-    script = ["set -u"]
-    for i, cmd in enumerate(commands):
-        script.append(f"{{ {cmd} ; }} >{out_dir}/{i}.out 2>{out_dir}/{i}.err; echo $? >{out_dir}/{i}.rc")
-        if cmd == f"{E} plugins enable my-sensor":
-            script.append("sleep 2")  # a person reads the answer; the daemon starts it meanwhile
-    subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, env=daemon.env, timeout=300, check=True)
-    ran = [
-        Ran(
-            int((out_dir / f"{i}.rc").read_text()),
-            (out_dir / f"{i}.out").read_text(),
-            (out_dir / f"{i}.err").read_text(),
-        )
-        for i in range(len(commands))
-    ]
+    # after `plugins enable` a person reads the answer; the daemon starts the plugin meanwhile
+    after = {f"{E} plugins enable my-sensor": "sleep 2"}
+    ran = run_as_written(commands, tmp_path / "journey", cwd=work, env=daemon.env, timeout=300, after=after)
     failures = [
         f"{line!r}:\n{r}" for line, cmd, r in zip(lines, commands, ran, strict=True) if not CHECKS[cmd](r)
     ]

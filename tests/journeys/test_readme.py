@@ -16,7 +16,7 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import pytest
@@ -40,12 +40,56 @@ def command(line: str) -> str:
     return re.split(r"\s{2,}#", line, maxsplit=1)[0].strip()
 
 
+def readme_commands(heading: str, checks: Collection[str]) -> tuple[list[str], list[str]]:
+    """The block's lines and their commands, once every command has a check and every check a line."""
+    lines = readme_block(heading)
+    commands = [command(line) for line in lines]
+    assert set(commands) == set(checks), (
+        f"README and journey disagree under {heading!r}: lines without a check: "
+        f"{sorted(set(commands) - set(checks))}; checked lines the README dropped: "
+        f"{sorted(set(checks) - set(commands))}"
+    )
+    return lines, commands
+
+
 class Ran:
     def __init__(self, rc: int, out: str, err: str) -> None:
         self.rc, self.out, self.err = rc, out, err
 
     def __repr__(self) -> str:
         return f"rc={self.rc}\n--- stdout\n{self.out[-2000:]}\n--- stderr\n{self.err[-2000:]}"
+
+
+def run_as_written(
+    commands: list[str],
+    out_dir: Path,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float = 600,
+    after: Mapping[str, str] | None = None,
+) -> list[Ran]:
+    """The commands in order in one bash, as a user pastes them; what each one returned, wrote and said.
+
+    ``after`` maps a command to a shell line run after it (what a person does between two lines).
+    """
+    out_dir.mkdir()
+    script = ["set -u"]
+    for i, cmd in enumerate(commands):
+        script.append(f"{{ {cmd} ; }} >{out_dir}/{i}.out 2>{out_dir}/{i}.err; echo $? >{out_dir}/{i}.rc")
+        if cmd.startswith("T=$("):  # an assignment's own output is the token: keep it to check it
+            script.append(f'printf %s "$T" >{out_dir}/{i}.out')
+        if after and cmd in after:
+            script.append(after[cmd])
+    subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, env=dict(env), timeout=timeout, check=True)
+    return [
+        Ran(
+            int((out_dir / f"{i}.rc").read_text()),
+            (out_dir / f"{i}.out").read_text(),
+            (out_dir / f"{i}.err").read_text(),
+        )
+        for i in range(len(commands))
+    ]
 
 
 def no_speaker() -> bool:
@@ -105,13 +149,7 @@ CHECKS: dict[str, Callable[[Ran], bool]] = {
 
 
 def test_readme_using_it_runs_as_written(start_daemon, broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    lines = readme_block("## Using it")
-    commands = [command(line) for line in lines]
-    assert set(commands) == set(CHECKS), (
-        "README and journey disagree; "
-        f"lines without a check: {sorted(set(commands) - set(CHECKS))}; "
-        f"checked lines the README dropped: {sorted(set(CHECKS) - set(commands))}"
-    )
+    lines, commands = readme_commands("## Using it", CHECKS)
     # the daemon the README's first line asks: fresh data dir, a real broker as the hub, voice on
     daemon = start_daemon({"EDGE_AGENT_MQTT__URL": broker.url, "EDGE_AGENT_VOICE__ENABLED": "auto"})
     daemon.wait_healthy(timeout=60)
@@ -122,26 +160,12 @@ def test_readme_using_it_runs_as_written(start_daemon, broker, tmp_path: Path) -
     _wait_connected(daemon)
 
     env = {k: v for k, v in daemon.env.items() if k not in ("EDGE_AGENT_TOKEN",)}
-    out_dir = tmp_path / "journey"
-    out_dir.mkdir()
-    script = ["set -u"]
-    for i, cmd in enumerate(commands):
-        script.append(f"{{ {cmd} ; }} >{out_dir}/{i}.out 2>{out_dir}/{i}.err; echo $? >{out_dir}/{i}.rc")
-        if cmd.startswith("T=$("):  # an assignment's own output is the token: keep it to check it
-            script.append(f'printf %s "$T" >{out_dir}/{i}.out')
-    subprocess.run(["bash", "-c", "\n".join(script)], cwd=REPO, env=env, timeout=600, check=True)
+    runs = run_as_written(commands, tmp_path / "journey", cwd=REPO, env=env)
     failures = []
-    for i, (line, cmd) in enumerate(zip(lines, commands, strict=True)):
-        ran = Ran(
-            int((out_dir / f"{i}.rc").read_text()),
-            (out_dir / f"{i}.out").read_text(),
-            (out_dir / f"{i}.err").read_text(),
-        )
+    for line, cmd, ran in zip(lines, commands, runs, strict=True):
         if "Traceback" in ran.err or not CHECKS[cmd](ran):
             failures.append(f"README line {line!r}:\n{ran}")
-    token = (
-        out_dir / f"{commands.index('T=$(.venv/bin/edge-agent tokens create ops --role operator)')}.out"
-    ).read_text()
+    token = runs[commands.index("T=$(.venv/bin/edge-agent tokens create ops --role operator)")].out
     assert token.startswith("eat_") and "\n" not in token, token
     assert not failures, "\n\n".join(failures)
 

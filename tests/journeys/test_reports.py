@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.journeys.test_readme import Ran, command, readme_block
+from tests.journeys.test_readme import Ran, readme_commands, run_as_written
 
 HEADING = "### Scheduled jobs and reports"
 
@@ -53,12 +52,7 @@ CHECKS: dict[str, Callable[[Ran, Path], bool]] = {
 
 
 def test_readme_jobs_and_reports_run_as_written(start_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    lines = readme_block(HEADING)
-    commands = [command(line) for line in lines]
-    assert set(commands) == set(CHECKS), (
-        f"README and journey disagree; lines without a check: {sorted(set(commands) - set(CHECKS))}; "
-        f"checked lines the README dropped: {sorted(set(CHECKS) - set(commands))}"
-    )
+    lines, commands = readme_commands(HEADING, CHECKS)
     daemon = start_daemon({"EDGE_AGENT_SENSORS__READING_EVENT_S": "1"})
     daemon.wait_healthy(timeout=60)
     deadline = time.monotonic() + 60
@@ -70,20 +64,11 @@ def test_readme_jobs_and_reports_run_as_written(start_daemon, tmp_path: Path) ->
     work = tmp_path / "work"
     work.mkdir()
     (work / ".venv").symlink_to(REPO / ".venv")
-    out_dir = tmp_path / "journey"
-    out_dir.mkdir()
-    script = ["set -u"]
-    for i, cmd in enumerate(commands):
-        script.append(f"{{ {cmd} ; }} >{out_dir}/{i}.out 2>{out_dir}/{i}.err; echo $? >{out_dir}/{i}.rc")
-    env = {**daemon.env, "PYTHONPATH": str(REPO)}
-    subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, env=env, timeout=600, check=True)
+    runs = run_as_written(
+        commands, tmp_path / "journey", cwd=work, env={**daemon.env, "PYTHONPATH": str(REPO)}
+    )
     failures = []
-    for i, (line, cmd) in enumerate(zip(lines, commands, strict=True)):
-        ran = Ran(
-            int((out_dir / f"{i}.rc").read_text()),
-            (out_dir / f"{i}.out").read_text(),
-            (out_dir / f"{i}.err").read_text(),
-        )
+    for line, cmd, ran in zip(lines, commands, runs, strict=True):
         try:
             ok = "Traceback" not in ran.err and CHECKS[cmd](ran, work)
         except (OSError, ValueError, KeyError) as exc:
