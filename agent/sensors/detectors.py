@@ -8,7 +8,7 @@ engine maps each column onto the common budget scale with a
 ``calibrate.TailCalibrator`` fitted on held-out baseline rows, so the
 detectors themselves hold no thresholds.
 
-Input: the engine's residual view (``calibrate.Residualizer``): per channel
+Input: the engine's residual view (``residuals.Residualizer``): per channel
 standardised AR innovations around a slowly adapting level.
 
 Speed: everything is vectorised with numpy over the micro-batch, or a tight

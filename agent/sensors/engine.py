@@ -31,9 +31,7 @@ from typing import Any
 import numpy as np
 
 from agent.sensors.calibrate import (
-    FREEZE_SCORE,
     LinearCalibrator,
-    Residualizer,
     TailCalibrator,
     correlation_time,
     holdout_split,
@@ -43,6 +41,7 @@ from agent.sensors.detectors import Cusum, PcaT2Q, Quality, RobustZ, robust_cent
 from agent.sensors.forecast import Forecast, LimitWatch
 from agent.sensors.model_detectors import AeDetector, AePublisher, IForestDetector
 from agent.sensors.regime import ReturnWatch
+from agent.sensors.residuals import FREEZE_SCORE, Residualizer
 from agent.sensors.spec import MachineSpec
 
 CLEAR_MIN, CLEAR_MAX = 0.5, 0.9  # bounds of the clearing level, as a fraction of the Warning threshold
