@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.core.store import Store
@@ -181,7 +181,39 @@ class AlertSink:
 
     def ack(self, alert_id: str, by: str = "", now: float | None = None) -> dict[str, Any]:
         """Acknowledge an alert (open or cleared); acknowledging twice keeps the first time."""
-        now = time.time() if now is None else now
+        at = time.time() if now is None else now
+
+        def acked(alert: dict[str, Any]) -> str | None:
+            if alert["acked_at"] is not None:
+                return None
+            alert["acked_at"] = at
+            alert["acked_by"] = by
+            alert["history"] = [*alert["history"], {"ts": at, "transition": "acked", "by": by}]
+            return "acked"
+
+        return self._change(alert_id, acked)
+
+    def shelve(
+        self, alert_id: str, until: float | None, by: str = "", now: float | None = None
+    ) -> dict[str, Any]:
+        """Shelve an alert until ``until`` (None unshelves); the hub hears of it as a "shelved" transition."""
+        at = time.time() if now is None else now
+
+        def shelved(alert: dict[str, Any]) -> str:
+            alert["shelved_until"], alert["shelved_by"] = until, by if until else ""
+            transition = "shelved" if until else "unshelved"
+            entry: dict[str, Any] = {"ts": at, "transition": transition, "by": by}
+            if until:
+                entry["until"] = until
+            alert["history"] = [*alert["history"], entry]
+            return transition
+
+        return self._change(alert_id, shelved)
+
+    def _change(self, alert_id: str, change: Callable[[dict[str, Any]], str | None]) -> dict[str, Any]:
+        """Read one alert in a transaction, let ``change`` edit it, store it and queue it for the hub.
+
+        ``change`` returns the transition's name, or None when it left the alert as it was."""
         if self.held:
             self.write([])  # the alert may be one of them
         with self.store.atomic() as conn:
@@ -191,36 +223,10 @@ class AlertSink:
             if found is None:
                 raise NotFoundError(f"no alert with id {alert_id!r}; list them with `edge-agent alerts list`")
             alert = row_to_alert(dict(zip(cols, found, strict=True)))
-            if alert["acked_at"] is None:
-                alert["acked_at"] = now
-                alert["acked_by"] = by
-                alert["history"] = [*alert["history"], {"ts": now, "transition": "acked", "by": by}]
+            transition = change(alert)
+            if transition is not None:
                 conn.execute(_UPSERT, alert_row(alert))
-                self._enqueue(conn, "acked", alert)
-        return alert
-
-    def shelve(
-        self, alert_id: str, until: float | None, by: str = "", now: float | None = None
-    ) -> dict[str, Any]:
-        """Shelve an alert until ``until`` (None unshelves); the hub hears of it as a "shelved" transition."""
-        now = time.time() if now is None else now
-        if self.held:
-            self.write([])
-        with self.store.atomic() as conn:
-            cur = conn.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,))
-            cols = [d[0] for d in cur.description]
-            found = cur.fetchone()
-            if found is None:
-                raise NotFoundError(f"no alert with id {alert_id!r}; list them with `edge-agent alerts list`")
-            alert = row_to_alert(dict(zip(cols, found, strict=True)))
-            alert["shelved_until"], alert["shelved_by"] = until, by if until else ""
-            transition = "shelved" if until else "unshelved"
-            entry: dict[str, Any] = {"ts": now, "transition": transition, "by": by}
-            if until:
-                entry["until"] = until
-            alert["history"] = [*alert["history"], entry]
-            conn.execute(_UPSERT, alert_row(alert))
-            self._enqueue(conn, transition, alert)
+                self._enqueue(conn, transition, alert)
         return alert
 
     def open_alerts(self) -> list[Alert]:
