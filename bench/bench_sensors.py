@@ -169,6 +169,22 @@ def quality(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+ONE_CORE_TARGET = ">= 100000 samples/s on one core"
+
+
+def _throughput_row(name: str, rate: float, target: str = "") -> dict[str, Any]:
+    """A throughput row without a peer (the robust z row gets its peer afterwards)."""
+    return {
+        "name": f"sensors throughput {name}",
+        "ours": round(rate),
+        "peer": None,
+        "peer_name": "",
+        "unit": "samples/s",
+        "ratio": None,
+        "target": target,
+    }
+
+
 def _rate(fn: Any, n_samples: int, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -207,31 +223,11 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
         det = make()
         det.fit(base)
         rate = _rate(batched(det), n)
-        rows.append(
-            {
-                "name": f"sensors throughput {name}",
-                "ours": round(rate),
-                "peer": None,
-                "peer_name": "",
-                "unit": "samples/s",
-                "ratio": None,
-                "target": ">= 100000 samples/s on one core",
-            }
-        )
+        rows.append(_throughput_row(name, rate, ONE_CORE_TARGET))
     q = Quality(spec.channels, spec.rate_hz)
     q.fit(base, spec.rate_hz)
     rate = _rate(lambda: [q.score(tsd[i : i + 256], data[i : i + 256]) for i in range(0, len(data), 256)], n)
-    rows.append(
-        {
-            "name": "sensors throughput stuck/dropout",
-            "ours": round(rate),
-            "peer": None,
-            "peer_name": "",
-            "unit": "samples/s",
-            "ratio": None,
-            "target": ">= 100000 samples/s on one core",
-        }
-    )
+    rows.append(_throughput_row("stuck/dropout", rate, ONE_CORE_TARGET))
     # robust z: ours vs the naive exact rolling median/MAD, one sample at a time (pure numpy per sample)
     W = 256
     small = data[: 1000 if quick else 3000]
@@ -287,31 +283,11 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
         )
     det = IForestDetector(spec)
     det.fit(base)
-    rows.append(
-        {
-            "name": "sensors throughput iforest (fit native)",
-            "ours": round(_rate(batched(det, 64), n)),
-            "peer": None,
-            "peer_name": "",
-            "unit": "samples/s",
-            "ratio": None,
-            "target": "",
-        }
-    )
+    rows.append(_throughput_row("iforest (fit native)", _rate(batched(det, 64), n)))
     if not quick:
         ae = AeDetector(dataclasses.replace(spec, ae_epochs=10), None)
         ae.fit(base)
-        rows.append(
-            {
-                "name": "sensors throughput lstm_ae (onnxruntime, 1 thread)",
-                "ours": round(_rate(batched(ae, 256), n, 1)),
-                "peer": None,
-                "peer_name": "",
-                "unit": "samples/s",
-                "ratio": None,
-                "target": "",
-            }
-        )
+        rows.append(_throughput_row("lstm_ae (onnxruntime, 1 thread)", _rate(batched(ae, 256), n, 1)))
     return rows
 
 
