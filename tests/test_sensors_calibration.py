@@ -145,13 +145,13 @@ def test_run_length_and_long_run_variance_helpers() -> None:
 
 
 def test_sensors_status_prints_each_threshold_and_its_source(capsys) -> None:  # type: ignore[no-untyped-def]
-    from agent.cli.sensors_cmd import _print_thresholds
+    from agent.cli.sensors_live import print_thresholds
 
     ts, X = stationary(1500, 3, 1.0, seed=4)
     spec = machine_from_columns("m", ["a", "b", "c"], learn_rows=500, rate_hz=1.0)
     runner = OfflineRunner(spec)
     runner.run(ts, X, batch=64)
-    _print_thresholds(runner.engine.status())
+    print_thresholds(runner.engine.status())
     out = capsys.readouterr().out
     assert "budget 1 false alarms/day" in out and "350 rows fitted, 150 held out" in out
     for stat in ("CUSUM", "EWMA", "Hotelling T²", "Q (SPE)", "isolation depth"):

@@ -281,7 +281,7 @@ def test_replay_cli_prints_json_lines(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from agent.cli.sensors_cmd import simulate; import argparse; "
+            "from agent.cli.sensors_offline import simulate; import argparse; "
             f"simulate(argparse.Namespace(out={str(csv)!r}, minutes=8, faults='spike,stuck', seed=2, rate=10.0))",
         ],
         cwd=REPO,

@@ -43,10 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
 
 
-#: the daemon call of these commands (``sensors_cmd`` imports it from here too)
-api_call = api
-
-
 def list_alerts(args: argparse.Namespace) -> int:
     query = f"?state={args.state}&limit={args.limit}" + (f"&machine={args.machine}" if args.machine else "")
     body = api(args, "GET", "/v1/alerts" + query)
