@@ -90,7 +90,7 @@ class Installer:
         find_links: str | Path | None = None,
         no_deps: bool = False,
         seed_pip: bool = True,
-        timeout_s: float = 600.0,
+        timeout_s: float = 1500.0,  # per command: a slow board installs every engine (the unit allows 30 min)
         extras: str | None = None,
     ) -> None:
         self.prefix = Path(prefix)
