@@ -29,6 +29,7 @@ from agent.context import AgentContext
 from agent.errors import DiskFullError, UnavailableError
 from agent.sensors import metrics
 from agent.sensors.readings import Row, Validator
+from agent.sensors.sources import make_sources, run_with_restarts
 from agent.sensors.spec import MachineSpec, parse_machines
 from agent.supervisor import Service
 
@@ -156,9 +157,10 @@ class SensorService(Service):
                 policy.restore(alert)  # still one open alert per condition across a restart
         tasks = [asyncio.create_task(self._score_loop(), name="sensors:score")]
         tasks.append(asyncio.create_task(self._stale_loop(), name="sensors:stale"))
-        for source in self._make_sources():
+        client_id = f"{self.ctx.settings.device_id}-sensors"
+        for source in make_sources(self.settings, self.machines.values(), self.emit, client_id):
             self.sources[source.name] = source
-            tasks.append(asyncio.create_task(self._run_source(source), name=f"sensors:{source.name}"))
+            tasks.append(asyncio.create_task(run_with_restarts(source), name=f"sensors:{source.name}"))
         self.ready.set()
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -189,60 +191,6 @@ class SensorService(Service):
         from agent.sensors.ae_store import StorePublisher
 
         return StorePublisher(manager.store, self.ctx.settings.data_path, self.ctx.settings.device_id)
-
-    def _make_sources(self) -> list[Any]:
-        from agent.sensors.sources import MqttSource, SimulatorSource
-
-        s = self.settings
-        out: list[Any] = []
-        for kind in s.sources:
-            fed = [m for m in self.machines.values() if m.source in (kind, "any")]
-            if kind == "simulator" and fed:
-                out.append(
-                    SimulatorSource(
-                        fed,
-                        self.emit,
-                        rate_hz=s.simulator_rate_hz,
-                        faults=s.simulator_faults,
-                        seed=s.simulator_seed,
-                    )
-                )
-            elif kind == "serial":
-                from agent.sensors.serial_source import SerialSource
-
-                out.append(SerialSource(s.serial_ports, s.serial_baud, fed, self.emit))
-            elif kind == "mqtt":
-                out.append(
-                    MqttSource(
-                        s.mqtt_url,
-                        s.mqtt_topics,
-                        self.emit,
-                        client_id=f"{self.ctx.settings.device_id}-sensors",
-                    )
-                )
-            elif kind not in ("simulator", "http"):
-                log.warning(
-                    "sensors: unknown source %r in sensors.sources (known: simulator, serial, mqtt)", kind
-                )
-        return out
-
-    async def _run_source(self, source: Any) -> None:
-        """A source that fails is restarted with a back-off; the others go on."""
-        delay = 0.5
-        while True:
-            started = time.monotonic()
-            try:
-                await source.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if time.monotonic() - started > 60:
-                    delay = 0.5
-                log.warning("sensors: source %s failed (%s); restarting in %.1f s", source.name, exc, delay)
-                metrics.SOURCE_RECONNECTS.labels(source.name).inc()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     async def _score_loop(self) -> None:
         batch_s = self.settings.batch_ms / 1000.0

@@ -1,4 +1,4 @@
-"""Sources that feed the pipeline: the simulator and MQTT topics of other equipment.
+"""Sources that feed the pipeline: the simulator and MQTT topics of other equipment; which run, and restarts.
 
 Every source calls ``emit(machine, rows, source)`` with rows of
 ``(ts, {channel: value})``; validation, queueing and counting happen behind
@@ -13,12 +13,15 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agent.sensors import metrics
 from agent.sensors.spec import MachineSpec
+
+if TYPE_CHECKING:
+    from agent.settings_features import SensorSettings
 
 log = logging.getLogger("edge_agent.sensors")
 
@@ -189,3 +192,54 @@ def parse_http_batch(body: Any) -> list[tuple[str, list[tuple[Any, Mapping[str, 
             parsed.append((row["ts"], row["values"]))
         out.append((batch["machine"], parsed))
     return out
+
+
+def make_sources(
+    settings: SensorSettings, machines: Iterable[MachineSpec], emit: Emit, client_id: str
+) -> list[Any]:
+    """The sources ``sensors.sources`` names, each with the machines it feeds (HTTP needs none)."""
+    s = settings
+    machines = list(machines)
+    out: list[Any] = []
+    for kind in s.sources:
+        fed = [m for m in machines if m.source in (kind, "any")]
+        if kind == "simulator" and fed:
+            out.append(
+                SimulatorSource(
+                    fed,
+                    emit,
+                    rate_hz=s.simulator_rate_hz,
+                    faults=s.simulator_faults,
+                    seed=s.simulator_seed,
+                )
+            )
+        elif kind == "serial":
+            from agent.sensors.serial_source import SerialSource
+
+            out.append(SerialSource(s.serial_ports, s.serial_baud, fed, emit))
+        elif kind == "mqtt":
+            out.append(MqttSource(s.mqtt_url, s.mqtt_topics, emit, client_id=client_id))
+        elif kind not in ("simulator", "http"):
+            log.warning(
+                "sensors: unknown source %r in sensors.sources (known: simulator, serial, mqtt)", kind
+            )
+    return out
+
+
+async def run_with_restarts(source: Any) -> None:
+    """A source that fails is restarted with a back-off; the others go on."""
+    delay = 0.5
+    while True:
+        started = time.monotonic()
+        try:
+            await source.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if time.monotonic() - started > 60:
+                delay = 0.5
+            log.warning("sensors: source %s failed (%s); restarting in %.1f s", source.name, exc, delay)
+            metrics.SOURCE_RECONNECTS.labels(source.name).inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
