@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+#: the whole id, 26 Crockford characters, in one C-level match (a generator over it cost ~2 µs a message)
+_IS_ULID = re.compile(f"[{_CROCKFORD}]{{26}}").fullmatch
 # one encoder for every message: json.dumps with options builds a new one per call (~1 µs)
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -106,14 +109,22 @@ def decode(payload: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
         raise BadRequestError(
             f"schema version {version!r} is not supported (expected {SCHEMA_VERSION})", code="bad_version"
         )
-    for name, kind in (("id", str), ("device", str), ("kind", str), ("body", dict)):
-        if not isinstance(data.get(name), kind):
-            raise BadRequestError(f"field {name!r} is missing or not a {kind.__name__}", code="bad_schema")
+    ident, device, kind, body = data.get("id"), data.get("device"), data.get("kind"), data.get("body")
+    if not isinstance(ident, str):
+        raise _missing("id", str)
+    if not isinstance(device, str):
+        raise _missing("device", str)
+    if not isinstance(kind, str):
+        raise _missing("kind", str)
+    if not isinstance(body, dict):
+        raise _missing("body", dict)
     ts = data.get("ts")
     if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         raise BadRequestError("field 'ts' is missing or not a number", code="bad_schema")
-    if len(data["id"]) != 26 or any(c not in _CROCKFORD for c in data["id"]):
+    if _IS_ULID(ident) is None:
         raise BadRequestError("field 'id' is not a ULID", code="bad_schema")
-    return Envelope(
-        kind=data["kind"], device=data["device"], body=data["body"], id=data["id"], ts=float(ts), v=version
-    )
+    return Envelope(kind=kind, device=device, body=body, id=ident, ts=float(ts), v=version)
+
+
+def _missing(name: str, kind: type) -> BadRequestError:
+    return BadRequestError(f"field {name!r} is missing or not a {kind.__name__}", code="bad_schema")
