@@ -10,13 +10,13 @@ account ``max(declared, measured)``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import EdgeAgentError, UnavailableError
+from agent.core.threads import DaemonThreadExecutor
 from models.choose import (
     DEFAULT_POLICY,
     Candidate,
@@ -141,14 +141,15 @@ class Loader:
         self._runtimes = runtimes
         self._threads = threads
         self.choices: dict[tuple[str, str], Choice | str] = {}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadExecutor | None = None
 
     def start(self) -> None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "model-load")
+        self._executor = DaemonThreadExecutor("model-load")
 
     def close(self) -> None:
+        """Refuse new loads; a load still running in the thread is left to end on its own (a stop never waits for it)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = None
 
     def runtimes(self) -> Mapping[str, Runtime]:
@@ -210,8 +211,10 @@ class Loader:
         )
 
     async def close_sessions(self, sessions: list[Session]) -> None:
+        """Off the loop, in the default executor: not queued behind a load in progress in the load thread."""
+
         def close_all() -> None:
             for s in sessions:
                 s.close()
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, close_all)
+        await asyncio.get_running_loop().run_in_executor(None, close_all)

@@ -37,6 +37,7 @@ from agent.core.errors import (
     ConflictError,
     EdgeAgentError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 from models import budget, status
 from models.choose import Choice
@@ -95,6 +96,8 @@ class ModelManager:
         )
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
+        #: set by close(): loads under way were given up (their callers get UnavailableError)
+        self._gave_up_loads = False
         self._reserved: dict[str, int] = {}
         self._records: dict[str, ModelRecord] = {n: ModelRecord(pinned=True) for n in settings.pinned}
         self._load_lock = asyncio.Lock()
@@ -129,9 +132,14 @@ class ModelManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        for pending in list(self._loading.values()):
-            with contextlib.suppress(Exception):
-                await pending
+        # a load under way is given up, not waited for: it cannot be interrupted inside the engine and
+        # takes tens of seconds on a slow board; its daemon thread ends on its own (or with the process)
+        loading = list(self._loading.values())
+        self._gave_up_loads = True
+        for task in loading:
+            task.cancel()
+        if loading:
+            await asyncio.wait(loading)
         if self._dispatch.started:
             self._dispatch.close()  # calls in flight finish; queued ones are refused
         for name in list(self._loaded):
@@ -231,7 +239,14 @@ class ModelManager:
             task = asyncio.create_task(self._load(name, version), name=f"load-model-{name}")
             self._loading[name] = task
             task.add_done_callback(functools.partial(self._load_done, name))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            cancelling = getattr(current, "cancelling", None)  # 3.11+: was this caller cancelled itself?
+            if task.cancelled() and self._gave_up_loads and not (cancelling and cancelling()):
+                raise UnavailableError(f"the model manager stopped while {name} was loading") from None
+            raise
 
     def _load_done(self, name: str, task: asyncio.Task[LoadedModel]) -> None:
         if self._loading.get(name) is task:

@@ -10,6 +10,7 @@ and runs the model on onnxruntime's CPU, or refuses/garbles on purpose.
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -136,16 +137,21 @@ class _GarbleSession(Session):
 
 
 class FakeNpuRuntime(Runtime):
-    """An NPU engine: ``mode`` is ``ok`` (runs on onnxruntime CPU), ``refuse`` or ``garbage``."""
+    """An NPU engine: ``mode`` is ``ok`` (runs on onnxruntime CPU), ``refuse`` or ``garbage``.
+
+    ``hold``: each load waits until this event is set, as a board's NPU driver compiling a
+    graph can take tens of seconds.
+    """
 
     name: ClassVar[str] = "fakenpu"
     extra: ClassVar[str] = "fakenpu"
     suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
 
-    def __init__(self, mode: str = "ok", present: bool = True) -> None:
+    def __init__(self, mode: str = "ok", present: bool = True, hold: threading.Event | None = None) -> None:
         self.mode = mode
         self.present = present
         self.loads = 0
+        self.hold = hold
 
     def available(self) -> bool:
         return True
@@ -157,6 +163,8 @@ class FakeNpuRuntime(Runtime):
         from runtimes.onnxrt import OnnxRuntime
 
         self.loads += 1
+        if self.hold is not None:
+            self.hold.wait()
         if self.mode == "refuse":
             raise UnavailableError(
                 "NPU driver refused the model (fake: mode=refuse)", code="device_unavailable"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -380,3 +381,26 @@ async def test_calls_queued_at_close_are_refused_saying_why(store: ModelStore) -
     with pytest.raises(ConflictError, match="not started"):
         await mgr.infer("mlp-a", {"x": _x(MLP_A)})
     await mgr.close()
+
+
+async def test_close_gives_up_a_load_in_progress(store: ModelStore, bundles: dict[str, Path]) -> None:
+    """A stop does not wait for a load under way (tens of seconds on a slow board's NPU, minutes under
+    emulation): the load is given up, its caller told why, and the load thread ends on its own."""
+    store.install(bundles["npu"], [signing_key().public_hex])
+    release = threading.Event()
+    npu = FakeNpuRuntime("ok", hold=release)
+    mgr = ModelManager(store, _settings(), runtimes=real_runtimes(fakenpu=npu))
+    await mgr.start()
+    try:
+        call = asyncio.create_task(mgr.infer("npu-model", {"x": _x(MLP_A)}))
+        for _ in range(500):  # until the load thread is inside the engine's load, held
+            if npu.loads:
+                break
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await asyncio.wait_for(mgr.close(), 5)
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(UnavailableError, match="stopped while npu-model was loading"):
+            await asyncio.wait_for(call, 5)
+    finally:
+        release.set()
