@@ -41,25 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(ROOT))
 
+from bench.common import row  # noqa: E402  (after the sys.path step)
+
 MiB = 1 << 20
 
 
 def _progress(message: str) -> None:
     if sys.stderr.isatty():
         print(f"  bench_models: {message}", file=sys.stderr, flush=True)
-
-
-def row(name: str, ours: float, peer: float | None, peer_name: str, unit: str, target: str) -> dict[str, Any]:
-    ratio = ours / peer if peer else None
-    return {
-        "name": name,
-        "ours": round(ours, 4),
-        "peer": None if peer is None else round(peer, 4),
-        "peer_name": peer_name,
-        "unit": unit,
-        "ratio": None if ratio is None else round(ratio, 4),
-        "target": target,
-    }
 
 
 def _interleaved(ours: Callable[[], float], peer: Callable[[], float], rounds: int) -> tuple[float, float]:

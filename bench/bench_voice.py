@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import row as common_row  # noqa: E402  (after the sys.path step)
+
 THREADS = 2
 WAKE = ("okay_nabu", "hey_jarvis")
 COMMANDS = (
@@ -90,19 +92,11 @@ def row(
     lower_better: bool = True,
     ratio_of: bool = True,
 ) -> dict[str, Any]:
-    ratio = None
-    if peer and ratio_of:
-        ratio = round(ours / peer, 3)
-    return {
-        "name": name,
-        "ours": round(ours, 4),
-        "peer": None if peer is None else round(peer, 4),
-        "peer_name": peer_name,
-        "unit": unit,
-        "ratio": ratio,
-        "target": target,
-        "loadavg_1m": float(load()),
-    }
+    """``bench.common.row`` with the ratio to 3 places (none where ``ratio_of`` is false) and the load beside it."""
+    out = common_row(name, ours, peer, peer_name, unit, target)
+    out["ratio"] = round(out["ratio"], 3) if ratio_of and out["ratio"] is not None else None
+    out["loadavg_1m"] = float(load())
+    return out
 
 
 class Bench:
