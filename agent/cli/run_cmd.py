@@ -111,13 +111,18 @@ def _exit_past_busy_threads(code: int) -> None:
     interpreter would otherwise join the thread and keep a stopped daemon
     alive for as long as the load takes.
     """
+    from agent.core.threads import given_up
+
+    def workers() -> list[threading.Thread]:
+        # non-daemon threads would hold the exit; a given-up model load (a daemon thread in the
+        # engine's native code) would crash in the interpreter's finalization (SIGABRT/SIGSEGV)
+        others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+        return others + given_up()
+
     deadline = time.monotonic() + 0.2
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    busy = [
-        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()
-    ]
+    for thread in workers():
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    busy = [t for t in workers() if t.is_alive()]
     if busy:
         logging.getLogger("edge_agent.daemon").info(
             "leaving %d busy worker thread(s) behind", len(busy), extra={"threads": len(busy)}

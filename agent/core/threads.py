@@ -8,6 +8,11 @@ future is cancelled, the manager forgets it, and this thread, a daemon thread,
 does not keep the process alive.
 
 Calls run one at a time in the order submitted, as with ``ThreadPoolExecutor(1)``.
+
+A thread left inside native code must not meet the interpreter's finalization
+(the engine's C++ runtime is torn down under it: ``std::terminate``, SIGABRT or
+SIGSEGV at exit). ``given_up()`` names the threads still running after their
+executor was shut down, and the daemon leaves with ``os._exit`` past them.
 """
 
 from __future__ import annotations
@@ -15,10 +20,14 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: every executor made, to find the threads still running after a shutdown
+_EXECUTORS: weakref.WeakSet[DaemonThreadExecutor] = weakref.WeakSet()
 
 _Item = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -32,6 +41,7 @@ class DaemonThreadExecutor(concurrent.futures.Executor):
         self._shutdown = False
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
+        _EXECUTORS.add(self)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         with self._lock:
@@ -72,3 +82,8 @@ class DaemonThreadExecutor(concurrent.futures.Executor):
             self._queue.put(None)
         if wait:
             self._thread.join()
+
+
+def given_up() -> list[threading.Thread]:
+    """The threads still running a call after their executor was shut down."""
+    return [e._thread for e in list(_EXECUTORS) if e._shutdown and e._thread.is_alive()]
