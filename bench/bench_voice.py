@@ -82,18 +82,10 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def row(
-    name: str,
-    ours: float,
-    peer: float | None,
-    peer_name: str,
-    unit: str,
-    target: str,
-    lower_better: bool = True,
-    ratio_of: bool = True,
-) -> dict[str, Any]:
-    """``bench.common.row`` with the ratio to 3 places (none where ``ratio_of`` is false) and the load beside it."""
-    out = common_row(name, ours, peer, peer_name, unit, target)
+def row(*args: Any, ratio_of: bool = True, lower_better: bool = True) -> dict[str, Any]:
+    """``bench.common.row(name, ours, peer, peer_name, unit, target)`` with the ratio to 3 places
+    (none where ``ratio_of`` is false) and the load beside it; ``lower_better`` documents the call."""
+    out = common_row(*args)
     out["ratio"] = round(out["ratio"], 3) if ratio_of and out["ratio"] is not None else None
     out["loadavg_1m"] = float(load())
     return out
