@@ -25,7 +25,7 @@ from aiohttp import web
 from agent.core.web.session import CONSOLE, Console, clear_cookie, install_middleware, set_cookie, viewer_of
 
 HERE = Path(__file__).resolve().parent
-#: the shell every console shares: layout and login pages; console.css/js and uPlot
+#: the shell every console shares: layout and login pages (their common head.html); console.css/js, uPlot
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".png": "image/png"}
@@ -103,6 +103,11 @@ class Renderer:
                 return string.Template(path.read_text())
         raise FileNotFoundError(name)
 
+    def _head(self, title: str) -> str:
+        """The start of every document up to its <title> (head.html): shared by the layout and login."""
+        head = self._template("head.html").substitute(title=title, product=html.escape(self.product))
+        return head.rstrip("\n")
+
     def page(self, request: web.Request, page: Page, script: str, **values: str) -> web.Response:
         viewer = viewer_of(request)
         assert viewer is not None
@@ -112,6 +117,7 @@ class Renderer:
         )
         body = self._template(page.template).safe_substitute({k: html.escape(v) for k, v in values.items()})
         document = self._template("layout.html").substitute(
+            head=self._head(html.escape(page.title)),
             product=html.escape(self.product),
             title=html.escape(page.title),
             page=html.escape(page.slug),
@@ -132,6 +138,7 @@ class Renderer:
 
     def login(self, error: str = "", status: int = 200, next_path: str = "/") -> web.Response:
         document = self._template("login.html").substitute(
+            head=self._head("Log in"),
             product=html.escape(self.product),
             error=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "",
             next=html.escape(next_path),
