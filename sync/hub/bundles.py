@@ -31,6 +31,7 @@ command dispatches on that kind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -184,41 +185,30 @@ class BundleStore:
         """
         import asyncio
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".upload-{os.getpid()}-{time.monotonic_ns()}"
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with tmp.open("wb") as fh:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ResourceExhaustedError(
-                            f"the bundle is over {self.max_bytes} bytes (api.max_bundle_bytes)"
-                        )
-                    digest.update(chunk)
-                    fh.write(chunk)
-            if size == 0:
+        with self._spool("upload", limit=self.max_bytes) as spool:
+            async for chunk in chunks:
+                spool.write(chunk)
+            if spool.size == 0:
                 raise BadRequestError("the upload was empty; send the bundle's bytes as the request body")
-            return await asyncio.to_thread(self._register, tmp, digest.hexdigest(), size, operator)
-        finally:
-            tmp.unlink(missing_ok=True)
+            return await asyncio.to_thread(self._register, *spool.done(), operator)
 
     def add_file(self, source: Path, *, operator: str = "") -> dict[str, Any]:
         """Register a bundle file already on this machine (copied in). Blocking."""
+        with self._spool("copy") as spool:
+            for chunk in _read_chunks(Path(source)):
+                spool.write(chunk)
+            return self._register(*spool.done(), operator)
+
+    @contextlib.contextmanager
+    def _spool(self, kind: str, *, limit: int | None = None) -> Iterator[_Spool]:
+        """A temporary file beside the bundles for one arriving bundle, removed on leaving (unless moved)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".copy-{os.getpid()}-{time.monotonic_ns()}"
-        digest = hashlib.sha256()
-        size = 0
+        spool = _Spool(self.root / f".{kind}-{os.getpid()}-{time.monotonic_ns()}", limit)
         try:
-            with tmp.open("wb") as out:
-                for chunk in _read_chunks(Path(source)):
-                    size += len(chunk)
-                    digest.update(chunk)
-                    out.write(chunk)
-            return self._register(tmp, digest.hexdigest(), size, operator)
+            yield spool
         finally:
-            tmp.unlink(missing_ok=True)
+            spool.done()
+            spool.path.unlink(missing_ok=True)
 
     def _register(self, tmp: Path, sha256: str, size: int, operator: str = "") -> dict[str, Any]:
         manifest = read_manifest(tmp)
@@ -273,6 +263,29 @@ class BundleStore:
         return self.db.query(
             "SELECT sha256, size, url, model, version, created_at, uploaded_by FROM bundles ORDER BY created_at"
         )
+
+
+class _Spool:
+    """A bundle being written to ``path``: its size and SHA-256 as it grows; over ``limit`` bytes is refused."""
+
+    def __init__(self, path: Path, limit: int | None) -> None:
+        self.path = path
+        self.limit = limit
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self._fh = path.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.limit is not None and self.size > self.limit:
+            raise ResourceExhaustedError(f"the bundle is over {self.limit} bytes (api.max_bundle_bytes)")
+        self._sha256.update(chunk)
+        self._fh.write(chunk)
+
+    def done(self) -> tuple[Path, str, int]:
+        """Close the file: its path, SHA-256 (hex) and size."""
+        self._fh.close()
+        return self.path, self._sha256.hexdigest(), self.size
 
 
 def _capability(private_hex: str, sha256: str) -> str:
