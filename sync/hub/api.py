@@ -87,6 +87,16 @@ def _selector(value: Any) -> dict[str, str]:
     raise BadRequestError("'to' must be a selector: 'all', 'label=value[,label=value]' or a JSON object")
 
 
+def _labels(data: dict[str, Any]) -> dict[str, str]:
+    """``labels`` of a body (enrolment claims, notification rules): label=value[,label=value] or an object."""
+    labels = data.get("labels", {})
+    if isinstance(labels, str):
+        labels = registry.parse_selector(labels)
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadRequestError("'labels' must be label=value[,label=value] or an object of strings")
+    return labels
+
+
 def _name(data: dict[str, Any]) -> str:
     name = data.get("name")
     if not isinstance(name, str) or not name or len(name) > 64:

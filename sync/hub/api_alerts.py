@@ -19,7 +19,8 @@ from agent.core.errors import BadRequestError
 from agent.core.jsonbody import read_json
 from agent.core.routes import Route
 from sync.hub import alerts as hub_alerts
-from sync.hub import notify, registry
+from sync.hub import notify
+from sync.hub.api import HUB, _labels, _number, _query_int, _threaded
 from sync.hub.auth import operator_of
 
 _MAX_WAIT_S = 120.0
@@ -27,22 +28,9 @@ _ACTION_TTL_S = 86400.0
 _ID = {"type": "string", "minLength": 6, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}
 
 
-def _hub(request: web.Request) -> Any:
-    from sync.hub.api import HUB
-
-    return request.app[HUB]
-
-
 async def _body(request: web.Request) -> dict[str, Any]:
     data: dict[str, Any] = await read_json(request, optional=True)
     return data
-
-
-def _wait_s(data: dict[str, Any]) -> float:
-    value = data.get("wait_s", 0)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= _MAX_WAIT_S:
-        raise BadRequestError(f"wait_s must be a number between 0 and {_MAX_WAIT_S:g}")
-    return float(value)
 
 
 def _device(data: dict[str, Any], request: web.Request) -> str | None:
@@ -52,18 +40,8 @@ def _device(data: dict[str, Any], request: web.Request) -> str | None:
     return device or None
 
 
-def _limit(request: web.Request) -> int:
-    try:
-        value = int(request.query.get("limit", 100))
-    except ValueError:
-        raise BadRequestError("limit must be an integer") from None
-    if not 1 <= value <= 10_000:
-        raise BadRequestError("limit must be between 1 and 10000")
-    return value
-
-
 async def alerts_list(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     q = request.query
     rows = await asyncio.to_thread(
         hub_alerts.list_alert_objects,
@@ -72,13 +50,13 @@ async def alerts_list(request: web.Request) -> web.Response:
         state=q.get("state") or None,
         level=q.get("level") or None,
         assignee=q.get("assignee") or None,
-        limit=_limit(request),
+        limit=_query_int(request, "limit", 100),
     )
     return web.json_response({"alerts": rows})
 
 
 async def alert_show(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     row = await asyncio.to_thread(
         hub_alerts.get_alert_object,
         hub.db,
@@ -90,9 +68,9 @@ async def alert_show(request: web.Request) -> web.Response:
 
 async def _device_action(request: web.Request, name: str, args: dict[str, Any], action: str) -> web.Response:
     """Send ``name`` to the alert's device; with wait_s, wait for its result and its transition."""
-    hub = _hub(request)
+    hub = request.app[HUB]
     data = await _body(request)
-    wait_s = _wait_s(data)
+    wait_s = _number(data, "wait_s", 0, hi=_MAX_WAIT_S)
     operator = operator_of(request).name
     alert = await asyncio.to_thread(
         hub_alerts.resolve, hub.db, request.match_info["alert_id"], _device(data, request)
@@ -153,7 +131,7 @@ async def alert_shelve(request: web.Request) -> web.Response:
 
 
 async def alert_assign(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     data = await _body(request)
     assignee = data.get("assignee")
     if not isinstance(assignee, str):
@@ -173,18 +151,13 @@ async def alert_assign(request: web.Request) -> web.Response:
 
 
 async def rules_list(request: web.Request) -> web.Response:
-    hub = _hub(request)
-    return web.json_response({"rules": await asyncio.to_thread(notify.list_rules, hub.db)})
+    return await _threaded(notify.list_rules, request.app[HUB].db, key="rules")
 
 
 async def rule_add(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     data = await read_json(request)
-    labels = data.get("labels", {})
-    if isinstance(labels, str):
-        labels = registry.parse_selector(labels)
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise BadRequestError("'labels' must be label=value[,label=value] or an object of strings")
+    labels = _labels(data)
     for key in ("name", "kind", "target"):
         if not isinstance(data.get(key), str):
             raise BadRequestError(f"'{key}' must be a string")
@@ -209,30 +182,30 @@ async def rule_add(request: web.Request) -> web.Response:
 
 
 async def rule_test(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     return web.json_response(
         await asyncio.to_thread(notify.send_test, hub.db, hub.settings.notify, request.match_info["name"])
     )
 
 
 async def rule_remove(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     return web.json_response(await asyncio.to_thread(notify.remove_rule, hub.db, request.match_info["name"]))
 
 
 async def notifications_list(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     status = request.query.get("status") or None
     if status not in (None, "pending", "sent", "failed"):
         raise BadRequestError("status must be pending, sent or failed")
-    rows = await asyncio.to_thread(notify.list_notifications, hub.db, status=status, limit=_limit(request))
+    rows = await asyncio.to_thread(
+        notify.list_notifications, hub.db, status=status, limit=_query_int(request, "limit", 100)
+    )
     return web.json_response({"notifications": rows})
 
 
 async def notifier_ctx(app: web.Application) -> AsyncIterator[None]:
     """The notification sender runs as long as the API does (started with it, stopped and joined after)."""
-    from sync.hub.api import HUB
-
     hub = app[HUB]
     sender = notify.Notifier(hub.db, hub.settings.notify)
     sender.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
@@ -11,24 +10,15 @@ from agent.core.errors import BadRequestError
 from agent.core.jsonbody import read_json
 from agent.core.routes import Route
 from agent.core.version import __version__
-from sync.hub import enroll, registry
+from sync.hub import enroll
+from sync.hub.api import HUB, _labels, _threaded
 from sync.hub.auth import operator_of
 
 
-def _hub(request: web.Request) -> Any:
-    from sync.hub.api import HUB
-
-    return request.app[HUB]
-
-
 async def claim_create(request: web.Request) -> web.Response:
-    hub = _hub(request)
+    hub = request.app[HUB]
     data = await read_json(request, optional=True)
-    labels = data.get("labels", {})
-    if isinstance(labels, str):
-        labels = registry.parse_selector(labels)
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise BadRequestError("'labels' must be label=value[,label=value] or an object of strings")
+    labels = _labels(data)
     ttl = data.get("ttl_s", hub.settings.enroll.token_ttl_s)
     if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
         raise BadRequestError("'ttl_s' must be a number of seconds")
@@ -39,13 +29,12 @@ async def claim_create(request: web.Request) -> web.Response:
 
 
 async def claim_list(request: web.Request) -> web.Response:
-    hub = _hub(request)
-    return web.json_response({"claims": await asyncio.to_thread(enroll.list_claims, hub.db)})
+    return await _threaded(enroll.list_claims, request.app[HUB].db, key="claims")
 
 
 async def claim(request: web.Request) -> web.Response:
     """A box spends a claim token: it is registered, and learns the broker, the hub's key and its labels."""
-    hub = _hub(request)
+    hub = request.app[HUB]
     data = await read_json(request)
     version = data.get("agent_version", "")
     if not isinstance(version, str) or len(version) > 64:
