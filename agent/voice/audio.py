@@ -145,10 +145,9 @@ def wav_bytes(pcm: bytes, rate: int = RATE, width: int = WIDTH, channels: int = 
 
 
 @dataclass(frozen=True, kw_only=True)
-class AudioStart(Event):
-    """A stream of audio begins (its format; PCM follows in AudioChunk payloads)."""
+class AudioFormatEvent(Event):
+    """An event that carries its stream's PCM format (as Wyoming's AudioFormat); no ``type`` of its own."""
 
-    type: ClassVar[str] = "voice.audio.start"
     stream: str = ""
     rate: int = RATE
     width: int = WIDTH
@@ -156,14 +155,17 @@ class AudioStart(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AudioChunk(Event):
+class AudioStart(AudioFormatEvent):
+    """A stream of audio begins (its format; PCM follows in AudioChunk payloads)."""
+
+    type: ClassVar[str] = "voice.audio.start"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioChunk(AudioFormatEvent):
     """PCM in ``payload``; ``timestamp_ms`` is the audio time of its first sample in the stream."""
 
     type: ClassVar[str] = "voice.audio.chunk"
-    stream: str = ""
-    rate: int = RATE
-    width: int = WIDTH
-    channels: int = CHANNELS
     timestamp_ms: float = 0.0
 
 
