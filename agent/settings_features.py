@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.core.settings import setting
+from agent.core.settings import setting, setting_metadata
 
 
 def _sample_machines() -> dict[str, Any]:
@@ -31,10 +31,10 @@ class SensorSettings:
     )
     machines: dict[str, Any] = field(
         default_factory=_sample_machines,
-        metadata={
-            "doc": "Machines, their channels and per-stream detector settings "
+        metadata=setting_metadata(
+            "Machines, their channels and per-stream detector settings "
             "([sensors.machines.NAME], see agent/sensors/spec.py); default: one simulated press."
-        },
+        ),
     )
     queue_size: int = setting(
         10000,
@@ -232,8 +232,8 @@ class PluginSettings:
     )
     config: dict[str, Any] = field(
         default_factory=dict,
-        metadata={
-            "doc": "Settings of each plugin ([plugins.config.NAME]); `edge-agent config reference` "
+        metadata=setting_metadata(
+            "Settings of each plugin ([plugins.config.NAME]); `edge-agent config reference` "
             "lists every installed plugin's keys."
-        },
+        ),
     )

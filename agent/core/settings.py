@@ -48,9 +48,15 @@ def setting(
 ) -> Any:
     """A documented setting; ``secret`` values are masked in ``config show``."""
     return field(
-        default=default,
-        metadata={"doc": doc, "secret": secret, "min": minimum, "max": maximum},
+        default=default, metadata=setting_metadata(doc, secret=secret, minimum=minimum, maximum=maximum)
     )
+
+
+def setting_metadata(
+    doc: str, *, secret: bool = False, minimum: float | None = None, maximum: float | None = None
+) -> dict[str, Any]:
+    """What a setting's field carries, for one made with ``field(default_factory=...)`` (a free-form table)."""
+    return {"doc": doc, "secret": secret, "min": minimum, "max": maximum}
 
 
 def source_field() -> Any:

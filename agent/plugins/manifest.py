@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.core.settings import setting, setting_metadata
 from agent.errors import BadRequestError, ConfigError
-from agent.settings import setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -204,7 +204,7 @@ def settings_class(manifest: Manifest) -> type:
     for s in manifest.settings:
         if s.type == "table":
             default = dict(s.default)
-            f: Any = field(default_factory=functools.partial(dict, default), metadata={"doc": s.doc})
+            f: Any = field(default_factory=functools.partial(dict, default), metadata=setting_metadata(s.doc))
             fields_.append((s.name, dict[str, Any], f))
             continue
         hint = Literal[s.choices] if s.type == "choice" else _TYPES[s.type]
