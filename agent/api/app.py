@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from agent import __version__
 from agent.context import AgentContext
@@ -17,6 +19,7 @@ from agent.core.http import MAX_BODY_BYTES
 from agent.core.routes import Route, openapi_document
 
 log = logging.getLogger("edge_agent.api")
+T = TypeVar("T")
 
 API_REQUESTS, API_LATENCY = http.request_metrics("edge_api", "Local API")
 
@@ -124,3 +127,43 @@ async def _close_websockets(app: web.Application) -> None:
     sockets = app[WEBSOCKETS]
     for ws in list(sockets):
         await ws.close(code=1001, message=b"edge-agent is shutting down")
+
+
+async def serve_feed(
+    ws: web.WebSocketResponse,
+    hello: Callable[[], str],
+    get: Callable[[], Awaitable[T]],
+    render: Callable[[T], str],
+    release: Callable[[], None],
+) -> web.WebSocketResponse:
+    """A one-way live feed on ``ws``: ``hello()``, then ``render(item)`` for each item ``get()`` gives.
+
+    It runs until the client leaves (reading the socket is how we notice: it sends
+    nothing worth more than a control frame) or the server stops; then ``release``
+    frees the feed's source (a bus subscription, a log handler) and the socket is closed.
+    """
+    reader = asyncio.create_task(_drain_incoming(ws))
+    try:
+        await ws.send_str(hello())
+        while not ws.closed:
+            getter = asyncio.ensure_future(get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            await ws.send_str(render(getter.result()))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        release()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await ws.close()
+    return ws
+
+
+async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+    async for msg in ws:
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import platform
 import sys
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from agent import __version__, metrics
-from agent.api.app import CTX, open_websocket
+from agent.api.app import CTX, open_websocket, serve_feed
 from agent.api.routes import Route
 from agent.context import AgentContext
 from agent.errors import BadRequestError
@@ -132,33 +131,13 @@ async def events_feed(request: web.Request) -> web.StreamResponse:
     ws = await open_websocket(request, heartbeat=30, max_msg_size=4096)
     peer = request.remote or "?"
     sub = ctx.bus.subscribe(f"ws:{peer}:{id(ws):x}", types, maxsize=queue_size, policy="drop_oldest")
-    reader = asyncio.create_task(_drain_incoming(ws))
-    try:
-        await ws.send_str(json.dumps({"type": "feed.hello", "types": types, "queue": queue_size}))
-        while not ws.closed:
-            getter = asyncio.ensure_future(sub.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                break
-            event = getter.result()
-            await ws.send_str(json.dumps(event.to_dict(), default=str))
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
-        sub.close()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await ws.close()
-    return ws
-
-
-async def _drain_incoming(ws: web.WebSocketResponse) -> None:
-    """The feed is one-way; reading is how we notice the client went away."""
-    async for msg in ws:
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-            break
+    return await serve_feed(
+        ws,
+        lambda: json.dumps({"type": "feed.hello", "types": types, "queue": queue_size}),
+        sub.get,
+        lambda event: json.dumps(event.to_dict(), default=str),
+        sub.close,
+    )
 
 
 _STATUS_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}}

@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from agent.api.app import CTX, open_websocket
+from agent.api.app import CTX, open_websocket, serve_feed
 from agent.core.web.session import viewer_of
 
 _LOG_QUEUE = 500
@@ -96,31 +96,13 @@ async def logs_feed(request: web.Request) -> web.StreamResponse:
     handler = _QueueHandler(asyncio.get_running_loop(), queue)
     root = logging.getLogger()
     root.addHandler(handler)
-
-    async def drain() -> None:
-        async for msg in ws:
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                break
-
-    reader = asyncio.create_task(drain())
-    try:
-        await ws.send_str(json.dumps({"type": "logs.recent", "records": _recent()}))
-        while not ws.closed:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                break
-            await ws.send_str(json.dumps({"type": "log", **getter.result()}, default=str))
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
-        root.removeHandler(handler)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await ws.close()
-    return ws
+    return await serve_feed(
+        ws,
+        lambda: json.dumps({"type": "logs.recent", "records": _recent()}),
+        queue.get,
+        lambda record: json.dumps({"type": "log", **record}, default=str),
+        lambda: root.removeHandler(handler),
+    )
 
 
 async def audit(request: web.Request) -> web.Response:
