@@ -18,10 +18,11 @@ asyncio.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.errors import BadRequestError, UnavailableError
-from runtimes.base import DeviceInfo, Runtime, Session
+from runtimes.base import DeviceInfo, Runtime, Session, require_model_file
 
 
 class EngineSession(Session):
@@ -101,6 +102,12 @@ class EngineRuntime(Runtime):
     def check_device(self, device: str) -> None:
         if device.upper() != "CPU":
             raise BadRequestError(f"{self.name} runs on CPU only here, not {device!r}", code="bad_device")
+
+    def prepare_load(self, model: Path, device: str) -> tuple[Path, Any]:
+        """What every load starts with: the engine installed, the CPU, the model file; (its path, the module)."""
+        self.require()
+        self.check_device(device)
+        return require_model_file(model, self.name), self._import()
 
 
 def voice_runtimes() -> dict[str, Runtime]:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from agent.errors import BadRequestError, EdgeAgentError
 from agent.voice.engines import EngineRuntime, EngineSession
-from runtimes.base import LoadOptions, closed_session_error, require_model_file
+from runtimes.base import LoadOptions, closed_session_error
 
 N_CTX = 2048
 _PER_MESSAGE_TOKENS = 6  # role markers of the chat template
@@ -146,10 +146,7 @@ class LlamaRuntime(EngineRuntime):
         return llama_cpp
 
     def load(self, model: Path, device: str, options: LoadOptions) -> LlamaSession:
-        self.require()
-        self.check_device(device)
-        path = require_model_file(model, self.name)
-        llama_cpp = self._import()
+        path, llama_cpp = self.prepare_load(model, device)
         try:
             llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=N_CTX, n_threads=options.threads, n_batch=256, verbose=False

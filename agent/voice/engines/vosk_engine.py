@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from agent.errors import BadRequestError, EdgeAgentError
 from agent.voice.engines import EngineRuntime, EngineSession
-from runtimes.base import LoadOptions, closed_session_error, require_model_file
+from runtimes.base import LoadOptions, closed_session_error
 
 
 class VoskStream:
@@ -129,10 +129,8 @@ class VoskRuntime(EngineRuntime):
         return vosk
 
     def load(self, model: Path, device: str, options: LoadOptions) -> VoskSession:
-        self.require()
-        self.check_device(device)
-        path = require_model_file(model, self.name).parent
-        vosk = self._import()
+        model_file, vosk = self.prepare_load(model, device)
+        path = model_file.parent  # a vosk model is a folder
         try:
             engine = vosk.Model(str(path))
         except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from agent.errors import BadRequestError, EdgeAgentError
 from agent.voice.engines import EngineRuntime, EngineSession
-from runtimes.base import LoadOptions, closed_session_error, require_model_file
+from runtimes.base import LoadOptions, closed_session_error
 
 
 class WhisperSession(EngineSession):
@@ -114,10 +114,7 @@ class WhisperRuntime(EngineRuntime):
         return faster_whisper
 
     def load(self, model: Path, device: str, options: LoadOptions) -> WhisperSession:
-        self.require()
-        self.check_device(device)
-        path = require_model_file(model, self.name)
-        fw = self._import()
+        path, fw = self.prepare_load(model, device)
         try:
             engine = fw.WhisperModel(
                 str(path.parent),
