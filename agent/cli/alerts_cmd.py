@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from agent.cli.apiclient import api
-from agent.cli.output import print_json, table
+from agent.core.output import local_time, print_json, short_id_width, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,18 +69,6 @@ def list_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ULIDs start with 10 characters of milliseconds: ids shorter than this would all look alike
-MIN_SHORT_ID = 12
-
-
-def short_id_width(ids: list[str]) -> int:
-    """The shortest start (at least MIN_SHORT_ID characters) that tells every listed id apart."""
-    width = MIN_SHORT_ID
-    while width < max((len(i) for i in ids), default=0) and len({i[:width] for i in ids}) < len(ids):
-        width += 1
-    return width
-
-
 def resolve_id(args: argparse.Namespace, given: str) -> str:
     """The full id for a full id or a unique start of one (an end, as older versions printed, too).
 
@@ -115,18 +103,9 @@ def resolve_id(args: argparse.Namespace, given: str) -> str:
     raise SystemExit(2)
 
 
-def _when(ts: float | None) -> str:
-    """A Unix time as the box's local date and time, with its zone."""
-    if not ts:
-        return "-"
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts)))
-
-
 def render_alert(a: dict[str, Any]) -> str:
     """One alert for a person: what, where, since when (local time), why, and its history."""
-    acked = f"acked {_when(a['acked_at'])}" + (f" by {a['acked_by']}" if a.get("acked_by") else "")
+    acked = f"acked {local_time(a['acked_at'])}" + (f" by {a['acked_by']}" if a.get("acked_by") else "")
     lines = [
         f"alert {a['id']}",
         f"  {a['level'].upper()}  {a['title']}",
@@ -135,11 +114,11 @@ def render_alert(a: dict[str, Any]) -> str:
         if isinstance(a.get("score"), (int, float))
         else f"  condition:  {a['condition']}",
         f"  state:      {a['state']}" + (f", {acked}" if a.get("acked_at") else ", not acknowledged"),
-        f"  opened:     {_when(a['opened_at'])}",
-        f"  updated:    {_when(a['updated_at'])}",
+        f"  opened:     {local_time(a['opened_at'])}",
+        f"  updated:    {local_time(a['updated_at'])}",
     ]
     if a.get("cleared_at"):
-        lines.append(f"  cleared:    {_when(a['cleared_at'])}")
+        lines.append(f"  cleared:    {local_time(a['cleared_at'])}")
     if a.get("hint"):
         lines.append(f"  hint:       {a['hint']}")
     channels = a.get("channels") or []
@@ -154,7 +133,7 @@ def render_alert(a: dict[str, Any]) -> str:
             detail = (
                 "  " + ", ".join(f"{k}={v}" for k, v in extra.items() if v not in ("", None)) if extra else ""
             )
-            lines.append(f"    {_when(h.get('ts'))}  {h.get('transition', '?')}{detail.rstrip()}")
+            lines.append(f"    {local_time(h.get('ts'))}  {h.get('transition', '?')}{detail.rstrip()}")
     return "\n".join(lines)
 
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from agent.core.errors import BadRequestError
-from agent.core.output import print_json, table
+from agent.core.output import local_time, print_json, short_id_width, table
 from sync.hub.cli_fleet import _ago, _client, command_outcome  # the fleet commands' client, age, outcome
-
-#: ULIDs start with 10 characters of milliseconds: shorter starts would all look alike
-MIN_SHORT_ID = 12
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,18 +113,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     log.set_defaults(handler=notify_log)
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(ts))) if ts else "-"
-
-
-def short_id_width(ids: list[str]) -> int:
-    """The shortest start (at least MIN_SHORT_ID characters) that tells every listed id apart."""
-    width = MIN_SHORT_ID
-    while width < max((len(i) for i in ids), default=0) and len({i[:width] for i in ids}) < len(ids):
-        width += 1
-    return width
-
-
 def state_text(a: dict[str, Any]) -> str:
     text = a["state"]
     if a.get("acked_at"):
@@ -201,18 +185,19 @@ def render(a: dict[str, Any]) -> str:
         f"alert {a['alert_id']}  on {a['device']}" + (f" / {a['machine']}" if a.get("machine") else ""),
         f"  {a['level'].upper()}  {a['title']}",
         f"  state:     {state_text(a)}",
-        f"  opened:    {_when(a['opened_at'])}",
-        f"  updated:   {_when(a['updated_at'])}",
+        f"  opened:    {local_time(a['opened_at'])}",
+        f"  updated:   {local_time(a['updated_at'])}",
     ]
     if a.get("cleared_at"):
-        lines.append(f"  cleared:   {_when(a['cleared_at'])}")
+        lines.append(f"  cleared:   {local_time(a['cleared_at'])}")
     if a.get("acked_at"):
         lines.append(
-            f"  acked:     {_when(a['acked_at'])}" + (f" by {a['acked_by']}" if a.get("acked_by") else "")
+            f"  acked:     {local_time(a['acked_at'])}"
+            + (f" by {a['acked_by']}" if a.get("acked_by") else "")
         )
     if a.get("shelved"):
         lines.append(
-            f"  shelved:   until {_when(a['shelved_until'])}"
+            f"  shelved:   until {local_time(a['shelved_until'])}"
             + (f" by {a['shelved_by']}" if a.get("shelved_by") else "")
         )
     lines.append(f"  assignee:  {a.get('assignee') or '-'}")
@@ -226,7 +211,7 @@ def render(a: dict[str, Any]) -> str:
                 if k in ("level", "assignee", "command_id", "for_s") and v not in ("", None)
             )
             lines.append(
-                f"    {_when(h['ts'])}  {h['source']:<6}  {h['transition']}"
+                f"    {local_time(h['ts'])}  {h['source']:<6}  {h['transition']}"
                 + (f"  by {who}" if who else "")
                 + (f"  ({extra})" if extra else "")
             )
