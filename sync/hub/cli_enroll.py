@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from agent.core.output import print_json, table
+from sync.hub.cli_fleet import _client  # the hub commands' API client
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,12 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list claim tokens (open, used, expired) instead")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=enroll)
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from sync.hub.cli import client_for
-
-    return client_for(args)
 
 
 def _qr(text: str) -> str | None:
