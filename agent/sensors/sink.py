@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any
 
 from agent.core.store import Store
@@ -103,27 +104,8 @@ def row_to_alert(row: dict[str, Any]) -> dict[str, Any]:
 
 def alert_from_row(row: dict[str, Any]) -> Alert:
     d = row_to_alert(row)
-    return Alert(
-        id=d["id"],
-        machine=d["machine"],
-        condition=d["condition"],
-        level=d["level"],
-        state=d["state"],
-        title=d["title"] or "",
-        score=float(d["score"] or 0.0),
-        opened_at=d["opened_at"],
-        updated_at=d["updated_at"],
-        cleared_at=d["cleared_at"],
-        acked_at=d["acked_at"],
-        acked_by=d["acked_by"],
-        channels=d["channels"],
-        hint=d["hint"],
-        detectors=d["detectors"],
-        history=d["history"],
-        incident=d["incident"],
-        shelved_until=d["shelved_until"],
-        shelved_by=d["shelved_by"],
-    )
+    d.update(title=d["title"] or "", score=float(d["score"] or 0.0))
+    return Alert(**{f.name: d[f.name] for f in fields(Alert)})
 
 
 class AlertSink:
