@@ -22,6 +22,11 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.common import row as common_row  # noqa: E402  (after the sys.path step)
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -142,15 +147,7 @@ def run(quick: bool = False) -> list[dict]:
     def row(name: str, ours: float, unit: str, target: str, peer_value: float | None = None) -> dict:
         peer_value = peer_rss if peer_value is None and unit == "MiB" else peer_value
         ratio = round(ours / peer_value, 3) if unit == "MiB" and peer_value else None
-        return {
-            "name": name,
-            "ours": round(ours, 3),
-            "peer": None if peer_value is None else round(peer_value, 3),
-            "peer_name": peer,
-            "unit": unit,
-            "ratio": ratio,
-            "target": target,
-        }
+        return common_row(name, ours, peer_value, peer, unit, target, ratio, digits=3)
 
     return [
         row("idle RSS (API cold)", ours_rss, "MiB", "ratio <= 1.6"),
