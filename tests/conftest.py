@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ from pathlib import Path
 import pytest
 
 from agent.config import Settings, load_settings
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 # shared fixtures: a real Mosquitto on a free loopback port, and the hub's (broker, databases, hubs)
 pytest_plugins = ["tests.hub_fixtures"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

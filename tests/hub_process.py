@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.mosquitto import _free_port
+from tests.ports import free_port as _free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -35,13 +35,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mosquitto:
@@ -69,7 +65,7 @@ class Mosquitto:
             tmp_dir = self._own_tmp.name
         self.dir = Path(tmp_dir) / f"mosquitto-{os.getpid()}-{id(self):x}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.persistence = persistence
         self.autosave_interval = autosave_interval
         self.extra_config = list(extra_config)
