@@ -11,7 +11,8 @@
   Python's own worker pools start with ``spawn`` (no forked OpenSSL state to
   hang in).
 - ``reap_children()``: at stop, every child still alive is terminated, then
-  killed, so none outlives the daemon.
+  killed, so none outlives the daemon (the interpreter's own multiprocessing
+  helpers excepted: they end with it).
 """
 
 from __future__ import annotations
@@ -101,12 +102,35 @@ def fork_hygiene() -> None:
         multiprocessing.set_start_method("spawn", force=True)
 
 
+def _interpreter_helpers() -> set[int]:
+    """PIDs of the interpreter's own helper processes, which end by themselves after the daemon.
+
+    multiprocessing's resource tracker (started by the first semaphore or shared
+    memory a library creates, e.g. tqdm's lock) must outlive the daemon's last
+    ``atexit`` step, which asks it to forget those resources; killed earlier, it
+    is started again only to print a KeyError traceback. It exits when the daemon
+    does (it reads a pipe only the daemon holds). Likewise the forkserver.
+    """
+    import sys
+
+    pids: set[int] = set()
+    for module, holder, attr in (
+        ("multiprocessing.resource_tracker", "_resource_tracker", "_pid"),
+        ("multiprocessing.forkserver", "_forkserver", "_forkserver_pid"),
+    ):
+        pid = getattr(getattr(sys.modules.get(module), holder, None), attr, None)
+        if isinstance(pid, int) and pid > 0:
+            pids.add(pid)
+    return pids
+
+
 def reap_children(timeout: float = 0.5) -> list[int]:
     """Terminate every descendant still alive, kill those that ignore it; returns the PIDs found."""
     import psutil
 
     try:
-        children = psutil.Process().children(recursive=True)
+        helpers = _interpreter_helpers()
+        children = [c for c in psutil.Process().children(recursive=True) if c.pid not in helpers]
     except psutil.Error:
         return []
     if not children:

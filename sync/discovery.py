@@ -157,6 +157,11 @@ async def discover_hub(timeout_s: float = 3.0, *, interfaces: Sequence[str] | No
         await proc.wait()
         log.info("LAN discovery did not finish; staying offline")
         return None
+    except asyncio.CancelledError:  # the daemon stops mid-search: the search stops with it
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.shield(proc.wait())
+        raise
     if proc.returncode != 0:
         log.info(
             "LAN discovery: %s; staying offline", err.decode(errors="replace").strip() or proc.returncode

@@ -102,6 +102,19 @@ class WhisperSession(EngineSession):
             self._model = None
 
 
+def _thread_lock_for_tqdm() -> None:
+    """faster-whisper's ``transcribe`` makes a (disabled) tqdm bar, whose first use creates a
+    multiprocessing lock: a POSIX semaphore and a resource-tracker process beside the daemon,
+    which then outlives every stop as a stray child and reports the semaphore as leaked. The
+    daemon's threads only need a thread lock; set it before tqdm makes its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - faster-whisper depends on tqdm
+        return
+    if "_lock" not in vars(tqdm):
+        tqdm.set_lock(threading.RLock())
+
+
 class WhisperRuntime(EngineRuntime):
     name: ClassVar[str] = "ctranslate2"
     extra: ClassVar[str] = "voice"
@@ -111,6 +124,7 @@ class WhisperRuntime(EngineRuntime):
     def _import(self) -> Any:
         import faster_whisper
 
+        _thread_lock_for_tqdm()
         return faster_whisper
 
     def load(self, model: Path, device: str, options: LoadOptions) -> WhisperSession:
