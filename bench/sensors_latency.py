@@ -7,8 +7,11 @@ micro-batches, SQLite store with synchronous=FULL + the hub outbox, the bus)
 is fed 1,000 rows/s through ``emit``: 4 machines x 250 Hz x 4 channels, each
 row stamped with the wall-clock time it is due, as a live sensor would. After
 a backfilled baseline, 0.2 s spikes on rotating channels, one every 3 s per
-machine (staggered), so each alert opens, escalates and clears before the next
-spike.
+machine (staggered). A spike's alert opens, escalates and clears before the
+next spike, but a condition that re-opens within a minute of clearing is
+chattering (ISA-18.2): it is held open longer, so several spikes share an
+alert. The quality row counts the spikes during which an alert of their
+machine was open.
 
 Two figures: every live row from ``emit`` to its micro-batch scored, and every
 alert transition from the reading that caused it (the row that completed a
@@ -54,6 +57,7 @@ class LatencyRun:
     published: list[tuple[str, float]]  # (kind, the reading -> committed and published on the bus)
     faults: int
     alerts: dict[str, int]  # alerts by condition
+    detected: int  # spikes with an anomaly alert of their machine open during them (or within 0.5 s)
     rows: int
     seconds: float
     cpu_s: float  # process CPU time over the live stream (the pipeline and the bench's feeder)
@@ -119,6 +123,7 @@ async def _latency(live_s: float, every_s: float, baseline_s: float) -> LatencyR
             n_base, n_live = machine["learn_rows"], int(live_s * LAT_RATE)
             names = ("vibration", "current", "bearing_temp", "pressure")
             feeds, faults = [], 0
+            spike_rows: list[np.ndarray] = []  # per machine: the fault index of each live row (-1: none)
             for k in range(LAT_MACHINES):
                 spikes = [
                     Fault("spike", names[(j + k) % 4], baseline_s + t, LAT_SPIKE_S)
@@ -136,7 +141,9 @@ async def _latency(live_s: float, every_s: float, baseline_s: float) -> LatencyR
                 ]
                 service.emit(f"m{k}", rows, "bench")
                 del rows  # a big heap of the bench's own would lengthen the pipeline's GC pauses
-                feeds.append(sim.generate(n_live)[1])
+                _, live_rows, fault_of_row = sim.generate(n_live)
+                feeds.append(live_rows)
+                spike_rows.append(fault_of_row)
                 await asyncio.sleep(0)
             deadline = time.monotonic() + 60
             while service.scored < n_base * LAT_MACHINES or any(
@@ -176,6 +183,13 @@ async def _latency(live_s: float, every_s: float, baseline_s: float) -> LatencyR
             alerts: dict[str, int] = {}
             for row in ctx.store.query("SELECT condition FROM alerts"):
                 alerts[row["condition"]] = alerts.get(row["condition"], 0) + 1
+            spans = [
+                (r["source"], r["opened_at"], r["cleared_at"])
+                for r in ctx.store.query(
+                    "SELECT source, opened_at, cleared_at FROM alerts WHERE condition = 'anomaly'"
+                )
+            ]
+            detected = _spikes_detected(spike_rows, spans, w0)
         finally:
             await ctx.supervisor.stop()
             ctx.store.close()
@@ -185,11 +199,32 @@ async def _latency(live_s: float, every_s: float, baseline_s: float) -> LatencyR
         published,
         faults,
         alerts,
+        detected,
         n_live * LAT_MACHINES,
         seconds,
         cpu_s,
         host,
     )
+
+
+def _spikes_detected(
+    spike_rows: list[np.ndarray], spans: list[tuple[str, float, float | None]], w0: float
+) -> int:
+    """Spikes during which (or within 0.5 s after) an anomaly alert of their machine was open.
+
+    Live row ``j`` is stamped ``w0 + j / LAT_RATE``. A spike that comes while the
+    alert of an earlier one is still held open (chattering protection keeps a
+    condition that re-opens within a minute open longer) counts as detected: the
+    operator sees it in the open alert, not as a new one.
+    """
+    found = 0
+    for k, rows in enumerate(spike_rows):
+        mine = [(a, b) for src, a, b in spans if src == f"sensors/m{k}"]
+        idx = np.flatnonzero(rows >= 0)
+        for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if idx.size else []:
+            start, end = w0 + run[0] / LAT_RATE, w0 + (run[-1] + 1) / LAT_RATE + 0.5
+            found += any(a <= end and (b is None or b >= start) for a, b in mine)
+    return found
 
 
 _HOST_PEER = """
@@ -249,9 +284,11 @@ def latency(quick: bool) -> list[dict[str, Any]]:
             "",
         ),
         row(
-            f"sensors latency run: anomaly alerts per injected spike ({res.faults} spikes, {false} other alerts)",
-            res.alerts.get("anomaly", 0) / max(res.faults, 1),
-            "ratio",
-            "1.0: each spike one alert, opened and cleared",
+            f"sensors latency run: spikes found, an anomaly alert of the machine open during the spike "
+            f"({res.faults} spikes, {res.alerts.get('anomaly', 0)} anomaly alerts: spikes 3 s apart re-open "
+            f"within ISA-18.2's chattering minute and are held in one alert; {false} other alerts)",
+            res.detected / max(res.faults, 1),
+            "share",
+            "1.0",
         ),
     ]
