@@ -28,6 +28,8 @@ _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _IS_ULID = re.compile(f"[{_CROCKFORD}]{{26}}").fullmatch
 # one encoder for every message: json.dumps with options builds a new one per call (~1 µs)
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: json.loads' own decoder; decode() hands it a UTF-8 object's text directly (the hub parses each message)
+_DECODE = json.JSONDecoder().decode
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -99,7 +101,11 @@ def decode(payload: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
             f"payload of {len(payload)} bytes is over the {max_bytes}-byte limit", code="oversized"
         )
     try:
-        data = json.loads(payload)
+        if payload[:1] == b"{" and payload[1:2] != b"\x00":
+            # what json.loads does with these bytes (UTF-8 detected), without its detection and checks
+            data = _DECODE(payload.decode("utf-8", "surrogatepass"))
+        else:
+            data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"payload is not JSON: {exc}", code="not_json") from None
     if not isinstance(data, dict):

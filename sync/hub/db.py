@@ -67,6 +67,12 @@ class Tx:
             self._cur.execute(self._db._sql(sql), tuple(params))
             return _rows(self._cur)
 
+    def column(self, sql: str, params: Params = ()) -> list[Any]:
+        """The first column of every row (no dict per row: intake reads the ids its insert returned)."""
+        with self._db._translate():
+            self._cur.execute(self._db._sql(sql), tuple(params))
+            return [row[0] for row in self._cur.fetchall()]
+
 
 def _rows(cur: Any) -> list[dict[str, Any]]:
     cols = [d[0] for d in cur.description or ()]

@@ -95,6 +95,8 @@ class Intake:
         self.queue: queue.SimpleQueue[Incoming | None] = queue.SimpleQueue()
         self._room = threading.Condition()
         self._ack = ack or (lambda _msg: None)
+        #: a whole batch's acks in one go when ``ack`` offers it (``ack.many``: sync/hub/mqtt.py's one write)
+        self._ack_many: Callable[[Sequence[Incoming]], None] | None = getattr(ack, "many", None)
         self._on_committed = on_committed
         #: receipts coalesced per device (sync/hub/receipts.py); without a writer thread, sent at once
         self._receipts = ReceiptBatcher(receipts, linger_s=receipt_linger_s) if receipts else None
@@ -204,9 +206,12 @@ class Intake:
             outcome.merge(self._store_with_retry(accepted))
         committed_at = time.time()
         self._account(batch, outcome, committed_at)
-        for msg in batch:
-            if msg.qos:
-                self._ack(msg)
+        if self._ack_many is not None:
+            self._ack_many(batch)
+        else:
+            for msg in batch:
+                if msg.qos:
+                    self._ack(msg)
         # after the acks, so the broker's window to us opens first; a crash in between only means the
         # device sends those again after its timeout, and they are receipted as duplicates then
         self._send_receipts(outcome)

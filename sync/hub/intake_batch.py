@@ -151,12 +151,13 @@ def _insert_messages(tx: Tx, rows: list[Accepted], max_params: int) -> set[str]:
         for a in chunk:
             params += [a.id, a.device, a.kind, a.env.ts, a.incoming.received_at, a.body_json]
         values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
-        found = tx.query(
-            "INSERT INTO messages (id, device, kind, ts, received_at, body) VALUES "
-            f"{values} ON CONFLICT (id) DO NOTHING RETURNING id",
-            params,
+        inserted.update(
+            tx.column(
+                "INSERT INTO messages (id, device, kind, ts, received_at, body) VALUES "
+                f"{values} ON CONFLICT (id) DO NOTHING RETURNING id",
+                params,
+            )
         )
-        inserted.update(r["id"] for r in found)
     return inserted
 
 
@@ -177,7 +178,7 @@ _INSERT_MESSAGES_PG = (
 
 
 def _insert_messages_pg(tx: Tx, rows: list[Accepted]) -> set[str]:
-    found = tx.query(
+    found = tx.column(
         _INSERT_MESSAGES_PG,
         [
             [a.id for a in rows],
@@ -188,7 +189,7 @@ def _insert_messages_pg(tx: Tx, rows: list[Accepted]) -> set[str]:
             [a.body_json for a in rows],
         ],
     )
-    return {r["id"] for r in found}
+    return set(found)
 
 
 def _apply_derived(tx: Tx, new: list[Accepted], *, postgres: bool = False) -> None:
