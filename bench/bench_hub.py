@@ -22,8 +22,8 @@ Each round runs a flood (every device publishes as fast as its QoS 1 window
 allows: the rate, first publish to last message stored/received) and a paced
 run (each device every 1.25 s, in its own phase: 800 messages/s offered
 steadily: the latency an operator sees when the hub is not saturated), for
-ours, the peer and ours on PostgreSQL; rounds rotate that order, and each
-figure is the median of the rounds. The fleet, the broker and the consumer
+ours, the peer and ours on PostgreSQL; rounds (5, ``BENCH_HUB_ROUNDS``) rotate
+that order, and each figure is the median of the rounds. The fleet, the broker and the consumer
 share the same cores, for ours and for the peer alike; a probe timing an
 fsync every 20 ms in the data folder during each paced run says what a
 durable commit waited on meanwhile (the peer writes nothing). The hub's memory is
@@ -50,6 +50,9 @@ from bench.hubkit import FsyncProbe, Stored, hub_settings, percentile, postgres,
 
 DEVICES = int(os.environ.get("BENCH_HUB_DEVICES", "1000"))
 PROCESSES = 4
+#: rounds of (ours, peer, ours on PostgreSQL), medians taken: 5 (was 3) since a flood lasts 2-3 s here
+#: and one burst of other work on the 2 cores beside one of them moved a 3-round median by 10 %
+ROUNDS = int(os.environ.get("BENCH_HUB_ROUNDS", "5"))
 #: messages/s the paced run offers, all devices together
 PACED_RATE = 800.0
 PEER = "bare paho subscriber (count only, same subscriptions)"
@@ -133,7 +136,7 @@ def run(quick: bool = False) -> list[dict]:
 
     flood = 4 if quick else 10
     paced = 3 if quick else 8
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else ROUNDS
     runs: dict[str, list[dict[str, float]]] = {"ours": [], "peer": [], "pg": []}
     rss_mb = 0.0
     with (
