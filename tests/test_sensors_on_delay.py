@@ -85,3 +85,21 @@ def test_the_on_delay_is_a_machine_setting_learned_by_default() -> None:
         assert runner.engine.on_delay_s == expect
         assert runner.engine.status()["calibration"]["on_delay_source"] == "configured"
         assert runner.policy.anomaly_rules[0].duration_s == max(spec.levels[0].duration_s, expect)
+
+
+def test_correlation_time_of_a_short_record_is_not_biased_low() -> None:
+    # the engine measures it on ~120 held-out rows: around the record's own mean every autocorrelation
+    # reads about tau / n too low, so an AR(1) with tau = 19 read ~13 before the correction
+    rng = np.random.default_rng(5)
+    phi, n = 0.9, 120
+    tau = (1 + phi) / (1 - phi)
+    estimates = []
+    for _ in range(200):
+        e = rng.normal(size=n + 200)
+        x = np.empty_like(e)
+        x[0] = e[0]
+        for i in range(1, len(e)):
+            x[i] = phi * x[i - 1] + e[i]
+        estimates.append(correlation_time(x[200:]))
+    assert 0.8 * tau < float(np.median(estimates)) < 1.2 * tau
+    assert max(estimates) <= n  # a memory longer than the record is not claimed
