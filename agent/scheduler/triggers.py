@@ -5,8 +5,10 @@ and the CLI: ``cron:*/15 * * * *``, ``every:10m``, ``at:2026-12-05T20:00``,
 ``on:alert.major``, ``after`` (runs when every job it depends on has
 succeeded) or ``manual`` (only ``jobs run``).
 
-Cron expressions go to croniter (a maintained parser, DST handled through an
-aware datetime), evaluated in the box's local time zone unless one is given.
+Cron expressions are evaluated in the box's local time zone unless one is
+given: plain ones by ``agent.scheduler.cron`` (so the idle daemon does not
+load croniter), everything else by croniter (a maintained parser, DST handled
+through an aware datetime), which has the last word on both.
 ``fires_between`` is what the missed-run policy needs: every scheduled time in
 ``(since, until]``, bounded, so a box that was off for a month does not build
 a list of 40,000 fires.
@@ -20,6 +22,7 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from agent.errors import BadRequestError
+from agent.scheduler import cron
 
 KINDS = ("cron", "every", "at", "on", "after", "manual")
 
@@ -66,9 +69,7 @@ class Trigger:
                 "or write after / manual (e.g. cron:0 6 * * *, every:15m)"
             )
         if kind == "cron":
-            from croniter import croniter
-
-            if not croniter.is_valid(expr):
+            if cron.parse(expr) is None and not _croniter_valid(expr):
                 raise BadRequestError(
                     f"cron expression {expr!r} is not valid: five fields, minute hour day month weekday "
                     "(e.g. 0 6 * * * for 06:00 every day)"
@@ -100,10 +101,14 @@ class Trigger:
         if self.kind == "at":
             return self.seconds if self.seconds > t else None
         if self.kind == "cron":
+            tz = tz or local_tz()
+            plain = cron.parse(self.expr)
+            found = cron.next_fire(plain, t, tz) if plain is not None else None
+            if found is not None:
+                return found
             from croniter import croniter
 
-            start = datetime.fromtimestamp(t, tz or local_tz())
-            return float(croniter(self.expr, start).get_next(float))
+            return float(croniter(self.expr, datetime.fromtimestamp(t, tz)).get_next(float))
         return None
 
     def fires_between(
@@ -118,9 +123,14 @@ class Trigger:
             return [since + k * self.seconds for k in range(first, n + 1)]
         if self.kind == "at":
             return [self.seconds] if since < self.seconds <= until else []
+        tz = tz or local_tz()
+        plain = cron.parse(self.expr)
+        fires = cron.fires_between(plain, since, until, tz, limit) if plain is not None else None
+        if fires is not None:
+            return fires
         from croniter import croniter
 
-        it = croniter(self.expr, datetime.fromtimestamp(since, tz or local_tz()))
+        it = croniter(self.expr, datetime.fromtimestamp(since, tz))
         out: list[float] = []
         while True:
             nxt = float(it.get_next(float))
@@ -146,6 +156,13 @@ class Trigger:
 def event_types() -> frozenset[str]:
     """Every bus event type some ``on:`` trigger listens to."""
     return frozenset().union(*(types for types, _ in EVENT_TRIGGERS.values()))
+
+
+def _croniter_valid(expr: str) -> bool:
+    """croniter's verdict on what ``cron.parse`` leaves to it (names, L, W, #, both day fields...)."""
+    from croniter import croniter
+
+    return bool(croniter.is_valid(expr))
 
 
 def _parse_time(text: str) -> float:
