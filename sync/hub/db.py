@@ -67,10 +67,18 @@ class Tx:
             self._cur.execute(self._db._sql(sql), tuple(params))
             return _rows(self._cur)
 
-    def column(self, sql: str, params: Params = ()) -> list[Any]:
-        """The first column of every row (no dict per row: intake reads the ids its insert returned)."""
+    def column(self, sql: str, params: Params = (), *, binary: bool = False) -> list[Any]:
+        """The first column of every row (no dict per row: intake reads the ids its insert returned).
+
+        ``binary``: on PostgreSQL, parameters and results travel in binary format. psycopg dumps a
+        list (an array parameter) as text through a regex substitution per element, ~12 us per row
+        of intake's six arrays, against ~1 us in binary (measured here); SQLite ignores it.
+        """
         with self._db._translate():
-            self._cur.execute(self._db._sql(sql), tuple(params))
+            if binary and self._db.dialect == "postgresql":
+                self._cur.execute(self._db._sql(sql), tuple(params), binary=True)
+            else:
+                self._cur.execute(self._db._sql(sql), tuple(params))
             return [row[0] for row in self._cur.fetchall()]
 
 

@@ -188,6 +188,7 @@ def _insert_messages_pg(tx: Tx, rows: list[Accepted]) -> set[str]:
             [a.incoming.received_at for a in rows],
             [a.body_json for a in rows],
         ],
+        binary=True,
     )
     return set(found)
 
@@ -205,19 +206,14 @@ def _apply_derived(tx: Tx, new: list[Accepted], *, postgres: bool = False) -> No
     for a in new:
         if a.kind == "state":
             latest_state[a.device] = a  # arrival order: the last one received wins
+    states = []
     for device in sorted(latest_state):
         a = latest_state[device]
         body = a.env.body
         online = 1 if body["online"] else 0
         labels = body.get("labels")
         models = body.get("models")
-        tx.execute(
-            "UPDATE devices SET online = ?, "
-            "online_changed_at = CASE WHEN online <> ? OR online_changed_at IS NULL THEN ? "
-            "ELSE online_changed_at END, "
-            "last_state_id = ?, agent_version = COALESCE(?, agent_version), "
-            "public_key = COALESCE(?, public_key), labels = COALESCE(?, labels), models = COALESCE(?, models) "
-            "WHERE device = ?",
+        states.append(
             (
                 online,
                 online,
@@ -228,8 +224,18 @@ def _apply_derived(tx: Tx, new: list[Accepted], *, postgres: bool = False) -> No
                 None if labels is None else json.dumps(labels, sort_keys=True),
                 None if models is None else json.dumps(models, sort_keys=True),
                 device,
-            ),
+            )
         )
+    # one statement for the batch's states (psycopg pipelines executemany: one round trip, not one each)
+    tx.executemany(
+        "UPDATE devices SET online = ?, "
+        "online_changed_at = CASE WHEN online <> ? OR online_changed_at IS NULL THEN ? "
+        "ELSE online_changed_at END, "
+        "last_state_id = ?, agent_version = COALESCE(?, agent_version), "
+        "public_key = COALESCE(?, public_key), labels = COALESCE(?, labels), models = COALESCE(?, models) "
+        "WHERE device = ?",
+        states,
+    )
     rows = []
     for a in new:
         if a.kind == "alerts":
