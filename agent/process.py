@@ -9,7 +9,8 @@
   receives would otherwise be read by the parent's loop as its own SIGTERM and
   stop the daemon. Children get default signal handling and no wakeup fd, and
   Python's own worker pools start with ``spawn`` (no forked OpenSSL state to
-  hang in).
+  hang in): set the moment something imports ``multiprocessing``, which the
+  daemon itself never does (it costs the idle daemon ~0.5 MiB).
 - ``reap_children()``: at stop, every child still alive is terminated, then
   killed, so none outlives the daemon (the interpreter's own multiprocessing
   helpers excepted: they end with it).
@@ -20,12 +21,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import multiprocessing
 import os
 import signal
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
 
 log = logging.getLogger("edge_agent.daemon")
 
@@ -98,8 +103,47 @@ def fork_hygiene() -> None:
         return
     _hygiene_installed = True
     os.register_at_fork(after_in_child=_child_after_fork)
+    if "multiprocessing" in sys.modules:
+        _spawn(sys.modules["multiprocessing"])
+    else:
+        sys.meta_path.insert(0, _SpawnOnImport())
+
+
+def _spawn(multiprocessing: Any) -> None:
     with contextlib.suppress(RuntimeError):
         multiprocessing.set_start_method("spawn", force=True)
+
+
+class _SpawnOnImport:
+    """An import hook, once: ``multiprocessing`` gets the ``spawn`` start method as soon as it is imported."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "multiprocessing" or self not in sys.meta_path:
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)  # what the import would find without this hook
+        if spec is not None and spec.loader is not None:
+            spec.loader = cast("Loader", _SpawnLoader(spec.loader))
+        return spec
+
+
+class _SpawnLoader:
+    """The module's own loader, with the start method set once the module has run."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        _spawn(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, is_package...: the real loader's
+        return getattr(self._loader, name)
 
 
 def _interpreter_helpers() -> set[int]:

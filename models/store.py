@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +322,8 @@ class ModelStore:
         return self.get(manifest.name, manifest.version)
 
     def _stage(self, bundle: Path, signed: SignedManifest, final: Path) -> None:
+        import uuid  # only when installing (uuid pulls platform): not at the daemon's start
+
         staging = self.root / ".staging" / uuid.uuid4().hex
         staging.mkdir(parents=True)
         try:
@@ -406,6 +407,8 @@ class ModelStore:
                 self._write_pointer(name, _Pointer(version=fallback, previous=None))
             elif pointer.previous == version:
                 self._write_pointer(name, _Pointer(version=pointer.version, previous=None))
+            import uuid
+
             trash = self.root / ".trash" / uuid.uuid4().hex
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.rename(path, trash)

@@ -127,7 +127,11 @@ class PluginService(Service):
         for name in finished:
             self._given_up(name)
         state = self.store.read_state()
-        catalog = await loop.run_in_executor(self._files, self.store.catalog)
+        catalog: dict[str, Available] = {}
+        if any(entry.get("enabled") for entry in state.values()):
+            # only an enabled plugin needs the catalog (manifests, signatures, installed packages'
+            # entry points): an idle box with none enabled never loads importlib.metadata
+            catalog = await loop.run_in_executor(self._files, self.store.catalog)
         wanted: dict[str, tuple[Available, dict[str, Any]]] = {}
         for name, entry in state.items():
             if not entry.get("enabled") or name not in catalog:

@@ -23,18 +23,20 @@ import fcntl
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import BadRequestError, ConflictError, NotFoundError
 from agent.plugins.manifest import MANIFEST_FILE, Manifest, load_manifest
 from agent.plugins.signing import verify_plugin
 from agent.security.fileio import atomic_write_json
+
+if TYPE_CHECKING:
+    import tarfile
 
 BUILTIN_ROOT = Path(__file__).resolve().parent / "examples"
 ENTRY_POINT_GROUP = "edge_agent.plugins"
@@ -107,6 +109,8 @@ class PluginStore:
         """Verify and unpack a signed ``.tar.gz``; returns its manifest and the version it replaces."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".install-", dir=self.root))
+        import tarfile  # only when installing: the idle daemon does not load it
+
         try:
             try:
                 with tarfile.open(archive, "r:gz") as tar:

@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -391,6 +390,8 @@ def _remove(path: Path) -> None:
 
 def _unpack(tar_path: Path, dest: Path) -> Path:
     """Extract regular files only, refusing absolute paths, ``..``, links and devices; returns the bundle dir."""
+    import tarfile  # only when a bundle arrives: the idle daemon does not load it
+
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     try:
