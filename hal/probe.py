@@ -19,7 +19,6 @@ from hal.probe_board import probe_board
 from hal.probe_cpu import probe_cpu, probe_memory
 from hal.probe_fs import Tree
 from hal.probe_io import probe_audio, probe_serial
-from hal.probe_runtimes import ask_engines
 from hal.probe_thermal import probe_thermal
 from hal.profile import (
     Accelerator,
@@ -65,6 +64,8 @@ def probe(root: str | os.PathLike[str] = "/", *, runtimes: bool = True) -> Hardw
     accelerators = _guarded(tree, "accelerators", lambda: detect(tree, cpu, board), no_accelerators)
     runtime_infos: tuple[RuntimeInfo, ...] = ()
     if runtimes and tree.live:
+        from hal.probe_runtimes import ask_engines  # only here: the daemon probes without runtimes
+
         engines = ask_engines()
         for note in engines.notes:
             tree.note(note)

@@ -32,6 +32,8 @@ NOT_AT_IDLE = {
     "tarfile": "installing a plugin archive or a deploy bundle",
     "multiprocessing": "a library that uses it (agent.process sets spawn as it is imported)",
     "uuid": "installing a model",
+    "nacl": "the device's public key or a signature (enrolment, the hub connection)",
+    "hal.probe_runtimes": "a hardware probe that asks the engines (edge-agent hw)",
 }
 
 LAUNCHER = """

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import ConfigError
@@ -31,8 +31,16 @@ DEVICE_KEY_FILE = "device.key"
 @dataclass(frozen=True)
 class DeviceIdentity:
     device_id: str
-    public_hex: str
     key_path: Path
+    #: the public key, derived from the key file on first use (PyNaCl is loaded then: a box that
+    #: never enrols nor meets a hub, e.g. offline and idle, does not pay ~1 MiB for it)
+    _public: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def public_hex(self) -> str:
+        if not self._public:
+            self._public.append(signing.public_key_of(signing.read_private_key(self.key_path)))
+        return self._public[0]
 
     @property
     def key_id(self) -> str:
@@ -87,8 +95,8 @@ def load_or_create(data_dir: str | Path, device_id: str) -> DeviceIdentity:
     if not path.exists():
         _create_exclusive(path)
     check_private_file(path)
-    public_hex = signing.public_key_of(signing.read_private_key(path))
-    return DeviceIdentity(device_id=device_id, public_hex=public_hex, key_path=path)
+    signing.read_private_key(path)  # a damaged key file stops the start, not the first signature
+    return DeviceIdentity(device_id=device_id, key_path=path)
 
 
 def load(data_dir: str | Path, device_id: str) -> DeviceIdentity:
@@ -99,7 +107,8 @@ def load(data_dir: str | Path, device_id: str) -> DeviceIdentity:
             f"no device key at {path}: start the daemon once (or run `edge-agent keys show --create`)"
         )
     check_private_file(path)
-    return DeviceIdentity(device_id, signing.public_key_of(signing.read_private_key(path)), path)
+    signing.read_private_key(path)
+    return DeviceIdentity(device_id, path)
 
 
 def _create_exclusive(path: Path) -> None:
