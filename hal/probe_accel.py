@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 
 from hal.probe_fs import Tree
-from hal.probe_runtimes import EngineFindings
 from hal.profile import Accelerator, BoardInfo, CpuInfo, RuntimeInfo, Target
+
+if TYPE_CHECKING:
+    from hal.probe_runtimes import EngineFindings
 
 
 def _cuda(index: int) -> tuple[Target, ...]:
