@@ -43,7 +43,7 @@ from typing import Any
 from agent.core.errors import BadRequestError, StoreError
 from sync.hub import metrics
 from sync.hub.db import HubDB, TransientDBError
-from sync.hub.intake_batch import BatchOutcome, write_batch
+from sync.hub.intake_batch import BatchOutcome, one_statement, write_batch
 from sync.hub.receipts import ReceiptBatcher
 from sync.hub.settings import IntakeSettings
 from sync.hub.validate import Accepted, Incoming, validate
@@ -279,9 +279,11 @@ class Intake:
     def _store(self, accepted: list[Accepted]) -> BatchOutcome:
         """One transaction for the batch; one per message when the database refuses the batch's data."""
         outcome = BatchOutcome()
+        dialect = self.db.dialect
         try:
-            with self.db.transaction() as tx:
-                write_batch(tx, accepted, outcome, self.db.max_params, dialect=self.db.dialect)
+            # one statement (PostgreSQL, telemetry/events only): committed by itself, one round trip
+            with self.db.statement() if one_statement(accepted, dialect) else self.db.transaction() as tx:
+                write_batch(tx, accepted, outcome, self.db.max_params, dialect=dialect)
             return outcome
         except TransientDBError:
             raise

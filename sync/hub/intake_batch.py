@@ -17,6 +17,14 @@ from sync.hub.validate import Accepted, alert_fields, error_text
 
 #: the topic kinds a device keeps in its outbox until receipted (state is published directly)
 RECEIPTED_KINDS = frozenset({"alerts", "events", "telemetry", "result"})
+#: kinds with no derived rows but the devices' last_seen: on PostgreSQL a batch of only these is ONE
+#: statement (the insert and last_seen together), run without BEGIN/COMMIT (``HubDB.statement()``)
+_INSERT_ONLY_KINDS = frozenset({"telemetry", "events"})
+
+
+def one_statement(accepted: Sequence[Accepted], dialect: str) -> bool:
+    """Whether ``write_batch`` writes ``accepted`` with a single statement (PostgreSQL, insert-only kinds)."""
+    return dialect == "postgresql" and all(a.kind in _INSERT_ONLY_KINDS for a in accepted)
 
 
 @dataclass
@@ -273,4 +281,4 @@ def _apply_derived(tx: Tx, new: list[Accepted], *, postgres: bool = False) -> No
     )
 
 
-__all__ = ["RECEIPTED_KINDS", "BatchOutcome", "write_batch"]
+__all__ = ["RECEIPTED_KINDS", "BatchOutcome", "one_statement", "write_batch"]
