@@ -34,6 +34,7 @@ NOT_AT_IDLE = {
     "uuid": "installing a model",
     "nacl": "the device's public key or a signature (enrolment, the hub connection)",
     "hal.probe_runtimes": "a hardware probe that asks the engines (edge-agent hw)",
+    "encodings.idna": "a host name that is not ASCII (bind_socket passes ASCII ones as bytes)",
 }
 
 LAUNCHER = """
