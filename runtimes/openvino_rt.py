@@ -19,6 +19,7 @@ OpenVINO properties, applied last).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,6 +101,12 @@ class OpenVinoRuntime(Runtime):
         self._core_lock = threading.Lock()
 
     def _import_engine(self) -> Any:
+        # ``import openvino`` imports its model converter, which reports the import to Google
+        # Analytics (a spawned process posting to the internet) unless a consent file in the
+        # user's home says no. An edge box is offline and its owner agreed to nothing: the
+        # telemetry package is hidden, so openvino takes its own no-op stub, as when it is absent.
+        modules: dict[str, Any] = sys.modules  # None there means "not installed" to the import system
+        modules.setdefault("openvino_telemetry", None)
         import openvino
 
         return openvino

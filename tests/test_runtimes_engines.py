@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -267,3 +268,35 @@ def test_onnxruntime_output_is_not_overwritten_by_the_next_call(zoo: ModelZoo) -
             kept = a.copy()
             session.run({"x": mlp_input("tiny", seed=2)})
             np.testing.assert_array_equal(a, kept)
+
+
+def test_openvino_through_the_adapter_reports_nothing_home() -> None:
+    """``import openvino`` reports itself to Google Analytics from a spawned process unless a consent
+    file says no; through the adapter the telemetry package is never loaded and nothing is spawned."""
+    code = textwrap.dedent(
+        """
+        import json, sys, time
+        import multiprocessing.resource_tracker as rt
+        import psutil
+        from runtimes.openvino_rt import OpenVinoRuntime
+        rt_ = OpenVinoRuntime()
+        rt_.engine()
+        rt_.devices()
+        time.sleep(0.5)  # the report went out from a worker thread
+        print(json.dumps({
+            "telemetry_loaded": sys.modules.get("openvino_telemetry") is not None,
+            "spawned": rt._resource_tracker._pid is not None or bool(psutil.Process().children()),
+        }))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"telemetry_loaded": False, "spawned": False}
