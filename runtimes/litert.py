@@ -21,7 +21,7 @@ built-in kernels without default delegates).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -138,9 +138,23 @@ class LiteRtRuntime(Runtime):
         return self.engine()
 
     @staticmethod
-    def edgetpu_library() -> str | None:
-        """Path or soname of libedgetpu when the dynamic linker can find it."""
-        return ctypes.util.find_library("edgetpu")
+    def edgetpu_library(ld_cache: Path = Path("/etc/ld.so.cache")) -> str | None:
+        """libedgetpu's soname or path when the dynamic linker would find it, else None.
+
+        Looked up where the linker looks: its cache (what ``ldconfig -p`` lists) and the
+        directories of ``LD_LIBRARY_PATH``. ``ctypes.util.find_library`` did the same, then, where
+        the library is absent (most boxes), ran gcc and ld to search again: two compiler and linker
+        processes at every start of the daemon, for a probe.
+        """
+        try:
+            if EDGETPU_LIB.encode() in ld_cache.read_bytes():
+                return EDGETPU_LIB
+        except OSError:
+            pass
+        for folder in os.environ.get("LD_LIBRARY_PATH", "").split(":"):
+            if folder and (Path(folder) / EDGETPU_LIB).is_file():
+                return str(Path(folder) / EDGETPU_LIB)
+        return None
 
     def devices(self) -> list[DeviceInfo]:
         if not self.available():

@@ -300,3 +300,27 @@ def test_openvino_through_the_adapter_reports_nothing_home() -> None:
         env=env,
     )
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"telemetry_loaded": False, "spawned": False}
+
+
+def test_the_edge_tpu_library_is_found_where_the_linker_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the linker's cache or LD_LIBRARY_PATH, with no compiler or linker run to look for it."""
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a process was started to look for libedgetpu: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    cache = tmp_path / "ld.so.cache"
+    cache.write_bytes(b"glibc-ld.so.cache1.1\x00libc.so.6\x00/lib/x86_64-linux-gnu/libc.so.6\x00")
+    assert LiteRtRuntime.edgetpu_library(cache) is None
+    cache.write_bytes(
+        cache.read_bytes() + b"libedgetpu.so.1\x00/usr/lib/x86_64-linux-gnu/libedgetpu.so.1\x00"
+    )
+    assert LiteRtRuntime.edgetpu_library(cache) == EDGETPU_LIB
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / EDGETPU_LIB).write_bytes(b"\x7fELF")
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"/nonexistent:{lib}")
+    assert LiteRtRuntime.edgetpu_library(tmp_path / "no-cache") == str(lib / EDGETPU_LIB)
