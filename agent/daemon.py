@@ -166,12 +166,12 @@ def release_startup_memory() -> None:
     done. A no-op where libc is not glibc.
     """
     import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # the process's own symbols (libc among them): find_library("c") would run ldconfig for it
+        libc = ctypes.CDLL(None)
         libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
