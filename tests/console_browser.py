@@ -81,6 +81,9 @@ def shoot(page: Any, name: str, sizes: dict[str, dict[str, int]] | None = None) 
 def login(browser: Any, base_url: str, token: str) -> tuple[Any, Any]:
     """A fresh browser context logged in with ``token`` through the login form: (context, page)."""
     context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+    # the first connection loads the daemon's lazy API: on a loaded 2-core box that alone has taken
+    # most of Playwright's default 30 s (the voice console's login timed out so under load)
+    context.set_default_timeout(60_000)
     page = context.new_page()
     page.goto("/login")
     page.get_by_label("API token").fill(token)
