@@ -96,6 +96,7 @@ class Dispatcher:
         self.name = name
         self._lock = threading.Lock()  # the hot paths take the bare lock; workers wait on the condition
         self._cond = threading.Condition(self._lock)
+        self._sleeping = 0  # workers waiting on the condition: a submit with none asleep notifies nobody
         self._seq = itertools.count()
         self._bound: list[_Job] = []
         self._pools: list[Pool] = []
@@ -177,10 +178,13 @@ class Dispatcher:
             pool.free.append(session)
             if pool.queue:
                 self._grant_checkouts(pool)
-                if pool.queue:
+                if pool.queue and self._sleeping:
                     self._cond.notify()
         if self._done:
-            self._deliver()
+            if threading.current_thread() is self._loop_thread:
+                self._deliver()
+            else:
+                self._wake()
 
     async def run(self, pool: Pool, feed: Mapping[str, Any], priority: int) -> tuple[dict[str, Any], Timing]:
         """Run ``feed`` on any free session of ``pool`` (waits its turn)."""
@@ -207,7 +211,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         job = _Job(int(priority), next(self._seq), kind, pool, fut, feed, session)
-        with self._cond:
+        with self._lock:
             if session is not None:
                 heapq.heappush(self._bound, job)
             else:
@@ -221,7 +225,8 @@ class Dispatcher:
                 pool.waiting += 1
                 if kind == _CHECKOUT:
                     self._grant_checkouts(pool)
-            self._cond.notify()
+            if self._sleeping:
+                self._cond.notify()
         if self._done:
             self._deliver()
         try:
@@ -280,6 +285,7 @@ class Dispatcher:
         done: tuple[_Job, Any, BaseException | None] | None = None
         while True:
             with self._cond:  # one lock round per call: hand back the last result, take the next job
+                idle = not self._done  # then whatever this round posts is news to the loop: wake it
                 if done is not None:
                     last, result, error = done
                     done = None
@@ -289,10 +295,22 @@ class Dispatcher:
                     self._post(last.future, result, error)
                 job = self._next()
                 while job is None:
+                    if idle and self._done:
+                        self._wake()  # before sleeping (or leaving) with results the loop has not seen
                     if self._closing:
                         return
-                    self._cond.wait()
+                    self._sleeping += 1
+                    try:
+                        self._cond.wait()
+                    finally:
+                        self._sleeping -= 1
+                    idle = not self._done
                     job = self._next()
+                wake = idle and bool(self._done)
+            if wake:
+                # The loop is woken after the lock round, just before this thread lets go of the GIL in
+                # session.run: woken earlier, it would find the lock or the GIL held and sleep again.
+                self._wake()
             started = time.perf_counter()
             try:
                 assert job.session is not None and job.feed is not None
@@ -311,21 +329,24 @@ class Dispatcher:
         pool: Pool | None = None,
         session: Session | None = None,
     ) -> None:
-        """Under the lock: queue a result for the loop; wake the loop once per batch of results.
+        """Under the lock: queue a result for the loop, which is woken once per batch of results.
 
-        On the loop's own thread nothing is woken: the caller (``give_back``,
-        ``_submit``) delivers right after it lets go of the lock.
+        Whoever finds ``_done`` empty before posting wakes the loop after it
+        lets go of the lock: the worker threads in ``_work``; on the loop's own
+        thread the caller (``give_back``, ``_submit``) delivers instead.
         """
-        first = not self._done
         self._done.append((fut, result, error))
         if pool is not None and session is not None:
             self._done.append((fut, _Unclaimed(self, pool, session), None))
-        if first and self._loop is not None and threading.current_thread() is not self._loop_thread:
+
+    def _wake(self) -> None:
+        """Have the loop run ``_deliver`` (from a thread other than the loop's)."""
+        if self._loop is not None:
             self._loop.call_soon_threadsafe(self._deliver)
 
     def _deliver(self) -> None:
         """On the loop: settle every result the threads left since the last call."""
-        with self._cond:
+        with self._lock:
             done, self._done = self._done, []
         for fut, result, error in done:
             if isinstance(result, _Unclaimed):

@@ -364,6 +364,25 @@ async def test_a_caller_cancelled_while_queued_hands_its_turn_on(store: ModelSto
         assert st["waiting"] == 0 and st["refcount"] == 0
 
 
+async def test_a_lease_granted_by_an_inference_thread_reaches_its_caller(store: ModelStore) -> None:
+    # The thread that frees the session hands it to the queued lease and then finds nothing to run:
+    # it must wake the loop before it sleeps, or the lease waits for ever.
+    settings = _settings(pool_size=1, workers=1, inline_below_ms=0)
+    async with ModelManager(store, settings, runtimes=real_runtimes()) as mgr:
+        for _ in range(3):
+            calls = [asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)})) for _ in range(4)]
+            await asyncio.sleep(0)  # the calls queue first; the lease queues behind them
+
+            async def lease() -> int:
+                async with mgr.use("mlp-a") as held:
+                    return len((await held.infer({"x": _x(MLP_A)}))["y"])
+
+            assert await asyncio.wait_for(lease(), 10) == 2
+            assert len(await asyncio.wait_for(asyncio.gather(*calls), 10)) == 4
+        st = mgr.model_status("mlp-a")
+        assert st["waiting"] == 0 and st["refcount"] == 0
+
+
 async def _lease_and_leave(mgr: ModelManager) -> None:
     async with mgr.use("mlp-a", "interactive"):
         raise AssertionError("cancelled before its turn")
