@@ -155,8 +155,6 @@ def _interpreter_helpers() -> set[int]:
     is started again only to print a KeyError traceback. It exits when the daemon
     does (it reads a pipe only the daemon holds). Likewise the forkserver.
     """
-    import sys
-
     pids: set[int] = set()
     for module, holder, attr in (
         ("multiprocessing.resource_tracker", "_resource_tracker", "_pid"),

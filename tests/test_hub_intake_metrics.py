@@ -1,4 +1,4 @@
-"""The intake's latency histogram is stepped once per bucket per batch (sync/hub/intake.observe_all):
+"""The intake's latency histogram is stepped once per bucket per batch (agent/core/metrics.observe_all):
 it must read exactly as observe() per value would have left it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from sync.hub.intake import observe_all
+from agent.core.metrics import observe_all
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 

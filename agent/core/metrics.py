@@ -17,6 +17,7 @@ goes into labels.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,3 +109,29 @@ def render_metrics() -> bytes:
     from prometheus_client import generate_latest
 
     return generate_latest(_ensure_registered())
+
+
+def observe_all(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each value, each bucket stepped once for the lot.
+
+    prometheus_client's ``observe()`` walks the bucket bounds and takes a lock per value (~1.5 us a
+    message at the hub); a batch's latencies are counted per bucket here and added with one ``inc``
+    each, through the histogram's own ``_upper_bounds``, ``_buckets`` and ``_sum`` (what ``observe``
+    updates). Where a prometheus_client lacks them, ``observe()`` per value, as before.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    if not values:
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bound >= value: observe()'s bucket
+    total.inc(sum(values))
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)

@@ -36,11 +36,10 @@ import logging
 import queue
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from agent.core.errors import BadRequestError, StoreError
+from agent.core.metrics import observe_all
 from sync.hub import metrics
 from sync.hub.db import HubDB, TransientDBError
 from sync.hub.intake_batch import BatchOutcome, one_statement, write_batch
@@ -304,32 +303,6 @@ class Intake:
                 one.refuse(item.kind, item.device, item.id, "store_failed")
             outcome.merge(one)
         return outcome
-
-
-def observe_all(histogram: Any, values: list[float]) -> None:
-    """``histogram.observe(v)`` for each value, each bucket stepped once for the lot.
-
-    prometheus_client's ``observe()`` walks the bucket bounds and takes a lock per value (~1.5 us a
-    message at the hub); a batch's latencies are counted per bucket here and added with one ``inc``
-    each, through the histogram's own ``_upper_bounds``, ``_buckets`` and ``_sum`` (what ``observe``
-    updates). Where a prometheus_client lacks them, ``observe()`` per value, as before.
-    """
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for value in values:
-            histogram.observe(value)
-        return
-    if not values:
-        return
-    counts = [0] * len(bounds)
-    for value in values:
-        counts[bisect_left(bounds, value)] += 1  # the first bound >= value: observe()'s bucket
-    total.inc(sum(values))
-    for i, n in enumerate(counts):
-        if n:
-            buckets[i].inc(n)
 
 
 def _identify(msg: Incoming) -> tuple[str | None, str | None, str | None]:
