@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,7 +56,7 @@ ENV_PREFIX = "EDGE_AGENT_"
 
 def default_data_dir(env: Mapping[str, str]) -> str:
     """systemd gives us STATE_DIRECTORY; otherwise follow the XDG spec."""
-    return loader.default_data_dir(env, "edge-agent")
+    return loader.default_data_dir(env, PROGRAM.name)
 
 
 def default_device_id(machine_id_path: Path = Path("/etc/machine-id")) -> str:
@@ -79,21 +78,10 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     ``path=None`` uses /etc/edge-agent/agent.toml when it exists, else only the
     embedded default. A path given explicitly must exist.
     """
-    env = os.environ if env is None else env
-    settings: Settings = loader.load(
-        Settings,
-        path=path,
-        env=env,
-        prefix=ENV_PREFIX,
-        default_path=DEFAULT_CONFIG_PATH,
-        validators=VALIDATORS,
-    )
-    fill: dict[str, Any] = {}
-    if not settings.data_dir:
-        fill["data_dir"] = default_data_dir(env)
+    settings = PROGRAM.load(path, env)
     if not settings.device_id:
-        fill["device_id"] = default_device_id()
-    return dataclasses.replace(settings, **fill)
+        settings = dataclasses.replace(settings, device_id=default_device_id())
+    return settings
 
 
 def build_settings(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
@@ -151,6 +139,8 @@ VALIDATORS: dict[str, Validator] = {
     "device_id": _check_device_id,
     "api.host": check_host,
 }
+#: the daemon's settings: /etc/edge-agent/agent.toml, EDGE_AGENT_ variables
+PROGRAM = loader.Program("edge-agent", Settings, ENV_PREFIX, DEFAULT_CONFIG_PATH, VALIDATORS)
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.core.settings import BrokerSettings, LogSettings, setting, source_field
+from agent.core.settings import BrokerSettings, LogSettings, RootSettings, setting, source_field
 from agent.settings_features import ModelsSettings, PluginSettings, SensorSettings, VoiceSettings
 
 
@@ -247,7 +247,7 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(RootSettings):
     device_id: str = setting("", "This box's id on the hub (default: derived from /etc/machine-id).")
     data_dir: str = setting(
         "",
@@ -270,10 +270,6 @@ class Settings:
 
     #: where these settings came from (a path, or "<embedded default>")
     source: str = source_field()
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir)
 
     @property
     def database_path(self) -> Path:

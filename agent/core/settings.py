@@ -4,7 +4,8 @@ A program's settings are a tree of frozen dataclasses whose fields are
 declared with ``setting(...)`` (documentation, bounds, secrecy), built once
 at its entry point and passed down. This module loads, validates and renders
 any such tree; agent/settings.py and sync/hub/settings.py only declare their
-keys, agent/config.py and sync/hub/settings.py say where to look.
+keys, agent/config.py and sync/hub/settings.py say where to look (a
+``Program``).
 
 Precedence: embedded defaults < TOML file < ``PREFIX_...`` variables (<
 command-line flags, where a program passes ``overrides``). A bad value stops
@@ -22,7 +23,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 from urllib.parse import urlsplit
 
 from agent.core.errors import ConfigError
@@ -98,47 +99,80 @@ def default_data_dir(env: Mapping[str, str], program: str) -> str:
     return str(Path(xdg) / program)
 
 
-def load(
-    cls: type,
-    *,
-    path: str | Path | None,
-    env: Mapping[str, str] | None,
-    prefix: str,
-    default_path: Path,
-    validators: Mapping[str, Validator] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    not_settings: frozenset[str] = frozenset(),
-) -> Any:
-    """``cls`` from its embedded defaults < the TOML file < PREFIX_ variables < ``overrides`` (dotted keys).
+class RootSettings:
+    """What the root of a program's settings tree has beside its sections (a mixin, not a dataclass).
 
-    ``path=None`` reads ``default_path`` when it exists (or $PREFIX_CONFIG, which must exist); a path
-    given explicitly must exist. ``not_settings``: variables of the prefix that are for the CLI, not
-    settings (PREFIX_CONFIG and PREFIX_TOKEN always are). The result's ``source`` says which file.
+    Each root declares ``data_dir`` (in its own words: where its program keeps
+    its data) and ``source = source_field()``, where its keys' order puts them;
+    ``Program.load`` fills an empty ``data_dir`` with the program's default.
     """
-    env = os.environ if env is None else env
-    explicit = path is not None or bool(env.get(prefix + "CONFIG"))
-    file_path = Path(path or env.get(prefix + "CONFIG") or default_path)
-    data: dict[str, Any] = {}
-    source = EMBEDDED
-    if file_path.exists():
-        data = read_toml(file_path)
-        source = str(file_path)
-    elif explicit:
-        raise ConfigError(
-            f"config file {file_path} does not exist; create it or drop --config "
-            "to run on the embedded default"
-        )
-    apply_env(data, {k: v for k, v in env.items() if k not in not_settings}, source, prefix)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        *sections, key = dotted.split(".")
-        target = data
-        for part in sections:
-            target = target.setdefault(part, {})
-        target[key] = value
-    settings = build_settings(cls, data, source, "", validators)
-    return dataclasses.replace(settings, source=source)
+
+    data_dir: str
+    source: str
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+RootT = TypeVar("RootT", bound=RootSettings)
+
+
+@dataclass(frozen=True)
+class Program(Generic[RootT]):
+    """Where one program (edge-agent, edge-hub) reads its settings tree, and its checks beyond type and bounds."""
+
+    #: the program's name: its default data directory is named after it (``default_data_dir``)
+    name: str
+    root: type[RootT]
+    #: its variables' prefix (EDGE_AGENT_, EDGE_HUB_)
+    prefix: str
+    #: the TOML file read when it exists and no other is named
+    default_path: Path
+    #: checks of dotted keys beyond type and bounds (``None``: fine)
+    validators: Mapping[str, Validator] = field(default_factory=dict)
+    #: variables of the prefix that are for the CLI, not settings (PREFIX_CONFIG and PREFIX_TOKEN always are)
+    not_settings: frozenset[str] = frozenset()
+
+    def load(
+        self,
+        path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> RootT:
+        """The root from its embedded defaults < the TOML file < PREFIX_ variables < ``overrides`` (dotted keys).
+
+        ``path=None`` reads ``default_path`` when it exists (or $PREFIX_CONFIG, which must exist); a path
+        given explicitly must exist. The result's ``source`` says which file; an empty ``data_dir`` is
+        the program's default one.
+        """
+        env = os.environ if env is None else env
+        prefix = self.prefix
+        explicit = path is not None or bool(env.get(prefix + "CONFIG"))
+        file_path = Path(path or env.get(prefix + "CONFIG") or self.default_path)
+        data: dict[str, Any] = {}
+        source = EMBEDDED
+        if file_path.exists():
+            data = read_toml(file_path)
+            source = str(file_path)
+        elif explicit:
+            raise ConfigError(
+                f"config file {file_path} does not exist; create it or drop --config "
+                "to run on the embedded default"
+            )
+        apply_env(data, {k: v for k, v in env.items() if k not in self.not_settings}, source, prefix)
+        for dotted, value in (overrides or {}).items():
+            if value is None:
+                continue
+            *sections, key = dotted.split(".")
+            target = data
+            for part in sections:
+                target = target.setdefault(part, {})
+            target[key] = value
+        built = build_settings(self.root, data, source, "", self.validators)
+        data_dir = built.data_dir or default_data_dir(env, self.name)
+        settings: RootT = dataclasses.replace(built, source=source, data_dir=data_dir)
+        return settings
 
 
 def read_toml(path: Path) -> dict[str, Any]:

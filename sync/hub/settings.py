@@ -8,16 +8,22 @@ file < ``EDGE_HUB_...`` variables < ``edge-hub run`` flags.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.core import settings as loader
 from agent.core.errors import ConfigError
-from agent.core.settings import BrokerSettings, LogSettings, check_host, check_mqtt_url, setting, source_field
+from agent.core.settings import (
+    BrokerSettings,
+    LogSettings,
+    Program,
+    RootSettings,
+    check_host,
+    check_mqtt_url,
+    setting,
+    source_field,
+)
 
 DEFAULT_HUB_CONFIG_PATH = Path("/etc/edge-hub/hub.toml")
 HUB_ENV_PREFIX = "EDGE_HUB_"
@@ -167,7 +173,7 @@ class EnrolSettings:
 
 
 @dataclass(frozen=True)
-class HubSettings:
+class HubSettings(RootSettings):
     data_dir: str = setting(
         "",
         "Where the hub keeps its database, signing key and bundles (default: $STATE_DIRECTORY, "
@@ -191,10 +197,6 @@ class HubSettings:
     enroll: EnrolSettings = field(default_factory=EnrolSettings)
 
     source: str = source_field()
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir)
 
     @property
     def db_url(self) -> str:
@@ -241,12 +243,11 @@ def derived_client_id(settings: HubSettings) -> str:
     return "edge-hub-" + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
-def default_hub_data_dir(env: Mapping[str, str]) -> str:
-    return loader.default_data_dir(env, "edge-hub")
-
-
 #: the checks beyond type and bounds (the same as the agent's for the keys both have)
 VALIDATORS = {"mqtt.url": check_mqtt_url, "api.host": check_host}
+#: the hub's settings: /etc/edge-hub/hub.toml, EDGE_HUB_ variables; EDGE_HUB_URL and EDGE_HUB_TOKEN
+#: are for the CLI (the API to talk to, and how), not settings
+PROGRAM = Program("edge-hub", HubSettings, HUB_ENV_PREFIX, DEFAULT_HUB_CONFIG_PATH, VALIDATORS, _CLI_ONLY_ENV)
 
 
 def load_hub_settings(
@@ -258,25 +259,12 @@ def load_hub_settings(
 
     ``path=None`` uses /etc/edge-hub/hub.toml when it exists (or $EDGE_HUB_CONFIG, which must exist).
     """
-    env = os.environ if env is None else env
-    settings: HubSettings = loader.load(
-        HubSettings,
-        path=path,
-        env=env,
-        prefix=HUB_ENV_PREFIX,
-        default_path=DEFAULT_HUB_CONFIG_PATH,
-        validators=VALIDATORS,
-        overrides=overrides,
-        # EDGE_HUB_URL and EDGE_HUB_TOKEN are for the CLI (the API to talk to, and how), not settings
-        not_settings=_CLI_ONLY_ENV,
-    )
+    settings = PROGRAM.load(path, env, overrides)
     source = settings.source
     if bool(settings.api.tls_cert) != bool(settings.api.tls_key):
         raise ConfigError(f"{source}: api.tls_cert and api.tls_key must be set together")
     if settings.mqtt.share_group and any(c in settings.mqtt.share_group for c in "/+#"):
         raise ConfigError(f"{source}: mqtt.share_group must be one topic level (no '/', '+', '#')")
-    if not settings.data_dir:
-        settings = dataclasses.replace(settings, data_dir=default_hub_data_dir(env))
     return settings
 
 
