@@ -17,21 +17,41 @@ asyncio.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.errors import BadRequestError, UnavailableError
+from agent.errors import BadRequestError
 from runtimes.base import DeviceInfo, Runtime, Session, require_model_file
 
 
 class EngineSession(Session):
-    """A loaded engine object; ``run(feed)`` takes a dict of Python values."""
+    """A loaded engine object on the CPU; ``run(feed)`` takes a dict of Python values.
+
+    The engine object is ``Session._engine`` (so ``engine`` and the closed
+    state work as for every runtime); ``_lock`` serialises what the engine
+    cannot run twice at once.
+    """
 
     #: key -> (accepted types, required)
     feed_keys: ClassVar[dict[str, tuple[tuple[type, ...], bool]]] = {}
     inputs = ()
     outputs = ()
+
+    def __init__(self, runtime: str, engine: Any, path: Path) -> None:
+        self.runtime = runtime
+        self.device = "CPU"
+        self._engine = engine
+        self.path = path
+        self._lock = threading.Lock()
+
+    def live_engine(self) -> Any:
+        """The engine object; the closed-session error once ``close()`` dropped it."""
+        engine = self._engine
+        if engine is None:
+            raise self._closed_error()
+        return engine
 
     def feed_ok(self, feed: Mapping[str, Any]) -> bool:
         for key, (types, required) in self.feed_keys.items():
@@ -65,36 +85,12 @@ class EngineSession(Session):
             code="bad_input",
         )
 
-    def zero_feed(self) -> dict[str, Any]:  # pragma: no cover - each engine warms up its own way
+    def zero_feed(self) -> dict[str, Any]:  # pragma: no cover - each engine names its warm-up request
         raise NotImplementedError
 
 
 class EngineRuntime(Runtime):
-    """An engine on the CPU; ``modules`` are imported by ``available()`` only."""
-
-    def __init__(self) -> None:
-        self._error: str | None = None
-        self._checked = False
-
-    def _import(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def available(self) -> bool:
-        if not self._checked:
-            try:
-                self._import()
-            except ImportError as exc:
-                self._error = str(exc)
-            self._checked = True
-        return self._error is None
-
-    def missing_reason(self) -> str:
-        why = f" ({self._error})" if self._error else ""
-        return f"{self.name} is not installed{why}: pip install 'edge-agent[{self.extra}]'"
-
-    def require(self) -> None:
-        if not self.available():
-            raise UnavailableError(self.missing_reason(), code="runtime_missing")
+    """An engine on the CPU; ``_import_engine`` (``Runtime.engine``) imports it on first use only."""
 
     def devices(self) -> list[DeviceInfo]:
         return [DeviceInfo(self.name, "CPU", "cpu", "")] if self.available() else []
@@ -105,9 +101,9 @@ class EngineRuntime(Runtime):
 
     def prepare_load(self, model: Path, device: str) -> tuple[Path, Any]:
         """What every load starts with: the engine installed, the CPU, the model file; (its path, the module)."""
-        self.require()
+        module = self.engine()
         self.check_device(device)
-        return require_model_file(model, self.name), self._import()
+        return require_model_file(model, self.name), module
 
 
 def voice_runtimes() -> dict[str, Runtime]:

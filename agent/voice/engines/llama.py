@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from agent.errors import BadRequestError, EdgeAgentError
 from agent.voice.engines import EngineRuntime, EngineSession
-from runtimes.base import LoadOptions, closed_session_error
+from runtimes.base import LoadOptions, warmed
 
 N_CTX = 2048
 _PER_MESSAGE_TOKENS = 6  # role markers of the chat template
@@ -37,19 +37,8 @@ class LlamaSession(EngineSession):
         "seed": ((int,), False),
     }
 
-    def __init__(self, llm: Any, path: Path) -> None:
-        self.runtime = LlamaRuntime.name
-        self.device = "CPU"
-        self._llm = llm
-        self.path = path
-        self._lock = threading.Lock()
-
-    @property
-    def engine(self) -> Any:
-        return self._llm
-
     def _count(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self._engine.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def fit(self, messages: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
         """Drop the oldest non-system turns until prompt + answer fit the context window."""
@@ -74,8 +63,7 @@ class LlamaSession(EngineSession):
     def run(self, feed: Any, *, validate: bool = False) -> dict[str, Any]:
         if validate:
             self.check_feed(feed)
-        if self._llm is None:
-            raise closed_session_error(self.runtime, self.device)
+        llm = self.live_engine()
         max_tokens = int(feed.get("max_tokens") or 128)
         on_token: Callable[[str], None] | None = feed.get("on_token")
         cancel: threading.Event | None = feed.get("cancel")
@@ -86,7 +74,7 @@ class LlamaSession(EngineSession):
         with self._lock:
             messages = self.fit(list(feed["messages"]), max_tokens)
             try:
-                stream = self._llm.create_chat_completion(
+                stream = llm.create_chat_completion(
                     messages=messages,
                     stream=True,
                     max_tokens=max_tokens,
@@ -121,15 +109,13 @@ class LlamaSession(EngineSession):
             "messages_used": len(messages),
         }
 
-    def warm_up(self) -> float:
-        t0 = time.perf_counter()
-        self.run({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
-        self.warmup_ms = (time.perf_counter() - t0) * 1000
-        return self.warmup_ms
+    def zero_feed(self) -> dict[str, Any]:
+        """The warm-up request: one token of an answer to "Hi"."""
+        return {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 
     def close(self) -> None:
         with self._lock:
-            llm, self._llm = self._llm, None
+            llm, self._engine = self._engine, None
         if llm is not None and hasattr(llm, "close"):
             llm.close()
 
@@ -140,7 +126,7 @@ class LlamaRuntime(EngineRuntime):
     suffixes: ClassVar[tuple[str, ...]] = (".gguf",)
     modules: ClassVar[tuple[str, ...]] = ("llama_cpp",)
 
-    def _import(self) -> Any:
+    def _import_engine(self) -> Any:
         import llama_cpp
 
         return llama_cpp
@@ -156,7 +142,4 @@ class LlamaRuntime(EngineRuntime):
                 f"llama.cpp cannot load {path.name} ({exc}); the GGUF file may be truncated: reinstall it",
                 code="model_invalid",
             ) from None
-        session = LlamaSession(llm, path)
-        if options.warmup:
-            session.warm_up()
-        return session
+        return warmed(LlamaSession(self.name, llm, path), options)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from agent.errors import BadRequestError, EdgeAgentError
 from agent.voice.engines import EngineRuntime, EngineSession
-from runtimes.base import LoadOptions, closed_session_error
+from runtimes.base import LoadOptions, warmed
 
 
 class VoskStream:
@@ -53,25 +53,14 @@ class VoskSession(EngineSession):
         "phrases": ((list, tuple), False),
     }
 
-    def __init__(self, model: Any, path: Path) -> None:
-        self.runtime = VoskRuntime.name
-        self.device = "CPU"
-        self._model = model
-        self.path = path
-
-    @property
-    def engine(self) -> Any:
-        return self._model
-
     def missing_words(self, phrases: list[str] | tuple[str, ...]) -> list[str]:
         words = {w for p in phrases for w in p.lower().split()}
-        return sorted(w for w in words if self._model.vosk_model_find_word(w) < 0)
+        return sorted(w for w in words if self._engine.vosk_model_find_word(w) < 0)
 
     def run(self, feed: Any, *, validate: bool = False) -> dict[str, Any]:
         if validate:
             self.check_feed(feed)
-        if self._model is None:
-            raise closed_session_error(self.runtime, self.device)
+        model = self.live_engine()
         import vosk
 
         op = feed["op"]
@@ -81,9 +70,9 @@ class VoskSession(EngineSession):
                 missing = self.missing_words(phrases) if phrases else []
                 known = [p for p in phrases if not any(w in missing for w in p.lower().split())]
                 if known:
-                    rec = vosk.KaldiRecognizer(self._model, 16000, json.dumps([*known, "[unk]"]))
+                    rec = vosk.KaldiRecognizer(model, 16000, json.dumps([*known, "[unk]"]))
                 else:
-                    rec = vosk.KaldiRecognizer(self._model, 16000)
+                    rec = vosk.KaldiRecognizer(model, 16000)
                 rec.SetWords(True)  # each final result carries its words with start/end/conf
                 return {"stream": VoskStream(rec), "missing_words": missing}
             stream = feed.get("stream")
@@ -113,7 +102,7 @@ class VoskSession(EngineSession):
         return self.warmup_ms
 
     def close(self) -> None:
-        self._model = None
+        self._engine = None
 
 
 class VoskRuntime(EngineRuntime):
@@ -122,7 +111,7 @@ class VoskRuntime(EngineRuntime):
     suffixes: ClassVar[tuple[str, ...]] = ()
     modules: ClassVar[tuple[str, ...]] = ("vosk",)
 
-    def _import(self) -> Any:
+    def _import_engine(self) -> Any:
         import vosk
 
         vosk.SetLogLevel(-1)
@@ -137,7 +126,4 @@ class VoskRuntime(EngineRuntime):
             raise BadRequestError(
                 f"vosk cannot load the model in {path} ({exc}); reinstall it", code="model_invalid"
             ) from None
-        session = VoskSession(engine, path)
-        if options.warmup:
-            session.warm_up()
-        return session
+        return warmed(VoskSession(self.name, engine, path), options)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from agent.errors import BadRequestError, EdgeAgentError
 from agent.voice.engines import EngineRuntime, EngineSession
-from runtimes.base import LoadOptions, closed_session_error
+from runtimes.base import LoadOptions, warmed
 
 
 class WhisperSession(EngineSession):
@@ -27,23 +27,10 @@ class WhisperSession(EngineSession):
         "word_timestamps": ((bool,), False),
     }
 
-    def __init__(self, model: Any, path: Path) -> None:
-        self.runtime = WhisperRuntime.name
-        self.device = "CPU"
-        self._model = model
-        self.path = path
-        self._lock = threading.Lock()
-
-    @property
-    def engine(self) -> Any:
-        return self._model
-
     def run(self, feed: Any, *, validate: bool = False) -> dict[str, Any]:
         if validate:
             self.check_feed(feed)
-        model = self._model
-        if model is None:
-            raise closed_session_error(self.runtime, self.device)
+        model = self.live_engine()
         import numpy as np
 
         audio = np.asarray(feed["audio"], dtype=np.float32).reshape(-1)
@@ -88,18 +75,16 @@ class WhisperSession(EngineSession):
             "seconds": time.perf_counter() - t0,
         }
 
-    def warm_up(self) -> float:
+    def zero_feed(self) -> dict[str, Any]:
+        """The warm-up request: one second of faint noise."""
         import numpy as np
 
-        t0 = time.perf_counter()
         rng = np.random.default_rng(0)
-        self.run({"audio": (rng.standard_normal(16000) * 0.01).astype(np.float32), "language": "en"})
-        self.warmup_ms = (time.perf_counter() - t0) * 1000
-        return self.warmup_ms
+        return {"audio": (rng.standard_normal(16000) * 0.01).astype(np.float32), "language": "en"}
 
     def close(self) -> None:
         with self._lock:
-            self._model = None
+            self._engine = None
 
 
 def _thread_lock_for_tqdm() -> None:
@@ -121,7 +106,7 @@ class WhisperRuntime(EngineRuntime):
     suffixes: ClassVar[tuple[str, ...]] = (".bin",)
     modules: ClassVar[tuple[str, ...]] = ("faster_whisper",)
 
-    def _import(self) -> Any:
+    def _import_engine(self) -> Any:
         import faster_whisper
 
         _thread_lock_for_tqdm()
@@ -143,7 +128,4 @@ class WhisperRuntime(EngineRuntime):
                 f"faster-whisper cannot load {path.parent} ({exc}); the model may be truncated: reinstall it",
                 code="model_invalid",
             ) from None
-        session = WhisperSession(engine, path.parent)
-        if options.warmup:
-            session.warm_up()
-        return session
+        return warmed(WhisperSession(self.name, engine, path.parent), options)
