@@ -23,7 +23,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +52,8 @@ class AuditEntry:
     hash: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ts": self.ts,
-            "actor": self.actor,
-            "action": self.action,
-            "target": self.target,
-            "detail": self.detail,
-            "hash": self.hash,
-        }
+        """Every field, in order (``detail`` copied)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
