@@ -23,17 +23,17 @@ TRANSIENT_PUBACK = {0x89, 0x97}  # server busy, quota exceeded
 
 
 class MqttError(UnavailableError):
-    """The hub's broker cannot be used right now."""
+    """The hub's broker cannot be used right now; ``reason_code``: the broker's, when it gave one."""
 
     code = "mqtt_error"
+
+    def __init__(self, message: str, reason_code: int | None = None, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.reason_code = reason_code
 
 
 class MqttConnectError(MqttError):
     code = "mqtt_connect_failed"
-
-    def __init__(self, message: str, *, reason_code: int | None = None, code: str | None = None) -> None:
-        super().__init__(message, code=code)
-        self.reason_code = reason_code
 
 
 class MqttNotAuthorizedError(MqttConnectError):
@@ -48,10 +48,6 @@ class MqttPublishError(MqttError):
     """The broker refused one message (a PUBACK with a failure reason code)."""
 
     code = "mqtt_publish_refused"
-
-    def __init__(self, message: str, reason_code: int) -> None:
-        super().__init__(message)
-        self.reason_code = reason_code
 
     @property
     def transient(self) -> bool:
