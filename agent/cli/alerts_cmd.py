@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from agent.cli.apiclient import api
-from agent.core.output import local_time, print_json, short_id_width, table
+from agent.core.output import local_time, print_json, print_listing, short_id_width
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,25 +47,21 @@ def list_alerts(args: argparse.Namespace) -> int:
     query = f"?state={args.state}&limit={args.limit}" + (f"&machine={args.machine}" if args.machine else "")
     body = api(args, "GET", "/v1/alerts" + query)
     alerts = body["alerts"]
-    if args.json:
-        print_json(alerts)
-        return 0
-    if not alerts:
-        print(f"no {args.state if args.state != 'all' else ''} alerts".replace("  ", " "))
-        return 0
     width = short_id_width([a["id"] for a in alerts])
-    rows = [
-        (
+    print_listing(
+        args.json,
+        alerts,
+        lambda a: (
             a["id"][:width],
             a["level"],
             a["state"] + ("/acked" if a["acked_at"] else ""),
             a["machine"],
             a["condition"],
             a["hint"][:60],
-        )
-        for a in alerts
-    ]
-    print(table(rows, ["id", "level", "state", "machine", "condition", "hint"]))
+        ),
+        ["id", "level", "state", "machine", "condition", "hint"],
+        empty=f"no {args.state if args.state != 'all' else ''} alerts".replace("  ", " "),
+    )
     return 0
 
 

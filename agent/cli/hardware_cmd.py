@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.cli.output import print_json, table
+from agent.core.output import print_json_or, print_listing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,33 +37,23 @@ def hardware(args: argparse.Namespace) -> int:
     from hal.render import format_profile
 
     profile = hal.probe(args.root, runtimes=not args.no_runtimes)
-    if args.json:
-        print_json(profile.to_dict())
-    else:
-        print(format_profile(profile))
+    print_json_or(args.json, profile.to_dict(), format_profile(profile))
     return 0
 
 
 def runtimes(args: argparse.Namespace) -> int:
     from runtimes.registry import status
 
-    rows = status(probe=True)
-    if args.json:
-        print_json(rows)
-        return 0
-    print(
-        table(
-            [
-                (
-                    r["name"],
-                    "yes" if r["available"] else "no",
-                    ", ".join(d["device"] for d in r.get("devices") or []) or "-",
-                    " ".join(r.get("suffixes") or []),
-                    r.get("reason") or "",
-                )
-                for r in rows
-            ],
-            ["runtime", "available", "devices", "files", "note"],
-        )
+    print_listing(
+        args.json,
+        status(probe=True),
+        lambda r: (
+            r["name"],
+            "yes" if r["available"] else "no",
+            ", ".join(d["device"] for d in r.get("devices") or []) or "-",
+            " ".join(r.get("suffixes") or []),
+            r.get("reason") or "",
+        ),
+        ["runtime", "available", "devices", "files", "note"],
     )
     return 0

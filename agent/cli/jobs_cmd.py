@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.cli.apiclient import api
-from agent.cli.output import print_json, table
+from agent.core.output import print_json_or, print_listing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,17 +53,15 @@ def _name(name: str) -> str:
 
 def list_jobs(args: argparse.Namespace) -> int:
     jobs = api(args, "GET", "/v1/jobs")["jobs"]
-    if args.json:
-        print_json(jobs)
-        return 0
-    rows = []
-    for j in jobs:
-        last = j["last_run"] or {}
-        state = j["state"] + (f" ({j['held']})" if j["held"] else "")
-        ended = f"{last.get('state', '')} {_when(last.get('finished_at'))}".strip()
-        rows.append((j["name"], j["trigger"], j["priority"], state, _when(j["next_run"]), ended))
-    print(table(rows, ["job", "trigger", "priority", "state", "next run", "last run"]))
+    print_listing(args.json, jobs, _job_row, ["job", "trigger", "priority", "state", "next run", "last run"])
     return 0
+
+
+def _job_row(j: dict[str, Any]) -> tuple[Any, ...]:
+    last = j["last_run"] or {}
+    state = j["state"] + (f" ({j['held']})" if j["held"] else "")
+    ended = f"{last.get('state', '')} {_when(last.get('finished_at'))}".strip()
+    return (j["name"], j["trigger"], j["priority"], state, _when(j["next_run"]), ended)
 
 
 def run_job(args: argparse.Namespace) -> int:
@@ -77,21 +75,15 @@ def run_job(args: argparse.Namespace) -> int:
         if row["state"] not in ("queued", "held", "running") or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    if args.json:
-        print_json(row)
-    else:
-        extra = f": {row['error']}" if row.get("error") else (f" ({row['held']})" if row.get("held") else "")
-        print(f"run {run_id} of {args.name}: {row['state']}{extra}")
+    extra = f": {row['error']}" if row.get("error") else (f" ({row['held']})" if row.get("held") else "")
+    print_json_or(args.json, row, f"run {run_id} of {args.name}: {row['state']}{extra}")
     return 1 if row["state"] in ("failed", "timeout", "skipped") else 0
 
 
 def _change(args: argparse.Namespace, action: str) -> int:
     job = api(args, "POST", f"/v1/jobs/{_name(args.name)}/{action}")
-    if args.json:
-        print_json(job)
-    else:
-        nxt = f"; next run {_when(job['next_run'])}" if job["next_run"] else ""
-        print(f"{job['name']}: {'paused' if job['paused'] else 'active'}{nxt}")
+    nxt = f"; next run {_when(job['next_run'])}" if job["next_run"] else ""
+    print_json_or(args.json, job, f"{job['name']}: {'paused' if job['paused'] else 'active'}{nxt}")
     return 0
 
 
@@ -100,15 +92,10 @@ def history(args: argparse.Namespace) -> int:
         print("edge-agent: --limit must be between 1 and 1000", file=sys.stderr)
         return 2
     query = f"?limit={args.limit}" + (f"&job={_name(args.name)}" if args.name else "")
-    runs = api(args, "GET", "/v1/job-runs" + query)["runs"]
-    if args.json:
-        print_json(runs)
-        return 0
-    if not runs:
-        print("no runs yet")
-        return 0
-    rows = [
-        (
+    print_listing(
+        args.json,
+        api(args, "GET", "/v1/job-runs" + query)["runs"],
+        lambda r: (
             r["id"],
             r["job"],
             r["reason"],
@@ -117,8 +104,8 @@ def history(args: argparse.Namespace) -> int:
             _when(r["started_at"] or r["queued_at"]),
             r.get("duration_s", ""),
             (r["error"] or r["held"] or "")[:70],
-        )
-        for r in runs
-    ]
-    print(table(rows, ["run", "job", "reason", "try", "state", "at", "seconds", "note"]))
+        ),
+        ["run", "job", "reason", "try", "state", "at", "seconds", "note"],
+        empty="no runs yet",
+    )
     return 0

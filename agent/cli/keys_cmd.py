@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from agent.cli.output import print_json
 from agent.config import load_settings
+from agent.core.output import print_json_or
 from agent.security import identity
 
 
@@ -34,11 +34,12 @@ def show_keys(args: argparse.Namespace) -> int:
         ident = identity.load_or_create(settings.data_dir, settings.device_id)
     else:
         ident = identity.load(settings.data_dir, settings.device_id)
-    if args.json:
-        print_json(ident.to_dict())
-    else:
-        print(f"device id:   {ident.device_id}")
-        print(f"public key:  {ident.public_hex}")
-        print(f"key id:      {ident.key_id}")
-        print(f"fingerprint: {ident.fingerprint}")
+    print_json_or(
+        args.json,
+        ident.to_dict(),
+        f"device id:   {ident.device_id}\n"
+        f"public key:  {ident.public_hex}\n"
+        f"key id:      {ident.key_id}\n"
+        f"fingerprint: {ident.fingerprint}",
+    )
     return 0

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli.output import print_json, table
 from agent.config import load_settings
+from agent.core.output import print_json, print_json_or, print_listing
 from agent.errors import BadRequestError, ConfigError, ConflictError, NotFoundError
 
 
@@ -138,12 +138,10 @@ def _known(store: Any, name: str) -> Any:
 def list_plugins(args: argparse.Namespace) -> int:
     from agent.plugins.manage import listing
 
-    rows = listing(load_settings(args.config))
-    if args.json:
-        print_json(rows)
-        return 0
-    cells = [
-        (
+    print_listing(
+        args.json,
+        listing(load_settings(args.config)),
+        lambda r: (
             r["name"],
             r["version"],
             ",".join(r["kinds"]),
@@ -152,10 +150,9 @@ def list_plugins(args: argparse.Namespace) -> int:
             r["pid"] or "",
             r["restarts"],
             r["reason"][:70],
-        )
-        for r in rows
-    ]
-    print(table(cells, ["name", "version", "kinds", "origin", "state", "pid", "restarts", "reason"]))
+        ),
+        ["name", "version", "kinds", "origin", "state", "pid", "restarts", "reason"],
+    )
     return 0
 
 
@@ -254,10 +251,7 @@ def pack_plugin(args: argparse.Namespace) -> int:
 
 
 def _said(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
-    if getattr(args, "json", False):
-        print_json(data)
-    else:
-        print(text)
+    print_json_or(getattr(args, "json", False), data, text)
     return 0
 
 

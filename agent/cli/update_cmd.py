@@ -13,8 +13,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from agent.cli.output import print_json, table
 from agent.config import Settings, load_settings
+from agent.core.output import print_listing
 from agent.security import agent_update
 from agent.security.selfupdate import Installer, service_health
 from agent.security.updates import DirectoryFetcher, Fetcher, HttpFetcher, UpdateClient, default_state_dir
@@ -135,19 +135,14 @@ def list_targets(args: argparse.Namespace) -> int:
                 "installed": installed.get(f"{info.kind}/{info.product}", ""),
             }
         )
-    if args.json:
-        print_json(
-            {"targets_version": signed.get("version"), "expires": signed.get("expires"), "targets": rows}
-        )
-    elif rows:
-        print(
-            table(
-                [list(r.values()) for r in rows],
-                ["TARGET", "KIND", "PRODUCT", "VERSION", "BYTES", "INSTALLED"],
-            )
-        )
-    else:
-        print("no trusted targets yet: run `edge-agent update refresh --repo ...`")
+    print_listing(
+        args.json,
+        rows,
+        lambda r: list(r.values()),
+        ["TARGET", "KIND", "PRODUCT", "VERSION", "BYTES", "INSTALLED"],
+        empty="no trusted targets yet: run `edge-agent update refresh --repo ...`",
+        data={"targets_version": signed.get("version"), "expires": signed.get("expires"), "targets": rows},
+    )
     return 0
 
 

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from agent.cli.output import print_json, table
 from agent.config import Settings, VoiceSettings, load_settings
+from agent.core.output import print_json, print_json_or, print_listing
 from agent.errors import BadRequestError, EdgeAgentError
 
 
@@ -252,10 +252,7 @@ def ask(args: argparse.Namespace) -> int:
                 voice_remote.note(f"the daemon cannot answer ({exc}); loading the models here")
                 out = {}
             else:
-                if args.json:
-                    print_json(out)
-                else:
-                    print(out["answer"])
+                print_json_or(args.json, out, out["answer"])
                 return 0
 
     async def run() -> None:
@@ -379,16 +376,11 @@ def devices(args: argparse.Namespace) -> int:
     from agent.voice.sources import list_devices, quiet_audio_noise
 
     quiet_audio_noise()
-    found = list_devices()
-    if args.json:
-        print_json(found)
-    elif not found:
-        print("no audio devices (PortAudio sees none)")
-    else:
-        print(
-            table(
-                [[d["index"], d["name"], d["inputs"], d["outputs"], d["default_rate"]] for d in found],
-                ["index", "name", "in", "out", "rate"],
-            )
-        )
+    print_listing(
+        args.json,
+        list_devices(),
+        lambda d: [d["index"], d["name"], d["inputs"], d["outputs"], d["default_rate"]],
+        ["index", "name", "in", "out", "rate"],
+        empty="no audio devices (PortAudio sees none)",
+    )
     return 0

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from agent.core.errors import BadRequestError
-from agent.core.output import local_time, print_json, short_id_width, table
+from agent.core.output import local_time, print_json, print_json_or, print_listing, short_id_width
 from sync.hub.cli_fleet import _ago, _client, command_outcome  # the fleet commands' client, age, outcome
 
 
@@ -141,34 +141,26 @@ def alerts_list(args: argparse.Namespace) -> int:
     }
     query["limit"] = str(_limit(args.limit))
     rows = _client(args).get("/v1/alerts?" + urlencode(query))["alerts"]
-    if args.json:
-        print_json(rows)
-        return 0
-    if args.quiet:
+    if args.quiet and not args.json:
         for a in rows:
             print(a["alert_id"])
         return 0
-    if not rows:
-        print(f"no {args.state + ' ' if args.state and args.state != 'all' else ''}alerts")
-        return 0
     width = short_id_width([a["alert_id"] for a in rows])
-    print(
-        table(
-            [
-                (
-                    a["alert_id"][:width],
-                    a["device"],
-                    a["machine"] or "-",
-                    a["level"],
-                    state_text(a),
-                    a["assignee"] or "-",
-                    _ago(a["opened_at"]),
-                    a["title"],
-                )
-                for a in rows
-            ],
-            ["id", "device", "machine", "level", "state", "assignee", "opened", "title"],
-        )
+    print_listing(
+        args.json,
+        rows,
+        lambda a: (
+            a["alert_id"][:width],
+            a["device"],
+            a["machine"] or "-",
+            a["level"],
+            state_text(a),
+            a["assignee"] or "-",
+            _ago(a["opened_at"]),
+            a["title"],
+        ),
+        ["id", "device", "machine", "level", "state", "assignee", "opened", "title"],
+        empty=f"no {args.state + ' ' if args.state and args.state != 'all' else ''}alerts",
     )
     return 0
 
@@ -256,12 +248,13 @@ def alert_assign(args: argparse.Namespace) -> int:
     if args.on_device:
         body["device"] = args.on_device
     row = _client(args).post(_path(args, "/assign"), body)
-    if args.json:
-        print_json(row)
-    elif row["assignee"]:
-        print(f"assigned {row['alert_id']} ({row['device']}) to {row['assignee']}")
-    else:
-        print(f"{row['alert_id']} ({row['device']}) is assigned to no one")
+    print_json_or(
+        args.json,
+        row,
+        f"assigned {row['alert_id']} ({row['device']}) to {row['assignee']}"
+        if row["assignee"]
+        else f"{row['alert_id']} ({row['device']}) is assigned to no one",
+    )
     return 0
 
 
@@ -270,29 +263,21 @@ def alert_assign(args: argparse.Namespace) -> int:
 
 def notify_list(args: argparse.Namespace) -> int:
     rules = _client(args).get("/v1/notify/rules")["rules"]
-    if args.json:
-        print_json(rules)
-        return 0
-    if not rules:
-        print("no notification rules; add one with `edge-hub notify add-webhook` or `add-email`")
-        return 0
-    print(
-        table(
-            [
-                (
-                    r["name"],
-                    r["kind"],
-                    r["target"],
-                    r["min_level"],
-                    ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "all",
-                    r["sent"],
-                    r["pending"],
-                    r["failed"],
-                )
-                for r in rules
-            ],
-            ["rule", "kind", "target", "min level", "devices", "sent", "pending", "failed"],
-        )
+    print_listing(
+        args.json,
+        rules,
+        lambda r: (
+            r["name"],
+            r["kind"],
+            r["target"],
+            r["min_level"],
+            ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "all",
+            r["sent"],
+            r["pending"],
+            r["failed"],
+        ),
+        ["rule", "kind", "target", "min level", "devices", "sent", "pending", "failed"],
+        empty="no notification rules; add one with `edge-hub notify add-webhook` or `add-email`",
     )
     return 0
 
@@ -324,12 +309,13 @@ def notify_add(args: argparse.Namespace) -> int:
 
 def notify_test(args: argparse.Namespace) -> int:
     out = _client(args, timeout=60).post(f"/v1/notify/rules/{quote(args.name, safe='')}/test", {})
-    if args.json:
-        print_json(out)
-    elif out["ok"]:
-        print(f"rule {out['rule']}: a test message reached {out['target']}")
-    else:
-        print(f"rule {out['rule']}: the test message did not get through: {out['error']}")
+    print_json_or(
+        args.json,
+        out,
+        f"rule {out['rule']}: a test message reached {out['target']}"
+        if out["ok"]
+        else f"rule {out['rule']}: the test message did not get through: {out['error']}",
+    )
     return 0 if out["ok"] else 1
 
 
@@ -344,26 +330,20 @@ def notify_log(args: argparse.Namespace) -> int:
     if args.status:
         query["status"] = args.status
     rows = _client(args).get("/v1/notify/log?" + urlencode(query))["notifications"]
-    if args.json:
-        print_json(rows)
-        return 0
-    print(
-        table(
-            [
-                (
-                    r["rule"] or "-",
-                    r["device"],
-                    r["alert_id"],
-                    r["level"],
-                    r["status"],
-                    r["attempts"],
-                    _ago(r["created_at"]),
-                    r["last_error"] or "",
-                )
-                for r in rows
-            ],
-            ["rule", "device", "alert", "level", "status", "attempts", "queued", "last error"],
-        )
+    print_listing(
+        args.json,
+        rows,
+        lambda r: (
+            r["rule"] or "-",
+            r["device"],
+            r["alert_id"],
+            r["level"],
+            r["status"],
+            r["attempts"],
+            _ago(r["created_at"]),
+            r["last_error"] or "",
+        ),
+        ["rule", "device", "alert", "level", "status", "attempts", "queued", "last error"],
     )
     return 0
 

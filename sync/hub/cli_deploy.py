@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.errors import BadRequestError
-from agent.core.output import print_json, table
+from agent.core.output import print_json, print_listing, table
 from sync.hub.cli_fleet import _ago, _client
 
 
@@ -80,16 +80,16 @@ def deploy(args: argparse.Namespace) -> int:
         while dep["status"] == "running" and time.monotonic() < deadline:
             time.sleep(0.25)
             dep = client.get(f"/v1/deployments/{dep['id']}")
-    if args.json:
-        print_json(dep)
-    else:
-        _print_deployment(dep)
+    _print_deployment(args, dep)
     if args.no_wait:
         return 0
     return 0 if dep["status"] == "succeeded" else 1
 
 
-def _print_deployment(dep: dict[str, Any]) -> None:
+def _print_deployment(args: argparse.Namespace, dep: dict[str, Any]) -> None:
+    if args.json:
+        print_json(dep)
+        return
     print(
         f"deployment {dep['id']}: {dep['model']} {dep['version']}  status {dep['status']}  {dep.get('detail') or ''}"
     )
@@ -104,30 +104,19 @@ def _print_deployment(dep: dict[str, Any]) -> None:
 def deployments(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.id:
-        dep = client.get(f"/v1/deployments/{args.id}")
-        if args.json:
-            print_json(dep)
-        else:
-            _print_deployment(dep)
+        _print_deployment(args, client.get(f"/v1/deployments/{args.id}"))
         return 0
-    rows = client.get("/v1/deployments")["deployments"]
-    if args.json:
-        print_json(rows)
-        return 0
-    print(
-        table(
-            [
-                (
-                    d["id"],
-                    _ago(d["created_at"]),
-                    d["model"],
-                    d["version"],
-                    ",".join(f"{k}={v}" for k, v in d["selector"].items()) or "all",
-                    d["status"],
-                )
-                for d in rows
-            ],
-            ["deployment", "started", "model", "version", "to", "status"],
-        )
+    print_listing(
+        args.json,
+        client.get("/v1/deployments")["deployments"],
+        lambda d: (
+            d["id"],
+            _ago(d["created_at"]),
+            d["model"],
+            d["version"],
+            ",".join(f"{k}={v}" for k, v in d["selector"].items()) or "all",
+            d["status"],
+        ),
+        ["deployment", "started", "model", "version", "to", "status"],
     )
     return 0

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from agent.core.output import print_json, table
+from agent.core.output import local_minute, print_json, print_listing
 from sync.hub.cli_fleet import _client  # the hub commands' API client
 
 
@@ -61,24 +61,17 @@ def _loopback(url: str) -> bool:
 def enroll(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.list:
-        rows = client.get("/v1/enroll/tokens")["claims"]
-        if args.json:
-            print_json(rows)
-            return 0
-        print(
-            table(
-                [
-                    (
-                        r["id"],
-                        r["state"],
-                        ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "-",
-                        time.strftime("%Y-%m-%d %H:%M", time.localtime(r["expires_at"])),
-                        r["used_by"] or "-",
-                    )
-                    for r in rows
-                ],
-                ["claim", "state", "labels", "expires", "device"],
-            )
+        print_listing(
+            args.json,
+            client.get("/v1/enroll/tokens")["claims"],
+            lambda r: (
+                r["id"],
+                r["state"],
+                ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "-",
+                local_minute(r["expires_at"]),
+                r["used_by"] or "-",
+            ),
+            ["claim", "state", "labels", "expires", "device"],
         )
         return 0
     body: dict[str, Any] = {"labels": args.labels}

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from agent.core.errors import BadRequestError
-from agent.core.output import print_json, table
+from agent.core.output import print_json, print_listing, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -172,25 +172,19 @@ def devices(args: argparse.Namespace) -> int:
     if args.online:
         query["online"] = "true"
     rows = _client(args).get("/v1/devices?" + urlencode(query))["devices"]
-    if args.json:
-        print_json(rows)
-        return 0
-    print(
-        table(
-            [
-                (
-                    d["device"],
-                    "online" if d["online"] else "offline",
-                    _ago(d["last_seen"]),
-                    d["agent_version"] or "-",
-                    ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
-                    _models_cell(d["models"]),
-                    _drift_cell(d.get("twin") or {}),
-                )
-                for d in rows
-            ],
-            ["device", "state", "last seen", "version", "labels", "models", "drift"],
-        )
+    print_listing(
+        args.json,
+        rows,
+        lambda d: (
+            d["device"],
+            "online" if d["online"] else "offline",
+            _ago(d["last_seen"]),
+            d["agent_version"] or "-",
+            ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
+            _models_cell(d["models"]),
+            _drift_cell(d.get("twin") or {}),
+        ),
+        ["device", "state", "last seen", "version", "labels", "models", "drift"],
     )
     return 0
 
