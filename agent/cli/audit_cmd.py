@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import closing
 
-from agent.cli.output import print_json, table
 from agent.cli.tokens_cmd import open_store
 from agent.config import load_settings
+from agent.core.output import print_json, print_listing
 from agent.errors import BadRequestError
 from agent.security.audit import AuditLog, RefusalSegment, segment_path
 
@@ -55,20 +56,14 @@ def verify_log(args: argparse.Namespace) -> int:
             raise BadRequestError("--anchor takes ID:HASH as printed by `edge-agent audit head`")
         anchor = (int(id_text), digest.lower())
     settings = load_settings(args.config)
-    store = open_store(settings)
-    try:
+    with closing(open_store(settings)) as store:
         log = AuditLog(store)
         report = log.verify(anchor=anchor)
         seg_report, checkpoint = None, None
         path = segment_path(store.path)
         if path.exists():  # refused API calls, summarised per window (agent/security/audit.py)
-            segment = RefusalSegment(path, settings.security.refusal_log_bytes, log)
-            try:
+            with closing(RefusalSegment(path, settings.security.refusal_log_bytes, log)) as segment:
                 seg_report, checkpoint = segment.verify(), segment.checkpoint()
-            finally:
-                segment.close()
-    finally:
-        store.close()
     ok = report.ok and (seg_report is None or seg_report.ok)
     if args.json:
         out = report.to_dict()
@@ -98,40 +93,28 @@ def verify_log(args: argparse.Namespace) -> int:
 
 
 def list_log(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = open_store(settings)
-    try:
+    with closing(open_store(load_settings(args.config))) as store:
         entries = AuditLog(store).entries(limit=args.limit, action=args.action)
-    finally:
-        store.close()
-    if args.json:
-        print_json([e.to_dict() for e in entries])
-        return 0
-    rows = [
-        (
+    print_listing(
+        args.json,
+        entries,
+        lambda e: (
             e.id,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts)),
             e.actor,
             e.action,
             e.target,
             " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())),
-        )
-        for e in entries
-    ]
-    print(
-        table(rows, ["ID", "TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"])
-        if rows
-        else "the audit log is empty"
+        ),
+        ["ID", "TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"],
+        empty="the audit log is empty",
+        data=[e.to_dict() for e in entries],
     )
     return 0
 
 
 def show_head(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = open_store(settings)
-    try:
+    with closing(open_store(load_settings(args.config))) as store:
         head = AuditLog(store).head()
-    finally:
-        store.close()
     print(f"{head[0]}:{head[1]}" if head else "the audit log is empty")
     return 0

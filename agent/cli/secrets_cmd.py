@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from contextlib import closing
 
-from agent.cli.output import print_json, table
 from agent.cli.tokens_cmd import cli_actor, open_store
 from agent.config import load_settings
+from agent.core.output import print_listing
 from agent.errors import BadRequestError
 from agent.security.audit import AuditLog
 from agent.security.seal import SecretBox, SecretsFile, is_sealed, secret_keys
@@ -112,10 +113,7 @@ def list_secrets(args: argparse.Namespace) -> int:
             else "not set"
         )
         rows.append((name, source))
-    if args.json:
-        print_json({name: source for name, source in rows})
-    else:
-        print(table(rows, ["SETTING", "SOURCE"]))
+    print_listing(args.json, rows, lambda r: r, ["SETTING", "SOURCE"], data=dict(rows))
     return 0
 
 
@@ -130,8 +128,5 @@ def unset_secret(args: argparse.Namespace) -> int:
 
 
 def _audit(settings, action: str, name: str) -> None:
-    store = open_store(settings)
-    try:
+    with closing(open_store(settings)) as store:
         AuditLog(store).append(cli_actor(), action, f"setting:{name}")
-    finally:
-        store.close()

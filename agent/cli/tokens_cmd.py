@@ -12,10 +12,11 @@ import getpass
 import os
 import re
 import sys
-import time
+from contextlib import closing
 
-from agent.cli.output import print_json, table
 from agent.config import Settings, load_settings
+from agent.core.cli_tokens import print_tokens
+from agent.core.output import local_minute, print_json
 from agent.errors import BadRequestError
 from agent.security.tokens import ROLES, TokenStore
 from agent.store import Store
@@ -84,19 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def create_token(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     ttl = parse_duration(args.ttl) if args.ttl else None
-    store = open_store(settings)
-    try:
+    with closing(open_store(settings)) as store:
         token, info = TokenStore(store).create(args.name, args.role, ttl_s=ttl, actor=cli_actor())
-    finally:
-        store.close()
     if args.json:
         print_json({"token": token, **info.to_dict()})
     else:
         # only the token on stdout, so `T=$(edge-agent tokens create NAME)` captures it and nothing else
         print(token)
-        expiry = (
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(info.expires_at)) if info.expires_at else "never"
-        )
+        expiry = local_minute(info.expires_at, "never")
         print(
             f"# id {info.id}, role {info.role}, expires {expiry}. Shown once: store it now.", file=sys.stderr
         )
@@ -104,40 +100,21 @@ def create_token(args: argparse.Namespace) -> int:
 
 
 def list_tokens(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = open_store(settings)
-    try:
+    with closing(open_store(load_settings(args.config))) as store:
         tokens = TokenStore(store).list(include_revoked=args.all)
-    finally:
-        store.close()
-    if args.json:
-        print_json([t.to_dict() for t in tokens])
-        return 0
-
-    def when(ts: float | None) -> str:
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
-
-    rows = [
-        (
-            t.id,
-            t.name,
-            t.role,
-            when(t.created_at),
-            when(t.expires_at) or "never",
-            "revoked" if t.revoked_at else ("active" if t.active else "expired"),
-        )
-        for t in tokens
-    ]
-    print(table(rows, ["ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"]) if rows else "no tokens")
+    print_tokens(
+        args.json,
+        tokens,
+        ["ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"],
+        unset="",
+        never="never",
+        empty="no tokens",
+    )
     return 0
 
 
 def revoke_token(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = open_store(settings)
-    try:
+    with closing(open_store(load_settings(args.config))) as store:
         info = TokenStore(store).revoke(args.token, actor=cli_actor())
-    finally:
-        store.close()
     print(f"revoked token {info.id} ({info.name})")
     return 0

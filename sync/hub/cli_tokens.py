@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from agent.core.auth import ROLES
-from agent.core.output import print_json, table
+from agent.core.cli_tokens import print_tokens
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,21 +51,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(handler=revoke)
 
 
-def _tokens(args: argparse.Namespace) -> Any:
+@contextmanager
+def _tokens(args: argparse.Namespace) -> Iterator[Any]:
+    """The hub's tokens, in its database (closed again at the end of the ``with``)."""
     from sync.hub.db import open_hub_db
     from sync.hub.settings import load_hub_settings
     from sync.hub.tokens import HubTokens
 
     settings = load_hub_settings(args.config, overrides={"db": args.db, "data_dir": args.data_dir})
-    return HubTokens(open_hub_db(settings.db_url, synchronous=settings.intake.synchronous))
+    db = open_hub_db(settings.db_url, synchronous=settings.intake.synchronous)
+    try:
+        yield HubTokens(db)
+    finally:
+        db.close()
 
 
 def create(args: argparse.Namespace) -> int:
-    tokens = _tokens(args)
-    try:
+    with _tokens(args) as tokens:
         token, info = tokens.create(args.name, args.role, ttl_s=args.ttl, created_by="cli")
-    finally:
-        tokens.db.close()
     print(token)
     print(
         f"made token {info.name!r} (id {info.id}, role {info.role}); it is shown once: keep it now",
@@ -73,44 +77,16 @@ def create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
-
-
 def list_tokens(args: argparse.Namespace) -> int:
-    tokens = _tokens(args)
-    try:
+    with _tokens(args) as tokens:
         rows = tokens.list(include_revoked=args.all)
-    finally:
-        tokens.db.close()
-    if args.json:
-        print_json([t.to_dict() for t in rows])
-        return 0
-    print(
-        table(
-            [
-                (
-                    t.id,
-                    t.name,
-                    t.role,
-                    _when(t.created_at),
-                    _when(t.expires_at),
-                    "active" if t.active else ("revoked" if t.revoked_at else "expired"),
-                )
-                for t in rows
-            ],
-            ["id", "name", "role", "created", "expires", "state"],
-        )
-    )
+    print_tokens(args.json, rows, ["id", "name", "role", "created", "expires", "state"], unset="-", never="-")
     return 0
 
 
 def revoke(args: argparse.Namespace) -> int:
-    tokens = _tokens(args)
-    try:
+    with _tokens(args) as tokens:
         info = tokens.revoke(args.token)
-    finally:
-        tokens.db.close()
     print(f"revoked token {info.name!r} (id {info.id})")
     return 0
 
