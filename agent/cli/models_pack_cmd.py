@@ -11,12 +11,12 @@ an existing bundle's manifest as it is.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.cli.output import print_json
-from agent.errors import BadRequestError, ConfigError
+from agent.core.cli import usage_errors
+from agent.errors import BadRequestError
 
 
 def register(msub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(msub: argparse._SubParsersAction) -> None:
         "--no-smoke", action="store_true", help="record no smoke test (boxes then only check hashes)"
     )
     c.add_argument("--json", action="store_true", help="print JSON")
-    c.set_defaults(handler=_usage(pack))
+    c.set_defaults(handler=usage_errors(pack))
 
     s = msub.add_parser(
         "sign",
@@ -51,7 +51,7 @@ def register(msub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("directory", type=Path, metavar="DIR", help="bundle directory holding manifest.json")
     s.add_argument("--key", type=Path, metavar="FILE", required=True, help="private key (models keygen)")
-    s.set_defaults(handler=_usage(sign))
+    s.set_defaults(handler=usage_errors(sign))
 
 
 def _key(path: Path) -> str:
@@ -62,18 +62,6 @@ def _key(path: Path) -> str:
             f"{path}: no such key file; make one with `edge-agent models keygen --out {path}`"
         )
     return read_private_key(path)
-
-
-def _usage(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input (a missing directory, model or key, a bad name) exits 2 like other usage errors."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(handler(args))
-        except BadRequestError as exc:
-            raise ConfigError(str(exc), code=exc.code) from None
-
-    return run
 
 
 def pack(args: argparse.Namespace) -> int:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
 
 from agent.cli.sensors_live import list_ports, report, status
 from agent.cli.sensors_offline import evaluate, replay, simulate, train
-from agent.errors import BadRequestError
+from agent.core.cli import usage_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="a column holding labels, not readings: not a channel (repeatable)",
     )
-    r.set_defaults(handler=_usage(replay))
+    r.set_defaults(handler=usage_errors(replay))
 
     e = cmds.add_parser(
         "evaluate",
@@ -88,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "overrides); the files must hold its channels (default: default settings, every column a channel)",
     )
     e.add_argument("--json", action="store_true", help="print JSON only (no progress, no table)")
-    e.set_defaults(handler=_usage(evaluate))
+    e.set_defaults(handler=usage_errors(evaluate))
 
     rep = cmds.add_parser(
         "report",
@@ -106,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     rep.add_argument("--json", action="store_true", help="print JSON")
     rep.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the daemon")
-    rep.set_defaults(handler=_usage(report))
+    rep.set_defaults(handler=usage_errors(report))
 
     s = cmds.add_parser(
         "simulate",
@@ -154,16 +152,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(handler=status)
-
-
-def _usage(handler: Any) -> Any:
-    """Bad input is a usage error: exit 2 with the message, never a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(handler(args) or 0)
-        except BadRequestError as exc:
-            print(f"edge-agent: {exc}", file=sys.stderr)
-            return 2
-
-    return run

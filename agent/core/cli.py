@@ -9,13 +9,33 @@ Ctrl-C 130, and a reader that leaves the pipe ends it quietly (141).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Sequence
 
-from agent.core.errors import ConfigError, EdgeAgentError
+from agent.core.errors import BadRequestError, ConfigError, EdgeAgentError
 from agent.core.pipes import reader_went_away
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def usage_errors(handler: Handler) -> Handler:
+    """``handler``, with bad input (a BadRequestError: a missing file, a bad name or value) a usage error.
+
+    It is raised again as ConfigError, which ``run_command`` says on stderr and exits 2 for
+    (a BadRequestError alone would exit 1 from edge-agent).
+    """
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args) or 0)
+        except BadRequestError as exc:
+            raise ConfigError(str(exc), code=exc.code) from None
+
+    return run
 
 
 def run_command(

@@ -17,6 +17,7 @@ from typing import Any
 
 import tomllib
 
+from agent.core.cli import usage_errors
 from agent.core.errors import BadRequestError, ConfigError
 from agent.core.output import print_json
 
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--data-dir", metavar="DIR", help="where the hub key lives (data_dir)")
     b.add_argument("--unsigned", action="store_true", help="do not sign (the hub signs it on upload)")
     b.add_argument("--json", action="store_true", help="print JSON")
-    b.set_defaults(handler=build)
+    b.set_defaults(handler=usage_errors(build))  # a bad directory, file, name or setting: exit 2
 
 
 def _hub_key(args: argparse.Namespace) -> tuple[str, str]:
@@ -98,13 +99,6 @@ def _config_bundle(source: Path, name: str, version: str, description: str, key:
 
 
 def build(args: argparse.Namespace) -> int:
-    try:
-        return _build(args)
-    except BadRequestError as exc:  # a bad directory, file, name or setting: a usage error (exit 2)
-        raise ConfigError(str(exc), code=exc.code) from None
-
-
-def _build(args: argparse.Namespace) -> int:
     if (args.directory is None) == (args.config_file is None):
         raise BadRequestError("give a model directory DIR or --config-file FILE.toml (one of them)")
     key, key_id = (None, "") if args.unsigned else _hub_key(args)
