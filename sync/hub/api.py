@@ -44,16 +44,33 @@ _SELECTOR_PATTERN = rf"^{_TERM}(,{_TERM})*$"
 _TTL_MAX_S = 7 * 86400
 
 
-async def _threaded(fn: Callable[..., Any], *args: Any, key: str = "") -> web.Response:
-    """``fn(*args)`` (blocking database work) in a thread, answered as JSON (under ``key`` when given)."""
-    result = await asyncio.to_thread(fn, *args)
+async def _threaded(fn: Callable[..., Any], *args: Any, key: str = "", **kwargs: Any) -> web.Response:
+    """``fn(*args, **kwargs)`` (blocking database work) in a thread, answered as JSON (under ``key`` when given)."""
+    result = await asyncio.to_thread(fn, *args, **kwargs)
     return web.json_response({key: result} if key else result)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    """The JSON object body, through the device API's reader: type, depth and number limits (agent/core)."""
-    data: dict[str, Any] = await read_json(request)
+async def _listing(request: web.Request, fn: Callable[..., Any], key: str, *filters: str) -> web.Response:
+    """``{key: fn(db, FILTER=?FILTER..., limit=?limit)}``: the newest rows; a blank filter is none."""
+    given = {name: request.query.get(name) or None for name in filters}
+    return await _threaded(fn, request.app[HUB].db, key=key, limit=_query_int(request, "limit", 100), **given)
+
+
+async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The JSON object body, through the device API's reader: type, depth and number limits (agent/core).
+
+    ``optional``: an empty body is ``{}`` (a route whose body only adds options).
+    """
+    data: dict[str, Any] = await read_json(request, optional=optional)
     return data
+
+
+def _text(data: dict[str, Any], key: str, problem: str, default: Any = None) -> str:
+    """``data[key]`` (``default`` when absent) if it is a string; else a 400 that says ``problem``."""
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise BadRequestError(problem)
+    return value
 
 
 def _number(
@@ -109,6 +126,28 @@ def _args(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise BadRequestError("'args' must be a JSON object")
     return args
+
+
+async def _send_each(
+    hub: HubContext, devices: list[str], name: str, args: dict[str, Any], **send: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``name`` signed and sent to each device in turn: (the commands, ``{device, error}`` of those not sent)."""
+    sent: list[dict[str, Any]] = []
+    unsent: list[dict[str, Any]] = []
+    for device in devices:
+        try:
+            sent.append(await asyncio.to_thread(hub.commands.send, device, name, args, **send))
+        except EdgeAgentError as exc:
+            unsent.append({"device": device, "error": str(exc)})
+    return sent, unsent
+
+
+async def _waited(hub: HubContext, commands: list[dict[str, Any]], wait_s: float) -> list[dict[str, Any]]:
+    """The commands as they stand once each has its result, or after ``wait_s`` (0: as they are now)."""
+    if wait_s <= 0 or not commands:
+        return commands
+    rows = await hub.commands.wait([c["id"] for c in commands], wait_s)
+    return [rows.get(c["id"], c) for c in commands]
 
 
 # ------------------------------------------------------------ health, info
@@ -184,16 +223,7 @@ async def device_show(request: web.Request) -> web.Response:
 
 
 async def messages(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    q = request.query
-    rows = await asyncio.to_thread(
-        registry.list_messages,
-        hub.db,
-        device=q.get("device"),
-        kind=q.get("kind"),
-        limit=_query_int(request, "limit", 100),
-    )
-    return web.json_response({"messages": rows})
+    return await _listing(request, registry.list_messages, "messages", "device", "kind")
 
 
 # ------------------------------------------------------------ commands
@@ -210,8 +240,7 @@ async def device_command(request: web.Request) -> web.Response:
     cmd = await asyncio.to_thread(
         hub.commands.send, request.match_info["device"], name, args, ttl_s=ttl_s, operator=operator
     )
-    if wait_s > 0:
-        cmd = (await hub.commands.wait([cmd["id"]], wait_s))[cmd["id"]]
+    [cmd] = await _waited(hub, [cmd], wait_s)
     return web.json_response({"command": cmd, "timed_out": wait_s > 0 and cmd["status"] == "sent"})
 
 
@@ -230,19 +259,9 @@ async def fleet_command(request: web.Request) -> web.Response:
     )
     if not targets:
         raise NotFoundError(f"no registered device matches {registry.selector_text(selector)}")
-    sent: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    operator = operator_of(request).name
-    for device in targets:
-        try:
-            sent.append(
-                await asyncio.to_thread(hub.commands.send, device["device"], name, args, operator=operator)
-            )
-        except EdgeAgentError as exc:
-            failed.append({"device": device["device"], "error": str(exc)})
-    if wait_s > 0 and sent:
-        rows = await hub.commands.wait([c["id"] for c in sent], wait_s)
-        sent = [rows.get(c["id"], c) for c in sent]
+    devices = [device["device"] for device in targets]
+    sent, failed = await _send_each(hub, devices, name, args, operator=operator_of(request).name)
+    sent = await _waited(hub, sent, wait_s)
     timed_out = sum(1 for c in sent if c["status"] == "sent") if wait_s > 0 else 0
     return web.json_response({"commands": sent, "unsent": failed, "timed_out": timed_out})
 

@@ -7,13 +7,11 @@ here but reading the public key needs the admin role.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
-from agent.core.errors import BadRequestError, EdgeAgentError
 from agent.core.routes import Route
-from sync.hub.api import HUB, _body, _number
+from sync.hub.api import HUB, _body, _number, _send_each, _text, _waited
 from sync.hub.auth import operator_of
 
 
@@ -41,9 +39,8 @@ async def tokens_create(request: web.Request) -> web.Response:
     """A new operator token; its secret is in this answer only."""
     hub = request.app[HUB]
     data = await _body(request)
-    name, role = data.get("name"), data.get("role", "viewer")
-    if not isinstance(name, str) or not isinstance(role, str):
-        raise BadRequestError("give 'name' (string) and 'role' (viewer, operator or admin)")
+    problem = "give 'name' (string) and 'role' (viewer, operator or admin)"
+    name, role = _text(data, "name", problem), _text(data, "role", problem, "viewer")
     ttl = data.get("ttl_s")
     ttl_s = None if ttl is None else _number(data, "ttl_s", 0, lo=1, hi=10 * 365 * 86400)
     token, info = await asyncio.to_thread(
@@ -74,27 +71,11 @@ async def keys_rotate(request: web.Request) -> web.Response:
     announce = rotation_args(
         old.private_hex, new.public_hex, ttl_s=max(hub.settings.command_ttl_s, 7 * 86400)
     )
-    sent: list[dict[str, Any]] = []
-    unsent: list[dict[str, str]] = []
-    for device in devices:
-        try:
-            sent.append(
-                await asyncio.to_thread(
-                    hub.commands.send,
-                    device,
-                    "trust.rotate",
-                    announce,
-                    key=old,
-                    ttl_s=MAX_AGE_S,
-                    operator=operator,
-                )
-            )
-        except EdgeAgentError as exc:
-            unsent.append({"device": device, "error": str(exc)})
+    sent, unsent = await _send_each(
+        hub, devices, "trust.rotate", announce, key=old, ttl_s=MAX_AGE_S, operator=operator
+    )
     current = await asyncio.to_thread(hub.keys.rotate_commit)
-    if sent and wait_s > 0:
-        rows = await hub.commands.wait([c["id"] for c in sent], wait_s)
-        sent = [rows.get(c["id"], c) for c in sent]
+    sent = await _waited(hub, sent, wait_s)
     return web.json_response(
         {
             "old_key_id": old.key_id,

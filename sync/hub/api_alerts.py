@@ -16,21 +16,15 @@ from typing import Any
 from aiohttp import web
 
 from agent.core.errors import BadRequestError
-from agent.core.jsonbody import read_json
 from agent.core.routes import Route
 from sync.hub import alerts as hub_alerts
 from sync.hub import notify
-from sync.hub.api import HUB, _labels, _number, _query_int, _threaded
+from sync.hub.api import HUB, _body, _labels, _listing, _number, _text, _threaded, _waited
 from sync.hub.auth import operator_of
 
 _MAX_WAIT_S = 120.0
 _ACTION_TTL_S = 86400.0
 _ID = {"type": "string", "minLength": 6, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    data: dict[str, Any] = await read_json(request, optional=True)
-    return data
 
 
 def _device(data: dict[str, Any], request: web.Request) -> str | None:
@@ -41,35 +35,19 @@ def _device(data: dict[str, Any], request: web.Request) -> str | None:
 
 
 async def alerts_list(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    q = request.query
-    rows = await asyncio.to_thread(
-        hub_alerts.list_alert_objects,
-        hub.db,
-        device=q.get("device") or None,
-        state=q.get("state") or None,
-        level=q.get("level") or None,
-        assignee=q.get("assignee") or None,
-        limit=_query_int(request, "limit", 100),
-    )
-    return web.json_response({"alerts": rows})
+    filters = ("device", "state", "level", "assignee")
+    return await _listing(request, hub_alerts.list_alert_objects, "alerts", *filters)
 
 
 async def alert_show(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    row = await asyncio.to_thread(
-        hub_alerts.get_alert_object,
-        hub.db,
-        request.match_info["alert_id"],
-        request.query.get("device") or None,
-    )
-    return web.json_response(row)
+    alert_id, device = request.match_info["alert_id"], request.query.get("device") or None
+    return await _threaded(hub_alerts.get_alert_object, request.app[HUB].db, alert_id, device)
 
 
 async def _device_action(request: web.Request, name: str, args: dict[str, Any], action: str) -> web.Response:
     """Send ``name`` to the alert's device; with wait_s, wait for its result and its transition."""
     hub = request.app[HUB]
-    data = await _body(request)
+    data = await _body(request, optional=True)
     wait_s = _number(data, "wait_s", 0, hi=_MAX_WAIT_S)
     operator = operator_of(request).name
     alert = await asyncio.to_thread(
@@ -97,7 +75,7 @@ async def _device_action(request: web.Request, name: str, args: dict[str, Any], 
     )
     if wait_s > 0:
         deadline = time.monotonic() + wait_s
-        cmd = (await hub.commands.wait([cmd["id"]], wait_s))[cmd["id"]]
+        [cmd] = await _waited(hub, [cmd], wait_s)
         # the device's transition travels beside its result: wait for it too, within wait_s
         while cmd["status"] == "ok" and time.monotonic() < deadline:
             row = await asyncio.to_thread(hub_alerts.resolve, hub.db, alert["alert_id"], alert["device"])
@@ -115,7 +93,7 @@ async def alert_ack(request: web.Request) -> web.Response:
 
 
 async def alert_shelve(request: web.Request) -> web.Response:
-    data = await _body(request)
+    data = await _body(request, optional=True)
     value = data.get("for", data.get("for_s"))
     if value is None:
         raise BadRequestError("'for' is required: how long to shelve, e.g. \"30m\" (0 unshelves)")
@@ -131,20 +109,12 @@ async def alert_shelve(request: web.Request) -> web.Response:
 
 
 async def alert_assign(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    data = await _body(request)
-    assignee = data.get("assignee")
-    if not isinstance(assignee, str):
-        raise BadRequestError("'assignee' must be a name (\"\" takes the alert back)")
-    row = await asyncio.to_thread(
-        hub_alerts.assign,
-        hub.db,
-        request.match_info["alert_id"],
-        assignee,
-        operator_of(request).name,
-        _device(data, request),
+    data = await _body(request, optional=True)
+    assignee = _text(data, "assignee", "'assignee' must be a name (\"\" takes the alert back)")
+    alert_id, device = request.match_info["alert_id"], _device(data, request)
+    return await _threaded(
+        hub_alerts.assign, request.app[HUB].db, alert_id, assignee, operator_of(request).name, device
     )
-    return web.json_response(row)
 
 
 # ------------------------------------------------------------ notification rules
@@ -156,23 +126,19 @@ async def rules_list(request: web.Request) -> web.Response:
 
 async def rule_add(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    data = await read_json(request)
+    data = await _body(request)
     labels = _labels(data)
-    for key in ("name", "kind", "target"):
-        if not isinstance(data.get(key), str):
-            raise BadRequestError(f"'{key}' must be a string")
-    min_level = data.get("min_level", "major")
-    secret = data.get("secret", "")
-    if not isinstance(min_level, str) or not isinstance(secret, str):
-        raise BadRequestError("'min_level' and 'secret' must be strings")
-    if data["kind"] == "email":
+    name, kind, target = (_text(data, key, f"'{key}' must be a string") for key in ("name", "kind", "target"))
+    both = "'min_level' and 'secret' must be strings"
+    min_level, secret = _text(data, "min_level", both, "major"), _text(data, "secret", both, "")
+    if kind == "email":
         notify.require_smtp(hub.settings.notify)
     rule = await asyncio.to_thread(
         notify.add_rule,
         hub.db,
-        name=data["name"],
-        kind=data["kind"],
-        target=data["target"],
+        name=name,
+        kind=kind,
+        target=target,
         min_level=min_level,
         labels=labels,
         secret=secret,
@@ -183,25 +149,17 @@ async def rule_add(request: web.Request) -> web.Response:
 
 async def rule_test(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    return web.json_response(
-        await asyncio.to_thread(notify.send_test, hub.db, hub.settings.notify, request.match_info["name"])
-    )
+    return await _threaded(notify.send_test, hub.db, hub.settings.notify, request.match_info["name"])
 
 
 async def rule_remove(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    return web.json_response(await asyncio.to_thread(notify.remove_rule, hub.db, request.match_info["name"]))
+    return await _threaded(notify.remove_rule, request.app[HUB].db, request.match_info["name"])
 
 
 async def notifications_list(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    status = request.query.get("status") or None
-    if status not in (None, "pending", "sent", "failed"):
+    if request.query.get("status") not in (None, "", "pending", "sent", "failed"):
         raise BadRequestError("status must be pending, sent or failed")
-    rows = await asyncio.to_thread(
-        notify.list_notifications, hub.db, status=status, limit=_query_int(request, "limit", 100)
-    )
-    return web.json_response({"notifications": rows})
+    return await _listing(request, notify.list_notifications, "notifications", "status")
 
 
 async def notifier_ctx(app: web.Application) -> AsyncIterator[None]:

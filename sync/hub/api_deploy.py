@@ -14,7 +14,7 @@ from aiohttp import web
 
 from agent.core.errors import BadRequestError
 from agent.core.routes import Route
-from sync.hub.api import _SELECTOR, HUB, _body, _number, _selector, _threaded
+from sync.hub.api import _SELECTOR, HUB, _body, _number, _selector, _text, _threaded
 from sync.hub.auth import operator_of
 from sync.hub.deploy import parse_percent
 
@@ -55,9 +55,7 @@ async def bundle_download(request: web.Request) -> web.StreamResponse:
 async def deployment_start(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     data = await _body(request)
-    bundle = data.get("bundle")
-    if not isinstance(bundle, str):
-        raise BadRequestError("'bundle' must be the sha256 of an uploaded bundle (POST /v1/bundles)")
+    bundle = _text(data, "bundle", "'bundle' must be the sha256 of an uploaded bundle (POST /v1/bundles)")
     selector = _selector(data.get("to"))
     canary = _canary(data.get("canary", "10%"))
     timeout_s = _number(data, "timeout_s", 600, lo=1, hi=_DEPLOY_TIMEOUT_MAX_S)
