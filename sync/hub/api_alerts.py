@@ -128,22 +128,13 @@ async def rule_add(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     data = await _body(request)
     labels = _labels(data)
-    name, kind, target = (_text(data, key, f"'{key}' must be a string") for key in ("name", "kind", "target"))
+    strings = {key: _text(data, key, f"'{key}' must be a string") for key in ("name", "kind", "target")}
     both = "'min_level' and 'secret' must be strings"
-    min_level, secret = _text(data, "min_level", both, "major"), _text(data, "secret", both, "")
-    if kind == "email":
+    strings.update(min_level=_text(data, "min_level", both, "major"), secret=_text(data, "secret", both, ""))
+    if strings["kind"] == "email":
         notify.require_smtp(hub.settings.notify)
-    rule = await asyncio.to_thread(
-        notify.add_rule,
-        hub.db,
-        name=name,
-        kind=kind,
-        target=target,
-        min_level=min_level,
-        labels=labels,
-        secret=secret,
-        created_by=operator_of(request).name,
-    )
+    operator = operator_of(request).name
+    rule = await asyncio.to_thread(notify.add_rule, hub.db, **strings, labels=labels, created_by=operator)
     return web.json_response(rule, status=201)
 
 
