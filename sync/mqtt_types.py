@@ -8,11 +8,12 @@ machinery. paho-mqtt is not imported here.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from agent.core.errors import ConfigError, UnavailableError
+from agent.core.settings import BrokerSettings
 
 # MQTT 5 CONNACK reason codes that mean "this broker does not speak MQTT 5" (0x84), or a
 # 3.1.1 broker's "unacceptable protocol version" (1) read as a v5 code.
@@ -91,16 +92,12 @@ class MqttOptions:
 
     @classmethod
     def from_settings(cls, settings: Any, *, url: str | None = None, will: Will | None = None) -> MqttOptions:
-        m, s = settings.mqtt, settings.sync
+        """The device's options: its broker settings (``mqtt``, every key as it is) and its session's (``sync``)."""
+        broker = {f.name: getattr(settings.mqtt, f.name) for f in fields(BrokerSettings)}
+        s = settings.sync
         return cls(
-            url=url or m.url,
+            **{**broker, "url": url or broker["url"]},
             client_id=settings.device_id,
-            username=m.username,
-            password=m.password,
-            ca_file=m.ca_file,
-            cert_file=m.cert_file,
-            key_file=m.key_file,
-            keepalive=m.keepalive,
             protocol=s.protocol,
             session_expiry_s=s.session_expiry_s,
             inflight=s.inflight,
