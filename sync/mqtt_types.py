@@ -23,32 +23,28 @@ NOT_AUTHORIZED = {0x86, 0x87, 0x8C, 0x04, 0x05}  # bad user/password, not author
 TRANSIENT_PUBACK = {0x89, 0x97}  # server busy, quota exceeded
 
 
-class MqttError(UnavailableError):
+class MqttError(UnavailableError, code="mqtt_error"):
     """The hub's broker cannot be used right now; ``reason_code``: the broker's, when it gave one."""
-
-    code = "mqtt_error"
 
     def __init__(self, message: str, reason_code: int | None = None, *, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.reason_code = reason_code
 
 
-class MqttConnectError(MqttError):
-    code = "mqtt_connect_failed"
+class MqttConnectError(MqttError, code="mqtt_connect_failed"):
+    """The broker cannot be reached, or refused the connection."""
 
 
-class MqttNotAuthorizedError(MqttConnectError):
-    code = "mqtt_not_authorized"
+class MqttNotAuthorizedError(MqttConnectError, code="mqtt_not_authorized"):
+    """The broker refused our credentials (bad user name or password, or not authorized)."""
 
 
-class MqttConnectionLost(MqttError):
-    code = "mqtt_connection_lost"
+class MqttConnectionLost(MqttError, code="mqtt_connection_lost"):
+    """The connection to the broker is gone (or not up) while something needs it."""
 
 
-class MqttPublishError(MqttError):
+class MqttPublishError(MqttError, code="mqtt_publish_refused"):
     """The broker refused one message (a PUBACK with a failure reason code)."""
-
-    code = "mqtt_publish_refused"
 
     @property
     def transient(self) -> bool:

@@ -7,16 +7,30 @@ set of types and every message tells the user what to do next.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgeAgentError(Exception):
     """Base of every error edge-agent raises on purpose.
 
     ``code`` is a stable, machine-readable identifier used by the API's error
-    shape (``{"error": {"code", "message"}}``) and by the CLI's exit codes.
+    shape (``{"error": {"code", "message"}}``) and by the CLI's exit codes;
+    ``http_status`` is what the APIs answer with. A subclass names both in its
+    header, ``class NotFoundError(EdgeAgentError, code="not_found", http_status=404)``,
+    and inherits what it leaves out.
     """
 
     code = "edge_agent_error"
     http_status = 500
+
+    def __init_subclass__(
+        cls, *, code: str | None = None, http_status: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if http_status is not None:
+            cls.http_status = http_status
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -28,73 +42,47 @@ class EdgeAgentError(Exception):
         return str(self)
 
 
-class ConfigError(EdgeAgentError):
+class ConfigError(EdgeAgentError, code="config_invalid", http_status=400):
     """The configuration is invalid; the daemon refuses to start (exit 2)."""
 
-    code = "config_invalid"
-    http_status = 400
 
-
-class StoreError(EdgeAgentError):
+class StoreError(EdgeAgentError, code="store_error"):
     """The local SQLite store cannot be used."""
 
-    code = "store_error"
 
-
-class SchemaTooNewError(StoreError):
+class SchemaTooNewError(StoreError, code="store_schema_too_new"):
     """The database was written by a newer edge-agent than this one."""
 
-    code = "store_schema_too_new"
 
-
-class CorruptDatabaseError(StoreError):
+class CorruptDatabaseError(StoreError, code="store_corrupt"):
     """The database file failed its integrity check; it is left untouched."""
 
-    code = "store_corrupt"
 
-
-class BadRequestError(EdgeAgentError):
+class BadRequestError(EdgeAgentError, code="bad_request", http_status=400):
     """A request (API, MQTT payload, CLI argument) is malformed or out of range."""
 
-    code = "bad_request"
-    http_status = 400
 
-
-class NotFoundError(EdgeAgentError):
+class NotFoundError(EdgeAgentError, code="not_found", http_status=404):
     """The thing asked for does not exist."""
 
-    code = "not_found"
-    http_status = 404
 
-
-class ConflictError(EdgeAgentError):
+class ConflictError(EdgeAgentError, code="conflict", http_status=409):
     """The request conflicts with the current state (e.g. unloading a model in use)."""
 
-    code = "conflict"
-    http_status = 409
 
-
-class UnavailableError(EdgeAgentError):
+class UnavailableError(EdgeAgentError, code="unavailable", http_status=503):
     """A capability is missing here: an engine, a device, an optional extra."""
 
-    code = "unavailable"
-    http_status = 503
 
-
-class ResourceExhaustedError(EdgeAgentError):
+class ResourceExhaustedError(EdgeAgentError, code="resource_exhausted", http_status=507):
     """A budget (memory, queue, disk) would be exceeded; the request is refused."""
 
-    code = "resource_exhausted"
-    http_status = 507
 
-
-class DiskFullError(StoreError, ResourceExhaustedError):
+class DiskFullError(StoreError, ResourceExhaustedError, code="disk_full", http_status=507):
     """The data directory's disk is full (or below its hard floor): nothing new can be stored.
 
     Never reported as corruption: the database is intact, only space is missing.
     ``retry_after_s`` is what an HTTP answer tells the client (Retry-After).
     """
 
-    code = "disk_full"
-    http_status = 507
     retry_after_s = 30
