@@ -36,11 +36,8 @@ LICENCE_FILE = "licence.json"
 _CLOCK_SLACK_S = 86400.0
 
 
-class LicenceError(EdgeAgentError):
+class LicenceError(EdgeAgentError, code="licence_required", http_status=403):
     """A feature outside the licence was asked for."""
-
-    code = "licence_required"
-    http_status = 403
 
 
 def make_licence(
