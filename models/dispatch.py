@@ -8,6 +8,14 @@ worker threads take the next call straight from the queues when they finish
 one, and results go back to the loop in batches: one loop wake-up for every
 call that completed meanwhile.
 
+Waking the loop is what this design pays for most, so the threads ring a
+``Doorbell`` (models/doorbell.py) that keeps the GIL, and while they are
+saturated a BATCH result alone in the outbox waits for the next completion
+(of another thread already running, or of its own thread's next call when
+that takes about as long) and shares its wake-up: half the wake-ups with two
+threads, for a delay of at most about its own run time. REALTIME and
+INTERACTIVE results never wait.
+
 A call is a job in its model's pool queue, ordered by (priority, arrival)
 across every pool: a REALTIME wake-word call is served before BATCH calls to
 any model. A pool's waiting line is bounded (``max_waiting``) and refuses
@@ -31,11 +39,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import ConflictError, ResourceExhaustedError, UnavailableError
+from models.doorbell import Doorbell
 
 if TYPE_CHECKING:
     from runtimes.base import Session
 
 _RUN, _CHECKOUT = 0, 1
+_BATCH = 2  # models.scheduling.Priority.BATCH: the lowest priority, the only one whose result may wait
 
 
 @dataclass(order=True)
@@ -71,14 +81,17 @@ class Pool:
         self.queue: list[_Job] = []
         self.waiting = 0
         self.rejected = 0
-        self.run_s = 0.0  # smoothed seconds per session.run: decides the inline path
+        self.run_s = 0.0  # smoothed seconds per session.run, each at most a ceiling: the inline path
+        self.typical_s = 0.0  # the same without the ceiling: how long a result may wait for a wake-up
         self.calls = 0
 
     def observe(self, seconds: float, ceiling: float) -> None:
         """Smooth the run time; a sample counts at most ``ceiling`` (a preempted call is not the model)."""
-        seconds = min(seconds, ceiling)
         self.calls += 1
-        self.run_s = seconds if self.calls == 1 else 0.8 * self.run_s + 0.2 * seconds
+        first = self.calls == 1
+        self.typical_s = seconds if first else 0.8 * self.typical_s + 0.2 * seconds
+        seconds = min(seconds, ceiling)
+        self.run_s = seconds if first else 0.8 * self.run_s + 0.2 * seconds
 
     def head(self) -> _Job | None:
         while self.queue and self.queue[0].cancelled:
@@ -103,6 +116,10 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._closing = False
         self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._woken = False  # the loop was woken for what is in _done and has not settled it yet
+        self.wakeups = 0  # times the threads woke the loop (counted under the lock)
+        self._running = 0  # threads inside session.run
+        self._bell = Doorbell()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
@@ -112,6 +129,8 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.current_thread()
         self._closing = False
+        self._woken = False
+        self._bell.open(self._loop, self._deliver)
         self._threads = [
             threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
             for i in range(self.workers)
@@ -142,6 +161,7 @@ class Dispatcher:
             if not job.cancelled and not job.future.done():
                 job.future.set_exception(UnavailableError("the model manager stopped before this call ran"))
         self._deliver()
+        self._bell.close()
 
     def add_pool(self, pool: Pool) -> None:
         with self._cond:
@@ -285,17 +305,22 @@ class Dispatcher:
         done: tuple[_Job, Any, BaseException | None] | None = None
         while True:
             with self._cond:  # one lock round per call: hand back the last result, take the next job
-                idle = not self._done  # then whatever this round posts is news to the loop: wake it
+                may_wait = 0.0  # > 0: the seconds the last result may wait to share a wake-up
                 if done is not None:
                     last, result, error = done
                     done = None
+                    self._running -= 1
                     if last.kind == -1 and last.session is not None:
                         last.pool.free.append(last.session)
                         self._grant_checkouts(last.pool)
+                    if error is None and last.priority >= _BATCH and self._running > 0:
+                        may_wait = 1.25 * last.pool.typical_s  # its usual run time, with slack
                     self._post(last.future, result, error)
                 job = self._next()
                 while job is None:
-                    if idle and self._done:
+                    if self._done and not self._woken:
+                        self._woken = True
+                        self.wakeups += 1
                         self._wake()  # before sleeping (or leaving) with results the loop has not seen
                     if self._closing:
                         return
@@ -304,9 +329,16 @@ class Dispatcher:
                         self._cond.wait()
                     finally:
                         self._sleeping -= 1
-                    idle = not self._done
                     job = self._next()
-                wake = idle and bool(self._done)
+                self._running += 1
+                # a BATCH result alone in _done, with another thread running, may wait for the next
+                # completion (that thread's, or this one's next call if it takes about as long as the
+                # last) and share its wake-up: it waits at most about its own run time
+                wait = may_wait > 0 and len(self._done) == 1 and 0 < job.pool.typical_s <= may_wait
+                wake = bool(self._done) and not self._woken and not wait
+                if wake:
+                    self._woken = True
+                    self.wakeups += 1
             if wake:
                 # The loop is woken after the lock round, just before this thread lets go of the GIL in
                 # session.run: woken earlier, it would find the lock or the GIL held and sleep again.
@@ -340,14 +372,14 @@ class Dispatcher:
             self._done.append((fut, _Unclaimed(self, pool, session), None))
 
     def _wake(self) -> None:
-        """Have the loop run ``_deliver`` (from a thread other than the loop's)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._deliver)
+        """Have the loop run ``_deliver`` (from a thread other than the loop's), keeping the GIL."""
+        self._bell.ring()
 
     def _deliver(self) -> None:
         """On the loop: settle every result the threads left since the last call."""
         with self._lock:
             done, self._done = self._done, []
+            self._woken = False
         for fut, result, error in done:
             if isinstance(result, _Unclaimed):
                 if fut.cancelled():  # a checkout granted to a caller who left: the session goes back
