@@ -22,7 +22,9 @@ EXPECTED = [
     ("drift", "bearing_temp", 300.0, "anomaly", [("warning", 150.0), ("minor", 240.0)]),
     ("stuck", "pressure", 60.0, "stuck:pressure", [("warning", 5.0), ("major", 20.0)]),
     ("noise", "vibration", 120.0, "anomaly", [("warning", 110.0)]),
-    ("decorrelate", "current", 120.0, "anomaly", [("warning", 20.0), ("minor", 45.0)]),
+    # Minor within 75 s (was 45 s): since the EWMA's score stops at 1.5 (issue 11, round 2 session 5),
+    # Minor comes from PCA T²/Q; seeds 3-7 reach it in 7-11 s, seed 2 only at 67 s
+    ("decorrelate", "current", 120.0, "anomaly", [("warning", 20.0), ("minor", 75.0)]),
     ("dropout", "current", 30.0, "dropout:current", [("warning", 4.0), ("major", 15.0)]),
 ]
 

@@ -41,7 +41,9 @@ from agent.sensors.spec import ChannelSpec
 MAD_TO_SIGMA = 1.4826
 _EPS = 1e-12
 
-CAP_SCORE = 1.5  # CUSUM sums stop a little above their limit, so an alert clears in bounded time
+#: CUSUM sums stop a little above their limit, so an alert clears in bounded time; the EWMA's score
+#: stops there too (see Cusum): both open alerts, neither sets a level above Warning
+CAP_SCORE = 1.5
 
 #: per multivariate column: how its statistic splits over the channels (n, C)
 Shares = dict[int, np.ndarray]
@@ -129,6 +131,17 @@ class Cusum:
     (CUSUM) and the stationary EWMA variance, on the residuals' long-run sigma.
     The sums are capped a little above their limit (``cap``, set by the
     engine) so an alert clears in bounded time once the shift is gone.
+
+    The EWMA's *score* is capped at the same height (its state is not, so it
+    forgets at its own pace). Both statistics are evidence that a mean moved:
+    they open an alert. Their limits come from theory (run lengths, the
+    stationary Gaussian EWMA variance) on a long-run sigma estimated from a
+    few hundred rows, not from a tail fitted on held-out rows, so they are no
+    measure of how improbable a large value is: read linearly above the limit
+    they called a lasting 6 % step of a vibration RMS in a fault-free
+    recording "Minor". The levels above Warning are set by the statistics
+    whose scale comes from held-out rows (level deviation, PCA T²/Q, the
+    isolation forest, the autoencoder) and by an alert's persistence.
     """
 
     name = "cusum"
@@ -147,6 +160,7 @@ class Cusum:
         self.center = np.zeros(self.C)
         self.scale = np.ones(self.C)
         self.cap = [math.inf] * self.C
+        self.ecap = [math.inf] * self.C  # the EWMA's score stops here (its state does not)
         self.state = [[0.0, 0.0, 0.0] for _ in range(self.C)]
         self._fit_rows = np.zeros((0, self.C))
 
@@ -165,8 +179,9 @@ class Cusum:
         sums = [LinearCalibrator(siegmund_h(k, 1.0 / p_star), p_star, n) for k in self.k]
         z = gauss_upper(p_star)
         ewmas = [LinearCalibrator(z * math.sqrt(lam / (2.0 - lam)), p_star, n) for lam in self.lam]
-        for c, cal in enumerate(sums):
+        for c, (cal, ewma) in enumerate(zip(sums, ewmas, strict=True)):
             self.cap[c] = cal.raw_at(CAP_SCORE)
+            self.ecap[c] = ewma.raw_at(CAP_SCORE)
         self.state = [[0.0, 0.0, 0.0] for _ in range(self.C)]
         first = self.C - self.n_levels
         size = np.abs((held - self.center) / self.scale)[:, first:]
@@ -186,7 +201,7 @@ class Cusum:
         out = np.empty((n, 2 * C))
         for c in range(C):
             sp, sn, e = self.state[c]
-            k, lam, cap = self.k[c], self.lam[c], self.cap[c]
+            k, lam, cap, ecap = self.k[c], self.lam[c], self.cap[c], self.ecap[c]
             s_out = [0.0] * n
             e_out = [0.0] * n
             for i, z in enumerate(Z[:, c].tolist()):
@@ -196,7 +211,8 @@ class Cusum:
                 sn = 0.0 if sn < 0.0 else (cap if sn > cap else sn)
                 e += lam * (z - e)
                 s_out[i] = sp if sp > sn else sn
-                e_out[i] = e if e > 0 else -e
+                ae = e if e > 0 else -e
+                e_out[i] = ae if ae < ecap else ecap
             self.state[c] = [sp, sn, e]
             out[:, c] = s_out
             out[:, C + c] = e_out
