@@ -141,7 +141,7 @@ class Cusum:
     they called a lasting 6 % step of a vibration RMS in a fault-free
     recording "Minor". The levels above Warning are set by the statistics
     whose scale comes from held-out rows (level deviation, PCA T²/Q, the
-    isolation forest, the autoencoder) and by an alert's persistence.
+    isolation forest, the autoencoder).
     """
 
     name = "cusum"
