@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +33,9 @@ def _session(tmp: Path, spec: MlpSpec) -> Session:
 
 
 @pytest.fixture(scope="module")
-def sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Session]]:
+def sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Session]:
     tmp = tmp_path_factory.mktemp("dispatch")
-    made = {spec.name: _session(tmp, spec) for spec in (MLP_MS, MLP_TINY, MLP_LONG)}
-    yield made
-    for session in made.values():  # their ~15 MB go now, not whenever a later test's gc finds them
-        session.close()
+    return {spec.name: _session(tmp, spec) for spec in (MLP_MS, MLP_TINY, MLP_LONG)}
 
 
 def _open_fds() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 from pathlib import Path
@@ -178,9 +177,6 @@ async def test_measured_rss_refines_an_underdeclared_manifest(
 ) -> None:
     store = ModelStore(tmp_path / "m")
     store.install(bundles["heavy"], [signing_key().public_hex])
-    # the measure is RSS across the load: earlier tests' garbage freed by a collection during the load
-    # would cancel it out (seen once in a full run: 8 KiB measured), so collect it before
-    gc.collect()
     async with ModelManager(store, _settings(), runtimes=real_runtimes()) as mgr:
         await mgr.load("mlp-heavy")
         st = mgr.model_status("mlp-heavy")
