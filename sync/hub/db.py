@@ -36,8 +36,11 @@ log = logging.getLogger("edge_hub.db")
 Params = Sequence[Any]
 
 
-class TransientDBError(StoreError, code="store_unavailable", http_status=503):
+class TransientDBError(StoreError):
     """The database could not take this transaction now; nothing was written."""
+
+    code = "store_unavailable"
+    http_status = 503
 
 
 class Tx:
