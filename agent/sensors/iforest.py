@@ -18,11 +18,14 @@ which keeps ~60 MB of scipy/sklearn out of the daemon.
 from __future__ import annotations
 
 import math
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
 
 _EULER = 0.5772156649015329
+#: the flat arrays one step of the tree walk reads: feature, threshold, left, right
+_Walk = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def average_path_length(n: np.ndarray | int) -> np.ndarray:
@@ -35,34 +38,27 @@ def average_path_length(n: np.ndarray | int) -> np.ndarray:
     return out
 
 
+@dataclass(eq=False, repr=False)
 class IsolationForestModel:
     """All trees in flat arrays; ``score_samples`` matches scikit-learn's (higher = more normal)."""
 
     name = "iforest"
 
-    def __init__(
-        self,
-        feature: np.ndarray,
-        threshold: np.ndarray,
-        left: np.ndarray,
-        right: np.ndarray,
-        value: np.ndarray,
-        roots: np.ndarray,
-        max_depth: int,
-        max_samples: int,
-        float32_inputs: bool = False,
-    ) -> None:
-        self.feature = feature
-        self.threshold = threshold
-        self.left = left
-        self.right = right
-        self.value = value
-        self.roots = roots
-        self.max_depth = max_depth
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    value: np.ndarray
+    roots: np.ndarray
+    max_depth: int
+    max_samples: InitVar[int]
+    #: scikit-learn's trees compare float32 inputs; imported forests must too, to match exactly
+    float32_inputs: bool = False
+    denominator: float = field(init=False)
+    _walk_arrays: _Walk | None = field(init=False, default=None)
+
+    def __post_init__(self, max_samples: int) -> None:
         self.denominator = float(average_path_length(max_samples))
-        # scikit-learn's trees compare float32 inputs; imported forests must too, to match exactly
-        self.float32_inputs = float32_inputs
-        self._walk_arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def n_trees(self) -> int:
@@ -85,7 +81,7 @@ class IsolationForestModel:
         return self.value[node].mean(axis=1)
 
     @property
-    def _walk(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _walk(self) -> _Walk:
         if self._walk_arrays is None:
             leaf = self.feature < 0
             ids = np.arange(self.feature.size, dtype=np.int64)
