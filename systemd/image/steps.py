@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +36,25 @@ from helpers import (
 from nspawn import HOST_ARCH, Container, ImageError
 
 
+@dataclass(eq=False)
 class Checks:
-    def __init__(
-        self,
-        box: Container,
-        tree: Path,
-        work: Path,
-        figures: dict[str, Any],
-        extras: str = "",
-        with_extras: str = "",
-    ) -> None:
-        self.box = box
-        self.tree = tree
-        self.work = work
-        self.figures = figures
-        self.extras = extras
-        self.with_extras = with_extras
-        self.port = free_port()
-        self.broker: Any = None
-        self.sub: subprocess.Popen[bytes] | None = None
-        self.sub_log = work / "broker-messages.txt"
-        self.reference: dict[str, Any] = {}
-        self.started_at = ""
-        self.kmsg_lines = len(kernel_log())
+    box: Container
+    tree: Path
+    work: Path
+    figures: dict[str, Any]
+    extras: str = ""
+    with_extras: str = ""
+    port: int = field(init=False, default_factory=free_port)
+    broker: Any = field(init=False, default=None)
+    sub: subprocess.Popen[bytes] | None = field(init=False, default=None)
+    reference: dict[str, Any] = field(init=False, default_factory=dict)
+    started_at: str = field(init=False, default="")
+    #: kernel log lines already there: the checks read only what the run adds
+    kmsg_lines: int = field(init=False, default_factory=lambda: len(kernel_log()))
+
+    @property
+    def sub_log(self) -> Path:
+        return self.work / "broker-messages.txt"
 
     # ------------------------------------------------------------ setup
     def fixtures(self) -> str:
