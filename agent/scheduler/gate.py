@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +52,20 @@ def thermally_throttled(root: str | Path = "/") -> bool:
     return probe_thermal(Tree(root)).throttling
 
 
+@dataclass(eq=False)
 class ResourceGate:
     """Answers "may a batch job start now?" with the reason it may not."""
 
-    def __init__(
-        self,
-        root: str | Path = "/",
-        *,
-        recheck_s: float = 10.0,
-        max_turn_s: float = 600.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.root = root
-        self.recheck_s = recheck_s
-        self.max_turn_s = max_turn_s
-        self.clock = clock
-        self._voice_active: set[str] = set()
-        self._speech: set[str] = set()
-        self._voice_at = -1e18
-        self._checked_at = -1e18
-        self._hw_reason = ""
+    root: str | Path = "/"
+    _: KW_ONLY
+    recheck_s: float = 10.0
+    max_turn_s: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    _voice_active: set[str] = field(init=False, default_factory=set)
+    _speech: set[str] = field(init=False, default_factory=set)
+    _voice_at: float = field(init=False, default=-1e18)
+    _checked_at: float = field(init=False, default=-1e18)
+    _hw_reason: str = field(init=False, default="")
 
     def note_event(self, event: dict[str, Any]) -> bool:
         """Follow the voice pipelines; True when the gate may have opened.
