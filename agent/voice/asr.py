@@ -20,20 +20,19 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from agent.bus import Event
 from agent.voice import metrics
 from agent.voice.audio import BYTES_PER_MS, pcm16_to_float
+from agent.voice.events import VoiceEvent
 
 if TYPE_CHECKING:
     from models.manager import ModelManager
 
 
 @dataclass(frozen=True, kw_only=True)
-class Transcript(Event):
+class Transcript(VoiceEvent):
     """The final text of an utterance (post-processed); ``raw_text`` is what the recognizer said."""
 
     type: ClassVar[str] = "voice.asr.transcript"
-    stream: str = ""
     text: str = ""
     raw_text: str = ""
     language: str = ""
@@ -42,9 +41,8 @@ class Transcript(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PartialTranscript(Event):
+class PartialTranscript(VoiceEvent):
     type: ClassVar[str] = "voice.asr.partial"
-    stream: str = ""
     text: str = ""
 
 

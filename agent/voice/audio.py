@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from agent.bus import Event
 from agent.errors import BadRequestError
+from agent.voice.events import VoiceEvent
 
 if TYPE_CHECKING:
     import numpy as np
@@ -145,10 +145,9 @@ def wav_bytes(pcm: bytes, rate: int = RATE, width: int = WIDTH, channels: int = 
 
 
 @dataclass(frozen=True, kw_only=True)
-class AudioFormatEvent(Event):
+class AudioFormatEvent(VoiceEvent):
     """An event that carries its stream's PCM format (as Wyoming's AudioFormat); no ``type`` of its own."""
 
-    stream: str = ""
     rate: int = RATE
     width: int = WIDTH
     channels: int = CHANNELS
@@ -170,7 +169,6 @@ class AudioChunk(AudioFormatEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AudioStop(Event):
+class AudioStop(VoiceEvent):
     type: ClassVar[str] = "voice.audio.stop"
-    stream: str = ""
     timestamp_ms: float = 0.0

@@ -1,4 +1,5 @@
-"""Pipeline-level events (the per-stage events live with their stage: vad, wake, asr, intents).
+"""The base of the voice events, and the pipeline-level events (the per-stage events live with
+their stage: audio, vad, wake, asr, intents).
 
 ``TurnTimings`` carries one utterance's latency stamps, in milliseconds
 relative to the end of speech (the VAD's decision), so a dashboard or a test
@@ -14,6 +15,16 @@ from typing import ClassVar
 from agent.bus import Event
 
 
+@dataclass(frozen=True, kw_only=True)
+class VoiceEvent(Event):
+    """Base of every voice event: ``stream`` names the pipeline (or client) it belongs to.
+
+    No ``type`` of its own: only its subclasses go on the wire.
+    """
+
+    stream: str = ""
+
+
 class PipelineState(str, Enum):
     """Where a pipeline is in a turn; a ``str`` so it compares and serialises as its name."""
 
@@ -27,28 +38,25 @@ class PipelineState(str, Enum):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PipelineStateChanged(Event):
+class PipelineStateChanged(VoiceEvent):
     """idle (waiting for the wake word) · listening · thinking · speaking."""
 
     type: ClassVar[str] = "voice.state"
-    stream: str = ""
     state: str = "idle"
     reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplyToken(Event):
+class ReplyToken(VoiceEvent):
     type: ClassVar[str] = "voice.reply.token"
-    stream: str = ""
     text: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplyDone(Event):
+class ReplyDone(VoiceEvent):
     """The whole answer text; ``interrupted`` when barge-in cut it (``by``: wake, stop, alert, client)."""
 
     type: ClassVar[str] = "voice.reply"
-    stream: str = ""
     text: str = ""
     answer_source: str = ""  # intent | llm | none | say | alert
     intent: str = ""
@@ -57,25 +65,22 @@ class ReplyDone(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpeechStarted(Event):
+class SpeechStarted(VoiceEvent):
     type: ClassVar[str] = "voice.tts.started"
-    stream: str = ""
     rate: int = 22050
     text: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpeechStopped(Event):
+class SpeechStopped(VoiceEvent):
     type: ClassVar[str] = "voice.tts.stopped"
-    stream: str = ""
     played_s: float = 0.0
     reason: str = "done"  # done | barge_in
 
 
 @dataclass(frozen=True, kw_only=True)
-class TurnTimings(Event):
+class TurnTimings(VoiceEvent):
     type: ClassVar[str] = "voice.timings"
-    stream: str = ""
     turn: int = 0
     end: str = ""  # how the utterance ended: silence, max_length, end_of_stream, text
     audio_ms: float = 0.0
@@ -84,10 +89,9 @@ class TurnTimings(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class VoiceError(Event):
+class VoiceError(VoiceEvent):
     """Something in the voice pipeline failed; ``message`` says what and what to do."""
 
     type: ClassVar[str] = "voice.error"
-    stream: str = ""
     code: str = ""
     message: str = ""

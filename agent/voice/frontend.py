@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from agent.bus import Event
 from agent.errors import UnavailableError
+from agent.voice.events import VoiceEvent
 
 RATE = 16000
 FRAME_BYTES = RATE // 100 * 2  # 10 ms of s16 mono
@@ -28,11 +28,10 @@ SILENCE_DBFS = -96.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class AudioLevel(Event):
+class AudioLevel(VoiceEvent):
     """Input level of one stream over the last interval; ``waveform`` is 0..1 peaks."""
 
     type: ClassVar[str] = "voice.level"
-    stream: str = ""
     rms_dbfs: float = SILENCE_DBFS
     peak_dbfs: float = SILENCE_DBFS
     waveform: tuple[float, ...] = field(default_factory=tuple)

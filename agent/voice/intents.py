@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.bus import Event
 from agent.errors import ConfigError
+from agent.voice.events import VoiceEvent
 from agent.voice.postprocess import normalize
 
 if sys.version_info >= (3, 11):
@@ -34,11 +34,10 @@ _POLITE_SUFFIX = r"(?:\s+(?:please|now|for me|thanks|thank you))*"
 
 
 @dataclass(frozen=True, kw_only=True)
-class IntentRecognized(Event):
+class IntentRecognized(VoiceEvent):
     """A command understood: ``source`` is "rules" or "llm"; other services act on it."""
 
     type: ClassVar[str] = "voice.intent"
-    stream: str = ""
     name: str = ""
     slots: dict[str, Any] = field(default_factory=dict)
     text: str = ""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.bus import Event
 from agent.voice.audio import BYTES_PER_MS
+from agent.voice.events import VoiceEvent
 
 if TYPE_CHECKING:
     from models.manager import ModelManager
@@ -29,18 +30,16 @@ _FRAME_BYTES = FRAME_SAMPLES * 2
 
 
 @dataclass(frozen=True, kw_only=True)
-class VoiceStarted(Event):
+class VoiceStarted(VoiceEvent):
     type: ClassVar[str] = "voice.vad.started"
-    stream: str = ""
     timestamp_ms: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class VoiceStopped(Event):
+class VoiceStopped(VoiceEvent):
     """Speech ended: ``reason`` is silence, max_length or end_of_stream."""
 
     type: ClassVar[str] = "voice.vad.stopped"
-    stream: str = ""
     timestamp_ms: float = 0.0
     speech_ms: float = 0.0
     reason: str = "silence"

@@ -24,9 +24,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from agent.bus import Event
 from agent.errors import ResourceExhaustedError, UnavailableError
 from agent.voice.catalog import wake_model_name
+from agent.voice.events import VoiceEvent
 
 if TYPE_CHECKING:
     from models.manager import ModelManager
@@ -47,9 +47,8 @@ def _quantize(word: Any, features: Any) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Detection(Event):
+class Detection(VoiceEvent):
     type: ClassVar[str] = "voice.wake.detected"
-    stream: str = ""
     name: str = ""  # model name, e.g. wake-okay-nabu
     phrase: str = ""
     timestamp_ms: float = 0.0
