@@ -87,11 +87,14 @@ class AsrStream(ABC):
         return None
 
 
+@dataclass(eq=False)
 class AsrEngine(ABC):
+    """A recognizer on a model of the manager; each engine gives ``model`` and ``language`` its defaults."""
+
     name: ClassVar[str]
+    manager: ModelManager
     model: str
     language: str
-    manager: ModelManager
 
     @abstractmethod
     async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream: ...
@@ -192,20 +195,12 @@ class _WhisperStream(AsrStream):
         return await self._timed(b"".join(self.chunks))
 
 
+@dataclass(eq=False)
 class WhisperAsr(AsrEngine):
     name: ClassVar[str] = "whisper"
-
-    def __init__(
-        self,
-        manager: ModelManager,
-        model: str = "whisper-tiny-en",
-        language: str = "en",
-        partial_interval_s: float = 0.0,
-    ) -> None:
-        self.manager = manager
-        self.model = model
-        self.language = language
-        self.partial_interval_s = partial_interval_s
+    model: str = "whisper-tiny-en"
+    language: str = "en"
+    partial_interval_s: float = 0.0
 
     async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream:
         return _WhisperStream(self, tuple(phrases))
@@ -284,13 +279,11 @@ class _VoskStream(AsrStream):
         return str(out.get("text", ""))
 
 
+@dataclass(eq=False)
 class VoskAsr(AsrEngine):
     name: ClassVar[str] = "vosk"
-
-    def __init__(self, manager: ModelManager, model: str = "vosk-ko", language: str = "ko") -> None:
-        self.manager = manager
-        self.model = model
-        self.language = language
+    model: str = "vosk-ko"
+    language: str = "ko"
 
     async def open(self, phrases: tuple[str, ...] | list[str] = ()) -> AsrStream:
         from models.scheduling import Priority

@@ -21,7 +21,7 @@ import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.voice.intents import IntentCatalog, IntentMatch
@@ -88,34 +88,32 @@ def looks_like_tool_call(prefix: str) -> bool:
     return s.startswith("<tool") or (s.startswith("<") and len(s) < 11) or s.startswith("{")
 
 
+@dataclass(eq=False, repr=False)
 class LlmChat:
-    """Chats with the local model; one history per conversation id (bounded)."""
+    """Chats with the local model; one history per conversation id (bounded).
 
-    def __init__(
-        self,
-        manager: ModelManager,
-        model: str = "smollm2-135m",
-        *,
-        system_prompt: str = "",
-        max_tokens: int = 96,
-        temperature: float = 0.2,
-        history_turns: int = 6,
-        catalog: IntentCatalog | None = None,
-        tools: bool = True,
-    ) -> None:
-        self.manager = manager
-        self.model = model
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.history_turns = history_turns
-        self.catalog = catalog
-        prompt = system_prompt or DEFAULT_SYSTEM_PROMPT
-        if tools and catalog is not None:
-            prompt += _TOOLS_PROMPT.format(tools=catalog.tools_prompt())
+    ``system_prompt`` (empty: ``DEFAULT_SYSTEM_PROMPT``) gains the catalog's intents as tools
+    unless ``tools`` is False.
+    """
+
+    manager: ModelManager
+    model: str = "smollm2-135m"
+    _: KW_ONLY
+    system_prompt: str = ""
+    max_tokens: int = 96
+    temperature: float = 0.2
+    history_turns: int = 6
+    catalog: IntentCatalog | None = None
+    tools: InitVar[bool] = True
+    _histories: OrderedDict[str, deque[dict[str, str]]] = field(default_factory=OrderedDict, init=False)
+    #: what the user told about themselves, per conversation (a small model forgets it in a turn)
+    _names: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self, tools: bool) -> None:
+        prompt = self.system_prompt or DEFAULT_SYSTEM_PROMPT
+        if tools and self.catalog is not None:
+            prompt += _TOOLS_PROMPT.format(tools=self.catalog.tools_prompt())
         self.system_prompt = prompt
-        self._histories: OrderedDict[str, deque[dict[str, str]]] = OrderedDict()
-        #: what the user told about themselves, per conversation (a small model forgets it in a turn)
-        self._names: dict[str, str] = {}
 
     def history(self, conversation: str) -> deque[dict[str, str]]:
         hist = self._histories.get(conversation)
