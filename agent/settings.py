@@ -255,6 +255,9 @@ class Settings(RootSettings):
         "$STATE_DIRECTORY or /var/lib/edge-agent under systemd, else "
         "$XDG_DATA_HOME/edge-agent).",
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = setting(
+        "auto", "auto: uvloop when installed (the `fast` extra), else asyncio's own loop."
+    )
     api: ApiSettings = field(default_factory=ApiSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -46,6 +46,13 @@ from bench.common import row  # noqa: E402  (after the sys.path step)
 MiB = 1 << 20
 
 
+def _daemon_loop() -> asyncio.AbstractEventLoop:
+    """The event loop the daemon runs the model manager on (uvloop where installed)."""
+    from agent.core import eventloop
+
+    return eventloop.new_event_loop()
+
+
 def _progress(message: str) -> None:
     if sys.stderr.isatty():
         print(f"  bench_models: {message}", file=sys.stderr, flush=True)
@@ -89,7 +96,7 @@ def _load_cycle(store: Any, model_file: Path, quick: bool) -> list[dict[str, Any
 
     so = OnnxRuntime().session_options(LoadOptions(threads=1))
     rounds = 5 if quick else 15
-    loop = asyncio.new_event_loop()
+    loop = _daemon_loop()
     results = []
     try:
         for smoke in (True, False):
@@ -186,17 +193,24 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
         return 2 * calls / (time.perf_counter() - t0)
 
     rounds = 3 if quick else 7
-    loop = asyncio.new_event_loop()
-    try:
+    from agent.core import eventloop
+
+    def serving(loop: asyncio.AbstractEventLoop) -> tuple[ModelManager, Callable[[], float]]:
         mgr = ModelManager(store, settings)
         loop.run_until_complete(mgr.start())
         loop.run_until_complete(mgr.load("mlp-ms"))
         loop.run_until_complete(mgr.load("mlp-ms2"))
+        return mgr, lambda: loop.run_until_complete(ours_async(mgr))
 
+    # the loop the daemon runs on (uvloop where installed) and, beside it, asyncio's own
+    loops = {"daemon": _daemon_loop()}
+    loop_name = eventloop.loop_name(loops["daemon"])
+    if loop_name != "asyncio":
+        loops["asyncio"] = asyncio.new_event_loop()
+    try:
+        managers = {k: serving(lp) for k, lp in loops.items()}
+        ours = managers["daemon"][1]
         cpu: dict[str, list[float]] = {"ours": [], "threads": []}
-
-        def ours() -> float:
-            return loop.run_until_complete(ours_async(mgr))
 
         def cpu_of(name: str, f: Callable[[], float]) -> Callable[[], float]:
             def go() -> float:
@@ -210,12 +224,20 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
         ours()
         a1, seq = _interleaved(ours, sequential, rounds)
         a2, thr = _interleaved(cpu_of("ours", ours), cpu_of("threads", threaded), rounds)
-        loop.run_until_complete(mgr.close())
+        if "asyncio" in managers:  # the same again, asyncio's loop against the daemon's, interleaved
+            plain = managers["asyncio"][1]
+            plain()
+            a3, a4 = _interleaved(plain, ours, rounds)
+        for k, (mgr, _go) in managers.items():
+            loops[k].run_until_complete(mgr.close())
     finally:
-        loop.close()
+        for lp in loops.values():
+            lp.close()
     cores = os.cpu_count() or 1
-    name = f"models: two models concurrently via manager (mlp_ms x2, load {os.getloadavg()[0]:.2f})"
-    return [
+    name = (
+        f"models: two models concurrently via manager (mlp_ms x2, {loop_name}, load {os.getloadavg()[0]:.2f})"
+    )
+    rows = [
         row(name, a1, seq, "raw sessions, one after the other", "infer/s", f"> 1x ({cores} cores here)"),
         row(
             name,
@@ -234,6 +256,18 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
             "info: <= 1.05x (the scheduling's own cost)",
         ),
     ]
+    if "asyncio" in managers:
+        rows.append(
+            row(
+                f"models: two models concurrently via manager, {loop_name} against asyncio's loop",
+                a4,
+                a3,
+                "the same on asyncio's own loop",
+                "infer/s",
+                "info: the event loop's share",
+            )
+        )
+    return rows
 
 
 def _call_overhead(tmp: Path, quick: bool) -> list[dict[str, Any]]:
@@ -255,7 +289,7 @@ def _call_overhead(tmp: Path, quick: bool) -> list[dict[str, Any]]:
         str(store.get("mlp-tiny").file_path("model.onnx")), so, providers=["CPUExecutionProvider"]
     )
     calls = 300 if quick else 2000
-    loop = asyncio.new_event_loop()
+    loop = _daemon_loop()
     try:
         mgr = ModelManager(
             store, ManagerSettings(memory_budget_bytes=1 << 30, idle_timeout_s=None, threads=1)

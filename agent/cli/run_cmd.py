@@ -15,6 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from agent.config import load_settings
+from agent.core import eventloop
 from agent.core.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     daemon = Daemon(settings)
     daemon.early_signals = EARLY_SIGNALS
-    code = asyncio.run(_run(daemon))
+    code = eventloop.run(_run(daemon), settings.event_loop)
     if daemon.restart_requested and code == 0:
         code = _start_again(daemon.restart_requested)
     _exit_past_busy_threads(code)
@@ -100,7 +101,9 @@ class _NoWaitExecutor(ThreadPoolExecutor):
 
 
 async def _run(daemon: Daemon) -> int:
-    asyncio.get_running_loop().set_default_executor(_NoWaitExecutor(thread_name_prefix="edge-agent"))
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(_NoWaitExecutor(thread_name_prefix="edge-agent"))
+    logging.getLogger("edge_agent").debug("event loop: %s", eventloop.loop_name(loop))
     return await daemon.run()
 
 

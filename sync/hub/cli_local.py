@@ -13,6 +13,7 @@ import asyncio
 import time
 from typing import Any
 
+from agent.core import eventloop
 from agent.core.output import print_json, table
 
 
@@ -115,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
     )
     setup_logging(settings.log.level, settings.log.format)
     if not args.advertise:
-        return asyncio.run(HubService(settings).run())
+        return eventloop.run(HubService(settings).run(), settings.event_loop)
     from sync.hub.advertise import advertised
 
     with advertised(settings, args.advertise_interface or []):
-        return asyncio.run(HubService(settings).run())
+        return eventloop.run(HubService(settings).run(), settings.event_loop)
 
 
 def _remote(args: argparse.Namespace) -> Any:
