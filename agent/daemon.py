@@ -159,22 +159,13 @@ def build_services(ctx: AgentContext) -> list[Service]:
 
 
 def release_startup_memory() -> None:
-    """Hand the heap that start-up used and freed (imports, migrations, probes) back to the OS.
-
-    glibc keeps freed memory in its arenas; on a small board the daemon's
-    resident size is what the operator sees, so trim once when start-up is
-    done. A no-op where libc is not glibc.
-    """
-    import ctypes
+    """Collect start-up's garbage and hand the heap it freed back to the OS (``agent.core.heap``)."""
     import gc
 
+    from agent.core import heap
+
     gc.collect()
-    try:
-        # the process's own symbols (libc among them): find_library("c") would run ldconfig for it
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    heap.trim()
 
 
 class Daemon:

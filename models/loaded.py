@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.core import heap
 from agent.core.errors import EdgeAgentError, UnavailableError
 from agent.core.threads import DaemonThreadExecutor
 from models.choose import (
@@ -105,6 +106,8 @@ def load_blocking(
         def check(session: Session, cand: Candidate) -> None:
             check_session(session, manifest, cand.variant)
 
+    if measure_rss:  # free heap memory could take the weights without RSS growing: give it back first
+        heap.trim()
     rss0 = rss_bytes() if measure_rss else None
     t0 = time.perf_counter()
     loaded = load_with_fallback(choice, installed.path, options, runtimes, check)

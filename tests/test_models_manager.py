@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import gc
 import threading
 import time
 from pathlib import Path
@@ -179,10 +177,8 @@ async def test_measured_rss_refines_an_underdeclared_manifest(
 ) -> None:
     store = ModelStore(tmp_path / "m")
     store.install(bundles["heavy"], [signing_key().public_hex])
-    # the measure is RSS across the load: free memory the heap already holds (earlier tests') can take
-    # the weights without RSS growing (full runs measured 8 KiB and 3.9 MiB), so hand it back first
-    gc.collect()
-    ctypes.CDLL(None).malloc_trim(0)
+    # the measure is RSS across the load; the loader trims the heap first (agent.core.heap), so free
+    # memory earlier tests left there cannot take the weights without RSS growing
     async with ModelManager(store, _settings(), runtimes=real_runtimes()) as mgr:
         await mgr.load("mlp-heavy")
         st = mgr.model_status("mlp-heavy")
