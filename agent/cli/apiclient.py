@@ -28,8 +28,8 @@ TOKEN_ENV = "EDGE_AGENT_TOKEN"
 TOKEN_HINT = f" (pass --token or set {TOKEN_ENV}; make one with `edge-agent tokens create`)"
 
 
-class DaemonUnreachable(EdgeAgentError):
-    code = "daemon_unreachable"
+class DaemonUnreachable(EdgeAgentError, code="daemon_unreachable"):
+    """The daemon's local API did not answer (not running, or another address)."""
 
 
 def checked_token(token: str | None) -> str | None:

@@ -56,8 +56,8 @@ CRASH_ENV = "EDGEAGENT_TEST_CRASH_AFTER"
 WITHOUT_DEPS = {"voice": ("silero-vad",)}
 
 
-class UpdateFailed(EdgeAgentError):
-    code = "update_failed"
+class UpdateFailed(EdgeAgentError, code="update_failed"):
+    """A self-update step failed; the running version is left as it was."""
 
 
 @dataclass(frozen=True)

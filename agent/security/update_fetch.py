@@ -20,10 +20,8 @@ from agent.errors import BadRequestError, NotFoundError
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)*$")
 
 
-class UpdateRejected(BadRequestError):
+class UpdateRejected(BadRequestError, code="update_rejected"):
     """Update metadata or a file failed verification; nothing was trusted or installed."""
-
-    code = "update_rejected"
 
 
 # ---------------------------------------------------------------- fetching with a hard size bound

@@ -66,8 +66,8 @@ async def default_smoke(model_store: Any, name: str, version: str) -> dict[str, 
     return {"passed": True, **{k: status[k] for k in keep if k in status}}
 
 
-class DeployError(EdgeAgentError):
-    code = "deploy_failed"
+class DeployError(EdgeAgentError, code="deploy_failed"):
+    """A deployment from the hub could not be applied on this device."""
 
 
 class DeviceDeployer:

@@ -24,8 +24,8 @@ from agent.core.errors import EdgeAgentError
 from agent.core.version import __version__
 
 
-class HubUnreachable(EdgeAgentError):
-    code = "hub_unreachable"
+class HubUnreachable(EdgeAgentError, code="hub_unreachable"):
+    """The hub's operator API did not answer."""
 
 
 class HubClient:

@@ -36,11 +36,8 @@ log = logging.getLogger("edge_hub.db")
 Params = Sequence[Any]
 
 
-class TransientDBError(StoreError):
+class TransientDBError(StoreError, code="store_unavailable", http_status=503):
     """The database could not take this transaction now; nothing was written."""
-
-    code = "store_unavailable"
-    http_status = 503
 
 
 class Tx:

@@ -30,11 +30,8 @@ _DEVICE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ClaimRefused(EdgeAgentError):
+class ClaimRefused(EdgeAgentError, code="claim_refused", http_status=401):
     """The claim token is unknown, used or expired (401: make a new one with `edge-hub enroll`)."""
-
-    code = "claim_refused"
-    http_status = 401
 
 
 def _hash(token: str) -> str:
