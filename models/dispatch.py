@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import ConflictError, ResourceExhaustedError, UnavailableError
 from models.doorbell import Doorbell
+from models.scheduling import Priority
 
 if TYPE_CHECKING:
     from runtimes.base import Session
 
 _RUN, _CHECKOUT = 0, 1
-_BATCH = 2  # models.scheduling.Priority.BATCH: the lowest priority, the only one whose result may wait
 
 
 @dataclass(order=True)
@@ -313,14 +313,13 @@ class Dispatcher:
                     if last.kind == -1 and last.session is not None:
                         last.pool.free.append(last.session)
                         self._grant_checkouts(last.pool)
-                    if error is None and last.priority >= _BATCH and self._running > 0:
+                    if error is None and last.priority >= Priority.BATCH and self._running > 0:
                         may_wait = 1.25 * last.pool.typical_s  # its usual run time, with slack
                     self._post(last.future, result, error)
                 job = self._next()
                 while job is None:
                     if self._done and not self._woken:
-                        self._woken = True
-                        self.wakeups += 1
+                        self._mark_woken()
                         self._wake()  # before sleeping (or leaving) with results the loop has not seen
                     if self._closing:
                         return
@@ -337,8 +336,7 @@ class Dispatcher:
                 wait = may_wait > 0 and len(self._done) == 1 and 0 < job.pool.typical_s <= may_wait
                 wake = bool(self._done) and not self._woken and not wait
                 if wake:
-                    self._woken = True
-                    self.wakeups += 1
+                    self._mark_woken()
             if wake:
                 # The loop is woken after the lock round, just before this thread lets go of the GIL in
                 # session.run: woken earlier, it would find the lock or the GIL held and sleep again.
@@ -370,6 +368,11 @@ class Dispatcher:
         self._done.append((fut, result, error))
         if pool is not None and session is not None:
             self._done.append((fut, _Unclaimed(self, pool, session), None))
+
+    def _mark_woken(self) -> None:
+        """Under the lock: the loop is being woken for what is in ``_done`` (counted in ``wakeups``)."""
+        self._woken = True
+        self.wakeups += 1
 
     def _wake(self) -> None:
         """Have the loop run ``_deliver`` (from a thread other than the loop's), keeping the GIL."""
