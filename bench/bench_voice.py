@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import row as common_row  # noqa: E402  (after the sys.path step)
+from agent.core import eventloop  # noqa: E402  (after the sys.path step)
+from bench.common import row as common_row  # noqa: E402
 
 THREADS = 2
 WAKE = ("okay_nabu", "hey_jarvis")
@@ -738,7 +739,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 "target": ", ".join(missing),
             }
         ]
-    rows = asyncio.run(_run(quick))
+    rows = eventloop.run(_run(quick))  # the loop the daemon runs its pipeline on
     if not quick:
         _progress("peak RSS (two fresh processes)")
         rows += _rss_rows()

@@ -242,7 +242,10 @@ print(json.dumps({"p50": late[len(late) // 2] * 1000, "p99": late[int(0.99 * (le
 def latency(quick: bool) -> list[dict[str, Any]]:
     # full: a 90 s baseline (three 30 s load cycles; one is too few for every seed's wander, and the
     # alerts of such a machine do not all clear between spikes); quick: a smoke test of the same path
-    res = asyncio.run(_latency(3.0, 1.0, 32.0) if quick else _latency(20.0, 3.0, 90.0))
+    from agent.core import eventloop
+
+    # on the loop the daemon runs its sensor pipeline on
+    res = eventloop.run(_latency(3.0, 1.0, 32.0) if quick else _latency(20.0, 3.0, 90.0))
     rate = res.rows / res.seconds
     sc = res.scored * 1000
     pub = np.array([v for _, v in res.published] or [np.nan]) * 1000
