@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from agent.core import eventloop
 from agent.core.settings import BrokerSettings, LogSettings, RootSettings, setting, source_field
 from agent.settings_features import ModelsSettings, PluginSettings, SensorSettings, VoiceSettings
 
@@ -255,9 +256,7 @@ class Settings(RootSettings):
         "$STATE_DIRECTORY or /var/lib/edge-agent under systemd, else "
         "$XDG_DATA_HOME/edge-agent).",
     )
-    event_loop: Literal["auto", "uvloop", "asyncio"] = setting(
-        "auto", "auto: uvloop when installed (the `fast` extra), else asyncio's own loop."
-    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = eventloop.choice_setting()
     api: ApiSettings = field(default_factory=ApiSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     log: LogSettings = field(default_factory=LogSettings)

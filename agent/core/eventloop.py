@@ -18,10 +18,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from agent.core.errors import ConfigError
+from agent.core.settings import setting
 
 T = TypeVar("T")
 
 CHOICES = ("auto", "uvloop", "asyncio")
+
+
+def choice_setting() -> Any:
+    """The setting ``event_loop`` (``Literal["auto", "uvloop", "asyncio"]``) at the root of both programs'."""
+    return setting("auto", "auto: uvloop when installed (the `fast` extra), else asyncio's own loop.")
 
 
 def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.core import eventloop
 from agent.core.errors import ConfigError
 from agent.core.settings import (
     BrokerSettings,
@@ -189,9 +190,7 @@ class HubSettings(RootSettings):
     command_ttl_s: float = setting(
         300.0, "How long a command stays valid after it is signed.", minimum=5, maximum=7 * 86400
     )
-    event_loop: Literal["auto", "uvloop", "asyncio"] = setting(
-        "auto", "auto: uvloop when installed (the `fast` extra), else asyncio's own loop."
-    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = eventloop.choice_setting()
     api: HubApiSettings = field(default_factory=HubApiSettings)
     mqtt: HubMqttSettings = field(default_factory=HubMqttSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
