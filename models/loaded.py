@@ -10,6 +10,7 @@ account ``max(declared, measured)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,12 +79,6 @@ class LoadResult:
     seconds: float
 
 
-def rss_bytes() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
 def load_blocking(
     installed: InstalledModel,
     choice: Choice,
@@ -106,24 +101,22 @@ def load_blocking(
         def check(session: Session, cand: Candidate) -> None:
             check_session(session, manifest, cand.variant)
 
-    if measure_rss:  # free heap memory could take the weights without RSS growing: give it back first
-        heap.trim()
-    rss0 = rss_bytes() if measure_rss else None
-    t0 = time.perf_counter()
-    loaded = load_with_fallback(choice, installed.path, options, runtimes, check)
-    sessions = [loaded.session]
-    try:
-        rt = runtimes[loaded.candidate.runtime]
-        model_file = installed.path / loaded.candidate.variant.model_file
-        for _ in range(pool - 1):
-            sessions.append(rt.load(model_file, loaded.candidate.device, options))
-    except BaseException:
-        for s in sessions:
-            s.close()
-        raise
-    seconds = time.perf_counter() - t0
-    rss1 = rss_bytes() if measure_rss else None
-    measured = max(0, rss1 - rss0) if rss0 is not None and rss1 is not None else None
+    growth = heap.Growth() if measure_rss else None
+    with growth or contextlib.nullcontext():
+        t0 = time.perf_counter()
+        loaded = load_with_fallback(choice, installed.path, options, runtimes, check)
+        sessions = [loaded.session]
+        try:
+            rt = runtimes[loaded.candidate.runtime]
+            model_file = installed.path / loaded.candidate.variant.model_file
+            for _ in range(pool - 1):
+                sessions.append(rt.load(model_file, loaded.candidate.device, options))
+        except BaseException:
+            for s in sessions:
+                s.close()
+            raise
+        seconds = time.perf_counter() - t0
+    measured = growth.bytes if growth is not None else None
     return LoadResult(loaded, sessions, measured, seconds)
 
 
