@@ -26,6 +26,7 @@ def manager_settings(settings: ModelsSettings) -> ManagerSettings:
         memory_share=settings.memory_share,
         idle_timeout_s=settings.idle_timeout_s or None,
         pool_size=settings.pool_size,
+        batch_max=settings.batch_max,
         pinned=settings.pinned,
         workers=settings.workers,
         threads=settings.threads or None,

@@ -183,6 +183,13 @@ class ModelsSettings:
     )
     idle_timeout_s: float = setting(300.0, "Unload an unpinned model unused this long (0: never).", minimum=0)
     pool_size: int = setting(1, "Sessions per model, for concurrent requests.", minimum=1, maximum=64)
+    batch_max: int = setting(
+        1,
+        "Up to this many queued batch-priority calls to one model share a run (joined on the first "
+        "axis); only for models whose rows are independent; 1: off.",
+        minimum=1,
+        maximum=256,
+    )
     pinned: tuple[str, ...] = setting((), "Models loaded at start and never evicted (wake word, VAD).")
     workers: int = setting(4, "Inference worker threads.", minimum=1, maximum=256)
     threads: int = setting(

@@ -26,6 +26,7 @@ figures are medians over rounds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import os
 import statistics
@@ -44,6 +45,8 @@ if str(ROOT) not in sys.path:  # run as a script from a source checkout
 from bench.common import row  # noqa: E402  (after the sys.path step)
 
 MiB = 1 << 20
+#: bench_models' batched row: up to this many queued calls share a run
+BATCH_MAX = 4
 
 
 def _daemon_loop() -> asyncio.AbstractEventLoop:
@@ -195,8 +198,10 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
     rounds = 3 if quick else 7
     from agent.core import eventloop
 
-    def serving(loop: asyncio.AbstractEventLoop) -> tuple[ModelManager, Callable[[], float]]:
-        mgr = ModelManager(store, settings)
+    def serving(
+        loop: asyncio.AbstractEventLoop, batch_max: int = 1
+    ) -> tuple[ModelManager, Callable[[], float]]:
+        mgr = ModelManager(store, dataclasses.replace(settings, batch_max=batch_max))
         loop.run_until_complete(mgr.start())
         loop.run_until_complete(mgr.load("mlp-ms"))
         loop.run_until_complete(mgr.load("mlp-ms2"))
@@ -209,6 +214,8 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
         loops["asyncio"] = asyncio.new_event_loop()
     try:
         managers = {k: serving(lp) for k, lp in loops.items()}
+        # the same calls with queued ones sharing runs (models/batching.py, opt-in: rows independent)
+        managers["batched"] = serving(loops["daemon"], BATCH_MAX)
         ours = managers["daemon"][1]
         cpu: dict[str, list[float]] = {"ours": [], "threads": []}
 
@@ -228,8 +235,11 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
             plain = managers["asyncio"][1]
             plain()
             a3, a4 = _interleaved(plain, ours, rounds)
+        batched = managers["batched"][1]
+        batched()
+        a5, thr5 = _interleaved(batched, threaded, rounds)
         for k, (mgr, _go) in managers.items():
-            loops[k].run_until_complete(mgr.close())
+            loops["daemon" if k == "batched" else k].run_until_complete(mgr.close())
     finally:
         for lp in loops.values():
             lp.close()
@@ -256,6 +266,16 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
             "info: <= 1.05x (the scheduling's own cost)",
         ),
     ]
+    rows.append(
+        row(
+            f"models: two models concurrently via manager, queued calls batched (batch_max {BATCH_MAX})",
+            a5,
+            thr5,
+            "raw sessions, one thread each, one call a run",
+            "infer/s",
+            "info: opt-in (models whose rows are independent)",
+        )
+    )
     if "asyncio" in managers:
         rows.append(
             row(

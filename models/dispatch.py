@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import ConflictError, ResourceExhaustedError, UnavailableError
+from models import batching
 from models.doorbell import Doorbell
 from models.scheduling import Priority
 
@@ -60,6 +61,7 @@ class _Job:
     queued_at: float = field(compare=False, default_factory=time.perf_counter)
     cancelled: bool = field(compare=False, default=False)
     queued: bool = field(compare=False, default=True)  # counted in its pool's ``waiting``
+    riders: tuple[_Job, ...] = field(compare=False, default=())  # calls batched into this one's run
 
 
 @dataclass
@@ -73,8 +75,11 @@ class Timing:
 class Pool:
     """One model's sessions and its waiting line; every field is guarded by the dispatcher's lock."""
 
-    def __init__(self, name: str, sessions: list[Session], max_waiting: int | None) -> None:
+    def __init__(
+        self, name: str, sessions: list[Session], max_waiting: int | None, batch_max: int = 1
+    ) -> None:
         self.name = name
+        self.batch_max = batch_max  # > 1: queued BATCH calls may share one run (models/batching.py)
         self.sessions = list(sessions)
         self.free = list(sessions)
         self.max_waiting = max_waiting
@@ -294,28 +299,48 @@ class Dispatcher:
         if best.session is not None:
             heapq.heappop(self._bound)
         else:
-            heapq.heappop(best.pool.queue)
-            best.pool.waiting -= 1
+            pool = best.pool
+            heapq.heappop(pool.queue)
+            pool.waiting -= 1
             best.queued = False
-            best.session = best.pool.free.pop()
+            best.session = pool.free.pop()
             best.kind = -1  # marks "session taken from the pool": give it back after the run
+            if pool.batch_max > 1 and best.priority >= Priority.BATCH:
+                best.riders = self._riders(pool, best)
         return best
 
+    def _riders(self, pool: Pool, first: _Job) -> tuple[_Job, ...]:
+        """Under the lock: the BATCH calls right behind ``first`` whose feeds can share its run."""
+        riders: list[_Job] = []
+        while len(riders) + 1 < pool.batch_max:
+            head = pool.head()
+            if head is None or head.priority < Priority.BATCH or head.kind != _RUN:
+                break
+            if head.feed is None or first.feed is None or not batching.compatible(first.feed, head.feed):
+                break
+            heapq.heappop(pool.queue)
+            pool.waiting -= 1
+            head.queued = False
+            riders.append(head)
+        return tuple(riders)
+
     def _work(self) -> None:
-        done: tuple[_Job, Any, BaseException | None] | None = None
+        done: list[tuple[_Job, Any, BaseException | None]] = []  # the last run's calls (a batch: several)
         while True:
-            with self._cond:  # one lock round per call: hand back the last result, take the next job
-                may_wait = 0.0  # > 0: the seconds the last result may wait to share a wake-up
-                if done is not None:
-                    last, result, error = done
-                    done = None
+            with self._cond:  # one lock round per run: hand back the last results, take the next job
+                may_wait = 0.0  # > 0: the seconds the last results may wait to share a wake-up
+                posted = len(done)
+                if done:
+                    last, _, error = done[0]
                     self._running -= 1
                     if last.kind == -1 and last.session is not None:
                         last.pool.free.append(last.session)
                         self._grant_checkouts(last.pool)
                     if error is None and last.priority >= Priority.BATCH and self._running > 0:
                         may_wait = 1.25 * last.pool.typical_s  # its usual run time, with slack
-                    self._post(last.future, result, error)
+                    for call, result, error in done:
+                        self._post(call.future, result, error)
+                    done = []
                 job = self._next()
                 while job is None:
                     if self._done and not self._woken:
@@ -330,10 +355,10 @@ class Dispatcher:
                         self._sleeping -= 1
                     job = self._next()
                 self._running += 1
-                # a BATCH result alone in _done, with another thread running, may wait for the next
-                # completion (that thread's, or this one's next call if it takes about as long as the
-                # last) and share its wake-up: it waits at most about its own run time
-                wait = may_wait > 0 and len(self._done) == 1 and 0 < job.pool.typical_s <= may_wait
+                # BATCH results alone in _done, with another thread running, may wait for the next
+                # completion (that thread's, or this one's next run if it takes about as long as the
+                # last) and share its wake-up: they wait at most about their own run time
+                wait = may_wait > 0 and len(self._done) == posted and 0 < job.pool.typical_s <= may_wait
                 wake = bool(self._done) and not self._woken and not wait
                 if wake:
                     self._mark_woken()
@@ -344,12 +369,28 @@ class Dispatcher:
             started = time.perf_counter()
             try:
                 assert job.session is not None and job.feed is not None
-                out = job.session.run(job.feed)
-                run_s = time.perf_counter() - started
-                job.pool.observe(run_s, self._ceiling)
-                done = (job, (out, Timing(started - job.queued_at, run_s)), None)
-            except BaseException as exc:  # handed to the caller, who sees the engine's own error
-                done = (job, None, exc)
+                if job.riders:
+                    done = self._run_batch(job, started)
+                else:
+                    out = job.session.run(job.feed)
+                    run_s = time.perf_counter() - started
+                    job.pool.observe(run_s, self._ceiling)
+                    done = [(job, (out, Timing(started - job.queued_at, run_s)), None)]
+            except BaseException as exc:  # handed to the callers, who see the engine's own error
+                done = [(call, None, exc) for call in (job, *job.riders)]
+
+    def _run_batch(self, job: _Job, started: float) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run ``job`` and its riders as one batch; each gets its own rows of the outputs."""
+        calls = (job, *job.riders)
+        feed, rows = batching.merge([call.feed for call in calls if call.feed is not None])
+        assert job.session is not None
+        out = job.session.run(feed)
+        run_s = time.perf_counter() - started
+        job.pool.observe(run_s, self._ceiling)
+        parts = batching.split(out, rows)
+        return [
+            (c, (p, Timing(started - c.queued_at, run_s)), None) for c, p in zip(calls, parts, strict=True)
+        ]
 
     def _post(
         self,

@@ -17,9 +17,9 @@ free: no hand-off for a 50 µs wake-word step. Engines release the GIL
 (onnxruntime, OpenVINO, LiteRT); loads use their own single thread so a slow
 load never blocks inference.
 
-The parts: ``settings`` (``ManagerSettings``), ``budget`` (size, eviction,
-memory accounting), ``loaded`` (entries, the load thread), ``dispatch`` (the
-threads), ``status`` (the ``/v1/models`` view and the probe of unloaded models).
+The parts: ``settings``, ``budget`` (size, eviction, memory), ``loaded`` (entries,
+the load thread), ``dispatch`` (the threads), ``batching`` (queued calls sharing a
+run), ``status`` (the ``/v1/models`` view and the probe of unloaded models).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from agent.core.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from models import budget, status
+from models import batching, budget, status
 from models.choose import Choice
 from models.dispatch import Dispatcher, Pool
 from models.loaded import LoadedModel, Loader, ModelRecord
@@ -298,11 +298,12 @@ class ModelManager:
             self._reserved.pop(name, None)
         record.fallback = tuple(choice.skipped) + done.loaded.failures
         record.last_error = None
+        batch_max = batching.limit(self.settings, name, done.sessions[0])
         entry = LoadedModel(
             name=name,
             installed=installed,
             candidate=done.loaded.candidate,
-            pool=Pool(name, done.sessions, self.settings.max_waiting),
+            pool=Pool(name, done.sessions, self.settings.max_waiting, batch_max),
             declared_bytes=declared,
             measured_bytes=done.measured_bytes,
             load_s=done.seconds,

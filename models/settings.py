@@ -24,6 +24,10 @@ class ManagerSettings:
     idle_check_interval_s: float = 10.0
     pool_size: int = 1
     pool_sizes: Mapping[str, int] = field(default_factory=dict)
+    #: > 1: up to this many queued BATCH calls to one model share a run (models/batching.py); opt-in,
+    #: for models whose rows are independent
+    batch_max: int = 1
+    batch_maxes: Mapping[str, int] = field(default_factory=dict)
     pinned: tuple[str, ...] = ()
     max_waiting: int = 64
     workers: int = 4

@@ -53,6 +53,7 @@ def model_status(manager: ModelManager, name: str) -> dict[str, Any]:
             load_ms=round(entry.load_s * 1000, 1),
             refcount=entry.refcount,
             pool_size=len(entry.pool.sessions),
+            batch_max=entry.pool.batch_max,
             waiting=entry.pool.waiting,
             rejected=entry.pool.rejected,
             inline=manager.runs_inline(entry),
