@@ -245,12 +245,23 @@ def test_the_ground_floor_imports_nothing_of_the_daemon() -> None:
     from tests.conftest import REPO
 
     # aiohttp brings multidict; tomli stands in for tomllib on Python 3.10
-    base = {"aiohttp", "multidict", "prometheus_client", "sqlite_utils", "tomli"}
-    allowed = set(sys.stdlib_module_names) | base | {"agent"}
+    base = {"aiohttp", "multidict", "prometheus_client", "psutil", "sqlite_utils", "tomli"}
+    # uvloop (the `fast` extra) only where its ImportError falls back to asyncio's loop (eventloop.py)
+    optional = {"uvloop"}
+    allowed = set(sys.stdlib_module_names) | base | optional | {"agent"}
     paths = sorted((REPO / "agent" / "core").rglob("*.py"))
     assert len(paths) > 10, paths
     for path in paths:
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        guarded = {  # imports in a try whose handler catches ImportError
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Try)
+            and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers)
+            for stmt in node.body
+            for inner in ast.walk(stmt)
+        }
+        for node in ast.walk(tree):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -258,5 +269,7 @@ def test_the_ground_floor_imports_nothing_of_the_daemon() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+                if name.split(".")[0] in optional:
+                    assert id(node) in guarded, f"{path.name} imports the optional {name} unguarded"
                 if name.split(".")[0] == "agent":
                     assert name.startswith("agent.core"), f"{path.name} imports the daemon's {name}"
