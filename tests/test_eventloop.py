@@ -22,9 +22,10 @@ def test_asyncio_when_asked() -> None:
     assert eventloop.run(_which(), "asyncio") == "asyncio"
 
 
-def test_uvloop_by_default_when_installed() -> None:
+def test_asyncio_by_default_and_uvloop_when_asked() -> None:
+    assert eventloop.run(_which()) == "asyncio"  # uvloop costs ~2 MiB at idle: opt-in
     pytest.importorskip("uvloop")  # the optional `fast` extra
-    assert eventloop.run(_which()) == "uvloop"
+    assert eventloop.run(_which(), "auto") == "uvloop"
     assert eventloop.run(_which(), "uvloop") == "uvloop"
 
 
