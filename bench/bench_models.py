@@ -51,7 +51,7 @@ BATCH_MAX = 4
 
 
 def _daemon_loop() -> asyncio.AbstractEventLoop:
-    """The event loop the daemon runs the model manager on (uvloop where installed)."""
+    """The event loop the daemon runs the model manager on by default (the setting ``event_loop``)."""
     from agent.core import eventloop
 
     return eventloop.new_event_loop()
@@ -202,12 +202,13 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
 
     def serving(
         loop: asyncio.AbstractEventLoop, batch_max: int = 1
-    ) -> tuple[ModelManager, Callable[[], float]]:
+    ) -> tuple[Callable[[], float], Callable[[], object]]:
+        """A manager serving both models on ``loop``: (one round, its close)."""
         mgr = ModelManager(store, dataclasses.replace(settings, batch_max=batch_max))
         loop.run_until_complete(mgr.start())
         loop.run_until_complete(mgr.load("mlp-ms"))
         loop.run_until_complete(mgr.load("mlp-ms2"))
-        return mgr, lambda: loop.run_until_complete(ours_async(mgr))
+        return lambda: loop.run_until_complete(ours_async(mgr)), lambda: loop.run_until_complete(mgr.close())
 
     # the loop the daemon runs on by default and, where installed, uvloop (event_loop = auto)
     loops = {"daemon": _daemon_loop()}
@@ -219,7 +220,7 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
         managers = {k: serving(lp) for k, lp in loops.items()}
         # the same calls with queued ones sharing runs (models/batching.py, opt-in: rows independent)
         managers["batched"] = serving(loops["daemon"], BATCH_MAX)
-        ours = managers["daemon"][1]
+        ours = managers["daemon"][0]
         cpu: dict[str, list[float]] = {"ours": [], "threads": []}
 
         def cpu_of(name: str, f: Callable[[], float]) -> Callable[[], float]:
@@ -235,14 +236,14 @@ def _concurrency(store: Any, quick: bool) -> list[dict[str, Any]]:
         a1, seq = _interleaved(ours, sequential, rounds)
         a2, thr = _interleaved(cpu_of("ours", ours), cpu_of("threads", threaded), rounds)
         if "uvloop" in managers:  # uvloop against the daemon's default loop, interleaved
-            fast = managers["uvloop"][1]
+            fast = managers["uvloop"][0]
             fast()
             a3, a4 = _interleaved(fast, ours, rounds)
-        batched = managers["batched"][1]
+        batched = managers["batched"][0]
         batched()
         a5, thr5 = _interleaved(batched, threaded, rounds)
-        for k, (mgr, _go) in managers.items():
-            loops["daemon" if k == "batched" else k].run_until_complete(mgr.close())
+        for _go, close in managers.values():
+            close()
     finally:
         for lp in loops.values():
             lp.close()

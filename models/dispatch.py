@@ -312,11 +312,12 @@ class Dispatcher:
     def _riders(self, pool: Pool, first: _Job) -> tuple[_Job, ...]:
         """Under the lock: the BATCH calls right behind ``first`` whose feeds can share its run."""
         riders: list[_Job] = []
-        while len(riders) + 1 < pool.batch_max:
+        feed = first.feed
+        while feed is not None and len(riders) + 1 < pool.batch_max:
             head = pool.head()
             if head is None or head.priority < Priority.BATCH or head.kind != _RUN:
                 break
-            if head.feed is None or first.feed is None or not batching.compatible(first.feed, head.feed):
+            if head.feed is None or not batching.compatible(feed, head.feed):
                 break
             heapq.heappop(pool.queue)
             pool.waiting -= 1

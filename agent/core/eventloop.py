@@ -33,8 +33,8 @@ def choice_setting() -> Any:
     """The setting ``event_loop`` (``Literal["auto", "uvloop", "asyncio"]``) at the root of both programs'."""
     return setting(
         DEFAULT,
-        "asyncio's own loop, or uvloop (the `fast` extra: ~1-4 % more inference throughput, "
-        "~2 MiB more memory); auto: uvloop when installed.",
+        "asyncio's own loop, or uvloop (the `fast` extra: about 1 % more inference throughput, "
+        "2 MiB more memory); auto: uvloop when installed.",
     )
 
 
