@@ -16,11 +16,14 @@ that takes about as long) and shares its wake-up: half the wake-ups with two
 threads, for a delay of at most about its own run time. REALTIME and
 INTERACTIVE results never wait.
 
-A call is a job in its model's pool queue, ordered by (priority, arrival)
+A call (``submit``) is a job in its model's pool queue, ordered by (priority, arrival)
 across every pool: a REALTIME wake-word call is served before BATCH calls to
 any model. A pool's waiting line is bounded (``max_waiting``) and refuses
 beyond it. A job may be bound to a session the caller already holds (a
 lease); a "checkout" job waits for a free session and hands it to the caller.
+``submit`` hands back the call's future at once, with no task or coroutine per
+call: the loop's share of a call is the queueing, one ``set_result`` and the
+caller's own wake-up.
 
 Models whose calls are fast (``inline_below_s``, measured) skip the threads
 altogether: the caller runs the session itself when one is free and nobody
@@ -35,73 +38,22 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import ConflictError, ResourceExhaustedError, UnavailableError
 from models import batching
 from models.doorbell import Doorbell
+from models.pool import CHECKOUT as _CHECKOUT
+from models.pool import RUN as _RUN
+from models.pool import TAKEN as _TAKEN
+from models.pool import Job as _Job
+from models.pool import Pool, Timing
 from models.scheduling import Priority
 
 if TYPE_CHECKING:
     from runtimes.base import Session
 
-_RUN, _CHECKOUT = 0, 1
-
-
-@dataclass(order=True)
-class _Job:
-    priority: int
-    seq: int
-    kind: int = field(compare=False)
-    pool: Pool = field(compare=False)
-    future: asyncio.Future[Any] = field(compare=False)
-    feed: Mapping[str, Any] | None = field(compare=False, default=None)
-    session: Session | None = field(compare=False, default=None)  # bound: the caller's leased session
-    queued_at: float = field(compare=False, default_factory=time.perf_counter)
-    cancelled: bool = field(compare=False, default=False)
-    queued: bool = field(compare=False, default=True)  # counted in its pool's ``waiting``
-    riders: tuple[_Job, ...] = field(compare=False, default=())  # calls batched into this one's run
-
-
-@dataclass
-class Timing:
-    """What one call cost: seconds waiting for a session/thread, seconds in ``session.run``."""
-
-    wait_s: float
-    run_s: float
-
-
-class Pool:
-    """One model's sessions and its waiting line; every field is guarded by the dispatcher's lock."""
-
-    def __init__(
-        self, name: str, sessions: list[Session], max_waiting: int | None, batch_max: int = 1
-    ) -> None:
-        self.name = name
-        self.batch_max = batch_max  # > 1: queued BATCH calls may share one run (models/batching.py)
-        self.sessions = list(sessions)
-        self.free = list(sessions)
-        self.max_waiting = max_waiting
-        self.queue: list[_Job] = []
-        self.waiting = 0
-        self.rejected = 0
-        self.run_s = 0.0  # smoothed seconds per session.run, each at most a ceiling: the inline path
-        self.typical_s = 0.0  # the same without the ceiling: how long a result may wait for a wake-up
-        self.calls = 0
-
-    def observe(self, seconds: float, ceiling: float) -> None:
-        """Smooth the run time; a sample counts at most ``ceiling`` (a preempted call is not the model)."""
-        self.calls += 1
-        first = self.calls == 1
-        self.typical_s = seconds if first else 0.8 * self.typical_s + 0.2 * seconds
-        seconds = min(seconds, ceiling)
-        self.run_s = seconds if first else 0.8 * self.run_s + 0.2 * seconds
-
-    def head(self) -> _Job | None:
-        while self.queue and self.queue[0].cancelled:
-            heapq.heappop(self.queue)
-        return self.queue[0] if self.queue else None
+Finish = Callable[[tuple[dict[str, Any], Timing]], Any]
 
 
 class Dispatcher:
@@ -120,7 +72,8 @@ class Dispatcher:
         self._pools: list[Pool] = []
         self._threads: list[threading.Thread] = []
         self._closing = False
-        self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        #: results for the loop: (future, result, error, the pool's ``finish`` for a submitted call)
+        self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None, Finish | None]] = []
         self._woken = False  # the loop was woken for what is in _done and has not settled it yet
         self.wakeups = 0  # times the threads woke the loop (counted under the lock)
         self._running = 0  # threads inside session.run
@@ -153,6 +106,8 @@ class Dispatcher:
             self._closing = True
             queued = list(self._bound) + [j for p in self._pools for j in p.queue]
             for job in queued:
+                if job.queued and job.kind == _RUN and job.session is None:
+                    job.pool.active -= 1
                 job.queued = False
             self._bound.clear()
             for p in self._pools:
@@ -163,7 +118,7 @@ class Dispatcher:
             t.join()
         self._threads = []
         for job in queued:
-            if not job.cancelled and not job.future.done():
+            if not job.given_up() and not job.future.done():
                 job.future.set_exception(UnavailableError("the model manager stopped before this call ran"))
         self._deliver()
         self._bell.close()
@@ -198,6 +153,38 @@ class Dispatcher:
                 return pool.free.pop()
         return None
 
+    def submit(self, pool: Pool, feed: Mapping[str, Any], priority: int) -> asyncio.Future[Any]:
+        """On the loop: queue a call on any session of ``pool``; its future settles when it has run.
+
+        The future holds ``pool.finish((outputs, Timing))`` (or that pair when
+        the pool has no ``finish``). No task per call: the caller awaits the
+        future itself, and cancelling it takes the call off the queue if it
+        has not started. Refused at once (ResourceExhaustedError) when the
+        pool's waiting line is full.
+        """
+        loop = self._loop
+        if not self._threads or loop is None:
+            raise ConflictError("the model manager is not started")
+        fut: asyncio.Future[Any] = loop.create_future()
+        job = _Job(priority, next(self._seq), _RUN, pool, fut, feed)
+        with self._lock:
+            if pool.max_waiting is not None and pool.waiting >= pool.max_waiting:
+                pool.purge()  # calls given up since still count until they reach the head
+                if pool.waiting >= pool.max_waiting:
+                    pool.rejected += 1
+                    raise ResourceExhaustedError(
+                        f"model {pool.name}: {pool.waiting} requests already waiting "
+                        f"(limit {pool.max_waiting}); retry later"
+                    )
+            heapq.heappush(pool.queue, job)
+            pool.waiting += 1
+            pool.active += 1
+            if self._sleeping:
+                self._cond.notify()
+        if self._done:
+            self._deliver()
+        return fut
+
     def give_back(self, pool: Pool, session: Session) -> None:
         with self._lock:
             pool.free.append(session)
@@ -210,10 +197,6 @@ class Dispatcher:
                 self._deliver()
             else:
                 self._wake()
-
-    async def run(self, pool: Pool, feed: Mapping[str, Any], priority: int) -> tuple[dict[str, Any], Timing]:
-        """Run ``feed`` on any free session of ``pool`` (waits its turn)."""
-        return await self._submit(pool, _RUN, priority, feed, None)
 
     async def run_bound(
         self, pool: Pool, session: Session, feed: Mapping[str, Any], priority: int
@@ -278,7 +261,7 @@ class Dispatcher:
             pool.waiting -= 1
             head.queued = False
             session = pool.free.pop()
-            self._post(head.future, (session, time.perf_counter() - head.queued_at), None, pool, session)
+            self._post_grant(head, session)
 
     def _next(self) -> _Job | None:
         """Under the lock: the best runnable job of all queues, or None."""
@@ -304,7 +287,7 @@ class Dispatcher:
             pool.waiting -= 1
             best.queued = False
             best.session = pool.free.pop()
-            best.kind = -1  # marks "session taken from the pool": give it back after the run
+            best.kind = _TAKEN  # the session came from the pool: it goes back after the run
             if pool.batch_max > 1 and best.priority >= Priority.BATCH:
                 best.riders = self._riders(pool, best)
         return best
@@ -334,13 +317,15 @@ class Dispatcher:
                 if done:
                     last, _, error = done[0]
                     self._running -= 1
-                    if last.kind == -1 and last.session is not None:
+                    if last.kind == _TAKEN and last.session is not None:
                         last.pool.free.append(last.session)
+                        last.pool.active -= len(done)  # the first call and its riders, all from the pool
                         self._grant_checkouts(last.pool)
                     if error is None and last.priority >= Priority.BATCH and self._running > 0:
                         may_wait = 1.25 * last.pool.typical_s  # its usual run time, with slack
-                    for call, result, error in done:
-                        self._post(call.future, result, error)
+                    for call, result, error in done:  # a lease's bound call settles in its coroutine
+                        finish = call.pool.finish if call.kind == _TAKEN or call.session is None else None
+                        self._done.append((call.future, result, error, finish))
                     done = []
                 job = self._next()
                 while job is None:
@@ -393,23 +378,15 @@ class Dispatcher:
             (c, (p, Timing(started - c.queued_at, run_s)), None) for c, p in zip(calls, parts, strict=True)
         ]
 
-    def _post(
-        self,
-        fut: asyncio.Future[Any],
-        result: Any,
-        error: BaseException | None,
-        pool: Pool | None = None,
-        session: Session | None = None,
-    ) -> None:
-        """Under the lock: queue a result for the loop, which is woken once per batch of results.
+    def _post_grant(self, job: _Job, session: Session) -> None:
+        """Under the lock: queue a granted checkout for the loop, which settles results in batches.
 
         Whoever finds ``_done`` empty before posting wakes the loop after it
         lets go of the lock: the worker threads in ``_work``; on the loop's own
         thread the caller (``give_back``, ``_submit``) delivers instead.
         """
-        self._done.append((fut, result, error))
-        if pool is not None and session is not None:
-            self._done.append((fut, _Unclaimed(self, pool, session), None))
+        self._done.append((job.future, (session, time.perf_counter() - job.queued_at), None, None))
+        self._done.append((job.future, _Unclaimed(self, job.pool, session), None, None))
 
     def _mark_woken(self) -> None:
         """Under the lock: the loop is being woken for what is in ``_done`` (counted in ``wakeups``)."""
@@ -425,11 +402,16 @@ class Dispatcher:
         with self._lock:
             done, self._done = self._done, []
             self._woken = False
-        for fut, result, error in done:
+        for fut, result, error, finish in done:
             if isinstance(result, _Unclaimed):
                 if fut.cancelled():  # a checkout granted to a caller who left: the session goes back
                     result.release()
                 continue
+            if finish is not None and error is None:  # a submitted call's accounting, even if given up
+                try:
+                    result = finish(result)
+                except Exception as exc:  # the caller gets it, not the loop
+                    error = exc
             if fut.done():
                 continue
             if error is not None:

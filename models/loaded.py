@@ -30,7 +30,7 @@ from models.choose import (
     load_with_fallback,
     rank,
 )
-from models.dispatch import Pool
+from models.pool import Pool, Timing
 from models.scheduling import LatencyStats
 from models.store import InstalledModel
 
@@ -47,8 +47,21 @@ class LoadedModel:
     declared_bytes: int
     measured_bytes: int | None
     load_s: float
-    refcount: int = 0
+    leases: int = 0  # ``manager.use()`` holders, waiting ones included
     last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def refcount(self) -> int:
+        """Requests that keep the model loaded: leases, and calls queued or running in its pool."""
+        return self.leases + self.pool.active_now()
+
+    def settle(self, record: ModelRecord, result: tuple[dict[str, Any], Timing]) -> dict[str, Any]:
+        """On the loop, for each call that ran on the inference threads: its timing recorded, its outputs."""
+        out, timing = result
+        self.last_used = time.monotonic()
+        record.latency.add(timing.run_s)
+        record.wait.add(timing.wait_s)
+        return out
 
     @property
     def memory_bytes(self) -> int:

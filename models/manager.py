@@ -1,10 +1,11 @@
 """Loaded models under a memory budget: leases, pools, priorities, idle unloading.
 
 Lifecycle: a model loads on first use (or ``load``/``pin``), is leased with
-``async with manager.use(name) as lease`` (a lease holds a reference, so a
+``async with manager.use(name) as lease`` or called with ``await
+manager.infer(name, feed)`` (a lease or a queued call holds a reference, so a
 model in use is never unloaded), and goes when it has been idle past
 ``idle_timeout_s`` or when another load needs its memory (least recently used
-first; pinned models and models with leases are never evicted). When nothing
+first; pinned models and models in use are never evicted). When nothing
 evictable is left, a load is refused with ResourceExhaustedError naming who
 holds the memory, instead of letting the kernel's OOM killer pick a victim.
 
@@ -15,10 +16,11 @@ burst of BATCH calls to another model. Models whose calls take less than
 ``inline_below_ms`` (measured) run on the caller's thread when a session is
 free: no hand-off for a 50 µs wake-word step. Engines release the GIL
 (onnxruntime, OpenVINO, LiteRT); loads use their own single thread so a slow
-load never blocks inference.
+load never blocks inference. ``infer`` queues the call before it returns and
+hands back a future, so many calls gathered cost no task each.
 
 The parts: ``settings``, ``budget`` (size, eviction, memory), ``loaded`` (entries,
-the load thread), ``dispatch`` (the threads), ``batching`` (queued calls sharing a
+the load thread), ``pool`` (a model's sessions and queue), ``lease``, ``dispatch`` (the threads), ``batching`` (queued calls sharing a
 run), ``status`` (the ``/v1/models`` view and the probe of unloaded models).
 """
 
@@ -41,40 +43,18 @@ from agent.core.errors import (
 )
 from models import batching, budget, status
 from models.choose import Choice
-from models.dispatch import Dispatcher, Pool
+from models.dispatch import Dispatcher
+from models.lease import ModelLease
 from models.loaded import LoadedModel, Loader, ModelRecord
+from models.pool import Pool
 from models.scheduling import Priority
 from models.settings import MB, ManagerSettings
 from models.store import ModelCatalog
 
 if TYPE_CHECKING:
-    from runtimes.base import Runtime, Session
+    from runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
-
-
-class ModelLease:
-    """A model held for use: ``await lease.infer(feed)``; ``lease.session`` is the engine session."""
-
-    def __init__(
-        self, manager: ModelManager, entry: LoadedModel, session: Session, priority: Priority
-    ) -> None:
-        self._manager = manager
-        self._entry = entry
-        self.session = session
-        self.priority = priority
-
-    @property
-    def name(self) -> str:
-        return self._entry.name
-
-    @property
-    def version(self) -> str:
-        return self._entry.installed.version
-
-    async def infer(self, feed: Mapping[str, Any]) -> dict[str, Any]:
-        self.session.check_feed(feed)
-        return await self._manager._run_leased(self._entry, self.session, feed, self.priority)
 
 
 class ModelManager:
@@ -308,6 +288,7 @@ class ModelManager:
             measured_bytes=done.measured_bytes,
             load_s=done.seconds,
         )
+        entry.pool.finish = functools.partial(entry.settle, record)
         if entry.memory_bytes > declared:
             # the manifest under-declared: check the budget again with what was measured
             try:
@@ -373,60 +354,67 @@ class ModelManager:
         """Lease a session of ``name`` (loading it if needed); the model stays loaded until released."""
         prio = Priority.parse(priority)
         entry = await self._ensure_loaded(name)
-        entry.refcount += 1  # counted while waiting too: a queued request also protects the model
+        entry.leases += 1  # counted while waiting too: a queued request also protects the model
         try:
             session, waited = await self._dispatch.checkout(entry.pool, prio)
             self.record(name).wait.add(waited)
             try:
-                yield ModelLease(self, entry, session, prio)
+                yield ModelLease(self._dispatch, entry, self.record(name), session, prio)
             finally:
                 self._dispatch.give_back(entry.pool, session)
         finally:
-            entry.refcount -= 1
+            entry.leases -= 1
             entry.last_used = time.monotonic()
 
-    async def infer(
+    def infer(
         self, name: str, feed: Mapping[str, Any], priority: Priority | str | int = Priority.BATCH
+    ) -> asyncio.Future[dict[str, Any]]:
+        """One call on any free session of ``name``: ``outputs = await manager.infer(name, feed)``.
+
+        The call is queued at once and the future settles when it has run (no
+        task per call: ``asyncio.gather`` of many calls takes the futures as
+        they are). A fast model runs inline, and its future is done on return;
+        a model not loaded yet loads first. Errors, a bad feed included, are
+        the future's. Cancelling the future takes a call that has not started
+        off the queue.
+        """
+        entry = self._loaded.get(name)
+        if entry is None:
+            return asyncio.ensure_future(self._infer_after_load(name, feed, priority))
+        try:
+            return self._infer_loaded(entry, feed, priority)
+        except Exception as exc:  # the caller's await raises it
+            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+            return fut
+
+    async def _infer_after_load(
+        self, name: str, feed: Mapping[str, Any], priority: Priority | str | int
     ) -> dict[str, Any]:
-        """One call on any free session of ``name``: inline when the model is fast, else in a thread."""
-        entry = self._loaded.get(name) or await self._ensure_loaded(name)
+        entry = await self._ensure_loaded(name)
+        return await self._infer_loaded(entry, feed, priority)
+
+    def _infer_loaded(
+        self, entry: LoadedModel, feed: Mapping[str, Any], priority: Priority | str | int
+    ) -> asyncio.Future[dict[str, Any]]:
         pool = entry.pool
         pool.sessions[0].check_feed(feed)
         dispatch = self._dispatch
         if not dispatch.started:
             raise ConflictError("the model manager is not started")
-        record = self.record(name)
-        entry.refcount += 1
-        try:
-            if dispatch.inline_ok(pool):
-                session = dispatch.try_take(pool)
-                if session is not None:
-                    try:
-                        out, seconds = dispatch.run_inline(pool, session, feed)
-                    finally:
-                        dispatch.give_back(pool, session)
-                    record.latency.add(seconds)  # queue_wait counts the calls that queued
-                    return out
-            out, timing = await dispatch.run(pool, feed, Priority.parse(priority))
-            record.latency.add(timing.run_s)
-            record.wait.add(timing.wait_s)
-            return out
-        finally:
-            entry.refcount -= 1
-            entry.last_used = time.monotonic()
-
-    async def _run_leased(
-        self, entry: LoadedModel, session: Session, feed: Mapping[str, Any], prio: Priority
-    ) -> dict[str, Any]:
-        if not self._dispatch.started:
-            raise ConflictError("the model manager is not started")
-        if self._dispatch.inline_ok(entry.pool):
-            out, seconds = self._dispatch.run_inline(entry.pool, session, feed)
-        else:
-            out, timing = await self._dispatch.run_bound(entry.pool, session, feed, prio)
-            seconds = timing.run_s
-        self.record(entry.name).latency.add(seconds)
-        return out
+        entry.last_used = time.monotonic()  # no await before the call is queued: no eviction between
+        if dispatch.inline_ok(pool):
+            session = dispatch.try_take(pool)
+            if session is not None:
+                try:
+                    out, seconds = dispatch.run_inline(pool, session, feed)
+                finally:
+                    dispatch.give_back(pool, session)
+                self.record(entry.name).latency.add(seconds)  # queue_wait counts the calls that queued
+                done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                done.set_result(out)
+                return done
+        return dispatch.submit(pool, feed, Priority.parse(priority))
 
     # -- status -------------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ def model_status(manager: ModelManager, name: str) -> dict[str, Any]:
             refcount=entry.refcount,
             pool_size=len(entry.pool.sessions),
             batch_max=entry.pool.batch_max,
-            waiting=entry.pool.waiting,
+            waiting=entry.pool.waiting_now(),
             rejected=entry.pool.rejected,
             inline=manager.runs_inline(entry),
         )

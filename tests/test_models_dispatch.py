@@ -54,11 +54,11 @@ async def test_saturated_batch_calls_share_wake_ups_and_all_arrive(sessions: dic
     calls = 150
     try:
         for pool in pools:  # the run-time estimate the waiting rule needs
-            await dispatcher.run(pool, {"x": x}, Priority.BATCH)
+            await dispatcher.submit(pool, {"x": x}, Priority.BATCH)
         woken = dispatcher.wakeups
         outs = await asyncio.wait_for(
             asyncio.gather(
-                *(dispatcher.run(pool, {"x": x}, Priority.BATCH) for _ in range(calls) for pool in pools)
+                *(dispatcher.submit(pool, {"x": x}, Priority.BATCH) for _ in range(calls) for pool in pools)
             ),
             120,
         )
@@ -85,14 +85,14 @@ async def test_a_result_does_not_wait_for_a_long_call(sessions: dict[str, Sessio
     xl, xs = mlp_input(MLP_LONG), mlp_input(MLP_MS)
     try:
         for _ in range(2):  # both pools learn their run times
-            await dispatcher.run(long_pool, {"x": xl}, Priority.BATCH)
-            await dispatcher.run(short_pool, {"x": xs}, Priority.BATCH)
+            await dispatcher.submit(long_pool, {"x": xl}, Priority.BATCH)
+            await dispatcher.submit(short_pool, {"x": xs}, Priority.BATCH)
         long_s = long_pool.typical_s
         assert long_s > 20 * short_pool.typical_s, "the long model is not long enough to tell"
         for _ in range(3):
-            first = asyncio.ensure_future(dispatcher.run(long_pool, {"x": xl}, Priority.BATCH))
-            quick = asyncio.ensure_future(dispatcher.run(short_pool, {"x": xs}, Priority.BATCH))
-            then = asyncio.ensure_future(dispatcher.run(long_pool, {"x": xl}, Priority.BATCH))
+            first = asyncio.ensure_future(dispatcher.submit(long_pool, {"x": xl}, Priority.BATCH))
+            quick = asyncio.ensure_future(dispatcher.submit(short_pool, {"x": xs}, Priority.BATCH))
+            then = asyncio.ensure_future(dispatcher.submit(long_pool, {"x": xl}, Priority.BATCH))
             t0 = time.perf_counter()
             out, _timing = await quick
             waited = time.perf_counter() - t0

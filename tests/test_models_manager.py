@@ -230,7 +230,7 @@ async def test_realtime_is_served_before_batch(store: ModelStore) -> None:
 async def test_bounded_queue_rejects(store: ModelStore) -> None:
     async with ModelManager(store, _settings(pool_size=1, max_waiting=2), runtimes=real_runtimes()) as mgr:
         async with mgr.use("mlp-a"):
-            waiting = [asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)})) for _ in range(2)]
+            waiting = [asyncio.ensure_future(mgr.infer("mlp-a", {"x": _x(MLP_A)})) for _ in range(2)]
             await asyncio.sleep(0.05)
             with pytest.raises(ResourceExhaustedError, match="already waiting"):
                 await mgr.infer("mlp-a", {"x": _x(MLP_A)})
@@ -350,9 +350,9 @@ async def test_fast_models_run_inline_and_slow_ones_in_the_inference_threads(sto
 async def test_a_caller_cancelled_while_queued_hands_its_turn_on(store: ModelStore) -> None:
     async with ModelManager(store, _settings(pool_size=1), runtimes=real_runtimes()) as mgr:
         async with mgr.use("mlp-a"):  # hold the only session
-            leaving = asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)}, "realtime"))
+            leaving = asyncio.ensure_future(mgr.infer("mlp-a", {"x": _x(MLP_A)}, "realtime"))
             lease_waiter = asyncio.create_task(_lease_and_leave(mgr))
-            staying = asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)}))
+            staying = asyncio.ensure_future(mgr.infer("mlp-a", {"x": _x(MLP_A)}))
             await asyncio.sleep(0.05)
             assert mgr.model_status("mlp-a")["waiting"] == 3
             leaving.cancel()
@@ -372,7 +372,7 @@ async def test_a_lease_granted_by_an_inference_thread_reaches_its_caller(store: 
     settings = _settings(pool_size=1, workers=1, inline_below_ms=0)
     async with ModelManager(store, settings, runtimes=real_runtimes()) as mgr:
         for _ in range(3):
-            calls = [asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)})) for _ in range(4)]
+            calls = [asyncio.ensure_future(mgr.infer("mlp-a", {"x": _x(MLP_A)})) for _ in range(4)]
             await asyncio.sleep(0)  # the calls queue first; the lease queues behind them
 
             async def lease() -> int:
@@ -394,7 +394,7 @@ async def test_calls_queued_at_close_are_refused_saying_why(store: ModelStore) -
     mgr = ModelManager(store, _settings(pool_size=1), runtimes=real_runtimes())
     await mgr.start()
     async with mgr.use("mlp-a"):  # the only session is held: the next call queues
-        queued = asyncio.create_task(mgr.infer("mlp-a", {"x": _x(MLP_A)}))
+        queued = asyncio.ensure_future(mgr.infer("mlp-a", {"x": _x(MLP_A)}))
         await asyncio.sleep(0.05)
         await mgr.close()
         with pytest.raises(UnavailableError, match="stopped before this call ran"):
@@ -413,7 +413,7 @@ async def test_close_gives_up_a_load_in_progress(store: ModelStore, bundles: dic
     mgr = ModelManager(store, _settings(), runtimes=real_runtimes(fakenpu=npu))
     await mgr.start()
     try:
-        call = asyncio.create_task(mgr.infer("npu-model", {"x": _x(MLP_A)}))
+        call = asyncio.ensure_future(mgr.infer("npu-model", {"x": _x(MLP_A)}))
         for _ in range(500):  # until the load thread is inside the engine's load, held
             if npu.loads:
                 break

@@ -1,0 +1,125 @@
+"""One model's sessions and its waiting line (``Pool``), and a queued call (``Job``).
+
+Every field of a pool is guarded by its dispatcher's lock (models/dispatch.py);
+``active`` and ``waiting`` are also read without it, as a snapshot, to decide
+whether a model is in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtimes.base import Session
+
+#: a job's kind: a call to run, a wait for a session of the caller's own, a call running on a pool session
+RUN, CHECKOUT, TAKEN = 0, 1, -1
+
+
+@dataclass(order=True, slots=True)
+class Job:
+    priority: int
+    seq: int
+    kind: int = field(compare=False)
+    pool: Pool = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    feed: Mapping[str, Any] | None = field(compare=False, default=None)
+    session: Session | None = field(compare=False, default=None)  # bound: the caller's leased session
+    queued_at: float = field(compare=False, default_factory=time.perf_counter)
+    cancelled: bool = field(compare=False, default=False)
+    queued: bool = field(compare=False, default=True)  # counted in its pool's ``waiting``
+    riders: tuple[Job, ...] = field(compare=False, default=())  # calls batched into this one's run
+
+    def given_up(self) -> bool:
+        """Cancelled by its caller: marked so (``cancelled``), or its future cancelled (a submitted call)."""
+        return self.cancelled or self.future.cancelled()
+
+
+@dataclass(slots=True)
+class Timing:
+    """What one call cost: seconds waiting for a session/thread, seconds in ``session.run``."""
+
+    wait_s: float
+    run_s: float
+
+
+class Pool:
+    """One model's sessions and its waiting line.
+
+    ``finish``, when given, turns a call's ``(outputs, Timing)`` into what its
+    caller's future holds (the model manager records the timing there and
+    hands back the outputs); it runs on the loop.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sessions: list[Session],
+        max_waiting: int | None,
+        batch_max: int = 1,
+        finish: Callable[[tuple[dict[str, Any], Timing]], Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.batch_max = batch_max  # > 1: queued BATCH calls may share one run (models/batching.py)
+        self.finish = finish
+        self.sessions = list(sessions)
+        self.free = list(sessions)
+        self.max_waiting = max_waiting
+        self.queue: list[Job] = []
+        self.waiting = 0  # jobs in ``queue`` not given up yet (the ones given up leave it at the head)
+        self.active = 0  # submitted calls not run yet or running: a model with any is in use
+        self.rejected = 0
+        self.run_s = 0.0  # smoothed seconds per session.run, each at most a ceiling: the inline path
+        self.typical_s = 0.0  # the same without the ceiling: how long a result may wait for a wake-up
+        self.calls = 0
+
+    def observe(self, seconds: float, ceiling: float) -> None:
+        """Smooth the run time; a sample counts at most ``ceiling`` (a preempted call is not the model)."""
+        self.calls += 1
+        first = self.calls == 1
+        self.typical_s = seconds if first else 0.8 * self.typical_s + 0.2 * seconds
+        seconds = min(seconds, ceiling)
+        self.run_s = seconds if first else 0.8 * self.run_s + 0.2 * seconds
+
+    def waiting_now(self) -> int:
+        """Calls waiting, without the ones given up that have not reached the head yet (a snapshot)."""
+        return self.waiting - sum(1 for job in list(self.queue) if job.queued and job.given_up())
+
+    def active_now(self) -> int:
+        """``active`` the same way: submitted calls not given up, queued or running (a snapshot)."""
+        gone = sum(1 for job in list(self.queue) if job.queued and job.kind == RUN and job.given_up())
+        return self.active - gone
+
+    def head(self) -> Job | None:
+        """The next job not given up; the ones given up before it leave the queue."""
+        queue = self.queue
+        while queue:
+            job = queue[0]
+            if not job.given_up():
+                return job
+            heapq.heappop(queue)
+            self._forget(job)
+        return None
+
+    def purge(self) -> None:
+        """Drop every given-up job, wherever it is in the queue (a full queue checks before refusing)."""
+        keep = []
+        for job in self.queue:
+            if job.given_up():
+                self._forget(job)
+            else:
+                keep.append(job)
+        heapq.heapify(keep)
+        self.queue = keep
+
+    def _forget(self, job: Job) -> None:
+        if job.queued:  # a submitted call whose future was cancelled: it counts no more
+            job.queued = False
+            self.waiting -= 1
+            if job.kind == RUN:
+                self.active -= 1
