@@ -329,6 +329,8 @@ class _Session:
             seqs = [seq for seq, r in refused if r == reason]
             await asyncio.to_thread(p.outbox.drop, seqs, reason)
             p.refused += len(seqs)
+        if (acked or refused) and p._wake is not None:
+            p._wake.set()  # a drain that stops when empty looks again now, not at its next idle poll
 
     async def close(self) -> None:
         """Stop the flusher and commit every confirmation received, whatever ended the session."""

@@ -133,6 +133,22 @@ async def test_in_order_with_priorities_and_deleted_only_after_puback(
     store.close()
 
 
+async def test_a_drain_that_stops_when_empty_ends_at_its_last_commit(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The last PUBACKs' commit wakes the drain: it does not sleep out its idle poll (30 s here) first."""
+    store = Store.open(tmp_path / "a.db", synchronous="normal")
+    ob = Outbox(store)
+    ob.put_many(items(0, 40))
+    pub = Publisher(ob, idle_poll_s=30.0, receipts=False)
+    async with MqttClient(MqttOptions(url=mosquitto.url, client_id="d1", inflight=8)) as client:
+        t0 = time.monotonic()
+        await asyncio.wait_for(pub.run(client, stop_when_empty=True), 10)
+        assert time.monotonic() - t0 < 5
+    assert len(ob) == 0 and pub.published == 40
+    store.close()
+
+
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 async def test_broker_killed_and_restarted_during_a_stream_of_10000(
     tmp_path: Path, how: str, record_property
