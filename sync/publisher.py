@@ -191,10 +191,12 @@ class _Session:
         self.idle = asyncio.Event()
         self.idle.set()
         self.flushing: asyncio.Future[None] | None = None
+        self.stop_when_empty = False
         self.flusher = asyncio.create_task(self._flush_loop(), name="sync:ack-flush")
 
     async def drain(self, stop_when_empty: bool) -> None:
         p, client, awaiting = self.p, self.client, self.p.awaiting
+        self.stop_when_empty = stop_when_empty
         lost = asyncio.ensure_future(client.wait_lost())
         try:
             while True:
@@ -329,8 +331,8 @@ class _Session:
             seqs = [seq for seq, r in refused if r == reason]
             await asyncio.to_thread(p.outbox.drop, seqs, reason)
             p.refused += len(seqs)
-        if (acked or refused) and p._wake is not None:
-            p._wake.set()  # a drain that stops when empty looks again now, not at its next idle poll
+        if self.stop_when_empty and (acked or refused) and p._wake is not None:
+            p._wake.set()  # the drain looks again now whether it is done, not at its next idle poll
 
     async def close(self) -> None:
         """Stop the flusher and commit every confirmation received, whatever ended the session."""
