@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.core.errors import ConflictError, ResourceExhaustedError, UnavailableError
+from agent.core.errors import ConflictError, UnavailableError
 from models import batching
 from models.doorbell import Doorbell
 from models.pool import CHECKOUT as _CHECKOUT
@@ -168,17 +168,7 @@ class Dispatcher:
         fut: asyncio.Future[Any] = loop.create_future()
         job = _Job(priority, next(self._seq), _RUN, pool, fut, feed)
         with self._lock:
-            if pool.max_waiting is not None and pool.waiting >= pool.max_waiting:
-                pool.purge()  # calls given up since still count until they reach the head
-                if pool.waiting >= pool.max_waiting:
-                    pool.rejected += 1
-                    raise ResourceExhaustedError(
-                        f"model {pool.name}: {pool.waiting} requests already waiting "
-                        f"(limit {pool.max_waiting}); retry later"
-                    )
-            heapq.heappush(pool.queue, job)
-            pool.waiting += 1
-            pool.active += 1
+            pool.enqueue(job)
             if self._sleeping:
                 self._cond.notify()
         if self._done:
@@ -223,14 +213,7 @@ class Dispatcher:
             if session is not None:
                 heapq.heappush(self._bound, job)
             else:
-                if pool.max_waiting is not None and pool.waiting >= pool.max_waiting:
-                    pool.rejected += 1
-                    raise ResourceExhaustedError(
-                        f"model {pool.name}: {pool.waiting} requests already waiting "
-                        f"(limit {pool.max_waiting}); retry later"
-                    )
-                heapq.heappush(pool.queue, job)
-                pool.waiting += 1
+                pool.enqueue(job)
                 if kind == _CHECKOUT:
                     self._grant_checkouts(pool)
             if self._sleeping:

@@ -1,8 +1,9 @@
 """One model's sessions and its waiting line (``Pool``), and a queued call (``Job``).
 
-Every field of a pool is guarded by its dispatcher's lock (models/dispatch.py);
-``active`` and ``waiting`` are also read without it, as a snapshot, to decide
-whether a model is in use.
+Every field of a pool is guarded by its dispatcher's lock (models/dispatch.py),
+and its methods run under it, but ``waiting_now`` and ``active_now``: those read
+a snapshot without it, for the status view and to decide whether a model is in
+use.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from agent.core.errors import ResourceExhaustedError
 
 if TYPE_CHECKING:
     from runtimes.base import Session
@@ -85,6 +88,21 @@ class Pool:
         self.typical_s = seconds if first else 0.8 * self.typical_s + 0.2 * seconds
         seconds = min(seconds, ceiling)
         self.run_s = seconds if first else 0.8 * self.run_s + 0.2 * seconds
+
+    def enqueue(self, job: Job) -> None:
+        """Into the waiting line; ResourceExhaustedError when ``max_waiting`` calls already wait."""
+        if self.max_waiting is not None and self.waiting >= self.max_waiting:
+            self.purge()  # calls given up since still count until they reach the head
+            if self.waiting >= self.max_waiting:
+                self.rejected += 1
+                raise ResourceExhaustedError(
+                    f"model {self.name}: {self.waiting} requests already waiting "
+                    f"(limit {self.max_waiting}); retry later"
+                )
+        heapq.heappush(self.queue, job)
+        self.waiting += 1
+        if job.kind == RUN:
+            self.active += 1
 
     def waiting_now(self) -> int:
         """Calls waiting, without the ones given up that have not reached the head yet (a snapshot)."""
