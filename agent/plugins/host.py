@@ -206,9 +206,12 @@ class PluginService(Service):
     def _given_up(self, name: str) -> None:
         proc, _, _ = self.running.pop(name)
         reason = proc.gave_up or proc.last_error or "its process ended"
-        self.store.set_enabled(name, False, reason=f"disabled automatically: {reason}")
         self.problems[name] = ("disabled", reason)
         self._publish_state(name, "disabled", reason)
+        # the report first: a listing that reads the store as disabled never pairs it with the
+        # report of the running process (whose reason was its last failure, not why it was given up)
+        self._write_status(force=True)
+        self.store.set_enabled(name, False, reason=f"disabled automatically: {reason}")
         log.error("plugin %s disabled: %s", name, reason, extra={"plugin": name})
 
     def _refuse(self, name: str, reason: str) -> None:
