@@ -46,14 +46,12 @@ from models.doorbell import Doorbell
 from models.pool import CHECKOUT as _CHECKOUT
 from models.pool import RUN as _RUN
 from models.pool import TAKEN as _TAKEN
+from models.pool import Finish, Pool, Timing
 from models.pool import Job as _Job
-from models.pool import Pool, Timing
 from models.scheduling import Priority
 
 if TYPE_CHECKING:
     from runtimes.base import Session
-
-Finish = Callable[[tuple[dict[str, Any], Timing]], Any]
 
 
 class Dispatcher:

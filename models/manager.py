@@ -19,9 +19,10 @@ free: no hand-off for a 50 µs wake-word step. Engines release the GIL
 load never blocks inference. ``infer`` queues the call before it returns and
 hands back a future, so many calls gathered cost no task each.
 
-The parts: ``settings``, ``budget`` (size, eviction, memory), ``loaded`` (entries,
-the load thread), ``pool`` (a model's sessions and queue), ``lease``, ``dispatch`` (the threads), ``batching`` (queued calls sharing a
-run), ``status`` (the ``/v1/models`` view and the probe of unloaded models).
+The parts: ``settings``, ``budget`` (size, eviction, memory), ``loaded``
+(entries, the load thread), ``pool`` (a model's sessions and queue), ``lease``,
+``dispatch`` (the threads), ``batching`` (queued calls sharing a run),
+``status`` (the ``/v1/models`` view and the probe of unloaded models).
 """
 
 from __future__ import annotations

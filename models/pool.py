@@ -20,6 +20,9 @@ from agent.core.errors import ResourceExhaustedError
 if TYPE_CHECKING:
     from runtimes.base import Session
 
+#: what a pool's ``finish`` is given (a call's outputs and timing) on the loop; it returns the call's result
+Finish = Callable[[tuple[dict[str, Any], "Timing"]], Any]
+
 #: a job's kind: a call to run, a wait for a session of the caller's own, a call running on a pool session
 RUN, CHECKOUT, TAKEN = 0, 1, -1
 
@@ -65,7 +68,7 @@ class Pool:
         sessions: list[Session],
         max_waiting: int | None,
         batch_max: int = 1,
-        finish: Callable[[tuple[dict[str, Any], Timing]], Any] | None = None,
+        finish: Finish | None = None,
     ) -> None:
         self.name = name
         self.batch_max = batch_max  # > 1: queued BATCH calls may share one run (models/batching.py)
@@ -106,12 +109,18 @@ class Pool:
 
     def waiting_now(self) -> int:
         """Calls waiting, without the ones given up that have not reached the head yet (a snapshot)."""
-        return self.waiting - sum(1 for job in list(self.queue) if job.queued and job.given_up())
+        return self.waiting - self._given_up_in_queue(runs_only=False)
 
     def active_now(self) -> int:
         """``active`` the same way: submitted calls not given up, queued or running (a snapshot)."""
-        gone = sum(1 for job in list(self.queue) if job.queued and job.kind == RUN and job.given_up())
-        return self.active - gone
+        return self.active - self._given_up_in_queue(runs_only=True)
+
+    def _given_up_in_queue(self, *, runs_only: bool) -> int:
+        return sum(
+            1
+            for job in list(self.queue)  # a copy: the threads may change the queue meanwhile
+            if job.queued and (job.kind == RUN or not runs_only) and job.given_up()
+        )
 
     def head(self) -> Job | None:
         """The next job not given up; the ones given up before it leave the queue."""
