@@ -8,13 +8,17 @@ worker threads take the next call straight from the queues when they finish
 one, and results go back to the loop in batches: one loop wake-up for every
 call that completed meanwhile.
 
-Waking the loop is what this design pays for most, so the threads ring a
-``Doorbell`` (models/doorbell.py) that keeps the GIL, and while they are
-saturated a BATCH result alone in the outbox waits for the next completion
-(of another thread already running, or of its own thread's next call when
-that takes about as long) and shares its wake-up: half the wake-ups with two
-threads, for a delay of at most about its own run time. REALTIME and
-INTERACTIVE results never wait.
+Waking the loop is what this design pays for most (the ring itself costs the
+ringing thread ~20 µs on a virtual machine, and the loop then takes the GIL
+and a core from the threads), so the threads ring a ``Doorbell``
+(models/doorbell.py) that keeps the GIL, and ring rarely: a BATCH result is
+due about its own run time after it completed or, when it waited in the
+queue, a quarter of its time since it was queued (its caller sees it at most
+~25 % later), and until then it waits for a run that should end before that
+and shares its wake-up. A burst of 400 calls on two threads wakes the loop
+about 18 times instead of 200. REALTIME and INTERACTIVE results, errors and
+granted checkouts never wait, and a thread with nothing left to run wakes the
+loop before it sleeps.
 
 A call (``submit``) is a job in its model's pool queue, ordered by (priority, arrival)
 across every pool: a REALTIME wake-word call is served before BATCH calls to
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -46,7 +51,7 @@ from models.doorbell import Doorbell
 from models.pool import CHECKOUT as _CHECKOUT
 from models.pool import RUN as _RUN
 from models.pool import TAKEN as _TAKEN
-from models.pool import Finish, Pool, Timing
+from models.pool import Entry, Finish, Pool, Timing
 from models.pool import Job as _Job
 from models.scheduling import Priority
 
@@ -64,15 +69,19 @@ class Dispatcher:
         self.name = name
         self._lock = threading.Lock()  # the hot paths take the bare lock; workers wait on the condition
         self._cond = threading.Condition(self._lock)
-        self._sleeping = 0  # workers waiting on the condition: a submit with none asleep notifies nobody
+        #: threads waiting on the condition and not notified yet: a submit with none notifies nobody
+        self._sleeping = 0
         self._seq = itertools.count()
-        self._bound: list[_Job] = []
+        self._bound: list[Entry] = []  # a heap of the calls on leased sessions
         self._pools: list[Pool] = []
         self._threads: list[threading.Thread] = []
         self._closing = False
         #: results for the loop: (future, result, error, the pool's ``finish`` for a submitted call)
         self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None, Finish | None]] = []
         self._woken = False  # the loop was woken for what is in _done and has not settled it yet
+        self._urgent = False  # _done holds a result that may not wait (not BATCH, an error, a checkout)
+        self._due = math.inf  # when the BATCH results in _done must have reached the loop
+        self._ends: dict[int, float] = {}  # thread -> when its run should end (its pool's typical time)
         self.wakeups = 0  # times the threads woke the loop (counted under the lock)
         self._running = 0  # threads inside session.run
         self._bell = Doorbell()
@@ -88,7 +97,7 @@ class Dispatcher:
         self._woken = False
         self._bell.open(self._loop, self._deliver)
         self._threads = [
-            threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
+            threading.Thread(target=self._work, args=(i,), name=f"{self.name}-{i}", daemon=True)
             for i in range(self.workers)
         ]
         for t in self._threads:
@@ -102,7 +111,7 @@ class Dispatcher:
         """Stop the threads after the calls in flight; queued calls fail saying the manager stopped."""
         with self._cond:
             self._closing = True
-            queued = list(self._bound) + [j for p in self._pools for j in p.queue]
+            queued = [e[2] for e in self._bound] + [e[2] for p in self._pools for e in p.queue]
             for job in queued:
                 if job.queued and job.kind == _RUN and job.session is None:
                     job.pool.active -= 1
@@ -111,6 +120,7 @@ class Dispatcher:
             for p in self._pools:
                 p.queue.clear()
                 p.waiting = 0
+            self._sleeping = 0
             self._cond.notify_all()
         for t in self._threads:
             t.join()
@@ -167,8 +177,7 @@ class Dispatcher:
         job = _Job(priority, next(self._seq), _RUN, pool, fut, feed)
         with self._lock:
             pool.enqueue(job)
-            if self._sleeping:
-                self._cond.notify()
+            self._notify()
         if self._done:
             self._deliver()
         return fut
@@ -178,8 +187,8 @@ class Dispatcher:
             pool.free.append(session)
             if pool.queue:
                 self._grant_checkouts(pool)
-                if pool.queue and self._sleeping:
-                    self._cond.notify()
+                if pool.queue:
+                    self._notify()
         if self._done:
             if threading.current_thread() is self._loop_thread:
                 self._deliver()
@@ -209,13 +218,12 @@ class Dispatcher:
         job = _Job(int(priority), next(self._seq), kind, pool, fut, feed, session)
         with self._lock:
             if session is not None:
-                heapq.heappush(self._bound, job)
+                heapq.heappush(self._bound, job.entry())
             else:
                 pool.enqueue(job)
                 if kind == _CHECKOUT:
                     self._grant_checkouts(pool)
-            if self._sleeping:
-                self._cond.notify()
+            self._notify()
         if self._done:
             self._deliver()
         try:
@@ -232,36 +240,38 @@ class Dispatcher:
 
     # -- the threads ----------------------------------------------------------------------------------
 
-    def _grant_checkouts(self, pool: Pool) -> None:
-        """Under the lock: hand free sessions to the checkouts at the head of the pool's queue."""
+    def _grant_checkouts(self, pool: Pool) -> _Job | None:
+        """Under the lock: hand free sessions to the checkouts at the head of the pool's queue.
+
+        Returns the head left (a call), if a session is still free for it.
+        """
         while pool.free:
             head = pool.head()
             if head is None or head.kind != _CHECKOUT:
-                return
+                return head
             heapq.heappop(pool.queue)
             pool.waiting -= 1
             head.queued = False
             session = pool.free.pop()
             self._post_grant(head, session)
+        return None
 
     def _next(self) -> _Job | None:
         """Under the lock: the best runnable job of all queues, or None."""
-        best: _Job | None = None
-        while self._bound and self._bound[0].cancelled:
-            heapq.heappop(self._bound)
-        if self._bound:
-            best = self._bound[0]
+        bound = self._bound
+        while bound and bound[0][2].cancelled:
+            heapq.heappop(bound)
+        top = bound[0] if bound else None  # an entry: (priority, arrival, job)
         for pool in self._pools:
             if not pool.free:
                 continue
-            self._grant_checkouts(pool)
-            head = pool.head()
-            if pool.free and head is not None and (best is None or head < best):
-                best = head
-        if best is None:
+            if self._grant_checkouts(pool) is not None and (top is None or pool.queue[0] < top):
+                top = pool.queue[0]
+        if top is None:
             return None
+        best = top[2]
         if best.session is not None:
-            heapq.heappop(self._bound)
+            heapq.heappop(bound)
         else:
             pool = best.pool
             heapq.heappop(pool.queue)
@@ -289,24 +299,13 @@ class Dispatcher:
             riders.append(head)
         return tuple(riders)
 
-    def _work(self) -> None:
+    def _work(self, me: int) -> None:
         done: list[tuple[_Job, Any, BaseException | None]] = []  # the last run's calls (a batch: several)
+        ends = self._ends
         while True:
             with self._cond:  # one lock round per run: hand back the last results, take the next job
-                may_wait = 0.0  # > 0: the seconds the last results may wait to share a wake-up
-                posted = len(done)
                 if done:
-                    last, _, error = done[0]
-                    self._running -= 1
-                    if last.kind == _TAKEN and last.session is not None:
-                        last.pool.free.append(last.session)
-                        last.pool.active -= len(done)  # the first call and its riders, all from the pool
-                        self._grant_checkouts(last.pool)
-                    if error is None and last.priority >= Priority.BATCH and self._running > 0:
-                        may_wait = 1.25 * last.pool.typical_s  # its usual run time, with slack
-                    for call, result, error in done:  # a lease's bound call settles in its coroutine
-                        finish = call.pool.finish if call.kind == _TAKEN or call.session is None else None
-                        self._done.append((call.future, result, error, finish))
+                    self._hand_back(done, me)
                     done = []
                 job = self._next()
                 while job is None:
@@ -315,18 +314,17 @@ class Dispatcher:
                         self._wake()  # before sleeping (or leaving) with results the loop has not seen
                     if self._closing:
                         return
-                    self._sleeping += 1
-                    try:
-                        self._cond.wait()
-                    finally:
-                        self._sleeping -= 1
+                    self._sleeping += 1  # the thread that notifies takes it off
+                    self._cond.wait()
                     job = self._next()
                 self._running += 1
-                # BATCH results alone in _done, with another thread running, may wait for the next
-                # completion (that thread's, or this one's next run if it takes about as long as the
-                # last) and share its wake-up: they wait at most about their own run time
-                wait = may_wait > 0 and len(self._done) == posted and 0 < job.pool.typical_s <= may_wait
-                wake = bool(self._done) and not self._woken and not wait
+                typical = job.pool.typical_s
+                ends[me] = time.perf_counter() + typical if typical > 0 else math.inf
+                # BATCH results may wait for a run that should end before they are due (this thread's
+                # next one or another's) and share its wake-up; the last completion before then wakes it
+                wake = (
+                    bool(self._done) and not self._woken and (self._urgent or min(ends.values()) > self._due)
+                )
                 if wake:
                     self._mark_woken()
             if wake:
@@ -345,6 +343,33 @@ class Dispatcher:
                     done = [(job, (out, Timing(started - job.queued_at, run_s)), None)]
             except BaseException as exc:  # handed to the callers, who see the engine's own error
                 done = [(call, None, exc) for call in (job, *job.riders)]
+
+    def _hand_back(self, done: list[tuple[_Job, Any, BaseException | None]], me: int) -> None:
+        """Under the lock: the session of thread ``me``'s last run back to its pool, its results to ``_done``.
+
+        A BATCH result is due at the latest about its own run time from now
+        (``1.25 * typical_s``) or, when it waited in the queue, a quarter of its
+        time since it was queued: until then it may wait in ``_done`` to share a
+        wake-up of the loop. Under a backlog its caller sees it at most ~25 %
+        later than it would have, and a burst wakes the loop a few times, not
+        once per call or two.
+        """
+        last = done[0][0]
+        self._running -= 1
+        self._ends.pop(me, None)
+        if last.kind == _TAKEN and last.session is not None:
+            last.pool.free.append(last.session)
+            last.pool.active -= len(done)  # the first call and its riders, all from the pool (``_next``,
+            # which follows in the same lock round, grants the session to a checkout waiting for it)
+        for call, result, error in done:  # a lease's bound call settles in its coroutine
+            finish = call.pool.finish if call.kind == _TAKEN or call.session is None else None
+            self._done.append((call.future, result, error, finish))
+            if error is not None or call.priority < Priority.BATCH:
+                self._urgent = True
+        if not self._urgent:
+            now = time.perf_counter()
+            may_wait = max(1.25 * last.pool.typical_s, 0.25 * (now - last.queued_at))
+            self._due = min(self._due, now + may_wait)
 
     def _run_batch(self, job: _Job, started: float) -> list[tuple[_Job, Any, BaseException | None]]:
         """Run ``job`` and its riders as one batch; each gets its own rows of the outputs."""
@@ -366,8 +391,19 @@ class Dispatcher:
         lets go of the lock: the worker threads in ``_work``; on the loop's own
         thread the caller (``give_back``, ``_submit``) delivers instead.
         """
+        self._urgent = True
         self._done.append((job.future, (session, time.perf_counter() - job.queued_at), None, None))
         self._done.append((job.future, _Unclaimed(self, job.pool, session), None, None))
+
+    def _notify(self) -> None:
+        """Under the lock: wake one sleeping thread, if one sleeps that was not woken already.
+
+        Counting the notified ones off here (not when they wake, which takes the
+        GIL) spares a burst of calls one ``notify`` each.
+        """
+        if self._sleeping:
+            self._sleeping -= 1
+            self._cond.notify()
 
     def _mark_woken(self) -> None:
         """Under the lock: the loop is being woken for what is in ``_done`` (counted in ``wakeups``)."""
@@ -382,7 +418,8 @@ class Dispatcher:
         """On the loop: settle every result the threads left since the last call."""
         with self._lock:
             done, self._done = self._done, []
-            self._woken = False
+            self._woken = self._urgent = False
+            self._due = math.inf
         for fut, result, error, finish in done:
             if isinstance(result, _Unclaimed):
                 if fut.cancelled():  # a checkout granted to a caller who left: the session goes back

@@ -23,23 +23,30 @@ if TYPE_CHECKING:
 #: what a pool's ``finish`` is given (a call's outputs and timing) on the loop; it returns the call's result
 Finish = Callable[[tuple[dict[str, Any], "Timing"]], Any]
 
+#: a queue's element: a job under its (priority, arrival) key, compared as a tuple in C (arrival
+#: numbers are unique, so two entries never compare their jobs): ~3x faster than ordered dataclasses
+Entry = tuple[int, int, "Job"]
+
 #: a job's kind: a call to run, a wait for a session of the caller's own, a call running on a pool session
 RUN, CHECKOUT, TAKEN = 0, 1, -1
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Job:
     priority: int
     seq: int
-    kind: int = field(compare=False)
-    pool: Pool = field(compare=False)
-    future: asyncio.Future[Any] = field(compare=False)
-    feed: Mapping[str, Any] | None = field(compare=False, default=None)
-    session: Session | None = field(compare=False, default=None)  # bound: the caller's leased session
-    queued_at: float = field(compare=False, default_factory=time.perf_counter)
-    cancelled: bool = field(compare=False, default=False)
-    queued: bool = field(compare=False, default=True)  # counted in its pool's ``waiting``
-    riders: tuple[Job, ...] = field(compare=False, default=())  # calls batched into this one's run
+    kind: int
+    pool: Pool
+    future: asyncio.Future[Any]
+    feed: Mapping[str, Any] | None = None
+    session: Session | None = None  # bound: the caller's leased session
+    queued_at: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+    queued: bool = True  # counted in its pool's ``waiting``
+    riders: tuple[Job, ...] = ()  # calls batched into this one's run
+
+    def entry(self) -> Entry:
+        return (self.priority, self.seq, self)
 
     def given_up(self) -> bool:
         """Cancelled by its caller: marked so (``cancelled``), or its future cancelled (a submitted call)."""
@@ -76,7 +83,7 @@ class Pool:
         self.sessions = list(sessions)
         self.free = list(sessions)
         self.max_waiting = max_waiting
-        self.queue: list[Job] = []
+        self.queue: list[Entry] = []  # a heap
         self.waiting = 0  # jobs in ``queue`` not given up yet (the ones given up leave it at the head)
         self.active = 0  # submitted calls not run yet or running: a model with any is in use
         self.rejected = 0
@@ -102,7 +109,7 @@ class Pool:
                     f"model {self.name}: {self.waiting} requests already waiting "
                     f"(limit {self.max_waiting}); retry later"
                 )
-        heapq.heappush(self.queue, job)
+        heapq.heappush(self.queue, job.entry())
         self.waiting += 1
         if job.kind == RUN:
             self.active += 1
@@ -118,7 +125,7 @@ class Pool:
     def _given_up_in_queue(self, *, runs_only: bool) -> int:
         return sum(
             1
-            for job in list(self.queue)  # a copy: the threads may change the queue meanwhile
+            for _, _, job in list(self.queue)  # a copy: the threads may change the queue meanwhile
             if job.queued and (job.kind == RUN or not runs_only) and job.given_up()
         )
 
@@ -126,7 +133,7 @@ class Pool:
         """The next job not given up; the ones given up before it leave the queue."""
         queue = self.queue
         while queue:
-            job = queue[0]
+            job = queue[0][2]
             if not job.given_up():
                 return job
             heapq.heappop(queue)
@@ -136,11 +143,11 @@ class Pool:
     def purge(self) -> None:
         """Drop every given-up job, wherever it is in the queue (a full queue checks before refusing)."""
         keep = []
-        for job in self.queue:
-            if job.given_up():
-                self._forget(job)
+        for entry in self.queue:
+            if entry[2].given_up():
+                self._forget(entry[2])
             else:
-                keep.append(job)
+                keep.append(entry)
         heapq.heapify(keep)
         self.queue = keep
 
