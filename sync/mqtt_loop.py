@@ -10,6 +10,8 @@ client's docstring for why that is the throughput).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 
@@ -29,6 +31,7 @@ class SocketDriver:
             return False
         self.client = client
         self._fd = sock.fileno()
+        no_delay(sock)
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
@@ -81,6 +84,21 @@ class SocketDriver:
             await asyncio.sleep(1.0)
 
 
+def no_delay(sock: Any) -> None:
+    """Turn Nagle's algorithm off on an MQTT connection's socket: small packets leave at once.
+
+    With Nagle on, a small packet written while a larger one is not yet
+    acknowledged (a PUBACK after a hub receipt of 500 ids) waits for that ACK,
+    and the peer, with nothing to send (its in-flight window full), delays the
+    ACK by 40 ms: a 40-50 ms stall each time (measured on the hub's side, ~30 %
+    of a 20,000-message drain's time). paho does not set TCP_NODELAY, nor does
+    Mosquitto by default (``set_tcp_nodelay``). Not a TCP socket (a Unix
+    socket, a websocket wrapper): nothing to do.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def close_socket(client: Any) -> None:
     sock = client.socket()
     if sock is not None:
@@ -90,4 +108,4 @@ def close_socket(client: Any) -> None:
             pass
 
 
-__all__ = ["SocketDriver", "close_socket"]
+__all__ = ["SocketDriver", "close_socket", "no_delay"]

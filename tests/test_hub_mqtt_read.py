@@ -130,6 +130,17 @@ def test_a_batch_ack_is_the_brokers_and_what_it_leaves_out_comes_again(broker: M
         hub.stop()
 
 
+def test_the_hubs_socket_sends_small_packets_at_once(broker: Mosquitto) -> None:
+    """No Nagle: a PUBACK written after a large receipt would wait ~40 ms for the broker's delayed ACK."""
+    hub = _hub(broker, _Received(), "hub-nodelay")
+    try:
+        sock = hub.client.socket()
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        hub.stop()
+
+
 def _publish_packet(topic: bytes, mid: int, payload: bytes) -> bytes:
     """A QoS 1 MQTT 5 PUBLISH with no properties, as a broker sends it."""
     body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + b"\x00" + payload

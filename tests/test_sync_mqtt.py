@@ -42,6 +42,13 @@ async def test_connect_publish_subscribe_roundtrip(mosquitto: Mosquitto) -> None
     assert not c.connected
 
 
+async def test_the_socket_sends_small_packets_at_once(mosquitto: Mosquitto) -> None:
+    """No Nagle on the device's connection (sync/mqtt_loop.py ``no_delay``): nothing waits for a delayed ACK."""
+    async with MqttClient(opts(mosquitto.port)) as c:
+        sock = c._paho.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 async def anext_message(c: MqttClient):
     async for m in c.messages():
         return m

@@ -33,6 +33,7 @@ from agent.core.errors import UnavailableError
 from sync import topics
 from sync.hub.settings import HubMqttSettings
 from sync.hub.validate import Incoming
+from sync.mqtt_loop import no_delay
 
 log = logging.getLogger("edge_hub.mqtt")
 
@@ -99,6 +100,7 @@ class HubMqtt:
         # at 1,000 devices, measured). In flight is bounded by the devices awaiting a receipt, far
         # below the 65,535 an MQTT 5 broker allows when it names no Receive Maximum (Mosquitto 2).
         self.client.max_inflight_messages_set(0)
+        self.client.on_socket_open = _socket_opened
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -277,6 +279,11 @@ class HubMqtt:
 
 #: one MQTT PUBACK: type 4, remaining length 2, the packet id (the same bytes paho sends, v3.1.1 and v5)
 _PUBACK = struct.Struct("!BBH")
+
+
+def _socket_opened(client: Any, userdata: Any, sock: Any) -> None:
+    """paho's hook on each new connection: no Nagle (sync/mqtt_loop.py says why)."""
+    no_delay(sock)
 
 
 class _Acker:
