@@ -94,7 +94,9 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.current_thread()
         self._closing = False
-        self._woken = False
+        self._woken = self._urgent = False
+        self._due = math.inf
+        self._ends.clear()
         self._bell.open(self._loop, self._deliver)
         self._threads = [
             threading.Thread(target=self._work, args=(i,), name=f"{self.name}-{i}", daemon=True)
