@@ -81,9 +81,9 @@ class Dispatcher:
         self._woken = False  # the loop was woken for what is in _done and has not settled it yet
         self._urgent = False  # _done holds a result that may not wait (not BATCH, an error, a checkout)
         self._due = math.inf  # when the BATCH results in _done must have reached the loop
-        self._ends: dict[int, float] = {}  # thread -> when its run should end (its pool's typical time)
+        #: the threads inside session.run -> when each run should end (its pool's typical time)
+        self._ends: dict[int, float] = {}
         self.wakeups = 0  # times the threads woke the loop (counted under the lock)
-        self._running = 0  # threads inside session.run
         self._bell = Doorbell()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -319,7 +319,6 @@ class Dispatcher:
                     self._sleeping += 1  # the thread that notifies takes it off
                     self._cond.wait()
                     job = self._next()
-                self._running += 1
                 typical = job.pool.typical_s
                 ends[me] = time.perf_counter() + typical if typical > 0 else math.inf
                 # BATCH results may wait for a run that should end before they are due (this thread's
@@ -357,7 +356,6 @@ class Dispatcher:
         once per call or two.
         """
         last = done[0][0]
-        self._running -= 1
         self._ends.pop(me, None)
         if last.kind == _TAKEN and last.session is not None:
             last.pool.free.append(last.session)

@@ -179,13 +179,13 @@ async def test_idle_unload(store: ModelStore) -> None:
 #: the load of test_measured_rss_refines_an_underdeclared_manifest, in a fresh interpreter
 _MEASURE_LOAD = """
 import asyncio, json, sys
-from models.manager import ManagerSettings, ModelManager
+from models.manager import ModelManager
 from models.store import ModelStore
 from tests.models_fixtures import real_runtimes
+from tests.test_models_manager import _settings
 
 async def main():
-    settings = ManagerSettings(memory_budget_bytes=250 << 20, idle_timeout_s=None, workers=2, threads=1)
-    async with ModelManager(ModelStore(sys.argv[1]), settings, runtimes=real_runtimes()) as mgr:
+    async with ModelManager(ModelStore(sys.argv[1]), _settings(), runtimes=real_runtimes()) as mgr:
         await mgr.load("mlp-heavy")
         print(json.dumps(mgr.model_status("mlp-heavy")))
 
