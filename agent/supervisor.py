@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -71,13 +72,7 @@ class ServiceStatus:
     since: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "state": self.state,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-            "since": self.since,
-        }
+        return dataclasses.asdict(self)
 
 
 class Supervisor:

@@ -218,7 +218,8 @@ async def test_the_cpu_limit_ends_a_plugin_that_burns_cpu(tmp_path: Path) -> Non
     """plugins.cpu_s (RLIMIT_CPU): a busy loop is ended by SIGXCPU, named as the CPU time limit."""
     import asyncio
 
-    from agent.plugins.process import Limits, PluginProcess
+    from agent.plugins.process import PluginProcess
+    from agent.settings_features import PluginSettings
 
     (tmp_path / "main.py").write_text(
         "from agent.plugins.sdk import Plugin\n\n\nclass Main(Plugin):\n"
@@ -243,7 +244,7 @@ async def test_the_cpu_limit_ends_a_plugin_that_burns_cpu(tmp_path: Path) -> Non
 
     proc = PluginProcess(
         spec,
-        Limits(cpu_s=1, hang_timeout_s=60, max_failures=1),
+        PluginSettings(cpu_s=1, hang_timeout_s=60, max_failures=1),
         log_path=tmp_path / "burn.log",
         on_readings=lambda *a: None,
         on_event=lambda *a: None,

@@ -19,6 +19,7 @@ at start, before it loads aiohttp for the first connection (``api.lazy``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -108,15 +109,7 @@ class TokenInfo:
         return role_rank(self.role) >= role_rank(role)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "role": self.role,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "active": self.active,
-        }
+        return {**dataclasses.asdict(self), "active": self.active}
 
 
 class RateLimiter:

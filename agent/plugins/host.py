@@ -25,8 +25,9 @@ from agent.bus import Event
 from agent.context import AgentContext
 from agent.errors import BadRequestError, ConfigError, NotFoundError, UnavailableError
 from agent.plugins.manifest import resolve_permissions, validate_settings
-from agent.plugins.process import Limits, PluginProcess
+from agent.plugins.process import PluginProcess
 from agent.plugins.store import Available, PluginStore
+from agent.settings_features import PluginSettings
 from agent.supervisor import Service
 
 log = logging.getLogger("edge_agent.plugins")
@@ -60,11 +61,6 @@ def store_for(settings: Any) -> PluginStore:
     return PluginStore(settings.data_dir, lambda: trusted_model_keys(settings))
 
 
-def limits_from(settings: Any) -> Limits:
-    """The ``[plugins]`` settings named like the fields of ``Limits``."""
-    return Limits(**{f.name: getattr(settings.plugins, f.name) for f in dataclasses.fields(Limits)})
-
-
 def plugin_settings(settings: Any, available: Available, stored: dict[str, Any] | None) -> dict[str, Any]:
     """Config file's ``[plugins.config.NAME]`` with the settings given at enable time over it, validated."""
     name = available.manifest.name
@@ -83,7 +79,7 @@ class PluginService(Service):
         super().__init__()
         self.ctx = ctx
         self.store = store_for(ctx.settings)
-        self.limits = limits_from(ctx.settings)
+        self.limits: PluginSettings = ctx.settings.plugins
         self.running: dict[str, tuple[PluginProcess, asyncio.Task[None], str]] = {}
         self.problems: dict[str, tuple[str, str]] = {}
         self.undelivered = 0

@@ -27,21 +27,9 @@ from typing import Any
 
 from agent.plugins import ipc
 from agent.plugins.store import append_log
+from agent.settings_features import PluginSettings
 
 log = logging.getLogger("edge_agent.plugins")
-
-
-@dataclass
-class Limits:
-    memory_mb: int = 256
-    cpu_s: int = 0
-    heartbeat_s: float = 2.0
-    hang_timeout_s: float = 10.0
-    max_failures: int = 5
-    failure_window_s: float = 300.0
-    max_readings_per_s: float = 50_000.0
-    max_events_per_s: float = 200.0
-    systemd_scope: bool = False
 
 
 @dataclass
@@ -76,7 +64,7 @@ class PluginProcess:
     def __init__(
         self,
         spec: dict[str, Any],
-        limits: Limits,
+        limits: PluginSettings,
         *,
         log_path: Any,
         on_readings: Callable[[str, str, list[Any]], None],
@@ -364,7 +352,7 @@ class PluginProcess:
         }
 
 
-def fatal_reason(fatal: list[str], returncode: int | None, limits: Limits) -> str:
+def fatal_reason(fatal: list[str], returncode: int | None, limits: PluginSettings) -> str:
     """Why the process ended, in words: its own last error, or the signal that ended it."""
     if fatal:
         text = fatal[-1]
