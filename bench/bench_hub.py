@@ -71,11 +71,11 @@ class _BareSubscriber:
         self.connected = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-peer", protocol=mqtt.MQTTv5)
 
-        def on_connect(client, userdata, flags, reason_code, properties):  # type: ignore[no-untyped-def]
+        def on_connect(client, userdata, flags, reason_code, properties):
             client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics.hub_subscriptions(None)])
             self.connected.set()
 
-        def on_message(client, userdata, message):  # type: ignore[no-untyped-def]
+        def on_message(client, userdata, message):
             now = time.time()
             if message.topic.endswith("/telemetry"):
                 stored.add(json.loads(message.payload)["ts"], now)

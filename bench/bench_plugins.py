@@ -73,7 +73,8 @@ async def in_process(n: int, validate: bool = True) -> float:
 
 async def through_plugin(n: int, folder: Path, validate: bool = True) -> float:
     """Readings/s from a plugin process's ``ctx.emit`` into the validator in the daemon (or only counting)."""
-    from agent.plugins.process import Limits, PluginProcess
+    from agent.plugins.process import PluginProcess
+    from agent.settings_features import PluginSettings
 
     validator = _validator() if validate else _Counter()
     done = asyncio.Event()
@@ -103,7 +104,7 @@ async def through_plugin(n: int, folder: Path, validate: bool = True) -> float:
         "cpu_s": 0,
     }
     (folder / "data").mkdir(exist_ok=True)
-    limits = Limits(max_readings_per_s=1e9, heartbeat_s=5.0)
+    limits = PluginSettings(max_readings_per_s=1e9, heartbeat_s=5.0)
     proc = PluginProcess(
         spec,
         limits,

@@ -263,7 +263,7 @@ def _other_engines(zoo: Any, quick: bool) -> list[dict[str, Any]]:
     ):
         _progress(f"{label} ms")
         ours, peer, ratio, _ = paired(
-            lambda s=session: s.run(feed), lambda: ort_session.run(feed), calls, rounds
+            functools.partial(session.run, feed), lambda: ort_session.run(feed), calls, rounds
         )
         rows.append(
             row(

@@ -28,6 +28,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -214,7 +215,7 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
 
         return go
 
-    makers = {
+    makers: dict[str, Callable[[], Any]] = {
         "robust_z": lambda: RobustZ(spec.channels),
         "cusum": lambda: Cusum(spec.channels),
         "pca": lambda: PcaT2Q(),
@@ -248,7 +249,7 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
             raise ImportError
         from sklearn.ensemble import IsolationForest
     except ImportError:
-        IsolationForest = None  # type: ignore[assignment]
+        IsolationForest = None
     if IsolationForest is not None:
         Z = (data - base.mean(0)) / base.std(0)
         forest = IsolationForest(n_estimators=100, random_state=0).fit((base - base.mean(0)) / base.std(0))

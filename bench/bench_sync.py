@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -61,7 +62,8 @@ class _Single:
         self.store = Store.open(d / "ours.db", synchronous="full")
         self.outbox = Outbox(self.store)
         self.pq = SQLiteAckQueue(str(d / "pq"), multithreading=True)
-        for conn in {id(self.pq._putter): self.pq._putter, id(self.pq._getter): self.pq._getter}.values():
+        conns: dict[int, Any] = {id(self.pq._putter): self.pq._putter, id(self.pq._getter): self.pq._getter}
+        for conn in conns.values():
             conn.execute("PRAGMA synchronous=FULL")  # WAL is set by persist-queue itself
         self.raw = _raw_conn(d / "raw.db")
         self.seconds = {"ours": 0.0, "pq": 0.0, "raw": 0.0}

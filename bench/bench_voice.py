@@ -78,6 +78,16 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
+def _located(name: str) -> Any:
+    """The pip-installed voice model ``name`` (``agent.voice.catalog.locate``); the benchmark needs it."""
+    from agent.voice.catalog import locate
+
+    found = locate(name)
+    if found is None:
+        raise SystemExit(f"bench_voice needs {name}: run `make setup` (it installs the voice models)")
+    return found
+
+
 def load() -> str:
     """The 1-minute load average now (the machine is shared: figures are read beside it)."""
     return f"{os.getloadavg()[0]:.2f}"
@@ -112,6 +122,7 @@ class Bench:
         await self.engines.asr.load()
         await self.engines.tts.load()
         llm = self.engines.dialogue.llm
+        assert llm is not None, "the voice benchmark needs the LLM (smollm2-135m)"
         async for _ in llm.generate(llm.messages("Hello", "prime"), max_tokens=1):  # as the service does
             pass
 
@@ -380,15 +391,13 @@ class Bench:
         # peer: the same ONNX file on a plain onnxruntime session, same frames, same thread count
         import onnxruntime as ort
 
-        from agent.voice.catalog import locate
-
-        found = locate("silero-vad")
+        found = _located("silero-vad")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = THREADS
         sess = ort.InferenceSession(
             str(found.path / found.manifest.files[0].path), opts, providers=["CPUExecutionProvider"]
         )
-        x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+        x = (np.frombuffer(pcm, dtype="<i2") / 32768).astype(np.float32)
         state = np.zeros((2, 1, 128), np.float32)
         ctx = np.zeros(64, np.float32)
         t0 = time.perf_counter()
@@ -416,10 +425,8 @@ class Bench:
         # peer: faster-whisper's own WhisperModel (same files, same threads), on the same utterances
         from faster_whisper import WhisperModel
 
-        from agent.voice.catalog import locate
-
         fw = WhisperModel(
-            str(locate("whisper-tiny-en").path),
+            str(_located("whisper-tiny-en").path),
             device="cpu",
             compute_type="int8",
             cpu_threads=THREADS,
@@ -491,14 +498,15 @@ class Bench:
         from agent.voice.llm import LlmTurn
 
         llm = self.engines.dialogue.llm
-        msgs = [{"role": "user", "content": "Describe a car in three sentences."}]
+        assert llm is not None
+        msgs: list[Any] = [{"role": "user", "content": "Describe a car in three sentences."}]
         turn = LlmTurn()
         t0 = time.perf_counter()
         async for _ in llm.generate(msgs, max_tokens=64, turn=turn):
             pass
         ours_tps = turn.tokens / (time.perf_counter() - t0)
         direct = Llama(
-            model_path=str(locate("smollm2-135m").path / locate("smollm2-135m").manifest.files[0].path),
+            model_path=str(_located("smollm2-135m").path / _located("smollm2-135m").manifest.files[0].path),
             n_ctx=2048,
             n_threads=THREADS,
             n_batch=256,
@@ -506,13 +514,10 @@ class Bench:
         )
         direct.create_chat_completion(messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
         t0 = time.perf_counter()
-        n = sum(
-            1
-            for c in direct.create_chat_completion(
-                messages=msgs, max_tokens=64, stream=True, temperature=0.2, seed=0
-            )
-            if c["choices"][0]["delta"].get("content")
+        chunks: Any = direct.create_chat_completion(
+            messages=msgs, max_tokens=64, stream=True, temperature=0.2, seed=0
         )
+        n = sum(1 for c in chunks if c["choices"][0]["delta"].get("content"))
         peer_tps = n / (time.perf_counter() - t0)
         direct.close()
         self.rows.append(

@@ -88,7 +88,8 @@ class HubThread:
             raise AssertionError("the hub did not start in time")
         if self._error is not None:
             raise self._error
-        self.service.mqtt.wait_connected(timeout)  # type: ignore[union-attr]  (connected and SUBACK'd)
+        assert self.service.mqtt is not None
+        self.service.mqtt.wait_connected(timeout)  # connected and SUBACK'd
         self.token = self.make_token(f"test-admin-{os.urandom(3).hex()}", "admin")
         return self
 

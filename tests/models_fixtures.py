@@ -129,8 +129,8 @@ class _GarbleSession(Session):
         self.inputs = inner.inputs
         self.outputs = inner.outputs
 
-    def run(self, feed: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: np.asarray(v) + 1.0 for k, v in self._inner.run(feed).items()}
+    def run(self, feed: Mapping[str, Any], *, validate: bool = False) -> dict[str, Any]:
+        return {k: np.asarray(v) + 1.0 for k, v in self._inner.run(feed, validate=validate).items()}
 
     def close(self) -> None:
         self._inner.close()

@@ -24,7 +24,7 @@ GAP_S = 150.0
 LENGTH_S = {"spike": 3.0, "drift": 240.0, "stuck": 40.0, "noise": 120.0, "decorrelate": 90.0, "dropout": 20.0}
 
 
-def machine_set(k: int, quick: bool = False):  # type: ignore[no-untyped-def]
+def machine_set(k: int, quick: bool = False):
     spec = parse_machines(sample_machines())[0]
     names = spec.channel_names
     rng = np.random.default_rng(1000 + k)
