@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -43,6 +43,9 @@ if str(ROOT) not in sys.path:
 
 from agent.core import eventloop  # noqa: E402  (after the sys.path step)
 from bench.common import row as common_row  # noqa: E402
+
+if TYPE_CHECKING:
+    from agent.voice.catalog import Located
 
 THREADS = 2
 WAKE = ("okay_nabu", "hey_jarvis")
@@ -78,7 +81,7 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
-def _located(name: str) -> Any:
+def _located(name: str) -> Located:
     """The pip-installed voice model ``name`` (``agent.voice.catalog.locate``); the benchmark needs it."""
     from agent.voice.catalog import locate
 

@@ -183,6 +183,15 @@ def raise_alert(api_url: str, *, seed: int = 3) -> None:
         assert status == 202, body
 
 
+def critical_notified(hub: Hub, hook: WebhookReceiver, mail: MailServer) -> set[str] | None:
+    """The ids of the hub's Critical alerts (open or cleared) once each has a webhook post and there are
+    as many e-mails; else None. Read afresh each call: a stream that stopped has "readings missing"
+    alerts still escalating, so a set read once can be outrun by them."""
+    critical = {a["alert_id"] for a in hub.cli_json("alerts", "--level", "critical")}
+    posted = {json.loads(body)["alert"]["alert_id"] for _, body in hook.received}
+    return critical if posted == critical and len(mail.messages) >= len(critical) else None
+
+
 class WebhookReceiver:
     """An HTTP server on loopback that records every POST (headers and body); ``fail_first`` answers 503."""
 

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet_support import Hub, MailServer, WebhookReceiver, agent_cli, agent_toml, raise_alert, wait
+from tests.fleet_support import (
+    Hub,
+    MailServer,
+    WebhookReceiver,
+    agent_cli,
+    agent_toml,
+    critical_notified,
+    raise_alert,
+    wait,
+)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 pytest_plugins = ["tests.hub_fixtures"]
@@ -139,9 +148,7 @@ def test_one_row_per_alert_ack_shelve_assign_and_notify_once(broker, start_daemo
             # escalate meanwhile (to Critical within seconds on a fast host): the set is the hub's own,
             # read again until every alert in it was notified and nothing more is on its way
             def notified() -> set[str] | None:
-                critical = {a["alert_id"] for a in hub.cli_json("alerts", "--level", "critical")}
-                posted = {json.loads(body)["alert"]["alert_id"] for _, body in hook.received}
-                return critical if posted == critical and len(mail.messages) >= len(critical) else None
+                return critical_notified(hub, hook, mail)
 
             critical = wait(notified, 60, "a webhook call and an e-mail per Critical alert")
             time.sleep(2.0)  # anything more would arrive now

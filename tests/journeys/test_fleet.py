@@ -22,7 +22,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, free_port
-from tests.fleet_support import Box, Hub, MailServer, WebhookReceiver, box_toml, raise_alert, wait
+from tests.fleet_support import (
+    Box,
+    Hub,
+    MailServer,
+    WebhookReceiver,
+    box_toml,
+    critical_notified,
+    raise_alert,
+    wait,
+)
 from tests.journeys.test_readme import Ran, readme_commands
 from tests.models_fixtures import MLP_A, build_mlp_onnx
 from tests.mosquitto import Mosquitto
@@ -164,9 +173,7 @@ def _before(cmd: str, ctx: dict, work: Path, hub: Hub, broker: Mosquitto, boxes:
         # the hub's Critical alerts (open or cleared), read again until each was notified: one may
         # still be escalating (a stream that stopped: its "readings missing" alerts)
         def notified() -> set[str] | None:
-            critical = {a["alert_id"] for a in hub.cli_json("alerts", "--level", "critical")}
-            posted = {json.loads(body)["alert"]["alert_id"] for _, body in hook.received}
-            return critical if posted == critical and len(mail.messages) >= len(critical) else None
+            return critical_notified(hub, hook, mail)
 
         wait(notified, 60, "one webhook and e-mail per alert")
         time.sleep(1.0)
