@@ -184,8 +184,8 @@ class Session(ABC):
         self.warmup_ms = (time.perf_counter() - start) * 1000.0
         return self.warmup_ms
 
-    def _compiled_specs(self) -> tuple[tuple[str, Any, tuple[int | None, ...]], ...]:
-        """``(name, numpy dtype, shape with None for dynamic)`` per input, built once per session."""
+    def _compiled_specs(self) -> tuple[tuple[str, Any, int, tuple[tuple[int, int], ...]], ...]:
+        """``(name, numpy dtype, rank, ((axis, length), ...) of the fixed axes)`` per input, built once."""
         compiled = self.__dict__.get("_fast_specs")
         if compiled is None or compiled[0] is not self.inputs:
             import numpy as np
@@ -194,7 +194,8 @@ class Session(ABC):
                 (
                     spec.name,
                     np.dtype(spec.dtype),
-                    tuple(None if d is None or d < 0 else d for d in spec.shape),
+                    len(spec.shape),
+                    tuple((axis, d) for axis, d in enumerate(spec.shape) if d is not None and d >= 0),
                 )
                 for spec in self.inputs
             )
@@ -205,13 +206,13 @@ class Session(ABC):
     def feed_ok(self, feed: Mapping[str, Any]) -> bool:
         """The fast path of ``check_feed``: True when names, dtypes and shapes all match.
 
-        Allocation-free apart from the loop; False sends the caller to
-        ``check_feed`` for the message.
+        Allocation-free apart from the loop (only the fixed axes are compared);
+        False sends the caller to ``check_feed`` for the message.
         """
         specs = self._compiled_specs()
         if len(feed) != len(specs):
             return False
-        for name, dtype, shape in specs:
+        for name, dtype, rank, fixed in specs:
             value = feed.get(name)
             if value is None:
                 return False
@@ -219,10 +220,10 @@ class Session(ABC):
             if got_dtype is not dtype and got_dtype != dtype:
                 return False
             got_shape = value.shape
-            if len(got_shape) != len(shape):
+            if len(got_shape) != rank:
                 return False
-            for got, want in zip(got_shape, shape, strict=False):  # lengths checked above
-                if want is not None and got != want:
+            for axis, want in fixed:
+                if got_shape[axis] != want:
                     return False
         return True
 

@@ -270,6 +270,31 @@ def test_onnxruntime_output_is_not_overwritten_by_the_next_call(zoo: ModelZoo) -
             np.testing.assert_array_equal(a, kept)
 
 
+@pytest.mark.parametrize("engine", ENGINE_IDS)
+def test_inputs_are_read_during_the_call_only(zoo: ModelZoo, engine: str) -> None:
+    """Engines that share the caller's input memory (onnxruntime; OpenVINO with share_inputs) read it
+    only while ``run`` lasts: an array changed in place afterwards feeds the next call with its new
+    values and leaves the earlier result alone; views and read-only arrays work too."""
+    with load(engine, zoo, "tiny") as session:
+        x = mlp_input("tiny", batch=4, seed=1).copy()
+        first = session.run({"x": x})["y"]
+        kept = first.copy()
+        x[:] = mlp_input("tiny", batch=4, seed=2)
+        second = session.run({"x": x})["y"]
+        np.testing.assert_array_equal(first, kept)
+        np.testing.assert_allclose(second, mlp_reference("tiny", x), rtol=1e-4, atol=1e-5)
+        wide = np.repeat(mlp_input("tiny", batch=4, seed=3), 2, axis=0)[::2]  # a strided view
+        assert not wide.flags["C_CONTIGUOUS"]
+        np.testing.assert_allclose(
+            session.run({"x": wide})["y"], mlp_reference("tiny", wide), rtol=1e-4, atol=1e-5
+        )
+        frozen = mlp_input("tiny", batch=4, seed=4).copy()
+        frozen.flags.writeable = False
+        np.testing.assert_allclose(
+            session.run({"x": frozen})["y"], mlp_reference("tiny", frozen), rtol=1e-4, atol=1e-5
+        )
+
+
 def test_openvino_through_the_adapter_reports_nothing_home() -> None:
     """``import openvino`` reports itself to Google Analytics from a spawned process unless a consent
     file says no; through the adapter the telemetry package is never loaded and nothing is spawned."""
