@@ -11,9 +11,9 @@ are serialised, never corrupted. For parallel inference load several sessions
 
 Inputs are shared with the engine, not copied (``share_inputs=True``), as
 onnxruntime reads numpy memory in place: ``run`` is synchronous, so the
-caller's array is read only while the call lasts. On a
-tiny model that is about a quarter of the call (the copy OpenVINO makes by
-default). Outputs are still copied: the next call cannot overwrite a result.
+caller's array is read only while the call lasts. On a tiny model the copy
+OpenVINO makes by default is about a quarter of the call. Outputs are still
+copied: the next call cannot overwrite a result.
 
 ``LoadOptions.extra`` keys: ``inference_precision`` (CPU only; default
 ``f32`` so results match other engines bit-for-bit within float tolerance; on
