@@ -26,12 +26,14 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from agent.core.errors import BadRequestError, ConflictError, NotFoundError, StoreError
+from models.bundle_tar import is_bundle_tar, unpack_bundle
 from models.manifest import MANIFEST_FILE, NAME_RE, VERSION_RE, Manifest, SignedManifest, parse_manifest_json
 
 _POINTER = ".active"
@@ -284,7 +286,7 @@ class ModelStore:
         *,
         activate: bool = True,
     ) -> InstalledModel:
-        """Verify a bundle (a directory holding manifest.json, or the manifest path) and install it.
+        """Verify a bundle (a directory holding manifest.json, the manifest path, or a bundle tar) and install it.
 
         Signature, sizes and hashes are all checked before the version appears
         in the store; any failure leaves the store exactly as it was.
@@ -293,6 +295,11 @@ class ModelStore:
         ConflictError — versions are immutable.
         """
         source = Path(source)
+        if is_bundle_tar(source):  # as `models pack` writes it: unpacked aside, then installed as a directory
+            with tempfile.TemporaryDirectory(prefix="edge-agent-bundle-") as tmp:
+                return self.install(
+                    unpack_bundle(source, Path(tmp) / "bundle"), trusted_keys, activate=activate
+                )
         bundle = source if source.is_dir() else source.parent
         manifest_path = bundle / MANIFEST_FILE if source.is_dir() else source
         try:

@@ -186,3 +186,36 @@ def test_load_without_daemon_says_so(env: Path) -> None:
     with pytest.raises(EdgeAgentError, match="no daemon answers") as err:
         run("load", "mlp-q", "--timeout", "2")
     assert err.value.code == "daemon_unreachable"
+
+
+def test_a_packed_bundle_tar_installs_on_a_box_without_a_hub(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keygen, pack --key, then `models install NAME-VERSION.tar`: the tar pack wrote, as written."""
+    built = build_bundle(tmp_path / "built", MLP_Q, name="press-model")
+    src = tmp_path / "press-model"  # a plain directory holding the model file, as a publisher has it
+    src.mkdir()
+    (src / "model.onnx").write_bytes((built / "model.onnx").read_bytes())
+    assert run("keygen", "--out", str(tmp_path / "publisher.key")) == 0
+    public = capsys.readouterr().out.strip().splitlines()[-1]
+    keys = env / "keys"
+    keys.mkdir(parents=True)
+    (keys / "model_publishers.pub").write_text(public + "\n")
+    tar = tmp_path / "press-model-2.0.0.tar"
+    assert (
+        run(
+            "pack",
+            str(src),
+            "--version",
+            "2.0.0",
+            "--key",
+            str(tmp_path / "publisher.key"),
+            "--out",
+            str(tar),
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert run("install", str(tar)) == 0
+    assert "installed press-model 2.0.0 (active)" in capsys.readouterr().out
+    assert run("verify", "press-model") == 0

@@ -159,6 +159,69 @@ def test_bad_bundle_is_refused_and_store_unchanged(
     assert store.active_version("mlp-a") == "1.0.0"
 
 
+def _tar(path: Path, members: dict[str, Path | bytes], *, link: str = "") -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, src in members.items():
+            if isinstance(src, Path):
+                tar.add(src, arcname=name)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size = len(src)
+                tar.addfile(info, io.BytesIO(src))
+        if link:
+            info = tarfile.TarInfo(link)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+    return path
+
+
+def test_install_from_the_bundle_tar(
+    store: ModelStore, bundles: dict[str, Path], trusted: list[str], tmp_path: Path
+) -> None:
+    """The tar `models pack` writes installs as its directory would, flat or under one top directory."""
+    flat = _tar(tmp_path / "v1.tar", {p.name: p for p in bundles["v1"].iterdir()})
+    m = store.install(flat, trusted)
+    assert (m.name, m.version, m.active) == ("mlp-a", "1.0.0", True)
+    assert m.file_path("model.onnx").read_bytes() == (bundles["v1"] / "model.onnx").read_bytes()
+    nested = _tar(tmp_path / "v2.tar", {"mlp-a-2.0.0": bundles["v2"]})
+    assert store.install(nested, trusted, activate=False).version == "2.0.0"
+    assert store.active_version("mlp-a") == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("members", "link", "message"),
+    [
+        ({"../evil.onnx": b"x"}, "", "escapes the bundle"),
+        ({"/abs.onnx": b"x"}, "", "escapes the bundle"),
+        ({}, "model.onnx", "not a regular file"),
+        ({"readme.txt": b"hello"}, "", "no manifest.json"),
+    ],
+)
+def test_a_hostile_or_empty_tar_is_refused_and_store_unchanged(
+    store: ModelStore,
+    bundles: dict[str, Path],
+    trusted: list[str],
+    tmp_path: Path,
+    members: dict[str, bytes],
+    link: str,
+    message: str,
+) -> None:
+    store.install(bundles["v1"], trusted)
+    before = tree_snapshot(store.root)
+    bad = _tar(tmp_path / "bad.tar", {**{p.name: p for p in bundles["v2"].iterdir()}, **members}, link=link)
+    if message == "no manifest.json":
+        bad = _tar(tmp_path / "bad.tar", members)
+    with pytest.raises(BadRequestError, match=message) as err:
+        store.install(bad, trusted)
+    assert err.value.code == "bad_bundle"
+    assert tree_snapshot(store.root) == before
+    assert not (tmp_path.parent / "evil.onnx").exists()
+
+
 def test_untrusted_key_is_refused(store: ModelStore, bundles: dict[str, Path]) -> None:
     before = tree_snapshot(store.root)
     with pytest.raises(BadRequestError) as err:

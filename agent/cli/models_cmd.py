@@ -45,7 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = cmd("list", "list installed models, and what the running daemon serves", list_models)
     c.add_argument("--json", action="store_true", help="print JSON")
     c = cmd("install", "verify a signed bundle and install it", install)
-    c.add_argument("bundle", type=Path, help="bundle directory (holding manifest.json) or its manifest.json")
+    c.add_argument(
+        "bundle",
+        type=Path,
+        help="bundle directory (holding manifest.json), its manifest.json, or the bundle's tar "
+        "(as `models pack` writes it)",
+    )
     c.add_argument("--no-activate", action="store_true", help="install without making it the active version")
     c.add_argument("--trusted-keys", type=Path, metavar="FILE", help="trusted publisher keys (hex per line)")
     c = cmd("verify", "re-hash an installed version and check its signature", verify)

@@ -388,40 +388,6 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _unpack(tar_path: Path, dest: Path) -> Path:
-    """Extract regular files only, refusing absolute paths, ``..``, links and devices; returns the bundle dir."""
-    import tarfile  # only when a bundle arrives: the idle daemon does not load it
-
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    try:
-        with tarfile.open(tar_path, mode="r:*") as tar:
-            for member in tar.getmembers():
-                parts = [p for p in member.name.split("/") if p not in ("", ".")]
-                if member.name.startswith("/") or ".." in parts:
-                    raise DeployError(f"bundle entry {member.name!r} escapes the bundle", code="bad_bundle")
-                if member.isdir():
-                    continue
-                if not member.isfile():
-                    raise DeployError(
-                        f"bundle entry {member.name!r} is not a regular file", code="bad_bundle"
-                    )
-                target = dest.joinpath(*parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                assert src is not None
-                with src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
-    except (tarfile.TarError, EOFError) as exc:
-        raise DeployError(f"the bundle is not a readable tar archive: {exc}", code="bad_bundle") from None
-    if (dest / "manifest.json").is_file():
-        return dest
-    subdirs = [p for p in dest.iterdir() if p.is_dir() and (p / "manifest.json").is_file()]
-    if len(subdirs) == 1:  # one top-level directory, as `tar czf x.tgz bundle/` makes
-        return subdirs[0]
-    raise DeployError("the bundle has no manifest.json at its top", code="bad_bundle")
-
-
 def _loaded_names(manager: Any) -> list[str]:
     names = getattr(manager, "loaded_names", None)
     return list(names()) if callable(names) else []
@@ -431,7 +397,12 @@ async def _unpack_announced(
     tar_path: Path, work: Path, parse: Callable[[bytes], Any], announced: bytes
 ) -> Path:
     """Unpack the bundle under ``work``; its manifest.json must be the one the command announced."""
-    bundle = await asyncio.to_thread(_unpack, tar_path, work / "bundle")
+    from models.bundle_tar import unpack_bundle
+
+    try:
+        bundle = await asyncio.to_thread(unpack_bundle, tar_path, work / "bundle")
+    except BadRequestError as exc:
+        raise DeployError(str(exc), code="bad_bundle") from None
     on_disk = parse((bundle / "manifest.json").read_bytes())
     if on_disk.signed_bytes != announced:
         raise DeployError(
